@@ -1,0 +1,182 @@
+"""One error hierarchy, rooted at ``ExprSearchError``.
+
+Every failure a user can cause is a subclass; the CLI prints ``str(err)`` and exits 2, so messages
+are complete sentences.  DSL errors carry the source text and a span and render the offending line
+with a caret under the bad columns:
+
+>>> err = DSLSyntaxError("unexpected ','", text="gelu(x,,x)", span=(7, 8))
+>>> print(err)
+unexpected ','
+  at line 1, column 8:
+    gelu(x,,x)
+           ^
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from typing import Any
+
+__all__ = [
+    "ExprSearchError", "ConfigError", "DSLError", "DSLSyntaxError", "UnknownNameError", "ArityError",
+    "SlotTypeError", "InputTooLargeError", "NestingTooDeepError", "ValidityError", "SlotCountError",
+    "SlotOrderError", "LinearMismatchError", "NestedActivationError", "NestedLinearError",
+    "UnreachableInputError", "OutputError", "WidthError", "suggest",
+]
+
+_CONTEXT = 60  # characters of a long line shown on each side of the error
+
+
+class ExprSearchError(Exception):
+    """Root of every error exprsearch raises on purpose (bad input, bad config, failed run)."""
+
+
+class ConfigError(ExprSearchError):
+    """A configuration value or command-line option is invalid."""
+
+
+def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
+    """The closest name in ``choices``, if any is close.
+
+    >>> suggest("gleu", ["gelu", "relu", "elu"])
+    'gelu'
+    """
+    best = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return best[0] if best else None
+
+
+def _width(s: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in s)
+
+
+def _printable(s: str) -> str:
+    return "".join(c if c.isprintable() or c == " " else "?" for c in s.replace("\t", " "))
+
+
+def render_span(text: str, span: tuple[int, int]) -> str:
+    """The line holding ``span`` with carets under it (long lines are windowed)."""
+    start, end = max(0, min(span[0], len(text))), max(0, min(span[1], len(text)))
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", start)
+    line_end = len(text) if line_end < 0 else line_end
+    lineno = text.count("\n", 0, start) + 1
+    col = start - line_start
+    end = min(max(end, start + 1), line_end if line_end > start else start + 1)
+    lo = max(line_start, start - _CONTEXT)
+    hi = min(line_end, max(end, start + 1) + _CONTEXT)
+    prefix = "..." if lo > line_start else ""
+    suffix = "..." if hi < line_end else ""
+    shown = _printable(text[lo:hi])
+    pad = _width(prefix) + _width(_printable(text[lo:start]))
+    marks = max(1, _width(_printable(text[start:end])))
+    return (f"  at line {lineno}, column {col + 1}:\n    {prefix}{shown}{suffix}\n"
+            f"    {' ' * pad}{'^' * marks}")
+
+
+class DSLError(ExprSearchError):
+    """An expression text (or AST) is malformed or invalid.
+
+    ``text`` and ``span`` (character offsets, end exclusive) locate it when the error came from
+    text; ``node`` is the offending AST node when known; ``hint`` is one extra sentence.
+    """
+
+    def __init__(self, message: str, *, text: str | None = None, span: tuple[int, int] | None = None,
+                 node: Any = None, hint: str | None = None, arg: int | None = None) -> None:
+        super().__init__(message)
+        self.message, self.text, self.span, self.node, self.hint = message, text, span, node, hint
+        self.arg = arg  # index of the offending argument, for errors about one argument
+
+    def located(self, text: str, span: tuple[int, int] | None) -> "DSLError":
+        """Attach source text and span (used when the AST was built from text); returns self."""
+        if self.text is None:
+            self.text, self.span = text, span
+        return self
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.node is not None and self.text is None:
+            parts.append(f"  in: {str(self.node)[:200]}")
+        if self.text is not None and self.span is not None:
+            parts.append(render_span(self.text, self.span))
+        if self.hint:
+            parts.append(f"  hint: {self.hint}")
+        return "\n".join(parts)
+
+
+class DSLSyntaxError(DSLError):
+    """The text does not follow ``grammar/ffn.lark``."""
+
+
+_LINEAR_NAME = re.compile(r"linear\d+_\d+")
+
+
+class UnknownNameError(DSLSyntaxError):
+    """A name that is no operator, variable or slot."""
+
+    @classmethod
+    def for_name(cls, name: str, *, text: str | None = None,
+                 span: tuple[int, int] | None = None) -> "UnknownNameError":
+        from .ops import ALL_NAMES, BLOCK_CHOICES, RATIO_CHOICES
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        if _LINEAR_NAME.fullmatch(name):
+            hint = (f"linearX_Y needs X in {list(BLOCK_CHOICES)} (stacked blocks) and "
+                    f"Y in {list(RATIO_CHOICES)} (width ratio)")
+        else:
+            best = suggest(name, ALL_NAMES)
+            hint = f"did you mean '{best}'?" if best else None
+        return cls(f"unknown name '{shown}'", text=text, span=span, hint=hint)
+
+
+class ArityError(DSLError):
+    """An operator was given the wrong number of arguments."""
+
+
+class SlotTypeError(DSLError):
+    """A slot (wb1/wb2) used as a tensor, or a tensor where a linear expects a slot."""
+
+
+class InputTooLargeError(DSLError):
+    """The text is longer than the parser accepts."""
+
+
+class NestingTooDeepError(DSLError):
+    """Parentheses or AST nesting deeper than the limit."""
+
+
+class ValidityError(DSLError):
+    """A well-formed expression breaks a rule of the FFN search space (see ``validate.py``)."""
+
+    rule = "valid"
+
+
+class SlotCountError(ValidityError):
+    rule = "one-wb1-one-wb2"
+
+
+class SlotOrderError(ValidityError):
+    rule = "wb1-before-wb2"
+
+
+class LinearMismatchError(ValidityError):
+    rule = "same-linear-XY"
+
+
+class NestedActivationError(ValidityError):
+    rule = "no-nested-activation"
+
+
+class NestedLinearError(ValidityError):
+    rule = "no-nested-linear"
+
+
+class UnreachableInputError(ValidityError):
+    rule = "x-reachable"
+
+
+class OutputError(ValidityError):
+    rule = "output-shape"
+
+
+class WidthError(ValidityError):
+    rule = "output-width"

@@ -1,0 +1,243 @@
+"""Typed, immutable, hash-consed AST.
+
+Input: an operator (name or ``Op``) and child nodes.  Output: the unique node for that structure.
+Invariants: structurally equal nodes are the same object (so ``==`` is ``is`` and hashing is
+O(1)); nodes never change; ``str(e)`` is valid DSL with ``parse(str(e)) == e``;
+``e.func(*e.args) is e`` for every class; arity and slot typing hold for every node that exists.
+
+Classes are named after the grammar rules they come from (``var``, ``slot``, ``unary``, ``binary``,
+``linear``).  ``node()`` is the one constructor that dispatches on the operator's kind.
+
+>>> e = node("linear1_1", node("gelu", node("linear1_1", X, WB1)), WB2)
+>>> str(e)
+'linear1_1(gelu(linear1_1(x,wb1)),wb2)'
+>>> e is node("linear1_1", node("gelu", node("linear1_1", X, WB1)), WB2)
+True
+>>> e.func(*e.args) is e, e.size, e.depth
+(True, 4, 3)
+"""
+from __future__ import annotations
+
+import functools
+import weakref
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterator
+
+from .errors import ArityError, DSLError, NestingTooDeepError, SlotTypeError
+from .ops import Kind, Op, op as lookup_op
+
+__all__ = ["Expr", "Var", "Slot", "Unary", "Binary", "Linear", "node", "X", "WB1", "WB2",
+           "ModelSpec", "MAX_DEPTH", "order_key", "Path"]
+
+MAX_DEPTH = 200  # deepest AST accepted anywhere; keeps every recursive pass far from Python's limit
+
+Path = tuple[int, ...]  # child indices from the root
+
+
+class Expr:
+    """Base of all AST nodes.  Build nodes with :func:`node`, never by mutating."""
+
+    __slots__ = ("op", "args", "size", "depth", "_text", "__weakref__")
+    _interned: ClassVar["weakref.WeakValueDictionary[tuple, Expr]"] = weakref.WeakValueDictionary()
+    kind: ClassVar[Kind]
+
+    op: Op
+    args: tuple["Expr", ...]
+    size: int    # nodes in the tree, slots not counted (the standard FFN has 4)
+    depth: int   # edges on the longest root-leaf path, slots not counted (standard FFN: 3)
+
+    def __new__(cls, op: Op, *args: "Expr") -> "Expr":
+        key = (op.name, args)
+        hit = Expr._interned.get(key)
+        if hit is not None:
+            return hit
+        self = object.__new__(_CLASS_OF[op.kind])
+        self.op, self.args = op, args
+        tensor_args = [a for a in args if a.kind is not Kind.SLOT]
+        self.size = 1 + sum(a.size for a in tensor_args) if op.kind is not Kind.SLOT else 0
+        self.depth = 1 + max(a.depth for a in tensor_args) if tensor_args else 0
+        if self.depth > MAX_DEPTH:
+            raise NestingTooDeepError(f"expression nests deeper than {MAX_DEPTH} levels")
+        self._text = op.name if not args else f"{op.name}({','.join(a._text for a in args)})"
+        Expr._interned[key] = self
+        return self
+
+    # -- identity -------------------------------------------------------------------------
+    def __str__(self) -> str:
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._text!r})"
+
+    def __reduce__(self) -> tuple:  # re-intern on unpickling (process pools, Ray)
+        return (node, (self.op.name, *self.args))
+
+    def __copy__(self) -> "Expr":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Expr":
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.op.name
+
+    @property
+    def func(self) -> Callable[..., "Expr"]:
+        """Rebuilds a node of this operator from new args (sympy's ``e.func(*e.args)``)."""
+        return functools.partial(node, self.op)
+
+    # -- traversal ------------------------------------------------------------------------
+    def walk(self) -> Iterator["Expr"]:
+        """Pre-order over the tree (shared subtrees visited once per occurrence)."""
+        stack: list[Expr] = [self]
+        while stack:
+            e = stack.pop()
+            yield e
+            stack.extend(reversed(e.args))
+
+    def walk_paths(self) -> Iterator[tuple[Path, "Expr"]]:
+        """Pre-order ``(path, node)`` pairs; ``path`` indexes args from the root."""
+        stack: list[tuple[Path, Expr]] = [((), self)]
+        while stack:
+            path, e = stack.pop()
+            yield path, e
+            stack.extend((path + (i,), a) for i, a in reversed(list(enumerate(e.args))))
+
+    def at(self, path: Path) -> "Expr":
+        e = self
+        for i in path:
+            e = e.args[i]
+        return e
+
+    def replace_at(self, path: Path, new: "Expr") -> "Expr":
+        """A copy with the subtree at ``path`` replaced by ``new``."""
+        if not path:
+            return new
+        i, rest = path[0], path[1:]
+        args = list(self.args)
+        args[i] = args[i].replace_at(rest, new)
+        return node(self.op, *args)
+
+    def contains(self, other: "Expr") -> bool:
+        return any(e is other for e in self.walk())
+
+    def linears(self) -> list["Linear"]:
+        return [e for e in self.walk() if e.op.kind is Kind.LINEAR]  # type: ignore[misc]
+
+
+class Var(Expr):
+    """The layer input ``x``."""
+    __slots__ = ()
+    kind = Kind.VAR
+
+
+class Slot(Expr):
+    """A weight/bias slot ``wb1`` or ``wb2``; only valid as a linear's second argument."""
+    __slots__ = ()
+    kind = Kind.SLOT
+
+
+class Unary(Expr):
+    __slots__ = ()
+    kind = Kind.UNARY
+
+
+class Binary(Expr):
+    __slots__ = ()
+    kind = Kind.BINARY
+
+
+class Linear(Expr):
+    """``linearX_Y(input, slot)``."""
+    __slots__ = ()
+    kind = Kind.LINEAR
+
+    @property
+    def input(self) -> Expr:
+        return self.args[0]
+
+    @property
+    def slot(self) -> str:
+        return self.args[1].op.name
+
+
+_CLASS_OF: dict[Kind, type[Expr]] = {Kind.VAR: Var, Kind.SLOT: Slot, Kind.UNARY: Unary,
+                                     Kind.BINARY: Binary, Kind.LINEAR: Linear}
+
+
+def node(op: Op | str, *args: Expr) -> Expr:
+    """The one constructor: checks arity and slot typing, then returns the interned node.
+
+    >>> node("gelu", X, X)
+    Traceback (most recent call last):
+    ...
+    exprsearch.errors.ArityError: gelu takes 1 argument, got 2
+    """
+    o = lookup_op(op) if isinstance(op, str) else op
+    if len(args) != o.arity:
+        s = "" if o.arity == 1 else "s"
+        raise ArityError(f"{o.name} takes {o.arity} argument{s}, got {len(args)}")
+    for i, a in enumerate(args):
+        if not isinstance(a, Expr):
+            raise DSLError(f"{o.name}: argument {i + 1} is {type(a).__name__}, not an expression")
+        wants_slot = o.kind is Kind.LINEAR and i == 1
+        if wants_slot and a.kind is not Kind.SLOT:
+            raise SlotTypeError(f"{o.name}: argument 2 must be a slot (wb1 or wb2), got '{a}'",
+                                node=a, arg=i)
+        if not wants_slot and a.kind is Kind.SLOT:
+            raise SlotTypeError(f"{o.name}: argument {i + 1} must be a tensor expression; slot '{a}' "
+                                f"is only valid as a linear's second argument", node=a, arg=i)
+    return Expr(o, *args)
+
+
+X = node("x")
+WB1 = node("wb1")
+WB2 = node("wb2")
+
+
+def order_key(e: Expr) -> tuple[int, str]:
+    """The one canonical ordering of expressions: smaller trees first, then by text."""
+    return (e.size, e._text)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A per-layer model spec: the FFN expression of each layer, bottom to top.
+
+    >>> spec = ModelSpec((X, node("gelu", X)))
+    >>> str(spec), len(spec)
+    ('[x; gelu(x)]', 2)
+    """
+
+    layers: tuple[Expr, ...]
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise DSLError("a model spec needs at least one layer")
+
+    def __str__(self) -> str:
+        return "[" + "; ".join(map(str, self.layers)) + "]"
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Expr]:
+        return iter(self.layers)
+
+    def __getitem__(self, i: int) -> Expr:
+        return self.layers[i]
+
+    def to_lines(self) -> str:
+        """The file form: one expression per line."""
+        return "".join(f"{e}\n" for e in self.layers)
+
+    def broadcast(self, n_layers: int) -> "ModelSpec":
+        """Repeat a one-layer spec to ``n_layers``; other lengths must already match."""
+        if len(self.layers) == n_layers:
+            return self
+        if len(self.layers) == 1:
+            return ModelSpec(self.layers * n_layers)
+        raise DSLError(f"model spec has {len(self.layers)} layers but the model has {n_layers}")
+
+

@@ -1,0 +1,1 @@
+"""Data package holding ``ffn.lark``; installed as ``exprsearch._grammar`` (see pyproject.toml)."""
