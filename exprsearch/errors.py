@@ -54,8 +54,10 @@ def _printable(s: str) -> str:
     return "".join(c if c.isprintable() or c == " " else "?" for c in s.replace("\t", " "))
 
 
-def render_span(text: str, span: tuple[int, int]) -> str:
-    """The line holding ``span`` with carets under it (long lines are windowed)."""
+def render_span(text: str, span: tuple[int, int], origin: str | None = None, line_offset: int = 0) -> str:
+    """The line holding ``span`` with carets under it (long lines are windowed).
+
+    ``origin`` (a file name) and ``line_offset`` make the location read ``file:line:column``."""
     start, end = max(0, min(span[0], len(text))), max(0, min(span[1], len(text)))
     line_start = text.rfind("\n", 0, start) + 1
     line_end = text.find("\n", start)
@@ -70,8 +72,9 @@ def render_span(text: str, span: tuple[int, int]) -> str:
     shown = _printable(text[lo:hi])
     pad = _width(prefix) + _width(_printable(text[lo:start]))
     marks = max(1, _width(_printable(text[start:end])))
-    return (f"  at line {lineno}, column {col + 1}:\n    {prefix}{shown}{suffix}\n"
-            f"    {' ' * pad}{'^' * marks}")
+    where = (f"{origin}:{lineno + line_offset}:{col + 1}" if origin
+             else f"line {lineno}, column {col + 1}")
+    return f"  at {where}:\n    {prefix}{shown}{suffix}\n    {' ' * pad}{'^' * marks}"
 
 
 class DSLError(ExprSearchError):
@@ -86,6 +89,8 @@ class DSLError(ExprSearchError):
         super().__init__(message)
         self.message, self.text, self.span, self.node, self.hint = message, text, span, node, hint
         self.arg = arg  # index of the offending argument, for errors about one argument
+        self.origin: str | None = None  # file the text came from (set by readers of files)
+        self.line_offset = 0            # line of ``text`` within ``origin``, minus one
 
     def located(self, text: str, span: tuple[int, int] | None) -> "DSLError":
         """Attach source text and span (used when the AST was built from text); returns self."""
@@ -98,7 +103,7 @@ class DSLError(ExprSearchError):
         if self.node is not None and self.text is None:
             parts.append(f"  in: {str(self.node)[:200]}")
         if self.text is not None and self.span is not None:
-            parts.append(render_span(self.text, self.span))
+            parts.append(render_span(self.text, self.span, self.origin, self.line_offset))
         if self.hint:
             parts.append(f"  hint: {self.hint}")
         return "\n".join(parts)

@@ -65,5 +65,7 @@ def read_spec(path: str | Path, *, strict: bool = True) -> ModelSpec:
     try:
         return parse_spec(text, strict=strict)
     except DSLError as err:
-        err.message = f"{p}: {err.message}"
+        err.origin = str(p)
+        if err.text is None:
+            err.message = f"{p}: {err.message}"
         raise

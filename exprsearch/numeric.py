@@ -1,0 +1,125 @@
+"""AST --> numbers: evaluation on fixed random probes, and the numeric fingerprint.
+
+Input: an expression and a ``Probe`` (fixed random x and weights).  Output: the expression's
+values, or a hash of them rounded (the fingerprint).  Invariant: evaluation uses the op table's
+torch callables and the compiler's width rule, so it computes what a compiled FFN block computes
+(before its residual and LayerNorm); equivalent expressions get the same fingerprint.
+
+The width rule: ``wb1`` maps H -> d = D // Y, ``wb2`` maps d -> H; a binary op on operands of
+different widths uses the first min(w1, w2) channels of each; a linear fed a narrower input than
+its slot's input width uses the first columns of its weight (and a wider one, the first channels).
+
+>>> from .validate import parse_one
+>>> fingerprint(parse_one("max(x,tanh(x))")) == fingerprint(parse_one("max(tanh(x),x)"))
+True
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+
+from .expr import Expr
+from .ops import Kind
+
+__all__ = ["Probe", "evaluate", "fingerprint", "default_probe", "numerically_equal"]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Fixed random inputs and weights.  ``base_ratio`` = D / H of the model being searched: the
+    probe keeps the order of d and H for every Y, which decides how width truncation behaves."""
+
+    base_ratio: float = 1.0   # D / H (1 in the reference, 4 for a standard BERT)
+    hidden: int = 12          # probe H (12 keeps D // Y distinct for Y = 1..4)
+    points: int = 16          # rows of x
+    seed: int = 0
+    _cache: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @property
+    def base_width(self) -> int:
+        return max(1, round(self.hidden * self.base_ratio))
+
+    @cached_property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed)
+        h, d = self.hidden, self.base_width
+        rnd = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+        x = rnd(self.points, h) * 2.0
+        x[0] = 0.0  # exercise the kinks of relu/max at 0
+        return {"x": x, "w1": rnd(d, h) / h**0.5, "b1": rnd(d) * 0.1,
+                "w2": rnd(h, d) / d**0.5, "b2": rnd(h) * 0.1}
+
+
+def _linear(p: Probe, e: Expr, v: torch.Tensor) -> torch.Tensor:
+    t = p.tensors
+    d = p.base_width // e.op.ratio
+    if e.args[1].name == "wb1":
+        w, bias = t["w1"][:d], t["b1"][:d]
+    else:
+        w, bias = t["w2"][:, :d], t["b2"]
+    k = min(v.shape[-1], w.shape[1])
+    return v[..., :k] @ w[:, :k].T + bias
+
+
+def evaluate(e: Expr, probe: Probe | None = None) -> torch.Tensor:
+    """Values of ``e`` on the probe's x (float64, points x width), memoised per node and probe."""
+    p = probe or default_probe()
+    cache = p._cache
+    hit = cache.get(e)
+    if hit is not None:
+        return hit
+    k = e.op.kind
+    if k is Kind.VAR:
+        out = p.tensors["x"]
+    elif k is Kind.LINEAR:
+        out = _linear(p, e, evaluate(e.args[0], p))
+    elif k is Kind.UNARY:
+        out = e.op.torch_fn(evaluate(e.args[0], p))  # type: ignore[misc]
+    else:
+        a, b = evaluate(e.args[0], p), evaluate(e.args[1], p)
+        w = min(a.shape[-1], b.shape[-1])
+        out = e.op.torch_fn(a[..., :w], b[..., :w])  # type: ignore[misc]
+    if len(cache) > 100_000:
+        cache.clear()
+    cache[e] = out
+    return out
+
+
+def _quantised(v: torch.Tensor) -> bytes:
+    v = torch.nan_to_num(v, nan=7.0e30, posinf=8.0e30, neginf=-8.0e30)
+    v = torch.where(v.abs() < 1e-9, torch.zeros_like(v), v)
+    return v.to(torch.float32).numpy().tobytes()
+
+
+def fingerprint(e: Expr, probe: Probe | None = None) -> str:
+    """Hash of ``e``'s rounded outputs and its linears' X_Y (X does not change one block's values)."""
+    p = probe or default_probe()
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((p.base_ratio, p.hidden, p.points, p.seed)).encode())
+    h.update(",".join(sorted({n.name for n in e.linears()})).encode())
+    h.update(_quantised(evaluate(e, p)))
+    return h.hexdigest()
+
+
+def numerically_equal(a: Expr, b: Expr, base_ratio: float = 1.0, seeds: tuple[int, ...] = (1, 2)) -> bool:
+    """Agreement (rtol 1e-9) on fresh probes with more points: the last word on equivalence."""
+    if sorted(n.name for n in a.linears()) != sorted(n.name for n in b.linears()):
+        return False
+    for s in seeds:
+        p = Probe(base_ratio=base_ratio, points=64, seed=s)
+        va, vb = evaluate(a, p), evaluate(b, p)
+        if va.shape != vb.shape or not torch.allclose(va, vb, rtol=1e-9, atol=1e-12, equal_nan=True):
+            return False
+    return True
+
+
+_DEFAULT: dict[float, Probe] = {}
+
+
+def default_probe(base_ratio: float = 1.0) -> Probe:
+    if base_ratio not in _DEFAULT:
+        _DEFAULT[base_ratio] = Probe(base_ratio=base_ratio)
+    return _DEFAULT[base_ratio]
