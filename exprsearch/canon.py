@@ -7,7 +7,7 @@ operators (max, min) are flattened, sorted and left-folded, and no rule applies 
 Canonicalisation only uses exact identities, so the canonical form computes exactly what the
 input does; equalities the rules miss are found by ``dedup.py`` (fingerprint + sympy).
 
->>> from .validate import parse_one
+>>> from .validity import parse_one
 >>> str(canonicalize(parse_one("max(tanh(x), max(x, tanh(x)))")))
 'max(x,tanh(x))'
 >>> canonical_key(parse_one("mul(gelu(x),gelu(x))")) == canonical_key(parse_one("square(gelu(x))"))

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import tune_gc
+    tune_gc()
     parser = build_parser()
     ns = parser.parse_args(argv)
     if not ns.command:

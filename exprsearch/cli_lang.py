@@ -18,7 +18,7 @@ from .errors import DSLError, ExprSearchError
 from .generate import Space, count, enumerate_space, sample
 from .numeric import fingerprint
 from .parsing import parse
-from .validate import width_of
+from .validity import width_of
 
 
 def _describe(e, strict: bool) -> dict:
@@ -93,7 +93,7 @@ def _canon_options(p: argparse.ArgumentParser) -> None:
 
 @command("canon", "canonical form and dedup groups of expressions")(_canon_options)
 def cmd_canon(ns: argparse.Namespace) -> int:
-    dd = Deduper(base_ratio=ns.base_ratio, use_sympy=not ns.no_sympy)
+    dd = Deduper(base_ratio=ns.base_ratio, use_sympy=not ns.no_sympy, full_proofs=not ns.no_sympy)
     rows, records, errors = [], [], []
     first: dict[str, int] = {}
     for item in _read_inputs(ns.inputs):

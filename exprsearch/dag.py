@@ -4,7 +4,7 @@ Input: an expression or model spec.  Output: a ``networkx.DiGraph`` with one nod
 subexpression (interning makes "distinct" mean "distinct object"), edges parent -> child labelled
 with the argument index.  Invariant: the graph is acyclic and has one root per layer.
 
->>> from .validate import parse_one
+>>> from .validity import parse_one
 >>> g = to_dag(parse_one("linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)"))
 >>> dag_stats(g)["nodes"], dag_stats(g)["shared"]
 (7, 1)

@@ -1,14 +1,15 @@
 """canonical AST --> equivalence class: deduplication that does not collide.
 
 Input: expressions (any order).  Output: for each, its class key (the canonical string of the
-first member seen) and how equivalence was established.  Invariants: two members of a class are
-proved equal by (1) identical canonical form, (2) sympy, or (3) agreement on fresh numeric probes
-after their fingerprints agreed; different fingerprints are never merged, and a fingerprint match
-that neither sympy nor the fresh probes confirm stays a separate class (a counted collision).
+first member seen) and how equivalence was established.  Invariants: two members of a class have
+(1) identical canonical forms, or (2) equal fingerprints *and* agree on fresh numeric probes (64
+points, two seeds, rtol 1e-9) -- the final test -- labelled 'sympy' where sympy also proves the
+identity; different fingerprints are never merged, and a fingerprint match that the fresh probes
+reject stays a separate class (a counted collision).
 The reference code's "string + rounded sum" key merges unequal expressions; this does not.
 
->>> from .validate import parse_one
->>> d = Deduper()
+>>> from .validity import parse_one
+>>> d = Deduper(full_proofs=True)
 >>> d.add(parse_one("mul(x,add(x,tanh(x)))")).proof
 'new'
 >>> r = d.add(parse_one("add(mul(x,tanh(x)),square(x))"))
@@ -37,10 +38,11 @@ class DedupResult:
 
 @dataclass
 class Deduper:
-    """Incremental dedup index.  ``use_sympy=False`` skips sympy (fresh numeric probes decide)."""
+    """Incremental dedup index."""
 
     base_ratio: float = 1.0
-    use_sympy: bool = True
+    use_sympy: bool = True        # label merges proved by sympy (expand); numeric probes decide
+    full_proofs: bool = False     # also try sympy.simplify (slow: up to seconds per pair)
     _by_canon: dict[Expr, str] = field(default_factory=dict)
     _by_fp: dict[str, list[tuple[Expr, str]]] = field(default_factory=dict)
     members: dict[str, list[str]] = field(default_factory=dict)
@@ -65,11 +67,13 @@ class Deduper:
         return None
 
     def _equivalent(self, c: Expr, rep: Expr) -> str | None:
-        if self.use_sympy and prove_equal(c, rep):
+        """How ``c`` and ``rep`` (same fingerprint) are known equal, or None if they are not.
+        Fresh numeric probes decide; sympy then labels the merge as proved where it can."""
+        if not numerically_equal(c, rep, self.base_ratio):
+            return None
+        if self.use_sympy and prove_equal(c, rep, simplify=self.full_proofs):
             return "sympy"
-        if numerically_equal(c, rep, self.base_ratio):
-            return "numeric"
-        return None
+        return "numeric"
 
     def add(self, e: Expr) -> DedupResult:
         c = canonicalize(e)

@@ -1,6 +1,6 @@
 """values --> text for people: AST trees and aligned tables.
 
->>> from .validate import parse_one
+>>> from .validity import parse_one
 >>> print(ast_tree(parse_one("linear1_1(gelu(linear1_1(x,wb1)),wb2)")))
 linear1_1
 ├── gelu

@@ -150,7 +150,7 @@ class NestingTooDeepError(DSLError):
 
 
 class ValidityError(DSLError):
-    """A well-formed expression breaks a rule of the FFN search space (see ``validate.py``)."""
+    """A well-formed expression breaks a rule of the FFN search space (see ``validity.py``)."""
 
     rule = "valid"
 

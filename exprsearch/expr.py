@@ -38,7 +38,6 @@ class Expr:
     """Base of all AST nodes.  Build nodes with :func:`node`, never by mutating."""
 
     __slots__ = ("op", "args", "size", "depth", "_text", "__weakref__")
-    _interned: ClassVar["weakref.WeakValueDictionary[tuple, Expr]"] = weakref.WeakValueDictionary()
     kind: ClassVar[Kind]
 
     op: Op
@@ -46,21 +45,8 @@ class Expr:
     size: int    # nodes in the tree, slots not counted (the standard FFN has 4)
     depth: int   # edges on the longest root-leaf path, slots not counted (standard FFN: 3)
 
-    def __new__(cls, op: Op, *args: "Expr") -> "Expr":
-        key = (op.name, args)
-        hit = Expr._interned.get(key)
-        if hit is not None:
-            return hit
-        self = object.__new__(_CLASS_OF[op.kind])
-        self.op, self.args = op, args
-        tensor_args = [a for a in args if a.kind is not Kind.SLOT]
-        self.size = 1 + sum(a.size for a in tensor_args) if op.kind is not Kind.SLOT else 0
-        self.depth = 1 + max(a.depth for a in tensor_args) if tensor_args else 0
-        if self.depth > MAX_DEPTH:
-            raise NestingTooDeepError(f"expression nests deeper than {MAX_DEPTH} levels")
-        self._text = op.name if not args else f"{op.name}({','.join(a._text for a in args)})"
-        Expr._interned[key] = self
-        return self
+    def __new__(cls, op: Op | str, *args: "Expr") -> "Expr":
+        return node(op, *args)
 
     # -- identity -------------------------------------------------------------------------
     def __str__(self) -> str:
@@ -166,15 +152,38 @@ _CLASS_OF: dict[Kind, type[Expr]] = {Kind.VAR: Var, Kind.SLOT: Slot, Kind.UNARY:
                                      Kind.BINARY: Binary, Kind.LINEAR: Linear}
 
 
+# The intern table: (op name, args) -> weak reference to the one node with that structure.
+# Entries leave when their node is garbage (the callback), so long searches do not grow it.
+_TABLE: dict[tuple, "weakref.ref[Expr]"] = {}
+
+
 def node(op: Op | str, *args: Expr) -> Expr:
-    """The one constructor: checks arity and slot typing, then returns the interned node.
+    """The one constructor: returns the interned node, checking arity and slot typing first.
 
     >>> node("gelu", X, X)
     Traceback (most recent call last):
     ...
     exprsearch.errors.ArityError: gelu takes 1 argument, got 2
     """
-    o = lookup_op(op) if isinstance(op, str) else op
+    key = (op if op.__class__ is str else op.name, args)  # type: ignore[union-attr]
+    ref = _TABLE.get(key)
+    if ref is not None:
+        hit = ref()
+        if hit is not None:
+            return hit
+    return _make(lookup_op(op) if op.__class__ is str else op, args, key)  # type: ignore[arg-type]
+
+
+class _Ref(weakref.ref):
+    __slots__ = ("key",)
+
+
+def _drop(ref: _Ref) -> None:
+    if _TABLE.get(ref.key) is ref:
+        del _TABLE[ref.key]
+
+
+def _check(o: Op, args: tuple[Expr, ...]) -> None:
     if len(args) != o.arity:
         s = "" if o.arity == 1 else "s"
         raise ArityError(f"{o.name} takes {o.arity} argument{s}, got {len(args)}")
@@ -188,7 +197,31 @@ def node(op: Op | str, *args: Expr) -> Expr:
         if not wants_slot and a.kind is Kind.SLOT:
             raise SlotTypeError(f"{o.name}: argument {i + 1} must be a tensor expression; slot '{a}' "
                                 f"is only valid as a linear's second argument", node=a, arg=i)
-    return Expr(o, *args)
+
+
+def _make(o: Op, args: tuple[Expr, ...], key: tuple) -> Expr:
+    _check(o, args)
+    self = object.__new__(_CLASS_OF[o.kind])
+    self.op, self.args = o, args
+    if not args:
+        self.size, self.depth, self._text = (0 if o.kind is Kind.SLOT else 1), 0, o.name
+    else:
+        a0 = args[0]
+        if len(args) == 1 or o.kind is Kind.LINEAR:  # a linear's second argument is a slot
+            self.size, self.depth = a0.size + 1, a0.depth + 1
+        elif len(args) == 2:
+            a1 = args[1]
+            self.size, self.depth = a0.size + a1.size + 1, max(a0.depth, a1.depth) + 1
+        else:
+            self.size = 1 + sum(a.size for a in args)
+            self.depth = 1 + max(a.depth for a in args)
+        if self.depth > MAX_DEPTH:
+            raise NestingTooDeepError(f"expression nests deeper than {MAX_DEPTH} levels")
+        self._text = o.name + "(" + ",".join([a._text for a in args]) + ")"
+    ref = _Ref(self, _drop)
+    ref.key = key
+    _TABLE[key] = ref
+    return self
 
 
 X = node("x")

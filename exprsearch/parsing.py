@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import DSLError, DSLSyntaxError, ExprSearchError, ValidityError
 from .expr import Expr, ModelSpec
 from .syntax import SourceMap, parse_layers
-from .validate import validate
+from .validity import validate
 
 __all__ = ["parse", "parse_spec", "read_spec", "check"]
 

@@ -5,7 +5,7 @@ is an exact identity in IEEE arithmetic (so rewriting never changes what a model
 strictly shrinks the tree (so the fixpoint driver in ``canon.py`` terminates); a test checks both
 for every rule on random instances.  ``law`` is the rule's algebra, shown by docs and the REPL.
 
->>> from .validate import parse_one
+>>> from .validity import parse_one
 >>> rewrite_once(parse_one("max(tanh(x),tanh(x))")).__str__()
 'tanh(x)'
 >>> [r.law for r in RULES][:3]

@@ -121,60 +121,108 @@ class _Builder(Transformer):
         return [e for e in c if isinstance(e, Expr)]
 
 
+_NAMED_TERMINAL = re.compile(r"^([A-Z][A-Z_0-9]*)(\.\d+)?\s*:", re.M)
+
+
+def _fast_call(c: list) -> Expr:
+    return node(c[0], *c[1:-1])
+
+
+def _fast_leaf(c: list) -> Expr:
+    return node(c[0])
+
+
+def _fast_start(c: list) -> list[Expr]:
+    return c
+
+
+# Semantic actions of the fast path, by rule name (the lark path's are the _Builder methods).
+_FAST_ACTIONS = {"unary": _fast_call, "binary": _fast_call, "linear": _fast_call,
+                 "var": _fast_leaf, "slot": _fast_leaf, "start": _fast_start}
+
+
 class _Grammar:
     """Both parsers, built once from the grammar file (lazily: importing stays cheap)."""
 
     def __init__(self) -> None:
         text = grammar_text()
         self.tree_parser = lark.Lark(text, parser="lalr", propagate_positions=True)
-        fast = lark.Lark(text, parser="lalr", transformer=_Builder())
-        core = fast.parser.parser.parser  # lark's _Parser: parse table + inline callbacks
-        self.states = core.parse_table.states
-        self.start = core.parse_table.start_states["start"]
-        self.end = core.parse_table.end_states["start"]
-        self.callbacks = core.callbacks
-        terms = sorted(fast.terminals, key=lambda t: (-t.priority, -t.pattern.max_width,
-                                                      -len(t.pattern.value), t.name))
+        table = self.tree_parser.parser.parser.parser.parse_table
+        named = set(m.group(1) for m in _NAMED_TERMINAL.finditer(text))
+        terms = sorted(self.tree_parser.terminals, key=lambda t: (
+            -t.priority, -t.pattern.max_width, -len(t.pattern.value), t.name))
         self.lexer = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terms))
-        self.ignore = frozenset(fast.ignore_tokens)
+        self.ignore = frozenset(self.tree_parser.ignore_tokens)
+        self.keep = frozenset(named) - {"SEP"}  # tokens the AST needs; anonymous ones are syntax only
+        self.start = table.start_states["start"]
+        self.end = table.end_states["start"]
+        # Plain-str tables: shifts[state][token] -> state; reduces[state][token] -> (size, origin,
+        # action); goto[state][rule] -> state.  action None: pass the single child up (?expr);
+        # "splice": an inlined _rule (children join the parent's); else a function making the node.
+        # Plain-str tables: actions[state][token] is an int (shift to that state) or a tuple
+        # (size, origin, action) to reduce by; goto[state][rule] -> state.  action None: pass the
+        # single child up (?expr); "splice": an inlined _rule whose children join the parent's;
+        # else the function making the node.
+        shift = lark.parsers.lalr_analysis.Shift
+        self.actions: dict[int, dict[str, int | tuple]] = {}
+        self.goto: dict[int, dict[str, int]] = {}
+        for st, acts in table.states.items():
+            row, go = self.actions.setdefault(st, {}), self.goto.setdefault(st, {})
+            for tok, (kind, arg) in acts.items():
+                name = str(tok)
+                if kind is shift:
+                    (row if name.isupper() or name == "$END" else go)[name] = arg
+                else:
+                    origin = str(arg.origin.name)
+                    act = ("splice" if origin.startswith("_") else
+                           None if arg.options.expand1 and len(arg.expansion) == 1 else _FAST_ACTIONS[origin])
+                    row[name] = (len(arg.expansion), origin, act)
 
     def fast(self, text: str) -> list[Expr] | None:
         """The fast path; ``None`` means "ask the lark path" (an error or something unusual)."""
-        states, callbacks, ignore, match = self.states, self.callbacks, self.ignore, self.lexer.match
-        state_stack, value_stack = [self.start], []
-        pos, n = 0, len(text)
+        tokens = [(m.lastgroup, m.group()) for m in self.lexer.finditer(text)]
+        if sum(len(v) for _, v in tokens) != len(text):
+            return None  # a character no terminal matches
+        tokens.append(("$END", ""))
+        actions, goto, keep, ignore, end = self.actions, self.goto, self.keep, self.ignore, self.end
+        states, values = [self.start], []
         try:
-            while True:
-                if pos < n:
-                    m = match(text, pos)
-                    if m is None or m.end() == pos:
-                        return None
-                    pos, ttype = m.end(), m.lastgroup
-                    if ttype in ignore:
-                        continue
-                    value = m.group()
-                else:
-                    ttype, value = "$END", ""
+            for ttype, value in tokens:
+                if ttype in ignore:
+                    continue
+                if ttype not in keep:
+                    value = _DROP  # type: ignore[assignment]
                 while True:
-                    action = states[state_stack[-1]].get(ttype)
-                    if action is None:
-                        return None
-                    kind, arg = action
-                    if kind is lark.parsers.lalr_analysis.Shift:
-                        state_stack.append(arg)
-                        value_stack.append(value)
+                    act = actions[states[-1]].get(ttype)  # type: ignore[arg-type]
+                    if act.__class__ is int:
+                        states.append(act)  # type: ignore[arg-type]
+                        values.append(value)
                         break
-                    size = len(arg.expansion)
-                    children = value_stack[-size:] if size else []
-                    if size:
-                        del state_stack[-size:]
-                        del value_stack[-size:]
-                    value_stack.append(callbacks[arg](children))
-                    state_stack.append(states[state_stack[-1]][arg.origin.name][1])
-                    if ttype == "$END" and state_stack[-1] == self.end:
-                        return value_stack[-1]
+                    if act is None:
+                        return None
+                    size, origin, fn = act  # type: ignore[misc]
+                    if fn is None:  # unit rule: the value stays, only the state changes
+                        states[-1] = goto[states[-2]][origin]
+                        continue
+                    kids = values[-size:]
+                    del states[-size:]
+                    del values[-size:]
+                    flat = []
+                    for k in kids:
+                        if k.__class__ is list:
+                            flat.extend(k)
+                        elif k is not _DROP:
+                            flat.append(k)
+                    values.append(flat if fn == "splice" else fn(flat))
+                    states.append(goto[states[-1]][origin])
+                    if ttype == "$END" and states[-1] == end:
+                        return values[-1]
         except ExprSearchError:
             return None
+        return None
+
+
+_DROP = object()  # value of tokens the AST does not need
 
 
 _grammar: _Grammar | None = None

@@ -20,7 +20,7 @@ from typing import Callable
 from .expr import Expr, Path, node
 from .generate import Space, random_tree, sample
 from .ops import Kind
-from .validate import is_valid, split_ffn
+from .validity import is_valid, split_ffn
 
 __all__ = ["mutate", "crossover", "MUTATIONS"]
 

@@ -90,6 +90,28 @@ def _depends_on_x(e: Expr) -> bool:
     return go(e)
 
 
+class _Scan:
+    """One pre-order pass collecting what every rule needs."""
+
+    __slots__ = ("wb1", "wb2", "nested_act")
+
+    def __init__(self, e: Expr) -> None:
+        self.wb1: list[Linear] = []
+        self.wb2: list[Linear] = []
+        self.nested_act: Expr | None = None
+        stack = [e]
+        while stack:
+            n = stack.pop()
+            o = n.op
+            if o.kind is Kind.LINEAR:
+                (self.wb1 if n.args[1].op.name == "wb1" else self.wb2).append(n)  # type: ignore[arg-type]
+                stack.append(n.args[0])
+                continue
+            if o.is_activation and self.nested_act is None and n.args[0].op.is_activation:
+                self.nested_act = n.args[0]
+            stack.extend(reversed(n.args))
+
+
 def _check_common(e: Expr, wb1s: list[Linear], wb2s: list[Linear]) -> None:
     for w1 in wb1s:
         inner = w1.input.linears()
@@ -102,19 +124,21 @@ def _check_common(e: Expr, wb1s: list[Linear], wb2s: list[Linear]) -> None:
         if not any(n.slot == "wb1" for n in w2.input.linears()):
             raise SlotOrderError(f"the wb2 linear '{w2.name}' has no wb1 linear on its input path; "
                                  f"an FFN goes x -> wb1 -> ... -> wb2", node=w2)
-    names = sorted({n.name for n in wb1s + wb2s})
+    names = {n.op for n in wb1s + wb2s}
     if len(names) > 1:
         ref = (wb2s or wb1s)[0].name
         odd = next(n for n in wb1s + wb2s if n.name != ref)
-        raise LinearMismatchError(f"all linears must have the same X_Y; found {', '.join(names)}",
+        raise LinearMismatchError(f"all linears must have the same X_Y; found "
+                                  f"{', '.join(sorted(o.name for o in names))}",
                                   node=odd, hint=f"write {ref} everywhere")
-    if not _depends_on_x(e):
+    if "sub(" in e._text and not _depends_on_x(e):
         raise UnreachableInputError("the output does not depend on x (sub(e, e) is zero)", node=e)
 
 
 def validate(e: Expr, *, strict: bool = True) -> Expr:
     """Return ``e`` if it obeys the space's rules, else raise the first broken rule's error."""
-    wb1s, wb2s = _slot_linears(e, "wb1"), _slot_linears(e, "wb2")
+    scan = _Scan(e)
+    wb1s, wb2s = scan.wb1, scan.wb2
     if not strict:
         _check_common(e, wb1s, wb2s)
         w = width_of(e)
@@ -128,15 +152,19 @@ def validate(e: Expr, *, strict: bool = True) -> Expr:
                              f"{len(wb1s)} wb1 and {len(wb2s)} wb2", node=extra,
                              hint="use --relaxed for exploratory spaces with parallel branches")
     w1, w2 = wb1s[0], wb2s[0]
+    if w1.input.linears():
+        _check_common(e, wb1s, wb2s)  # raises the nesting error
     if not w2.input.contains(w1):
         raise SlotOrderError("the wb1 linear must feed the wb2 linear (x -> wb1 -> ... -> wb2)", node=w1)
-    _check_common(e, wb1s, wb2s)
-    for n in e.walk():
-        if n.op.is_activation:
-            child = n.args[0]
-            if child.op.is_activation:
-                raise NestedActivationError(f"{child.name} directly inside {n.name}: activations "
-                                            f"may not nest", node=child)
+    if w1.op is not w2.op:
+        _check_common(e, wb1s, wb2s)  # raises the X_Y mismatch
+    if "sub(" in e._text and not _depends_on_x(e):
+        raise UnreachableInputError("the output does not depend on x (sub(e, e) is zero)", node=e)
+    if scan.nested_act is not None:
+        child = scan.nested_act
+        parent = next(n for n in e.walk() if n.op.is_activation and n.args and n.args[0] is child)
+        raise NestedActivationError(f"{child.name} directly inside {parent.name}: activations "
+                                    f"may not nest", node=child)
     if e is not w2 and not (e.op.is_activation and e.args[0] is w2):
         raise OutputError(f"only one activation may wrap the wb2 linear; found '{e.name}' above it",
                           node=e, hint="move the operation inside the wb2 linear's input")
