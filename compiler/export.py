@@ -1,0 +1,43 @@
+"""BERT student --> ONNX file (checked with onnxruntime by the tests).
+
+>>> # export_onnx(model, "student.onnx")  -> Path("student.onnx")
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from exprsearch.errors import ExprSearchError
+
+__all__ = ["export_onnx"]
+
+
+def export_onnx(model: nn.Module, path: str | Path, seq_len: int = 16, opset: int | None = None) -> Path:
+    """Export a (classification) student with dynamic batch and sequence axes.
+
+    Inputs ``input_ids`` and ``attention_mask`` (int64), output ``logits``.  Uses the TorchScript
+    exporter when this torch has it (fast), else ``torch.export``-based one (needs onnxscript)."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ExprSearchError("ONNX export needs the 'onnx' package: pip install 'exprsearch[onnx]'") from None
+    path = Path(path)
+    model = model.eval()
+    vocab = getattr(getattr(model, "config", None), "vocab_size", 100)
+    ids = torch.randint(0, vocab, (2, seq_len))
+    mask = torch.ones_like(ids)
+    kw = dict(input_names=["input_ids", "attention_mask"], output_names=["logits"],
+              dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                            "logits": {0: "batch"}})
+    if opset:
+        kw["opset_version"] = opset
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, (ids, mask), str(path), dynamo=False, **kw)
+        except (TypeError, RuntimeError, NotImplementedError):
+            torch.onnx.export(model, (ids, mask), str(path), dynamo=True, **kw)
+    return path

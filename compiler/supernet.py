@@ -1,0 +1,116 @@
+"""weight sharing: supernet FFN --> candidate FFNs (views or copies), and teacher --> student FFN.
+
+Input: a ``SuperFFN`` (the largest X = 4 blocks and full width D, one per layer) and an expression.
+Output: ``lower_shared`` -- a GraphModule whose linears read *slices of the supernet's own
+parameters* (first d output channels of ``wb1``, first d input columns of ``wb2``, first X blocks),
+so training it trains the supernet; ``inherit`` -- a standalone GraphModule holding *copies* of
+the same slices (a warm start).  Invariant: both compute exactly the same function.
+
+>>> import torch, exprsearch as es
+>>> cfg = FFNConfig(hidden=8)
+>>> sup = SuperFFN(cfg)
+>>> e = es.parse("linear2_2(gelu(linear2_2(x,wb1)),wb2)")
+>>> x = torch.randn(3, 8)
+>>> torch.equal(lower_shared(e, sup).eval()(x), inherit(sup, e).eval()(x))
+True
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import fx, nn
+
+from exprsearch.expr import Expr
+
+from .lower import Block, CompileError, FFNConfig, block, blocks_of, lower, slot_instances
+
+__all__ = ["SuperFFN", "lower_shared", "inherit", "load_teacher_ffn", "MAX_BLOCKS"]
+
+MAX_BLOCKS = 4
+
+
+class SuperFFN(nn.Module):
+    """The weight-sharing FFN of one layer: ``MAX_BLOCKS`` blocks, ``wb1``: H -> D, ``wb2``: D -> H."""
+
+    def __init__(self, cfg: FFNConfig, max_blocks: int = MAX_BLOCKS) -> None:
+        super().__init__()
+        self.cfg = cfg
+        full = {"wb1": (cfg.D, cfg.hidden), "wb2": (cfg.hidden, cfg.D)}
+        self.blocks = nn.ModuleList(Block(full, cfg.hidden, cfg.ln_eps) for _ in range(max_blocks))
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # the full supernet: standard gelu FFN blocks
+        for b in self.blocks:
+            x = b.ln(x + self.dropout(b.wb2(torch.nn.functional.gelu(b.wb1(x)))))
+        return x
+
+
+def _check_shareable(e: Expr, sup: SuperFFN) -> dict:
+    inst = slot_instances(e, sup.cfg)
+    names = sorted(name for name, _, _ in inst.values())
+    if any(n not in ("wb1", "wb2") for n in names):
+        raise CompileError(f"weight sharing needs one wb1 and one wb2 linear; {e} has {names}")
+    if blocks_of(e) > len(sup.blocks):
+        raise CompileError(f"{e} stacks {blocks_of(e)} blocks; the supernet has {len(sup.blocks)}")
+    for name, out_f, in_f in inst.values():
+        full_out, full_in = getattr(sup.blocks[0], name).weight.shape
+        if out_f > full_out or in_f > full_in:
+            raise CompileError(f"{name} of {e} needs {out_f}x{in_f}; the supernet has {full_out}x{full_in}")
+    return inst
+
+
+def _sliced(g: fx.Graph, b: int, name: str, out_f: int, in_f: int) -> tuple[fx.Node, fx.Node]:
+    w = g.get_attr(f"blocks.{b}.{name}.weight")
+    bias = g.get_attr(f"blocks.{b}.{name}.bias")
+    w = g.call_function(operator.getitem, (w, (slice(None, out_f), slice(None, in_f))))
+    bias = g.call_function(operator.getitem, (bias, slice(None, out_f)))
+    return w, bias
+
+
+def lower_shared(e: Expr, sup: SuperFFN) -> fx.GraphModule:
+    """The candidate ``e`` as a view of the supernet: its parameters *are* the supernet's."""
+    _check_shareable(e, sup)
+    return lower(e, sup.cfg, root=sup, weight=_sliced, class_name="SharedFFN")
+
+
+@torch.no_grad()
+def inherit(sup: SuperFFN, e: Expr) -> fx.GraphModule:
+    """A standalone FFN for ``e`` initialised with copies of the supernet slices it would use."""
+    inst = _check_shareable(e, sup)
+    gm = lower(e, sup.cfg)
+    for b in range(blocks_of(e)):
+        src, dst = sup.blocks[b], block(gm, b)
+        for name, out_f, in_f in inst.values():
+            getattr(dst, name).weight.copy_(getattr(src, name).weight[:out_f, :in_f])
+            getattr(dst, name).bias.copy_(getattr(src, name).bias[:out_f])
+        dst.ln.load_state_dict(src.ln.state_dict())
+    return gm
+
+
+@torch.no_grad()
+def load_teacher_ffn(dst: nn.Module, intermediate: nn.Module, output: nn.Module) -> int:
+    """Copy a HF BERT layer's FFN (``intermediate.dense``, ``output.dense``, ``output.LayerNorm``)
+    into every block of ``dst`` (a SuperFFN or a lowered FFN) where shapes allow, taking the first
+    rows/columns; returns how many tensors were copied.  Blocks after the first get the same
+    warm start; training separates them."""
+    w1, b1 = intermediate.dense.weight, intermediate.dense.bias
+    w2, b2 = output.dense.weight, output.dense.bias
+    copied = 0
+    for blk in dst.blocks.children():
+        for name, lin in blk.named_children():  # in a GraphModule the linears are plain Modules
+            if not name.startswith("wb"):
+                continue
+            sw, sb = (w1, b1) if name.startswith("wb1") else (w2, b2)
+            o, i = lin.weight.shape
+            if o <= sw.shape[0] and i <= sw.shape[1]:
+                lin.weight.copy_(sw[:o, :i])
+                lin.bias.copy_(sb[:o])
+                copied += 2
+        ln = output.LayerNorm
+        if ln.weight.shape[0] >= blk.ln.weight.shape[0]:
+            h = blk.ln.weight.shape[0]
+            blk.ln.weight.copy_(ln.weight[:h])
+            blk.ln.bias.copy_(ln.bias[:h])
+            copied += 2
+    return copied

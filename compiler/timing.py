@@ -1,0 +1,71 @@
+"""modules --> seconds: timing helpers shared by the CLI, the REPL and benchmarks/bench_ffn.py.
+
+``time_call`` synchronises CUDA around CUDA events (or uses ``perf_counter`` on CPU) and reports
+the median of several repeats.  ``StandardFFN`` is the hand-written BERT FFN block
+``LN(x + Dropout(W2 gelu(W1 x)))`` -- the reference the compiled modules are compared with.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .execute import autocast
+
+__all__ = ["time_call", "StandardFFN", "matmul_bound"]
+
+
+class StandardFFN(nn.Module):
+    """Hand-written ``LN(x + Dropout(W2 gelu(W1 x)))`` repeated ``blocks`` times."""
+
+    def __init__(self, hidden: int, inner: int, blocks: int = 1, dropout: float = 0.1, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.w1 = nn.ModuleList(nn.Linear(hidden, inner) for _ in range(blocks))
+        self.w2 = nn.ModuleList(nn.Linear(inner, hidden) for _ in range(blocks))
+        self.ln = nn.ModuleList(nn.LayerNorm(hidden, eps=eps) for _ in range(blocks))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for w1, w2, ln in zip(self.w1, self.w2, self.ln):
+            x = ln(x + self.drop(w2(F.gelu(w1(x)))))
+        return x
+
+
+def time_call(fn: Callable[[], object], device: torch.device | str, warmup: int = 10, iters: int = 50,
+              repeats: int = 5, bf16: bool = True) -> float:
+    """Median seconds per call of ``fn`` (inference, autocast bf16 on CUDA)."""
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    with torch.no_grad(), autocast(dev, bf16):
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize(dev)
+                start.record()
+                for _ in range(iters):
+                    fn()
+                end.record()
+                torch.cuda.synchronize(dev)
+                times.append(start.elapsed_time(end) / 1e3 / iters)
+            else:
+                t = time.perf_counter()
+                for _ in range(iters):
+                    fn()
+                times.append((time.perf_counter() - t) / iters)
+    return statistics.median(times)
+
+
+def matmul_bound(shapes: list[tuple[int, int]], x: torch.Tensor) -> Callable[[], object]:
+    """A function doing only the FFN's matrix products (``(out, in)`` weight shapes, in order),
+    on inputs of the right widths: the floor any implementation of the FFN pays."""
+    rows = x.reshape(-1, x.shape[-1]).shape[0]
+    ws = [torch.randn(o, i, device=x.device, dtype=x.dtype) for o, i in shapes]
+    xs = [torch.randn(rows, i, device=x.device, dtype=x.dtype) for _, i in shapes]
+    return lambda: [torch.mm(a, w.T) for a, w in zip(xs, ws)]
