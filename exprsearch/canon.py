@@ -38,6 +38,33 @@ def _operands(op_name: str, e: Expr) -> list[Expr]:
     return out
 
 
+def _chain(o, flat: list[Expr]) -> Expr:
+    """Canonical chain of an associative-commutative operator: apply the rules to every *pair*
+    of operands (any two are neighbours up to AC) until none fires, then sort, dedupe
+    (idempotent ops) and left-fold."""
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(flat)):
+            for j in range(i + 1, len(flat)):
+                a, b = sorted((flat[i], flat[j]), key=order_key)
+                r = rewrite_once(node(o, a, b))
+                if r is not None:
+                    r = _canon(r)
+                    flat = [x for k, x in enumerate(flat) if k not in (i, j)] + _operands(o.name, r)
+                    changed = True
+                    break
+            if changed:
+                break
+    flat.sort(key=order_key)
+    if o.idempotent:
+        flat = [x for i, x in enumerate(flat) if i == 0 or x is not flat[i - 1]]
+    acc = flat[0]
+    for x in flat[1:]:
+        acc = node(o, acc, x)
+    return acc
+
+
 def _canon(e: Expr) -> Expr:
     hit = _MEMO.get(e)
     if hit is not None:
@@ -48,14 +75,7 @@ def _canon(e: Expr) -> Expr:
         args = [_canon(a) for a in e.args]
         o = e.op
         if o.associative:
-            flat = [x for a in args for x in _operands(o.name, a)]
-            flat.sort(key=order_key)
-            if o.idempotent:
-                flat = [x for i, x in enumerate(flat) if i == 0 or x is not flat[i - 1]]
-            acc = flat[0]
-            for x in flat[1:]:
-                acc = node(o, acc, x)
-            n = acc
+            n = _chain(o, [x for a in args for x in _operands(o.name, a)])
         else:
             if o.commutative and order_key(args[1]) < order_key(args[0]):
                 args.reverse()

@@ -89,6 +89,7 @@ class DSLError(ExprSearchError):
         super().__init__(message)
         self.message, self.text, self.span, self.node, self.hint = message, text, span, node, hint
         self.arg = arg  # index of the offending argument, for errors about one argument
+        self.within: Any = None         # a node whose occurrence contains ``node`` (for locating it)
         self.origin: str | None = None  # file the text came from (set by readers of files)
         self.line_offset = 0            # line of ``text`` within ``origin``, minus one
 

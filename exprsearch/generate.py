@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .expr import WB1, WB2, X, Expr, node
 from .ops import (BLOCK_CHOICES, OPS, RATIO_CHOICES, REFERENCE_BINARY, REFERENCE_UNARY, Kind, Op,
                   linear_op)
+from .validity import is_valid
 
 __all__ = ["Space", "count", "sample", "enumerate_space", "random_tree", "Hole"]
 
@@ -129,9 +130,23 @@ def _shapes(sp: Space) -> Iterator[tuple[Op | None, int, int, int, int]]:
                         yield outer, gd, gs, s, g * f
 
 
-def count(sp: Space) -> int:
-    """Exact number of strictly valid expression trees in the space."""
-    return len(sp.xy) * sum(n for *_, n in _shapes(sp))
+def _may_be_constant(sp: Space) -> bool:
+    """Only ``sub(a, a)`` makes a tree constant in x, so without ``sub`` every tree is valid."""
+    return "sub" in sp.binary
+
+
+def count(sp: Space, limit: int = 2_000_000) -> int:
+    """Exact number of strictly valid expression trees in the space.
+
+    Dynamic programming; when ``sub`` is in the space, trees constant in x (``sub(e, e)``, invalid)
+    are excluded by enumerating one X (X never changes validity), up to ``limit`` trees."""
+    trees = sum(n for *_, n in _shapes(sp))
+    if not _may_be_constant(sp):
+        return len(sp.xy) * trees
+    if trees * len(sp.ratios) > limit:
+        raise ConfigError(f"{trees * len(sp.ratios):,} trees to check for sub(e, e); raise limit or drop 'sub'")
+    x0 = sp.blocks[0]
+    return len(sp.blocks) * sum(1 for y in sp.ratios for _ in enumerate_space(sp, xy=[linear_op(x0, y)]))
 
 
 def _pick(rng: random.Random, weighted: list[tuple[int, object]]) -> object:
@@ -188,7 +203,10 @@ def sample(sp: Space, rng: random.Random) -> Expr:
     hole = node(lin, g, WB1)
     f = _sample_tree(dp, rng, sp.max_depth - (2 if outer else 1), fs, False, hole, (gd + 1, gs + 1))
     e = node(lin, f, WB2)
-    return node(outer, e) if outer is not None else e
+    e = node(outer, e) if outer is not None else e
+    if _may_be_constant(sp) and not is_valid(e):
+        return sample(sp, rng)  # rejection keeps the draw uniform over the valid trees
+    return e
 
 
 def _all_trees(dp: _Counter, d: int, s: int, under_act: bool, hole: Expr | None,
@@ -219,6 +237,7 @@ def enumerate_space(sp: Space, xy: list[Op] | None = None) -> Iterator[Expr]:
     """Every valid tree of the space exactly once (``xy`` restricts the linears)."""
     dp = sp._dp
     assert dp is not None
+    constant_possible = _may_be_constant(sp)
     for outer, gd, gs, fs, _ in _shapes(sp):
         fd = sp.max_depth - (2 if outer else 1)
         for lin in xy or sp.xy:
@@ -228,7 +247,9 @@ def enumerate_space(sp: Space, xy: list[Op] | None = None) -> Iterator[Expr]:
                 hole = node(lin, g, WB1)
                 for f in _all_trees(dp, fd, fs, False, hole, (gd + 1, gs + 1)):
                     e = node(lin, f, WB2)
-                    yield node(outer, e) if outer is not None else e
+                    e = node(outer, e) if outer is not None else e
+                    if not constant_possible or is_valid(e):
+                        yield e
 
 
 def random_tree(sp: Space, rng: random.Random, max_depth: int = 2, max_size: int = 3,

@@ -28,7 +28,7 @@ def check(e: Expr, text: str | None = None, *, strict: bool = True, layer: int |
         if text is not None:
             spans = SourceMap()
             parse_layers(text, spans)
-            err.located(text, spans.locate(err.node, layer or 0) or spans.layers[layer or 0])
+            err.located(text, spans.locate(err.node, layer or 0, err.within) or spans.layers[layer or 0])
         if layer is not None:
             err.message = f"layer {layer + 1}: {err.message}"
         raise

@@ -50,9 +50,14 @@ class SourceMap:
     def add(self, e: Expr, span: tuple[int, int]) -> None:
         self.occurrences.setdefault(e, []).append(span)
 
-    def locate(self, e: Expr, layer: int = 0) -> tuple[int, int] | None:
-        """First span of ``e`` inside layer ``layer`` (or anywhere if layers are unknown)."""
+    def locate(self, e: Expr, layer: int = 0, within: Expr | None = None) -> tuple[int, int] | None:
+        """First span of ``e`` inside layer ``layer`` (or anywhere if layers are unknown), and
+        inside an occurrence of ``within`` if given."""
         lo, hi = self.layers[layer] if layer < len(self.layers) else (0, 1 << 62)
+        if within is not None:
+            outer = self.locate(within, layer)
+            if outer is not None:
+                lo, hi = outer[0] + 1, outer[1]
         return next((s for s in self.occurrences.get(e, ()) if lo <= s[0] and s[1] <= hi), None)
 
 

@@ -26,6 +26,8 @@ exprsearch.errors.NestedActivationError: relu directly inside relu: activations 
 """
 from __future__ import annotations
 
+import functools
+
 from .errors import (LinearMismatchError, NestedActivationError, NestedLinearError, OutputError,
                      SlotCountError, SlotOrderError, UnreachableInputError, WidthError)
 from .expr import Expr, Linear
@@ -71,23 +73,44 @@ def width_of(e: Expr) -> str:
     return go(e)
 
 
-def _depends_on_x(e: Expr) -> bool:
-    """False if the value is constant in x: built only on ``sub(a, a)`` zeros (abstract interpretation)."""
-    memo: dict[Expr, bool] = {}
+_ZERO, _CONST, _VAR = 0, 1, 2
 
-    def go(n: Expr) -> bool:
+
+@functools.lru_cache(maxsize=None)
+def _maps_zero_to_zero(o) -> bool:
+    import torch
+    return o.torch_fn is not None and o.arity == 1 and float(o.torch_fn(torch.zeros(1))[0]) == 0.0
+
+
+def _depends_on_x(e: Expr) -> bool:
+    """False if the value is constant in x (abstract interpretation over zero / constant / varies:
+    ``sub(a, a)`` is zero, ``mul`` by zero is zero, an op of constants is constant)."""
+    memo: dict[Expr, int] = {}
+
+    def go(n: Expr) -> int:
         if n not in memo:
-            if n.kind is Kind.VAR:
-                memo[n] = True
-            elif n.kind is Kind.SLOT:
-                memo[n] = False
+            k = n.kind
+            if k is Kind.VAR:
+                v = _VAR
+            elif k is Kind.LINEAR:
+                v = _VAR if go(n.args[0]) == _VAR else _CONST
             elif n.name == "sub" and n.args[0] is n.args[1]:
-                memo[n] = False
+                v = _ZERO
+            elif k is Kind.UNARY:
+                a = go(n.args[0])
+                v = a if a == _VAR else (_ZERO if a == _ZERO and _maps_zero_to_zero(n.op) else _CONST)
             else:
-                memo[n] = any(go(a) for a in n.args)
+                a, b = go(n.args[0]), go(n.args[1])
+                if n.name == "mul" and _ZERO in (a, b):
+                    v = _ZERO
+                elif _VAR in (a, b):
+                    v = _VAR
+                else:
+                    v = _ZERO if a == b == _ZERO else _CONST
+            memo[n] = v
         return memo[n]
 
-    return go(e)
+    return go(e) == _VAR
 
 
 class _Scan:
@@ -163,8 +186,10 @@ def validate(e: Expr, *, strict: bool = True) -> Expr:
     if scan.nested_act is not None:
         child = scan.nested_act
         parent = next(n for n in e.walk() if n.op.is_activation and n.args and n.args[0] is child)
-        raise NestedActivationError(f"{child.name} directly inside {parent.name}: activations "
+        err = NestedActivationError(f"{child.name} directly inside {parent.name}: activations "
                                     f"may not nest", node=child)
+        err.within = parent  # the child may also occur legally elsewhere: locate it inside this
+        raise err
     if e is not w2 and not (e.op.is_activation and e.args[0] is w2):
         raise OutputError(f"only one activation may wrap the wb2 linear; found '{e.name}' above it",
                           node=e, hint="move the operation inside the wb2 linear's input")

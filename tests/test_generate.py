@@ -70,10 +70,6 @@ def test_documented_small_space():
         "linear1_1(linear1_1(gelu(x),wb1),wb2)", "gelu(linear1_1(linear1_1(x,wb1),wb2))"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: generate.count/enumerate_space/sample ignore the "
-                   "x-reachable rule: with 'sub' in Space.binary they count and yield trees such as "
-                   "linear1_1(linear1_1(sub(x,x),wb1),wb2) that validate() rejects with "
-                   "UnreachableInputError (4 of the 25 trees of this space)")
 def test_spaces_with_sub_only_yield_valid_trees():
     sp = Space(max_depth=4, max_size=6, unary=("gelu",), binary=("sub",), blocks=(1,), ratios=(1,))
     trees = list(enumerate_space(sp))

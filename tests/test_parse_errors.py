@@ -197,11 +197,6 @@ def test_read_spec_of_missing_or_binary_file(tmp_path: Path):
         read_spec(p)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: validity.validate reports NestedActivationError with "
-                   "node=child (the inner activation) and parsing.check locates the *first* "
-                   "occurrence of that subtree in the text; when the same subtree also occurs in a "
-                   "legal position earlier, the caret points at the legal occurrence, not at the "
-                   "one nested inside another activation")
 def test_nested_activation_caret_points_at_the_nested_occurrence():
     text = "linear1_1(gelu(linear1_1(mul(relu(x),gelu(relu(x))),wb1)),wb2)"
     with pytest.raises(E.NestedActivationError) as info:
