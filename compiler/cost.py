@@ -11,7 +11,7 @@ cost is written to ``node.meta["cost"]``.
 >>> from .lower import FFNConfig
 >>> c = ffn_cost(es.parse("linear1_1(gelu(linear1_1(x,wb1)),wb2)"), FFNConfig(hidden=384, base_width=1536))
 >>> c.params, c.mm_flops_per_token
-(1181568, 2359296.0)
+(1182336, 2359296.0)
 """
 from __future__ import annotations
 

@@ -53,8 +53,9 @@ class ModuleCache:
             proto = self._graphs[key] = lower(canonicalize(e), cfg)
         else:
             self.hits += 1
-        fresh = lower_params_like(proto)
-        return fx.GraphModule(fresh, proto.graph, class_name=type(proto).__name__)
+        gm = fx.GraphModule(lower_params_like(proto), copy.deepcopy(proto.graph), class_name=type(proto).__name__)
+        gm.meta.update(proto.meta)
+        return gm
 
 
 def lower_params_like(proto: fx.GraphModule) -> nn.Module:

