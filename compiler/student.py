@@ -113,7 +113,7 @@ def layer_map(rule: str, student_layers: int, teacher_layers: int) -> list[int]:
     ([1, 3, 5], [0, 1], [0, 0])
     """
     if rule == "uniform":
-        out = [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+        out = [max(0, round((i + 1) * teacher_layers / student_layers) - 1) for i in range(student_layers)]
     elif rule == "first":
         out = list(range(student_layers))
     else:

@@ -66,10 +66,10 @@ class KDLoss(nn.Module):
     def forward(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         c = self.cfg
         want_h, want_a = c.w_hidden > 0, c.w_attn > 0
-        inputs = batch.model_inputs()
         with torch.no_grad():
-            t = self.teacher(**inputs, output_hidden_states=want_h, output_attentions=want_a)
-        s = student(**inputs, output_hidden_states=want_h, output_attentions=want_a)
+            t = self.teacher(**batch.model_inputs(_eager(self.teacher)), output_hidden_states=want_h,
+                             output_attentions=want_a)
+        s = student(**batch.model_inputs(_eager(student)), output_hidden_states=want_h, output_attentions=want_a)
         s_logits, t_logits = s.logits.float(), t.logits.float()
         loss = s_logits.new_zeros(())
         if c.w_logits:
@@ -92,6 +92,10 @@ class KDLoss(nn.Module):
         if c.w_task:
             loss = loss + c.w_task * task_loss(s_logits, batch, self.task)
         return loss
+
+
+def _eager(model: nn.Module) -> bool:
+    return getattr(model.config, "_attn_implementation", "sdpa") == "eager"
 
 
 def task_loss(logits: torch.Tensor, batch: Batch, t: Task) -> torch.Tensor:

@@ -49,6 +49,7 @@ class EvalConfig:
     layers: int = 6                     # student layers
     base_width: int | None = None       # D of the student (None: D = H)
     steps: int = 600                    # KD steps per candidate per task (the budget)
+    task_steps: str = ""                # per-task budgets overriding steps, e.g. SST-2=2000,CoLA=1000
     batch_size: int = 32                # examples per step
     lr: float = 1e-4                    # candidate learning rate
     max_len: int = 128                  # longest tokenised input
@@ -67,6 +68,16 @@ class EvalConfig:
     seed: int = 0                       # data order and initialisation
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     cache_dir: str | None = None        # default $EXPRSEARCH_CACHE or ~/.cache/exprsearch
+
+    def steps_for(self, name: str) -> int:
+        for item in filter(None, (p.strip() for p in self.task_steps.split(","))):
+            k, _, v = item.partition("=")
+            try:
+                if task(k).name == name:
+                    return int(v)
+            except ValueError:
+                raise ConfigError(f"task_steps: {item!r} is not TASK=STEPS") from None
+        return self.steps
 
     def kd(self) -> KDConfig:
         if self.no_kd:
@@ -192,7 +203,7 @@ class Evaluator:
         t0 = time.perf_counter()
         for name, st in self.state.items():
             try:
-                metrics, curve, student = self._run(st, spec, steps or self.cfg.steps)
+                metrics, curve, student = self._run(st, spec, steps or self.cfg.steps_for(name))
                 res.metrics[name] = metrics
                 res.curves[name] = curve.as_dict()
                 if not res.params:

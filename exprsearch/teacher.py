@@ -26,7 +26,7 @@ from .tokens import Batcher, encode
 from .train import TrainConfig, dev_metrics, train_steps
 
 __all__ = ["default_teacher_dir", "load_tokenizer", "load_teacher", "teacher_digest", "finetune_teacher",
-           "TeacherConfig", "offline"]
+           "TeacherConfig", "offline", "fp32_kwargs"]
 
 
 def offline() -> None:
@@ -64,7 +64,7 @@ def load_teacher(path: Path, num_labels: int | None = None) -> Any:
     offline()
     from transformers import BertForSequenceClassification
     from transformers.utils import logging as hf_logging
-    kw: dict[str, Any] = {"local_files_only": True}
+    kw: dict[str, Any] = {"local_files_only": True, **fp32_kwargs()}
     if num_labels is not None:
         kw.update(num_labels=num_labels, ignore_mismatched_sizes=True,
                   problem_type="regression" if num_labels == 1 else "single_label_classification")
@@ -76,6 +76,13 @@ def load_teacher(path: Path, num_labels: int | None = None) -> Any:
         raise ConfigError(f"cannot load teacher from {path}: {err}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+def fp32_kwargs() -> dict[str, Any]:
+    """Load weights as float32 whatever the checkpoint's dtype (transformers 5 defaults to "auto")."""
+    import transformers
+    major = int(transformers.__version__.split(".")[0])
+    return {"dtype" if major >= 5 else "torch_dtype": torch.float32}
 
 
 def teacher_digest(path: Path) -> str:
@@ -143,7 +150,8 @@ def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherCon
 
 def _task_loss(model: Any, t: Task):
     def loss(batch):
-        logits = model(**batch.model_inputs()).logits.float()
+        eager = getattr(model.config, "_attn_implementation", "sdpa") == "eager"
+        logits = model(**batch.model_inputs(eager)).logits.float()
         if t.regression:
             return torch.nn.functional.mse_loss(logits[:, 0], batch.labels)
         return torch.nn.functional.cross_entropy(logits, batch.labels.long())

@@ -56,9 +56,13 @@ class Batch:
     labels: torch.Tensor
     index: torch.Tensor  # rows of the split
 
-    def model_inputs(self) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids, "token_type_ids": self.token_type_ids,
-                "attention_mask": self.attention_mask}
+    def model_inputs(self, eager: bool = False) -> dict[str, torch.Tensor]:
+        """Model inputs with a ready 4-D attention mask: HF then uses it as is, instead of testing
+        ``mask.all()`` on every forward -- a host sync that would stall the GPU queue each step.
+        ``eager``: an additive float mask (eager attention); else boolean (SDPA)."""
+        keep = self.attention_mask[:, None, None, :].bool()
+        mask = keep if not eager else (~keep).float() * torch.finfo(torch.float32).min
+        return {"input_ids": self.input_ids, "token_type_ids": self.token_type_ids, "attention_mask": mask}
 
 
 def tokenizer_digest(tok: Any) -> str:
@@ -131,18 +135,26 @@ class Batcher:
         rng.shuffle(batches)
         return batches
 
-    def make(self, rows: list[int]) -> Batch:
+    def make(self, rows: list[int], index: torch.Tensor | None = None) -> Batch:
         e = self.enc
         width = max(self.lengths[i] for i in rows)
         width = min(e.input_ids.shape[1], -(-width // self.pad_to) * self.pad_to)
-        index = torch.tensor(rows, device=e.input_ids.device)
+        if index is None:
+            index = torch.tensor(rows).to(e.input_ids.device)
         ids = e.input_ids.index_select(0, index)[:, :width].long()
         return Batch(ids, e.token_type_ids.index_select(0, index)[:, :width].long(), (ids != 0).long(),
                      e.labels.index_select(0, index), index)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
-        for rows in self.order(epoch):
-            yield self.make(rows)
+        order = self.order(epoch)
+        # one host -> device copy per epoch (pinned, asynchronous), then device-side slices
+        flat = torch.tensor([i for rows in order for i in rows])
+        dev = self.enc.input_ids.device
+        flat = flat.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else flat
+        start = 0
+        for rows in order:
+            yield self.make(rows, flat[start:start + len(rows)])
+            start += len(rows)
 
     def forever(self, start_epoch: int = 0) -> Iterator[Batch]:
         e = start_epoch

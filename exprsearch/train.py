@@ -99,6 +99,7 @@ def train_steps(params: list[tuple[str, nn.Parameter]], loss_fn: Callable[[Batch
     acc = torch.zeros((), device=device)
     # the first bad step's (step, loss, norm), kept on the device: no host sync per step on CUDA
     first_bad = torch.zeros(3, device=device)
+    step_ids = torch.arange(cfg.steps + 1, device=device, dtype=torch.float32)
     for step in range(1, cfg.steps + 1):
         batch = next(stream)
         with _autocast(device, cfg.bf16):
@@ -110,7 +111,7 @@ def train_steps(params: list[tuple[str, nn.Parameter]], loss_fn: Callable[[Batch
             if bool(bad):
                 _raise_bad(float(loss), float(norm), cfg, step)
         else:
-            here = torch.stack([torch.tensor(float(step), device=device), loss.detach().float(), norm.float()])
+            here = torch.stack([step_ids[step], loss.detach().float(), norm.float()])
             first_bad = torch.where(bad & (first_bad[0] == 0), here, first_bad)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -149,10 +150,14 @@ def predict(model: nn.Module, enc: Encoded, t: Task, device: torch.device, batch
     b = Batcher(enc, batch_size, device=device, shuffle=False)
     for batch in b.epoch(0):
         with _autocast(device, bf16):
-            logits = model(**batch.model_inputs()).logits.float()
+            logits = model(**batch.model_inputs(_eager(model))).logits.float()
         out[batch.index] = logits[:, 0] if t.regression else logits.argmax(-1).float()
     model.train(was)
     return out
+
+
+def _eager(model: nn.Module) -> bool:
+    return getattr(getattr(model, "config", None), "_attn_implementation", "sdpa") == "eager"
 
 
 def dev_metrics(model: nn.Module, enc: Encoded, t: Task, device: torch.device, bf16: bool = True) -> dict[str, float]:
