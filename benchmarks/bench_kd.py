@@ -43,8 +43,10 @@ def main() -> None:
     ap.add_argument("--task-steps", default="MRPC=300,RTE=200,CoLA=400,SST-2=600")
     ap.add_argument("--warmup-steps", type=int, default=2000)
     ap.add_argument("--teacher-epochs", type=float, default=3.0)
+    ap.add_argument("--teacher-batch", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--workers", default="1,3", help="worker counts for the throughput test")
+    ap.add_argument("--workers", default="3", help="worker counts for the throughput test ('' to skip)")
     ap.add_argument("--throughput-candidates", type=int, default=6)
     ap.add_argument("--cache-dir", default="/tmp/exprsearch-cache")
     ap.add_argument("--out", default=str(OUT))
@@ -53,7 +55,8 @@ def main() -> None:
     from exprsearch.evaluate import EvalConfig, Evaluator
     cfg = EvalConfig(tasks=tuple(args.tasks.split(",")), data_dir=args.data_dir, teacher=args.teacher,
                      task_steps=args.task_steps, warmup_steps=args.warmup_steps, teacher_epochs=args.teacher_epochs,
-                     lr=args.lr, cache_dir=args.cache_dir)
+                     teacher_batch=args.teacher_batch, batch_size=args.batch_size, lr=args.lr,
+                     cache_dir=args.cache_dir)
     logs: list[str] = []
 
     def log(m: str) -> None:
@@ -81,7 +84,7 @@ def main() -> None:
     specs = [LAYERS[i % len(LAYERS)] for i in range(args.throughput_candidates)]
     throughput = []
     ctx = mp.get_context("spawn")
-    for n in (int(v) for v in args.workers.split(",")):
+    for n in (int(v) for v in args.workers.split(",") if v):
         shares = [specs[i::n] for i in range(n)]
         t = time.perf_counter()
         with ctx.Pool(n) as pool:

@@ -55,6 +55,7 @@ class EvalConfig:
     max_len: int = 128                  # longest tokenised input
     warmup_steps: int = 1000            # supernet warm-up KD steps per task (0: none)
     teacher_epochs: float = 3.0         # teacher fine-tuning epochs
+    teacher_batch: int = 32             # teacher fine-tuning batch size
     max_train: int | None = None        # first N training rows only (CPU presets)
     max_dev: int | None = None          # first N dev rows only (CPU presets)
     w_logits: float = 1.0               # KD weight of the soft logits
@@ -65,6 +66,7 @@ class EvalConfig:
     no_kd: bool = False                 # train on labels only (the no-KD baseline)
     hurdles: tuple[float, ...] = ()     # budget fractions where weak candidates are stopped
     hurdle_quantile: float = 0.5        # a candidate whose loss is above this quantile of earlier ones stops
+    bf16_teacher: bool = True           # keep the (frozen) teacher in bf16 on CUDA
     seed: int = 0                       # data order and initialisation
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     cache_dir: str | None = None        # default $EXPRSEARCH_CACHE or ~/.cache/exprsearch
@@ -133,11 +135,13 @@ class Evaluator:
     # -- set-up, once per task ------------------------------------------------------------------
     def _prepare(self, t: Task) -> _TaskState:
         cfg = self.cfg
-        tcfg = TeacherConfig(epochs=cfg.teacher_epochs, batch_size=32, max_len=cfg.max_len,
+        tcfg = TeacherConfig(epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch, max_len=cfg.max_len,
                              max_train=cfg.max_train, max_dev=cfg.max_dev, seed=cfg.seed)
         tdir = finetune_teacher(t, self.data_dir, self.teacher_dir, tcfg, self.cache, self.device, self.log)
         info = json.loads((tdir / "exprsearch.json").read_text())
         teacher = load_teacher(tdir).to(self.device).eval()
+        if self.device.type == "cuda" and cfg.bf16_teacher:
+            teacher = teacher.to(torch.bfloat16)  # inference only: no per-step autocast casts of its weights
         if cfg.w_attn and not cfg.no_kd:
             teacher.config._attn_implementation = "eager"
         tok = load_tokenizer(tdir)
