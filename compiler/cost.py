@@ -15,6 +15,7 @@ cost is written to ``node.meta["cost"]``.
 """
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from exprsearch.ops import OPS
 
 from .lower import FFNConfig, lower
 
-__all__ = ["Cost", "CostProp", "graph_cost", "ffn_cost", "student_cost", "LN_COST"]
+__all__ = ["Cost", "CostProp", "graph_cost", "ffn_cost", "student_cost", "spec_params", "LN_COST"]
 
 LN_COST = 5.0  # FLOPs per element of a LayerNorm (mean, variance, normalise, scale, shift)
 _EW = {o.torch_fn: o for o in OPS.values() if o.torch_fn is not None}
@@ -101,9 +102,22 @@ def graph_cost(gm: fx.GraphModule, hidden: int, tokens: int = 4, dtype_bytes: in
     return Cost(int(cp.params), cp.mm / tokens, cp.ew / tokens, cp.act / tokens)
 
 
+@functools.lru_cache(maxsize=8192)
 def ffn_cost(e: Expr, cfg: FFNConfig, dtype_bytes: int = 2) -> Cost:
-    """Cost of the FFN of one layer for expression ``e``."""
+    """Cost of the FFN of one layer for expression ``e`` (memoised: expressions are interned)."""
     return graph_cost(lower(e, cfg), cfg.hidden, dtype_bytes=dtype_bytes)
+
+
+def spec_params(layers: list[Expr], cfg: FFNConfig, *, vocab: int, max_position: int, type_vocab: int,
+                num_labels: int) -> int:
+    """Parameters of a whole BERT student for the per-layer expressions, without building it:
+    embeddings (+ LayerNorm), per layer attention Q, K, V, O (+ LayerNorm) and the FFN from the
+    cost model, pooler and classifier.  Equals ``sum(p.numel())`` of ``build_student`` (tested)."""
+    h = cfg.hidden
+    total = (vocab + max_position + type_vocab) * h + 2 * h
+    total += len(layers) * (4 * (h * h + h) + 2 * h)
+    total += sum(ffn_cost(e, cfg).params for e in layers)
+    return total + h * h + h + h * num_labels + num_labels
 
 
 def student_cost(model: nn.Module, seq_len: int, dtype_bytes: int = 2) -> dict[str, Any]:

@@ -67,6 +67,8 @@ class EvalConfig:
     hurdles: tuple[float, ...] = ()     # budget fractions where weak candidates are stopped
     hurdle_quantile: float = 0.5        # a candidate whose loss is above this quantile of earlier ones stops
     bf16_teacher: bool = True           # keep the (frozen) teacher in bf16 on CUDA
+    latency_batch: int = 32             # batch of the latency measurement (0: do not measure)
+    latency_len: int = 128              # sequence length of the latency measurement
     seed: int = 0                       # data order and initialisation
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     cache_dir: str | None = None        # default $EXPRSEARCH_CACHE or ~/.cache/exprsearch
@@ -97,6 +99,7 @@ class CandidateResult:
     score: float | None = None                  # mean main metric over tasks, x100
     params: int = 0
     flops_per_token: float = 0.0
+    latency_ms: float | None = None             # inference, one batch (latency_batch x latency_len)
     seconds: float = 0.0
     curves: dict[str, Any] = field(default_factory=dict)
 
@@ -213,6 +216,7 @@ class Evaluator:
                 if not res.params:
                     cost = student_cost(student, min(self.cfg.max_len, 128))
                     res.params, res.flops_per_token = cost["params"], cost["mm_flops_per_token"]
+                    res.latency_ms = self._latency(student)
             except _Stopped as stop:
                 res.status, res.reason = "stopped", f"{name}: {stop}"
                 res.curves[name] = stop.curve.as_dict()
@@ -235,6 +239,17 @@ class Evaluator:
         if res.status == "ok":
             res.score = 100.0 * sum(res.metrics[t.name][t.main] for t in self.tasks) / len(self.tasks)
         return res
+
+    def _latency(self, student: Any) -> float | None:
+        """Milliseconds of one inference forward (bf16 autocast on CUDA), median of a few runs."""
+        from compiler.timing import time_call
+        if not self.cfg.latency_batch:
+            return None
+        student.eval()
+        ids = torch.randint(1000, 2000, (self.cfg.latency_batch, self.cfg.latency_len), device=self.device)
+        quick = self.device.type != "cuda"
+        return 1e3 * time_call(lambda: student(input_ids=ids), self.device, warmup=1 if quick else 5,
+                               iters=2 if quick else 20, repeats=3)
 
     def _run(self, st: _TaskState, spec: ModelSpec, steps: int) -> tuple[dict[str, float], Curve, Any]:
         cfg = self.cfg
