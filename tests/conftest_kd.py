@@ -123,3 +123,24 @@ class Recorder:
 
     def __call__(self, msg: str) -> None:
         self.lines.append(msg)
+
+
+EASY_TEACHER_CFG = dict(epochs=2.0, lr=3e-3, batch_size=16, max_len=32)
+
+
+@pytest.fixture(scope="session")
+def easy_teacher(tiny_teacher, easy_glue, kd_cache) -> Path:
+    """The tiny teacher fine-tuned on the easy synthetic SST-2 (dev accuracy ~1)."""
+    from exprsearch.glue import task
+    from exprsearch.teacher import TeacherConfig, finetune_teacher
+    return finetune_teacher(task("SST-2"), easy_glue, tiny_teacher, TeacherConfig(**EASY_TEACHER_CFG), kd_cache,
+                            torch.device("cpu"), log=quiet)
+
+
+def eval_config(glue: Path, teacher: Path, cache: Path, **kw):
+    """A CPU EvalConfig sized for tests: 2 layers, max_len 32, a few steps."""
+    from exprsearch.evaluate import EvalConfig
+    base = dict(tasks=("SST-2",), data_dir=str(glue), teacher=str(teacher), layers=2, steps=20, warmup_steps=10,
+                teacher_epochs=0.5, max_len=32, batch_size=16, lr=1e-3, cache_dir=str(cache), device="cpu")
+    base.update(kw)
+    return EvalConfig(**base)
