@@ -43,8 +43,10 @@ def main() -> None:
            "eval": asdict(ecfg), "runs": {}}
     budget = None
     for name in args.samplers.split(","):
-        scfg = SearchConfig(**{**s_preset, "workers": args.workers}, sampler=name, candidates=args.candidates,
-                            stages="1", seed_standard=(name == "evolution"), seed=0)
+        scfg = SearchConfig(**{**s_preset, "workers": args.workers, "sampler": name, "candidates": args.candidates,
+                               "stages": "1", "seed_standard": name == "evolution",
+                               "population": max(4, args.candidates // 2), "tournament": 3,
+                               "seed": 0 if name == "evolution" else 1})
         search = Search(store, scfg, ecfg, log=lambda m: print(m, flush=True))
         if budget is None:  # at most the standard student's parameters
             budget = search.price(parse_spec(STANDARD_SPEC).broadcast(ecfg.layers))[0]

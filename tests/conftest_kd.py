@@ -144,3 +144,12 @@ def eval_config(glue: Path, teacher: Path, cache: Path, **kw):
                 teacher_epochs=0.5, max_len=32, batch_size=16, lr=1e-3, cache_dir=str(cache), device="cpu")
     base.update(kw)
     return EvalConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run as fast on one thread, and a shared 2-core machine does not thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
