@@ -90,13 +90,13 @@ def cmd_teacher(ns: argparse.Namespace) -> int:
     import torch
     from .glue import task
     from .paths import cache_root, resolve_data_dir
-    from .teacher import TeacherConfig, default_teacher_dir, finetune_teacher
+    from .evaluate import teacher_config
+    from .teacher import default_teacher_dir, finetune_teacher
     cfg = _eval_config(ns)
     if not ns.task:
         raise ConfigError("name the task(s): --task RTE or --task RTE,MRPC")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-    tcfg = TeacherConfig(epochs=cfg.teacher_epochs, max_len=cfg.max_len, max_train=cfg.max_train,
-                         max_dev=cfg.max_dev, seed=cfg.seed)
+    tcfg = teacher_config(cfg)
     out = {}
     for name in cfg.tasks:
         path = finetune_teacher(task(name), resolve_data_dir(cfg.data_dir),

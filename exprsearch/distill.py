@@ -110,6 +110,10 @@ class SupernetStudent(nn.Module):
 
     def __init__(self, cfg: StudentConfig, teacher: nn.Module | None = None) -> None:
         super().__init__()
+        if teacher is not None:  # the shapes build_student takes from the teacher, kept for extract()
+            tc = teacher.config
+            cfg = replace(cfg, vocab_size=tc.vocab_size, max_position=tc.max_position_embeddings,
+                          type_vocab=tc.type_vocab_size)
         self.cfg = cfg
         self.model = build_student(STANDARD.format(x=1, y=1), cfg, teacher)
         fcfg = FFNConfig(hidden=cfg.hidden, base_width=cfg.base_width, dropout=cfg.dropout,

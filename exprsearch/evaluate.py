@@ -58,6 +58,7 @@ class EvalConfig:
     teacher_batch: int = 32             # teacher fine-tuning batch size
     max_train: int | None = None        # first N training rows only (CPU presets)
     max_dev: int | None = None          # first N dev rows only (CPU presets)
+    skip_bad_rows: bool = False         # count and skip malformed data rows instead of stopping
     w_logits: float = 1.0               # KD weight of the soft logits
     w_hidden: float = 1.0               # KD weight of hidden states
     w_attn: float = 0.0                 # KD weight of attention maps (slower: eager attention)
@@ -88,6 +89,13 @@ class EvalConfig:
             return KDConfig(w_logits=0.0, w_hidden=0.0, w_attn=0.0, w_task=1.0, layer_map=self.layer_map)
         return KDConfig(w_logits=self.w_logits, temperature=self.temperature, w_hidden=self.w_hidden,
                         w_attn=self.w_attn, layer_map=self.layer_map)
+
+
+def teacher_config(cfg: EvalConfig) -> TeacherConfig:
+    """The teacher fine-tuning settings an evaluation protocol implies (one place: CLI and Evaluator)."""
+    return TeacherConfig(epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch, max_len=cfg.max_len,
+                         max_train=cfg.max_train, max_dev=cfg.max_dev, skip_bad_rows=cfg.skip_bad_rows,
+                         seed=cfg.seed)
 
 
 @dataclass
@@ -138,8 +146,7 @@ class Evaluator:
     # -- set-up, once per task ------------------------------------------------------------------
     def _prepare(self, t: Task) -> _TaskState:
         cfg = self.cfg
-        tcfg = TeacherConfig(epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch, max_len=cfg.max_len,
-                             max_train=cfg.max_train, max_dev=cfg.max_dev, seed=cfg.seed)
+        tcfg = teacher_config(cfg)
         tdir = finetune_teacher(t, self.data_dir, self.teacher_dir, tcfg, self.cache, self.device, self.log)
         info = json.loads((tdir / "exprsearch.json").read_text())
         teacher = load_teacher(tdir).to(self.device).eval()
@@ -148,8 +155,11 @@ class Evaluator:
         if cfg.w_attn and not cfg.no_kd:
             teacher.config._attn_implementation = "eager"
         tok = load_tokenizer(tdir)
-        train = encode(read_split(self.data_dir, t, "train", limit=cfg.max_train), tok, cfg.max_len, self.cache)
-        dev = encode(read_split(self.data_dir, t, t.dev[0], limit=cfg.max_dev), tok, cfg.max_len, self.cache)
+        skip = cfg.skip_bad_rows
+        train = encode(read_split(self.data_dir, t, "train", limit=cfg.max_train, skip_bad_rows=skip), tok,
+                       cfg.max_len, self.cache)
+        dev = encode(read_split(self.data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=skip), tok,
+                     cfg.max_len, self.cache)
         batches = Batcher(train, cfg.batch_size, seed=cfg.seed, device=self.device)
         sup = self._supernet(t, teacher, tdir, batches)
         return _TaskState(t, teacher, batches, dev.to(self.device), sup, info["dev"])
@@ -172,7 +182,7 @@ class Evaluator:
         if cfg.warmup_steps <= 0:
             return sup
         key = hashlib.sha256(json.dumps([tdir.name, t.name, cfg.layers, cfg.base_width, cfg.warmup_steps,
-                                         cfg.batch_size, cfg.max_len, cfg.max_train, cfg.seed,
+                                         cfg.batch_size, cfg.lr, cfg.max_len, cfg.max_train, cfg.seed,
                                          asdict(cfg.kd()), "v1"]).encode()).hexdigest()[:20]
         path = self.cache / "supernets" / f"{t.name}-{key}.pt"
         if path.is_file():
@@ -246,7 +256,9 @@ class Evaluator:
         if not self.cfg.latency_batch:
             return None
         student.eval()
-        ids = torch.randint(1000, 2000, (self.cfg.latency_batch, self.cfg.latency_len), device=self.device)
+        length = min(self.cfg.latency_len, student.config.max_position_embeddings)
+        vocab = student.config.vocab_size
+        ids = torch.randint(min(1000, vocab - 1), vocab, (self.cfg.latency_batch, length), device=self.device)
         quick = self.device.type != "cuda"
         return 1e3 * time_call(lambda: student(input_ids=ids), self.device, warmup=1 if quick else 5,
                                iters=2 if quick else 20, repeats=3)

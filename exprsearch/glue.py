@@ -66,15 +66,19 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("acc",), "acc"),
     Task("WNLI", ("sentence1", "sentence2"), "label", ("0", "1"), ("acc",), "acc"),
 ]}
-_ALIASES = {k.lower().replace("-", ""): k for k in TASKS} | {"sts": "STS-B", "mnli-m": "MNLI"}
+def _norm(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+_ALIASES = {_norm(k): k for k in TASKS} | {"sts": "STS-B", "mnlim": "MNLI", "mnlimatched": "MNLI"}
 
 
 def task(name: str) -> Task:
     """Look a task up by name (case and '-' insensitive: ``sst2``, ``sts-b``)."""
-    key = name.lower().replace("-", "").replace("_", "")
+    key = _norm(name)
     if key in _ALIASES:
         return TASKS[_ALIASES[key]]
-    best = suggest(name, list(TASKS))
+    best = _ALIASES.get(suggest(key, list(_ALIASES)) or "")
     raise ConfigError(f"unknown GLUE task {name!r}" + (f"; did you mean {best!r}?" if best else
                       f"; choose from {', '.join(TASKS)}"))
 

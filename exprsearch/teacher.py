@@ -105,6 +105,7 @@ class TeacherConfig:
     max_len: int = 128            # longest tokenised input
     max_train: int | None = None  # use only the first N training rows (CPU presets)
     max_dev: int | None = None    # evaluate on the first N dev rows (CPU presets)
+    skip_bad_rows: bool = False   # count and skip malformed data rows instead of stopping
     seed: int = 0                 # data order
 
 
@@ -112,14 +113,15 @@ def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherCon
                      device: torch.device, log: Any = print) -> Path:
     """The fine-tuned teacher for ``t`` (from the cache when present)."""
     teacher_dir = _check_dir(Path(teacher_dir))
-    train = read_split(data_dir, t, "train", limit=cfg.max_train)
-    dev = read_split(data_dir, t, t.dev[0], limit=cfg.max_dev)
+    train = read_split(data_dir, t, "train", limit=cfg.max_train, skip_bad_rows=cfg.skip_bad_rows)
+    dev = read_split(data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=cfg.skip_bad_rows)
     key = hashlib.sha256(json.dumps([teacher_digest(teacher_dir), t.name, file_digest(train.path),
                                      file_digest(dev.path), asdict(cfg)], sort_keys=True).encode()).hexdigest()[:20]
     out = cache_dir / "teachers" / f"{t.name}-{key}"
     if (out / "exprsearch.json").is_file():
         return out
     tok = load_tokenizer(teacher_dir)
+    torch.manual_seed(cfg.seed)  # the new classifier head is drawn here: make it reproducible
     model = load_teacher(teacher_dir, t.num_labels).to(device)
     tr, dv = encode(train, tok, cfg.max_len, cache_dir), encode(dev, tok, cfg.max_len, cache_dir)
     batches = Batcher(tr, cfg.batch_size, seed=cfg.seed, device=device)

@@ -16,6 +16,7 @@ shorter than 128 tokens, so this removes most of the padding work.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 from dataclasses import dataclass
@@ -69,8 +70,11 @@ def tokenizer_digest(tok: Any) -> str:
     """Identity of a tokenizer's behaviour (its serialised fast tokenizer, or vocab + class)."""
     h = hashlib.sha256(type(tok).__name__.encode())
     backend = getattr(tok, "backend_tokenizer", None)
-    if backend is not None:
-        h.update(backend.to_str().encode())
+    if backend is not None:  # minus truncation/padding: the tokenizer's call state, set per call
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        h.update(json.dumps(state, sort_keys=True).encode())
     else:
         h.update(repr(sorted(tok.get_vocab().items())).encode())
     h.update(repr(getattr(tok, "do_lower_case", None)).encode())

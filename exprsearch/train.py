@@ -109,7 +109,7 @@ def train_steps(params: list[tuple[str, nn.Parameter]], loss_fn: Callable[[Batch
         bad = ~torch.isfinite(norm) | (norm > cfg.explode) | ~torch.isfinite(loss)
         if device.type != "cuda":
             if bool(bad):
-                _raise_bad(float(loss), float(norm), cfg, step)
+                _raise_bad(float(loss.detach()), float(norm), cfg, step)
         else:
             here = torch.stack([step_ids[step], loss.detach().float(), norm.float()])
             first_bad = torch.where(bad & (first_bad[0] == 0), here, first_bad)

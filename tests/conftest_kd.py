@@ -133,6 +133,7 @@ def easy_teacher(tiny_teacher, easy_glue, kd_cache) -> Path:
     """The tiny teacher fine-tuned on the easy synthetic SST-2 (dev accuracy ~1)."""
     from exprsearch.glue import task
     from exprsearch.teacher import TeacherConfig, finetune_teacher
+    torch.manual_seed(0)  # finetune_teacher initialises the new classifier head from the global RNG
     return finetune_teacher(task("SST-2"), easy_glue, tiny_teacher, TeacherConfig(**EASY_TEACHER_CFG), kd_cache,
                             torch.device("cpu"), log=quiet)
 

@@ -303,14 +303,10 @@ def test_task_unknown_lists_choices():
     assert all(name in str(info.value) for name in TASKS)
 
 
-@pytest.mark.xfail(reason="BUG: glue._ALIASES has the key 'mnli-m' but task() strips '-' from the name "
-                          "before the lookup, so the alias can never match", strict=True)
 def test_mnli_m_alias_bug():
     assert task("mnli-m") is TASKS["MNLI"]
 
 
-@pytest.mark.xfail(reason="BUG: task() is case-insensitive but its suggestion (difflib) is case-sensitive: "
-                          "a lower-case typo such as 'rtee' gets no 'did you mean'", strict=True)
 def test_lowercase_typo_suggestion_bug():
     with pytest.raises(ConfigError, match="did you mean 'RTE'"):
         task("rtee")
