@@ -134,3 +134,30 @@ def cmd_export(ns: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", nargs="?", default="last", help="run id ('last' = the newest)")
+    p.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
+    p.add_argument("--top", type=int, default=15, help="leaderboard rows (default 15)")
+    _store_option(p)
+
+
+@command("report", "write a self-contained HTML report of a stored run")(_report_options)
+def cmd_report(ns: argparse.Namespace) -> int:
+    from .report import write_report
+    store = _store(ns)
+    run = store.latest_run() if ns.run == "last" else ns.run
+    path = write_report(store, run, ns.output, top=ns.top)
+    emit(ns, f"wrote {path}", {"report": str(path), "run": run})
+    return 0
+
+
+def _repl_options(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+@command("repl", "interactive expression inspector (also reads commands from a pipe)")(_repl_options)
+def cmd_repl(ns: argparse.Namespace) -> int:
+    from .repl import main
+    return main()

@@ -26,7 +26,7 @@ import torch
 from .expr import Expr
 from .ops import Kind
 
-__all__ = ["Probe", "evaluate", "fingerprint", "default_probe", "numerically_equal"]
+__all__ = ["Probe", "evaluate", "evaluate_at", "fingerprint", "default_probe", "numerically_equal"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,30 @@ def evaluate(e: Expr, probe: Probe | None = None) -> torch.Tensor:
         cache.clear()  # the weights cached here are rebuilt on demand
     cache[e] = out
     return out
+
+
+def evaluate_at(e: Expr, x: torch.Tensor, probe: Probe | None = None) -> torch.Tensor:
+    """Values of ``e`` at the rows of ``x`` (width = the probe's H) with the probe's weights; not
+    memoised (for plots of an expression's response)."""
+    p = probe or default_probe()
+    memo: dict[Expr, torch.Tensor] = {}
+
+    def go(n: Expr) -> torch.Tensor:
+        if n not in memo:
+            k = n.op.kind
+            if k is Kind.VAR:
+                memo[n] = x
+            elif k is Kind.LINEAR:
+                memo[n] = _linear(p, n, go(n.args[0]))
+            elif k is Kind.UNARY:
+                memo[n] = n.op.torch_fn(go(n.args[0]))  # type: ignore[misc]
+            else:
+                a, b = go(n.args[0]), go(n.args[1])
+                w = min(a.shape[-1], b.shape[-1])
+                memo[n] = n.op.torch_fn(a[..., :w], b[..., :w])  # type: ignore[misc]
+        return memo[n]
+
+    return go(e)
 
 
 def _quantised(v: torch.Tensor) -> bytes:

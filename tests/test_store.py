@@ -1,0 +1,230 @@
+"""The SQLite store of search runs: runs, candidates, dedup lookup, export, errors, concurrency."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing as mp
+import sqlite3
+
+import pytest
+
+from exprsearch.store import COLUMNS, Store, StoreError
+
+
+def _result(key: str, score: float | None = 60.0, status: str = "ok", **kw) -> dict:
+    return {"key": key, "spec": key, "status": status, "score": score, "params": 1000,
+            "metrics": {"SST-2": {"acc": (score or 0) / 100}}, **kw}
+
+
+@pytest.fixture
+def store(tmp_path):
+    st = Store(tmp_path / "runs.db")
+    yield st
+    st.close()
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+def test_new_run_run_runs_latest(store):
+    a = store.new_run({"sampler": "random", "candidates": 3})
+    b = store.new_run({"sampler": "lanas"}, run_id="my-run")
+    assert b == "my-run" and a != b
+    info = store.run(a)
+    assert info["run_id"] == a and info["status"] == "running"
+    assert info["config"] == {"sampler": "random", "candidates": 3}  # JSON round trip
+    assert store.latest_run() == "my-run"
+    store.add(a, _result("[k1]", 50.0))
+    store.add(a, _result("[k2]", 70.0))
+    runs = {r["run_id"]: r for r in store.runs()}
+    assert [r["run_id"] for r in store.runs()] == [a, "my-run"]  # oldest first
+    assert runs[a]["candidates"] == 2 and runs[a]["best"] == 70.0
+    assert runs["my-run"]["candidates"] == 0 and runs["my-run"]["best"] is None
+    store.set_status(a, "done")
+    assert store.run(a)["status"] == "done" and store.run("my-run")["status"] == "running"
+
+
+def test_latest_run_of_an_empty_store_is_a_store_error(store):
+    with pytest.raises(StoreError, match="no runs"):
+        store.latest_run()
+
+
+def test_unknown_run_id_lists_recent_runs(store):
+    ids = [store.new_run({}, run_id=f"run-{i}") for i in range(3)]
+    with pytest.raises(StoreError) as err:
+        store.run("run-9")
+    msg = str(err.value)
+    assert "'run-9'" in msg and "recent runs" in msg
+    assert all(i in msg for i in ids)
+
+
+def test_unknown_run_id_in_an_empty_store(store):
+    with pytest.raises(StoreError, match="no run 'nope'") as err:
+        store.run("nope")
+    assert "recent runs" not in str(err.value)
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path):
+    bad = tmp_path / "notes.db"
+    bad.write_bytes(b"this is not a database, just some text\n" * 100)
+    with pytest.raises(StoreError, match="not a usable exprsearch store"):
+        Store(bad)
+    assert bad.read_bytes().startswith(b"this is not a database")  # left untouched
+
+
+# -- candidates ----------------------------------------------------------------------------------
+
+def test_add_a_duplicate_key_returns_false_and_keeps_the_first(store):
+    run = store.new_run({})
+    assert store.add(run, _result("[a]", 61.5), eval_hash="h", stage=1, worker="w1") is True
+    assert store.add(run, _result("[a]", 99.0), eval_hash="h", stage=2, worker="w2") is False
+    rows = store.candidates(run)
+    assert len(rows) == 1 and store.count(run) == 1
+    assert rows[0]["score"] == 61.5 and rows[0]["stage"] == 1 and rows[0]["worker"] == "w1"
+    assert store.has(run, "[a]") and not store.has(run, "[b]")
+    # the same key in another run is a separate row
+    other = store.new_run({})
+    assert store.add(other, _result("[a]", 10.0), eval_hash="h") is True
+    assert store.candidates(run)[0]["score"] == 61.5
+
+
+def test_rows_round_trip_every_column(store):
+    run = store.new_run({})
+    store.add(run, {**_result("[k]", 55.0), "reason": "why", "flops_per_token": 123.5, "latency_ms": 2.5,
+                    "seconds": 1.25, "curves": {"SST-2": {"loss": [[1, 0.5]]}}},
+              eval_hash="hh", stage=2, config={"eval": "hh"}, worker="inline")
+    (r,) = store.candidates(run)
+    assert set(r) == set(COLUMNS)
+    assert (r["run_id"], r["key"], r["spec"], r["stage"], r["status"], r["reason"]) == (run, "[k]", "[k]", 2, "ok", "why")
+    assert (r["score"], r["params"], r["flops"], r["latency_ms"], r["seconds"]) == (55.0, 1000, 123.5, 2.5, 1.25)
+    assert r["metrics"] == {"SST-2": {"acc": 0.55}} and r["curves"] == {"SST-2": {"loss": [[1, 0.5]]}}
+    assert r["config"] == {"eval": "hh"} and r["eval_hash"] == "hh" and r["worker"] == "inline"
+    assert r["seq"] == 0
+
+
+def test_candidates_are_ordered_by_seq_and_filtered_by_status(store):
+    run = store.new_run({})
+    keys = ["[z]", "[a]", "[m]", "[b]", "[y]"]
+    for i, k in enumerate(keys):
+        store.add(run, _result(k, float(i), status="failed" if i == 2 else "ok"))
+    rows = store.candidates(run)
+    assert [r["key"] for r in rows] == keys  # arrival order, not key order
+    assert [r["seq"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["key"] for r in store.candidates(run, status="ok")] == ["[z]", "[a]", "[b]", "[y]"]
+    assert [r["key"] for r in store.candidates(run, status="failed")] == ["[m]"]
+    # seq counts per run: another run starts at 0 again
+    other = store.new_run({})
+    store.add(other, _result("[q]"))
+    assert store.candidates(other)[0]["seq"] == 0
+
+
+def test_lookup_across_runs_by_key_and_eval_hash_ignores_failed_rows(store):
+    r1, r2, r3 = store.new_run({}), store.new_run({}), store.new_run({})
+    store.add(r1, _result("[f]", None, status="failed", reason="nan"), eval_hash="h1")
+    store.add(r1, _result("[ok]", 61.0), eval_hash="h1")
+    store.add(r2, _result("[ok]", 75.0), eval_hash="h2")  # same key, other protocol
+    store.add(r3, _result("[ok]", 99.0), eval_hash="h1")  # later run, same protocol
+    assert store.lookup("[f]", "h1") is None  # failures are re-tried, not reused
+    hit = store.lookup("[ok]", "h1")
+    assert hit is not None and hit["run_id"] == r1 and hit["score"] == 61.0  # the first result
+    assert hit["metrics"] == {"SST-2": {"acc": 0.61}}  # decoded JSON
+    assert store.lookup("[ok]", "h2")["score"] == 75.0
+    assert store.lookup("[ok]", "h3") is None and store.lookup("[none]", "h1") is None
+    # a later successful evaluation of the failed key is found
+    store.add(r2, _result("[f]", 40.0), eval_hash="h1")
+    assert store.lookup("[f]", "h1")["score"] == 40.0
+
+
+def test_iterating_the_store_yields_every_row_of_every_run(store):
+    r1, r2 = store.new_run({}), store.new_run({})
+    store.add(r1, _result("[a]"))
+    store.add(r2, _result("[b]"))
+    store.add(r1, _result("[c]"))
+    assert [(r["run_id"], r["key"]) for r in store] == [(r1, "[a]"), (r2, "[b]"), (r1, "[c]")]
+
+
+def test_a_second_store_object_sees_committed_rows(tmp_path):
+    a = Store(tmp_path / "s.db")
+    run = a.new_run({"x": 1})
+    a.add(run, _result("[k]", 42.0))
+    b = Store(tmp_path / "s.db")
+    assert b.latest_run() == run and b.candidates(run)[0]["score"] == 42.0
+    a.close()
+    b.close()
+
+
+# -- export --------------------------------------------------------------------------------------
+
+def _filled(store) -> str:
+    run = store.new_run({"sampler": "evolution"})
+    store.add(run, _result("[linear1_1(gelu(linear1_1(x,wb1)),wb2)]", 60.0), eval_hash="h", stage=1)
+    store.add(run, _result("[b, with comma]", None, status="failed", reason='bad "quote"'), eval_hash="h", stage=2)
+    return run
+
+
+def test_export_csv_parses_as_header_and_rows(store):
+    run = _filled(store)
+    rows = list(csv.reader(io.StringIO(store.export(run, "csv"))))
+    header, body = rows[0], rows[1:]
+    assert header == [c for c in COLUMNS if c not in ("curves", "config")]
+    assert len(body) == 2 and all(len(r) == len(header) for r in body)
+    d = [dict(zip(header, r)) for r in body]
+    assert d[0]["key"] == "[linear1_1(gelu(linear1_1(x,wb1)),wb2)]" and float(d[0]["score"]) == 60.0
+    assert d[0]["stage"] == "1" and d[0]["seq"] == "0" and d[0]["run_id"] == run
+    assert json.loads(d[0]["metrics"]) == {"SST-2": {"acc": 0.6}}
+    assert d[1]["key"] == "[b, with comma]" and d[1]["status"] == "failed" and d[1]["reason"] == 'bad "quote"'
+    assert d[1]["score"] == ""  # NULL
+
+
+def test_export_json(store):
+    run = _filled(store)
+    data = json.loads(store.export(run, "json"))
+    assert data["run"]["run_id"] == run and data["run"]["config"] == {"sampler": "evolution"}
+    assert [c["key"] for c in data["candidates"]] == ["[linear1_1(gelu(linear1_1(x,wb1)),wb2)]", "[b, with comma]"]
+    assert data["candidates"][0]["metrics"] == {"SST-2": {"acc": 0.6}}
+    assert data["candidates"][1]["score"] is None and data["candidates"][1]["status"] == "failed"
+
+
+def test_export_of_an_unknown_run_is_a_store_error(store):
+    _filled(store)
+    with pytest.raises(StoreError, match="no run 'zzz'"):
+        store.export("zzz", "json")
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+WRITERS, PER_WRITER = 8, 1000  # the issue's 8 x 1,000 (each add is its own committed transaction)
+
+
+def _writer(path: str, run_id: str, wid: int, n: int, barrier) -> None:
+    st = Store(path)
+    barrier.wait()  # every process has imported and connected: now write at once
+    for i in range(n):
+        if not st.add(run_id, {"key": f"[w{wid}-{i}]", "status": "ok", "score": float(i), "params": i},
+                      eval_hash="h", worker=f"w{wid}"):
+            raise AssertionError(f"w{wid}: key {i} reported as a duplicate")
+    st.close()
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    path = str(tmp_path / "shared.db")
+    st = Store(path)
+    run = st.new_run({"concurrency": True})
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(WRITERS)
+    procs = [ctx.Process(target=_writer, args=(path, run, w, PER_WRITER, barrier)) for w in range(WRITERS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0] * WRITERS
+    rows = st.candidates(run)
+    assert len(rows) == st.count(run) == WRITERS * PER_WRITER
+    assert {r["key"] for r in rows} == {f"[w{w}-{i}]" for w in range(WRITERS) for i in range(PER_WRITER)}
+    assert sorted(r["seq"] for r in rows) == list(range(WRITERS * PER_WRITER))  # unique, no gaps
+    for w in range(WRITERS):  # each writer's rows arrived in its own order
+        mine = [r for r in rows if r["worker"] == f"w{w}"]
+        assert [r["key"] for r in mine] == [f"[w{w}-{i}]" for i in range(PER_WRITER)]
+    # the file is a consistent database
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    st.close()
