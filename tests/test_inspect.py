@@ -85,35 +85,50 @@ def test_piped_repl_through_the_cli(tmp_path):
 
 
 def _pty_session(keys: list[bytes], home: Path) -> str:
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the real interactive REPL on a terminal
-        os.environ["EXPRSEARCH_CACHE"] = str(home)
-        os.environ["TERM"] = "xterm"
-        os.execv(sys.executable, [sys.executable, "-m", "exprsearch", "repl"])
+    """Drive the real interactive REPL on a pseudo-terminal; never blocks past a deadline.
+
+    The child is a plain subprocess (no fork of this threaded process) and is killed if it has
+    not exited by the deadline, so a stuck terminal fails the test instead of hanging CI.
+    """
+    master, slave = pty.openpty()
+    env = dict(os.environ, EXPRSEARCH_CACHE=str(home), TERM="xterm")
+    proc = subprocess.Popen([sys.executable, "-m", "exprsearch", "repl"], stdin=slave, stdout=slave,
+                            stderr=slave, env=env, start_new_session=True, close_fds=True)
+    os.close(slave)
     out = b""
-    deadline = time.time() + 60
+    deadline = time.time() + 90
 
-    def read(until: bytes | None = None, wait: float = 0.5) -> None:
+    def read(until: bytes | None = None, wait: float = 0.5) -> bool:
         nonlocal out
-        end = time.time() + wait
-        while time.time() < min(end, deadline):
-            r, _, _ = select.select([fd], [], [], 0.1)
-            if r:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:
-                    return
-                out += chunk
-                if until and until in out:
-                    return
+        end = min(time.time() + wait, deadline)
+        while time.time() < end:
+            r, _, _ = select.select([master], [], [], 0.1)
+            if not r:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                return False
+            if not chunk:
+                return False
+            out += chunk
+            if until and until in out:
+                return True
+        return True
 
-    read(b"ffn>", wait=40)
-    for k in keys:
-        os.write(fd, k)
-        read(wait=1.5)
-    os.write(fd, b"\x04")  # Ctrl-D
-    read(wait=2)
-    os.waitpid(pid, 0)
+    try:
+        read(b"ffn>", wait=60)
+        for k in keys:
+            os.write(master, k)
+            read(wait=1.5)
+        os.write(master, b"\x04")  # Ctrl-D
+        while proc.poll() is None and time.time() < deadline and read(wait=0.5):
+            pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        os.close(master)
     return out.decode(errors="replace")
 
 
@@ -198,8 +213,16 @@ def test_report_renders_in_headless_chromium(stored_run, tmp_path):
     st, run = stored_run
     page = write_report(st, run, tmp_path / "r.html")
     shot = tmp_path / "shot.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1800",
-                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    # no pipes (a lingering chromium helper would keep them open) and its own process group, killed
+    # as a whole if the screenshot takes too long
+    proc = subprocess.Popen(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1800",
+                             f"--screenshot={shot}", page.as_uri()], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()
     _check_png(shot)
