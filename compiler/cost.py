@@ -108,14 +108,24 @@ def ffn_cost(e: Expr, cfg: FFNConfig, dtype_bytes: int = 2) -> Cost:
     return graph_cost(lower(e, cfg), cfg.hidden, dtype_bytes=dtype_bytes)
 
 
+def attention_params(attn: Any, hidden: int, heads: int) -> int:
+    """Parameters of one layer's attention block (self-attention, output projection, LayerNorm)."""
+    from .attention import lsra_params
+    h = hidden
+    if attn is not None and attn.kind == "lsra":
+        return lsra_params(h, attn.kernel or 7) + h * h + h + 2 * h
+    width = h if attn is None or attn.heads is None else attn.heads * (h // heads)
+    return 3 * (h * width + width) + width * h + h + 2 * h
+
+
 def spec_params(layers: list[Expr], cfg: FFNConfig, *, vocab: int, max_position: int, type_vocab: int,
-                num_labels: int) -> int:
+                num_labels: int, attn: Any = None, heads: int = 12) -> int:
     """Parameters of a whole BERT student for the per-layer expressions, without building it:
     embeddings (+ LayerNorm), per layer attention Q, K, V, O (+ LayerNorm) and the FFN from the
     cost model, pooler and classifier.  Equals ``sum(p.numel())`` of ``build_student`` (tested)."""
     h = cfg.hidden
     total = (vocab + max_position + type_vocab) * h + 2 * h
-    total += len(layers) * (4 * (h * h + h) + 2 * h)
+    total += sum(attention_params(a, h, heads) for a in (attn or (None,) * len(layers)))
     total += sum(ffn_cost(e, cfg).params for e in layers)
     return total + h * h + h + h * num_labels + num_labels
 
@@ -123,15 +133,16 @@ def spec_params(layers: list[Expr], cfg: FFNConfig, *, vocab: int, max_position:
 def student_cost(model: nn.Module, seq_len: int, dtype_bytes: int = 2) -> dict[str, Any]:
     """Parameters (exact) and FLOPs per token of a whole BERT student at sequence length ``seq_len``.
 
-    Attention: Q, K, V, O projections (8 H^2 per token) + scores and weighted sum (4 L H per token);
+    Attention (per layer, as built: pruned heads, LSRA): projections + scores and weighted sum;
     FFNs: the cost model above; pooler and classifier counted once per sequence, divided by L."""
     from .student import ffn_modules  # avoid an import cycle
     cfg = model.config
-    h, layers = cfg.hidden_size, cfg.num_hidden_layers
+    h = cfg.hidden_size
     ffn = Cost(0, 0.0, 0.0, 0.0)
     for gm in ffn_modules(model):
         ffn = ffn + graph_cost(gm, h, dtype_bytes=dtype_bytes)
-    attn_mm = layers * (8.0 * h * h + 4.0 * seq_len * h)
+    from .attention import module_attention_flops
+    attn_mm = sum(module_attention_flops(layer, h, seq_len) for layer in getattr(model, "bert", model).encoder.layer)
     head_mm = 0.0
     if hasattr(model, "classifier"):
         head_mm = (2.0 * h * h + 2.0 * h * model.classifier.out_features) / seq_len

@@ -83,9 +83,11 @@ class ExprBertForSequenceClassification(BertForSequenceClassification):
         spec = parse_spec(config.ffn_spec, strict=False).broadcast(config.num_hidden_layers)
         cfg = FFNConfig(hidden=config.hidden_size, base_width=config.ffn_base_width,
                         dropout=config.hidden_dropout_prob, ln_eps=config.layer_norm_eps)
-        for layer, e in zip(self.bert.encoder.layer, spec.layers):
+        from .attention import apply_attn
+        for layer, e, a in zip(self.bert.encoder.layer, spec.layers, spec.attn or (None,) * len(spec.layers)):
             layer.intermediate = nn.Identity()
             layer.output = ExprFFNOutput(lower(e, cfg))
+            apply_attn(layer, a, config)
         self.post_init()
 
     @property
@@ -140,13 +142,20 @@ def _hf_config(spec: ModelSpec, cfg: StudentConfig) -> ExprBertConfig:
 
 
 @torch.no_grad()
-def _copy(dst: nn.Module, src: nn.Module) -> int:
-    """Copy same-shaped tensors of ``src`` into ``dst`` (by name); returns how many."""
+def _copy(dst: nn.Module, src: nn.Module, sliced: bool = False) -> int:
+    """Copy same-named tensors of ``src`` into ``dst``: same shape, or with ``sliced`` the leading
+    block of a larger tensor (pruned heads keep the first heads); returns how many."""
     theirs = src.state_dict()
     n = 0
     for name, t in dst.state_dict().items():
-        if name in theirs and theirs[name].shape == t.shape:
-            t.copy_(theirs[name])
+        if name not in theirs:
+            continue
+        src_t = theirs[name]
+        if src_t.shape == t.shape:
+            t.copy_(src_t)
+            n += 1
+        elif sliced and src_t.dim() == t.dim() and all(a >= b for a, b in zip(src_t.shape, t.shape)):
+            t.copy_(src_t[tuple(slice(0, d) for d in t.shape)])
             n += 1
     return n
 
@@ -162,7 +171,7 @@ def init_from_teacher(student: ExprBertForSequenceClassification, teacher: PreTr
     counts = {"embeddings": _copy(s_bert.embeddings, t_bert.embeddings), "attention": 0, "ffn": 0}
     for s_layer, t in zip(s_bert.encoder.layer, mapping):
         t_layer = t_bert.encoder.layer[t]
-        counts["attention"] += _copy(s_layer.attention, t_layer.attention)
+        counts["attention"] += _copy(s_layer.attention, t_layer.attention, sliced=True)
         counts["ffn"] += load_teacher_ffn(s_layer.output.ffn, t_layer.intermediate, t_layer.output)
     if getattr(s_bert, "pooler", None) is not None and getattr(t_bert, "pooler", None) is not None:
         counts["pooler"] = _copy(s_bert.pooler, t_bert.pooler)

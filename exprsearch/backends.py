@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ConfigError
 
 __all__ = ["Backend", "InlineBackend", "PoolBackend", "RayBackend", "make_backend"]
 
 Batch = list[tuple[str, str]]
+OnResult = Callable[[str, dict[str, Any]], None]
+
+
+def _noop(key: str, r: dict[str, Any]) -> None:
+    pass
 
 
 class Backend:
     capacity = 1
 
-    def run(self, batch: Batch) -> dict[str, dict[str, Any]]:
+    def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
+        """Evaluate a batch; ``on_result(key, result)`` is called as each result arrives (the
+        caller commits it there, so a crash loses no finished evaluation)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -41,9 +48,12 @@ class InlineBackend(Backend):
         from .evaluate import Evaluator
         self.evaluator = Evaluator(cfg, log=log)
 
-    def run(self, batch: Batch) -> dict[str, dict[str, Any]]:
-        return {key: {**self.evaluator.evaluate(spec).as_dict(), "key": key, "worker": "inline"}
-                for key, spec in batch}
+    def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
+        out = {}
+        for key, spec in batch:
+            out[key] = {**self.evaluator.evaluate(spec).as_dict(), "key": key, "worker": "inline"}
+            on_result(key, out[key])
+        return out
 
 
 _WORKER: Any = None
@@ -69,21 +79,30 @@ class PoolBackend(Backend):
         self.cfg, self.capacity, self.retries = cfg, workers, max_retries
         self.pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg,))
 
-    def run(self, batch: Batch) -> dict[str, dict[str, Any]]:
+    def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         todo = list(batch)
         for attempt in range(self.retries + 1):
             pending = [(item, self.pool.apply_async(_work, (item,))) for item in todo]
             todo = []
-            for item, res in pending:
-                try:
-                    key, r = res.get()
+            while pending:  # hand results over as they finish, whatever their order
+                still = []
+                for item, res in pending:
+                    if not res.ready():
+                        still.append((item, res))
+                        continue
+                    try:
+                        key, r = res.get()
+                    except Exception as err:  # noqa: BLE001 - a worker crash fails (then retries) one candidate
+                        if attempt < self.retries:
+                            todo.append(item)
+                            continue
+                        key, r = item[0], _failed(item[0], f"worker error: {type(err).__name__}: {err}")
                     out[key] = r
-                except Exception as err:  # noqa: BLE001 - a worker crash fails (then retries) one candidate
-                    if attempt < self.retries:
-                        todo.append(item)
-                    else:
-                        out[item[0]] = _failed(item[0], f"worker error: {type(err).__name__}: {err}")
+                    on_result(key, r)
+                pending = still
+                if pending:
+                    pending[0][1].wait(0.05)
             if not todo:
                 break
         return out
@@ -121,7 +140,7 @@ class RayBackend(Backend):
         self.actors = [_Actor.remote(cfg) for _ in range(workers)]
         self.capacity = workers
 
-    def run(self, batch: Batch) -> dict[str, dict[str, Any]]:
+    def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
         refs = {self.actors[i % len(self.actors)].evaluate.remote(key, spec): key
                 for i, (key, spec) in enumerate(batch)}
         out: dict[str, dict[str, Any]] = {}
@@ -134,6 +153,7 @@ class RayBackend(Backend):
                     out[key] = self.ray.get(ref)
                 except Exception as err:  # noqa: BLE001 - actor died past its retries
                     out[key] = _failed(key, f"ray worker error: {type(err).__name__}: {err}")
+                on_result(key, out[key])
         return out
 
     def close(self) -> None:

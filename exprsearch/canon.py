@@ -103,7 +103,8 @@ def canonical_key(e: Expr) -> str:
 
 
 def canonicalize_spec(spec: ModelSpec) -> ModelSpec:
-    return ModelSpec(tuple(canonicalize(e) for e in spec.layers))
+    """Each layer's expression canonical; attention parts and model fields kept."""
+    return ModelSpec(tuple(canonicalize(e) for e in spec.layers), spec.attn, spec.hidden)
 
 
 def verify_canonical(e: Expr) -> None:

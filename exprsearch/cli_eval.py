@@ -48,7 +48,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="an FFN expression, '[e1; e2; ...]', or a file with one expression per layer")
     p.add_argument("--baseline", action="store_true",
-                   help=f"also train the standard-FFN student the same way and compare")
+                   help="also train the standard-FFN student the same way and compare")
     _common(p)
 
 

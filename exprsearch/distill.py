@@ -145,9 +145,13 @@ class SupernetStudent(nn.Module):
     def use(self, x: int, y: int) -> None:
         self.use_spec(ModelSpec((parse(STANDARD.format(x=x, y=y)),)))
 
-    def sample(self, rng: random.Random) -> tuple[int, int]:
+    def sample(self, rng: random.Random, layerdrop: float = 0.0) -> tuple[int, int]:
+        """Use a uniformly drawn (X, Y) sub-model; with ``layerdrop`` also skip random layers."""
         x, y = rng.choice(BLOCK_CHOICES), rng.choice(RATIO_CHOICES)
         self.use(x, y)
+        if layerdrop:
+            from compiler.layerdrop import sample_skips, set_skips
+            set_skips(self.model, sample_skips(self.cfg.layers, layerdrop, rng))
         return x, y
 
     def forward(self, **kw: Any) -> Any:
@@ -159,7 +163,7 @@ class SupernetStudent(nn.Module):
         and classifier copied, each FFN the supernet slice it uses (``inherit``)."""
         spec = spec.broadcast(self.cfg.layers)
         student = build_student(spec, replace(self.cfg, type_vocab=self.model.config.type_vocab_size))
-        _copy(student, self.model)  # everything but the FFNs (their names differ)
+        _copy(student, self.model, sliced=True)  # all but the FFNs; pruned heads keep the first heads
         for layer, sup, e in zip(student.bert.encoder.layer, self.supers, spec.layers):
             layer.output = ExprFFNOutput(inherit(sup, e))
         student.config._attn_implementation = self.model.config._attn_implementation

@@ -68,6 +68,8 @@ class EvalConfig:
     hurdles: tuple[float, ...] = ()     # budget fractions where weak candidates are stopped
     hurdle_quantile: float = 0.5        # a candidate whose loss is above this quantile of earlier ones stops
     bf16_teacher: bool = True           # keep the (frozen) teacher in bf16 on CUDA
+    layerdrop: float = 0.0              # LayerDrop rate of the supernet warm-up (shallower candidates)
+    head_importance_steps: int = 0      # batches for head importance when a spec prunes heads (0: keep first)
     latency_batch: int = 32             # batch of the latency measurement (0: do not measure)
     latency_len: int = 128              # sequence length of the latency measurement
     seed: int = 0                       # data order and initialisation
@@ -182,7 +184,7 @@ class Evaluator:
         if cfg.warmup_steps <= 0:
             return sup
         key = hashlib.sha256(json.dumps([tdir.name, t.name, cfg.layers, cfg.base_width, cfg.warmup_steps,
-                                         cfg.batch_size, cfg.lr, cfg.max_len, cfg.max_train, cfg.seed,
+                                         cfg.batch_size, cfg.lr, cfg.max_len, cfg.max_train, cfg.seed, cfg.layerdrop,
                                          asdict(cfg.kd()), "v1"]).encode()).hexdigest()[:20]
         path = self.cache / "supernets" / f"{t.name}-{key}.pt"
         if path.is_file():
@@ -194,13 +196,16 @@ class Evaluator:
         rng = random.Random(cfg.seed)
 
         def loss(batch):
-            sup.sample(rng)  # a uniformly drawn (X, Y) sub-model per step: every slice learns
+            sup.sample(rng, cfg.layerdrop)  # a uniform (X, Y) sub-model (and layer skips) per step
             return kd(sup.model, batch)
 
         tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.warmup_steps, seed=cfg.seed,
                          max_len=cfg.max_len, log_every=max(1, cfg.warmup_steps // 10))
         train_steps(sup.trainable() + list(kd.named_parameters()), loss, batches, tc, self.device)
         sup.use(4, 1)
+        if cfg.layerdrop:
+            from compiler.layerdrop import set_skips
+            set_skips(sup.model, set())
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(sup.state_dict(), tmp)
@@ -215,7 +220,7 @@ class Evaluator:
         from .canon import canonicalize_spec
         if isinstance(spec, str):
             spec = parse_spec(spec)
-        spec = canonicalize_spec(spec.broadcast(self.cfg.layers))
+        spec = canonicalize_spec(spec if 1 < len(spec) < self.cfg.layers else spec.broadcast(self.cfg.layers))
         res = CandidateResult(spec=str(spec))
         t0 = time.perf_counter()
         for name, st in self.state.items():
@@ -263,11 +268,44 @@ class Evaluator:
         return 1e3 * time_call(lambda: student(input_ids=ids), self.device, warmup=1 if quick else 5,
                                iters=2 if quick else 20, repeats=3)
 
+    def _student(self, st: _TaskState, spec: ModelSpec) -> Any:
+        """The candidate, inheriting the warm supernet: shallower specs keep the layers of the
+        LayerDrop every-other rule (or evenly spaced ones); pruned heads are chosen by importance
+        when ``head_importance_steps`` > 0, else the first heads are kept."""
+        from compiler.layerdrop import every_other, extract_layers
+        from compiler.student import layer_map
+        n, full = len(spec), self.cfg.layers
+        keep = list(range(full))
+        if n < full:
+            keep = every_other(self.cfg.layerdrop, full) if self.cfg.layerdrop else []
+            if len(keep) != n:
+                keep = sorted(set(layer_map("uniform", n, full)))
+            layers, attn = [spec.layers[0]] * full, [None] * full
+            for i, j in enumerate(keep):
+                layers[j], attn[j] = spec.layers[i], (spec.attn[i] if spec.attn else None)
+            spec = ModelSpec(tuple(layers), tuple(attn), spec.hidden)
+        prune = self.cfg.head_importance_steps > 0 and spec.attn is not None and any(
+            a is not None and a.kind == "mha" and a.heads for a in spec.attn)
+        base = spec if not prune else ModelSpec(spec.layers, tuple(None if a is not None and a.kind == "mha" else a
+                                                                    for a in spec.attn), spec.hidden)  # type: ignore[union-attr]
+        student = st.supernet.extract(base).to(self.device).train()
+        if prune:
+            from compiler.heads import head_importance, heads_of, keep_top, prune_heads
+            kd = KDLoss(st.teacher, student, st.task, self.cfg.kd()).to(self.device)
+            imp = head_importance(student, st.train, lambda b: kd(student, b), self.cfg.head_importance_steps)
+            want = [a.heads if a is not None and a.kind == "mha" and a.heads else heads_of(layer)
+                    for a, layer in zip(spec.attn, student.bert.encoder.layer)]  # type: ignore[arg-type]
+            prune_heads(student, keep_top(imp, want))
+            student.config.ffn_spec = str(spec)
+        if len(keep) < full:
+            student = extract_layers(student, keep).to(self.device).train()
+        return student
+
     def _run(self, st: _TaskState, spec: ModelSpec, steps: int) -> tuple[dict[str, float], Curve, Any]:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         st.supernet.use(4, 1)
-        student = st.supernet.extract(spec).to(self.device).train()
+        student = self._student(st, spec)
         kd = KDLoss(st.teacher, student, st.task, cfg.kd()).to(self.device)
         hurdle_steps = {max(1, int(f * steps)) for f in cfg.hurdles}
         curve = Curve()

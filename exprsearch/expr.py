@@ -27,7 +27,7 @@ from .errors import ArityError, DSLError, NestingTooDeepError, SlotTypeError
 from .ops import Kind, Op, op as lookup_op
 
 __all__ = ["Expr", "Var", "Slot", "Unary", "Binary", "Linear", "node", "X", "WB1", "WB2",
-           "ModelSpec", "MAX_DEPTH", "order_key", "Path"]
+           "ModelSpec", "AttnSpec", "MAX_DEPTH", "order_key", "Path"]
 
 MAX_DEPTH = 200  # deepest AST accepted anywhere; keeps every recursive pass far from Python's limit
 
@@ -235,22 +235,58 @@ def order_key(e: Expr) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
+class AttnSpec:
+    """The attention part of a layer: an ATTN row of the op table and its fields.
+
+    >>> str(AttnSpec("lsra", heads=6, kernel=7)), str(AttnSpec("mha"))
+    ('lsra(heads=6, kernel=7)', 'mha()')
+    """
+
+    kind: str = "mha"           # mha | lsra
+    heads: int | None = None    # attention heads (None: the model's)
+    kernel: int | None = None   # lsra: width of the depthwise convolution (None: 7)
+
+    def __str__(self) -> str:
+        fields = [f"{k}={v}" for k, v in (("heads", self.heads), ("kernel", self.kernel)) if v is not None]
+        return f"{self.kind}({', '.join(fields)})"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """A per-layer model spec: the FFN expression of each layer, bottom to top.
+    """A per-layer model spec: the FFN expression of each layer, bottom to top, and optionally
+    each layer's attention part and the model's width.
 
     >>> spec = ModelSpec((X, node("gelu", X)))
     >>> str(spec), len(spec)
     ('[x; gelu(x)]', 2)
+    >>> str(ModelSpec((X,), attn=(AttnSpec("mha", heads=6),), hidden=384))
+    '[model(layers=1, hidden=384); layer(attn=mha(heads=6), ffn=x)]'
     """
 
     layers: tuple[Expr, ...]
+    attn: tuple[AttnSpec | None, ...] | None = None   # per layer; None: standard attention everywhere
+    hidden: int | None = None                          # model width H (None: the teacher's)
 
     def __post_init__(self) -> None:
         if not self.layers:
             raise DSLError("a model spec needs at least one layer")
+        if self.attn is not None and len(self.attn) != len(self.layers):
+            raise DSLError(f"{len(self.attn)} attention parts for {len(self.layers)} layers")
+        if self.attn is not None and all(a is None for a in self.attn):
+            object.__setattr__(self, "attn", None)
+
+    @property
+    def plain(self) -> bool:
+        """Only FFN expressions (the classic spec)."""
+        return self.attn is None and self.hidden is None
 
     def __str__(self) -> str:
-        return "[" + "; ".join(map(str, self.layers)) + "]"
+        if self.plain:
+            return "[" + "; ".join(map(str, self.layers)) + "]"
+        head = f"model(layers={len(self.layers)}" + (f", hidden={self.hidden}" if self.hidden else "") + ")"
+        items = [f"layer(attn={a}, ffn={e})" if a is not None else str(e)
+                 for e, a in zip(self.layers, self.attn or (None,) * len(self.layers))]
+        return "[" + "; ".join([head] + items) + "]"
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -262,15 +298,22 @@ class ModelSpec:
         return self.layers[i]
 
     def to_lines(self) -> str:
-        """The file form: one expression per line."""
-        return "".join(f"{e}\n" for e in self.layers)
+        """The file form: one item per line."""
+        inner = str(self)[1:-1]
+        return "".join(f"{item}\n" for item in inner.split("; "))
 
     def broadcast(self, n_layers: int) -> "ModelSpec":
         """Repeat a one-layer spec to ``n_layers``; other lengths must already match."""
         if len(self.layers) == n_layers:
             return self
         if len(self.layers) == 1:
-            return ModelSpec(self.layers * n_layers)
+            return ModelSpec(self.layers * n_layers, None if self.attn is None else self.attn * n_layers,
+                             self.hidden)
         raise DSLError(f"model spec has {len(self.layers)} layers but the model has {n_layers}")
+
+    def with_layers(self, keep: list[int]) -> "ModelSpec":
+        """The spec of a shallower model made of layers ``keep`` (LayerDrop extraction)."""
+        return ModelSpec(tuple(self.layers[i] for i in keep),
+                         None if self.attn is None else tuple(self.attn[i] for i in keep), self.hidden)
 
 

@@ -34,6 +34,7 @@ class Kind(enum.Enum):
     UNARY = "unary"    # elementwise f(a)
     BINARY = "binary"  # elementwise f(a, b); operands of different widths are cut to the narrower
     LINEAR = "linear"  # linearX_Y(e, wbI): affine map using slot I, X stacked blocks, width D // Y
+    ATTN = "attn"      # an attention part of a layer spec: mha(heads=h), lsra(heads=h, kernel=k)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,13 @@ _ROWS: list[Op] = [
     Op("sub", Kind.BINARY, 2, torch.sub, lambda a, b: a - b, 1, reference=False),
     Op("min", Kind.BINARY, 2, torch.minimum, _S.Min, 1,
        commutative=True, associative=True, idempotent=True, reference=False),
+]
+_ROWS += [
+    Op("mha", Kind.ATTN, 0, elementwise=False, reference=False,
+       doc="multi-head self-attention with `heads` heads (fewer than the model's: pruned heads)"),
+    Op("lsra", Kind.ATTN, 0, elementwise=False, reference=False,
+       doc="Long-Short Range Attention (Lite Transformer): half the channels through attention "
+           "with `heads` heads, half through a depthwise convolution of width `kernel`"),
 ]
 BLOCK_CHOICES = (1, 2, 3, 4)   # X
 RATIO_CHOICES = (1, 2, 3, 4)   # Y

@@ -14,21 +14,26 @@ from pathlib import Path
 
 from .errors import DSLError, DSLSyntaxError, ExprSearchError, ValidityError
 from .expr import Expr, ModelSpec
-from .syntax import SourceMap, parse_layers
+from .syntax import LayerItem, ModelHeader, SourceMap, parse_items, parse_layers
 from .validity import validate
 
 __all__ = ["parse", "parse_spec", "read_spec", "check"]
 
 
-def check(e: Expr, text: str | None = None, *, strict: bool = True, layer: int | None = None) -> Expr:
-    """Validate ``e``; on failure locate the offending node in ``text`` (if given) for the caret."""
+def check(e: Expr, text: str | None = None, *, strict: bool = True, layer: int | None = None,
+          item: int | None = None) -> Expr:
+    """Validate ``e``; on failure locate the offending node in ``text`` (if given) for the caret.
+
+    ``layer`` (0-based) names the layer in the message; ``item`` is its position among the
+    text's items (it differs when a ``model(...)`` header comes first)."""
+    item = layer if item is None else item
     try:
         return validate(e, strict=strict)
     except ValidityError as err:
         if text is not None:
             spans = SourceMap()
             parse_layers(text, spans)
-            err.located(text, spans.locate(err.node, layer or 0, err.within) or spans.layers[layer or 0])
+            err.located(text, spans.locate(err.node, item or 0, err.within) or spans.layers[item or 0])
         if layer is not None:
             err.message = f"layer {layer + 1}: {err.message}"
         raise
@@ -39,7 +44,10 @@ def parse(text: str, *, strict: bool = True, validate: bool = True) -> Expr:
 
     ``strict=False`` applies the relaxed rules; ``validate=False`` only checks syntax and typing.
     """
-    layers = parse_layers(text)
+    layers = parse_items(text)
+    if any(not isinstance(i, Expr) for i in layers):
+        raise DSLSyntaxError("layer(...) and model(...) items make a model spec, not one expression",
+                             text=text, span=(0, 1), hint="use parse_spec() / a spec file")
     if len(layers) != 1:
         raise DSLSyntaxError(f"expected one expression, got a model spec of {len(layers)} layers",
                              text=text, span=(0, 1), hint="use parse_spec() for per-layer specs")
@@ -47,12 +55,27 @@ def parse(text: str, *, strict: bool = True, validate: bool = True) -> Expr:
 
 
 def parse_spec(text: str, *, strict: bool = True, validate: bool = True) -> ModelSpec:
-    """Text -> a per-layer model spec (one expression per line, or ``[e1; e2; ...]``)."""
-    layers = parse_layers(text)
+    """Text -> a per-layer model spec: one item per line, or ``[i1; i2; ...]``, where an item is an
+    FFN expression or ``layer(attn=mha(heads=6), ffn=EXPR)``, optionally after
+    ``model(layers=N, hidden=H)`` (one layer item with ``layers=N`` applies to all N layers)."""
+    items = parse_items(text)
+    header = next((i for i in items if isinstance(i, ModelHeader)), None)
+    if header is not None and not isinstance(items[0], ModelHeader) or \
+            sum(isinstance(i, ModelHeader) for i in items) > 1:
+        raise DSLSyntaxError("model(...) may appear once, as the first item", text=text, span=(0, 1))
+    layers = [i for i in items if not isinstance(i, ModelHeader)]
+    if not layers:
+        raise DSLSyntaxError("the model spec has no layers", text=text, span=(0, 1))
+    exprs = [i.ffn if isinstance(i, LayerItem) else i for i in layers]
     if validate:
-        for i, e in enumerate(layers):
-            check(e, text, strict=strict, layer=i if len(layers) > 1 else None)
-    return ModelSpec(tuple(layers))
+        offset = 1 if header is not None else 0
+        for i, e in enumerate(exprs):
+            check(e, text, strict=strict, layer=i if len(items) > 1 else None, item=i + offset)
+    attn = tuple(i.attn if isinstance(i, LayerItem) else None for i in layers)
+    spec = ModelSpec(tuple(exprs), attn, header.hidden if header else None)
+    if header is not None and header.layers is not None:
+        spec = spec.broadcast(header.layers)
+    return spec
 
 
 def read_spec(path: str | Path, *, strict: bool = True) -> ModelSpec:

@@ -19,16 +19,17 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .evolve import crossover, mutate
-from .expr import ModelSpec
+from .expr import AttnSpec, ModelSpec
 from .generate import Space, sample
 from .ops import OPS, Kind
 
 __all__ = ["Sampler", "RandomSampler", "EvolutionSampler", "LaNASSampler", "make_sampler", "features",
-           "SAMPLERS"]
+           "SAMPLERS", "parse_attn_choices"]
 
 
 class Sampler:
@@ -36,13 +37,24 @@ class Sampler:
 
     name = "base"
 
-    def __init__(self, spaces: list[Space], rng: random.Random, seeds: list[ModelSpec] | None = None) -> None:
+    def __init__(self, spaces: list[Space], rng: random.Random, seeds: list[ModelSpec] | None = None,
+                 attn_choices: list[AttnSpec | None] | None = None, depths: list[int] | None = None,
+                 fixed_attn: tuple[AttnSpec | None, ...] | None = None) -> None:
         self.spaces, self.rng = spaces, rng
         self.seeds = list(seeds or [])
         self.history: list[tuple[ModelSpec, float | None]] = []
+        self.attn_choices = list(attn_choices or [])     # per-layer attention options (empty: standard)
+        self.depths = sorted(d for d in (depths or []) if 1 <= d <= len(spaces))  # layer counts to try
+        self.fixed_attn = fixed_attn                     # stage 2: the stage-1 winner's attention parts
+
+    def _attn(self, n: int) -> tuple[AttnSpec | None, ...] | None:
+        if self.fixed_attn is not None:
+            return self.fixed_attn[:n]
+        return tuple(self.rng.choice(self.attn_choices) for _ in range(n)) if self.attn_choices else None
 
     def random_spec(self) -> ModelSpec:
-        return ModelSpec(tuple(sample(sp, self.rng) for sp in self.spaces))
+        n = self.rng.choice(self.depths) if self.depths else len(self.spaces)
+        return ModelSpec(tuple(sample(sp, self.rng) for sp in self.spaces[:n]), self._attn(n))
 
     def propose(self) -> ModelSpec:
         if self.seeds:
@@ -69,8 +81,8 @@ class EvolutionSampler(Sampler):
     name = "evolution"
 
     def __init__(self, spaces: list[Space], rng: random.Random, seeds: list[ModelSpec] | None = None,
-                 population: int = 16, tournament: int = 4, p_crossover: float = 0.3) -> None:
-        super().__init__(spaces, rng, seeds)
+                 population: int = 16, tournament: int = 4, p_crossover: float = 0.3, **arch: Any) -> None:
+        super().__init__(spaces, rng, seeds, **arch)
         self.population: deque[tuple[ModelSpec, float]] = deque()
         self.size, self.tournament, self.p_crossover = population, tournament, p_crossover
 
@@ -93,7 +105,18 @@ class EvolutionSampler(Sampler):
                 layers[i], _ = crossover(layers[i], other.layers[i], sp, self.rng)
         else:
             layers[i], _ = mutate(layers[i], sp, self.rng)
-        return ModelSpec(tuple(layers))
+        attn = list(parent.attn) if parent.attn is not None else None
+        if self.attn_choices and self.fixed_attn is None and self.rng.random() < 0.25:  # architecture moves
+            attn = attn or [None] * len(layers)
+            attn[i] = self.rng.choice(self.attn_choices)
+        if self.depths and self.rng.random() < 0.15:
+            n = self.rng.choice(self.depths)
+            layers = layers[:n] + [sample(s_, self.rng) for s_ in self.spaces[len(layers):n]]
+            attn = None if attn is None else (attn + [self.rng.choice(self.attn_choices) if self.attn_choices else None]
+                                               * n)[:n]
+        if attn is not None and len(attn) != len(layers):
+            attn = (attn + [None] * len(layers))[:len(layers)]
+        return ModelSpec(tuple(layers), tuple(attn) if attn is not None else None)
 
     def observe(self, spec: ModelSpec, score: float | None) -> None:
         super().observe(spec, score)
@@ -106,17 +129,22 @@ class EvolutionSampler(Sampler):
 _OP_NAMES = [o.name for o in OPS.values() if o.kind in (Kind.UNARY, Kind.BINARY)]
 
 
-def features(spec: ModelSpec) -> np.ndarray:
-    """Per layer: count of each unary/binary op, X, Y, size, depth, and an outer-activation flag."""
+def features(spec: ModelSpec, layers: int | None = None) -> np.ndarray:
+    """Per layer: count of each unary/binary op, X, Y, size, depth, an outer-activation flag, and
+    the attention part (heads, LSRA flag); padded with zeros to ``layers`` layers."""
     rows = []
-    for e in spec.layers:
+    attn = spec.attn or (None,) * len(spec.layers)
+    for e, a in zip(spec.layers, attn):
         counts = {n: 0 for n in _OP_NAMES}
         for n in e.walk():
             if n.name in counts:
                 counts[n.name] += 1
         lin = e.linears()
         x, y = (lin[0].op.blocks, lin[0].op.ratio) if lin else (0, 0)
-        rows.append(list(counts.values()) + [x, y, e.size, e.depth, float(e.op.is_activation)])
+        rows.append(list(counts.values()) + [x, y, e.size, e.depth, float(e.op.is_activation),
+                                             float(a.heads or 0) if a else 0.0, float(a is not None and a.kind == "lsra")])
+    width = len(rows[0])
+    rows += [[0.0] * width] * max(0, (layers or len(rows)) - len(rows))
     return np.asarray(rows, dtype=np.float64).ravel()
 
 
@@ -137,8 +165,8 @@ class LaNASSampler(Sampler):
     name = "lanas"
 
     def __init__(self, spaces: list[Space], rng: random.Random, seeds: list[ModelSpec] | None = None,
-                 depth: int = 2, warmup: int = 16, pool: int = 64, c: float = 1.0) -> None:
-        super().__init__(spaces, rng, seeds)
+                 depth: int = 2, warmup: int = 16, pool: int = 64, c: float = 1.0, **arch: Any) -> None:
+        super().__init__(spaces, rng, seeds, **arch)
         self.depth, self.warmup, self.pool_size, self.c = depth, warmup, pool, c
         self.root: _Node | None = None
 
@@ -147,7 +175,7 @@ class LaNASSampler(Sampler):
 
     def _fit(self) -> None:
         scored = self._scored()
-        X = np.stack([features(s) for s, _ in scored])
+        X = np.stack([features(s, len(self.spaces)) for s, _ in scored])
         y = np.asarray([v for _, v in scored])
         self._X, self._y = X, y
 
@@ -196,10 +224,10 @@ class LaNASSampler(Sampler):
                 layers = list(parent.layers)
                 i = self.rng.randrange(len(layers))
                 layers[i], _ = mutate(layers[i], self.spaces[i], self.rng)
-                pool.append(ModelSpec(tuple(layers)))
+                pool.append(ModelSpec(tuple(layers), parent.attn))
             else:
                 pool.append(self.random_spec())
-        inside = [s for s in pool if self._leaf(features(s)) is target]
+        inside = [s for s in pool if self._leaf(features(s, len(self.spaces))) is target]
         return self.rng.choice(inside or pool)
 
 
@@ -214,5 +242,14 @@ def make_sampler(name: str, spaces: list[Space], rng: random.Random, seeds: list
         raise ConfigError(f"unknown sampler {name!r}" + (f"; did you mean {best!r}?" if best else
                                                           f"; choose from {', '.join(SAMPLERS)}"))
     return SAMPLERS[name](spaces, rng, seeds, **kw)
+
+
+def parse_attn_choices(text: str) -> list[AttnSpec | None]:
+    """'mha()|mha(heads=6)|lsra(heads=6, kernel=7)' -> AttnSpecs ('std' = the model's attention)."""
+    from .parsing import parse_spec
+    out: list[AttnSpec | None] = []
+    for item in filter(None, (t.strip() for t in text.split("|"))):
+        out.append(None if item == "std" else parse_spec(f"layer(attn={item}, ffn=x)", validate=False).attn[0])  # type: ignore[index]
+    return out
 
 

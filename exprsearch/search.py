@@ -65,13 +65,30 @@ class SearchConfig:
     population: int = 16                 # evolution: population size
     tournament: int = 4                  # evolution: tournament size
     seed_standard: bool = True           # start from the standard FFN (as the reference does)
+    attn_choices: str = ""               # per-layer attention options, e.g. std|mha(heads=6)|lsra(heads=6, kernel=7)
+    depths: tuple[int, ...] = ()         # layer counts to try (shallower ones: LayerDrop extraction)
     supernet_steps: int = 300            # stage 3: supernet training steps per task
     multitask_steps: int = 300           # stage 3: multi-task fine-tuning steps of the winner
     backend: str = "local"               # local | ray
     workers: int = 1                     # parallel evaluations (processes or Ray actors)
+    batch: int = 4                       # candidates proposed per generation (fixed: the search does
+                                         # not depend on the number of workers)
     ray_address: str = ""                # Ray cluster address ('' = start a local one)
     gpus_per_worker: float = 0.0         # Ray: GPUs per actor (e.g. 0.33 to share one GPU by three)
     seed: int = 0                        # the search's random seed
+
+    def __post_init__(self) -> None:
+        from .samplers import SAMPLERS
+        if self.sampler not in SAMPLERS:
+            make_sampler(self.sampler, [], random.Random(0))  # raises ConfigError with a suggestion
+        if self.backend not in ("local", "ray"):
+            raise ConfigError(f"unknown backend {self.backend!r}; choose local or ray")
+        if any(x.strip() not in ("1", "2", "3") for x in self.stages.split(",") if x.strip()):
+            raise ConfigError(f"stages {self.stages!r}: choose from 1,2,3")
+        for name in ("candidates", "batch", "workers", "population", "tournament"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        parse_budget(self.budget_params), parse_budget(self.budget_flops)
 
 
 def eval_hash(cfg: EvalConfig) -> str:
@@ -93,6 +110,7 @@ class Search:
         self.hash = eval_hash(ecfg)
         self.run_id = run_id or store.new_run({"search": asdict(scfg), "eval": asdict(ecfg)})
         self.dedup = Deduper(use_sympy=False)
+        self._reps: dict[str, Any] = {}
         self.seen: set[str] = set()
         self.stats = {"evaluated": 0, "reused": 0, "duplicates": 0, "over_budget": 0, "failed": 0}
         self.budget_params, self.budget_flops = parse_budget(scfg.budget_params), parse_budget(scfg.budget_flops)
@@ -117,8 +135,15 @@ class Search:
 
     # -- identity, price ----------------------------------------------------------------------------
     def key(self, spec: ModelSpec) -> str:
-        """Per-layer dedup class keys: equivalent expressions in any layer give one key."""
-        return "[" + "; ".join(self.dedup.add(e).key for e in spec.layers) + "]"
+        """The spec with each layer's expression replaced by its dedup class representative:
+        equivalent expressions in any layer give one key; attention parts and depth are kept."""
+        reps = []
+        for e in spec.layers:
+            k = self.dedup.add(e).key
+            if k not in self._reps:
+                self._reps[k] = parse_spec(k, strict=False, validate=False).layers[0]
+            reps.append(self._reps[k])
+        return str(ModelSpec(tuple(reps), spec.attn, spec.hidden))
 
     def _teacher_config(self) -> dict[str, Any]:
         if not hasattr(self, "_tc"):
@@ -129,14 +154,22 @@ class Search:
         return self._tc
 
     def price(self, spec: ModelSpec) -> tuple[int, float]:
-        """(student parameters, FFN matmul FLOPs per token) -- from the cost model, no model built."""
+        """(student parameters, whole-model matmul FLOPs per token) from the cost model, without
+        building a model; the same quantities the evaluator stores (first task's head, sequence
+        length min(max_len, 128))."""
         from compiler import FFNConfig
         from compiler.cost import ffn_cost, spec_params
+        from .glue import task
         tc = self._teacher_config()
-        cfg = FFNConfig(hidden=tc["hidden_size"], base_width=self.ecfg.base_width)
+        from compiler.attention import layer_attention_flops
+        h, labels, heads = tc["hidden_size"], task(self.ecfg.tasks[0]).num_labels, tc["num_attention_heads"]
+        cfg = FFNConfig(hidden=h, base_width=self.ecfg.base_width)
         params = spec_params(list(spec.layers), cfg, vocab=tc["vocab_size"], max_position=tc["max_position_embeddings"],
-                             type_vocab=tc.get("type_vocab_size", 2), num_labels=2)
-        return params, sum(ffn_cost(e, cfg).mm_flops_per_token for e in spec.layers)
+                             type_vocab=tc.get("type_vocab_size", 2), num_labels=labels, attn=spec.attn, heads=heads)
+        seq = min(self.ecfg.max_len, 128)
+        flops = sum(ffn_cost(e, cfg).mm_flops_per_token for e in spec.layers) + (2.0 * h * h + 2.0 * h * labels) / seq
+        flops += sum(layer_attention_flops(a, h, heads, seq) for a in spec.attn or (None,) * len(spec.layers))
+        return params, flops
 
     def over_budget(self, spec: ModelSpec) -> bool:
         if self.budget_params is None and self.budget_flops is None:
@@ -160,7 +193,7 @@ class Search:
         if stage == 1:
             return [Space(**base)] * self.ecfg.layers
         best = self.best(stage=1)
-        fixed = parse_spec(best["spec"], strict=False).layers
+        fixed = parse_spec(best["spec"], strict=False).layers  # depth and X_Y of stage 1's winner
         return [Space(**base, blocks=(e.linears()[0].op.blocks,), ratios=(e.linears()[0].op.ratio,))
                 for e in fixed]
 
@@ -188,6 +221,10 @@ class Search:
         return self.summary()
 
     def stage(self, stage: int, budget: int) -> None:
+        """One stage: generations of ``batch`` proposals, resolved in proposal order -- from this
+        run's store (a resumed run), from an earlier run (same protocol), or by evaluation --
+        then committed and observed.  The sequence depends only on the seed and the results, not
+        on the backend, the worker count or where a run was interrupted."""
         spaces = self.spaces(stage)
         rng = random.Random(self.scfg.seed * 1000 + stage)
         seeds = []
@@ -195,29 +232,29 @@ class Search:
             seeds = [parse_spec(STANDARD_SPEC).broadcast(self.ecfg.layers)]
         elif stage == 2:
             seeds = [parse_spec(self.best(stage=1)["spec"], strict=False)]
-        sampler = make_sampler(self.scfg.sampler, spaces, rng, seeds,
+        from .samplers import parse_attn_choices
+        arch = {"attn_choices": parse_attn_choices(self.scfg.attn_choices), "depths": list(self.scfg.depths)}
+        if stage == 2:  # sizes, attention and depth fixed from stage 1's best
+            arch = {"fixed_attn": seeds[0].attn} if seeds[0].attn is not None else {}
+        sampler = make_sampler(self.scfg.sampler, spaces, rng, seeds, **arch,
                                **({"population": self.scfg.population, "tournament": self.scfg.tournament}
                                   if self.scfg.sampler == "evolution" else {}))
-        done = [r for r in self.store.candidates(self.run_id) if r["stage"] == stage]
-        for r in done:  # resume: replay what this stage already evaluated, in order
-            sampler.observe(parse_spec(r["spec"], strict=False), r["score"] if r["status"] == "ok" else None)
-        replay = {r["key"] for r in done}
-        count = len(done)
-        misses = 0
+        rows = self.store.candidates(self.run_id)
+        stored = {r["key"]: r for r in rows if r["stage"] == stage}  # a resumed run's own results
+        self.seen = {r["key"] for r in rows if r["stage"] != stage}
+        count, misses = 0, 0
         self.log(f"stage {stage}: {budget} candidates with the {sampler.name} sampler"
-                 + (f" ({count} already done)" if count else ""))
+                 + (f" ({len(stored)} already stored: replaying them)" if stored else ""))
         while count < budget:
-            batch: list[tuple[str, ModelSpec]] = []
-            while len(batch) < min(self.backend().capacity, budget - count) and misses < 2000:
+            gen: list[tuple[str, ModelSpec]] = []
+            while len(gen) < min(self.scfg.batch, budget - count) and misses < 2000:
                 spec = sampler.propose()
                 key = self.key(spec)
-                if key in replay:  # proposed again while replaying a resumed run: already observed
-                    replay.discard(key)
-                    continue
-                if key in self.seen or any(k == key for k, _ in batch):
+                if key in self.seen or any(k == key for k, _ in gen):
                     self.stats["duplicates"] += 1
                     misses += 1
-                    sampler.observe(spec, None) if self.scfg.sampler == "lanas" else None
+                    if self.scfg.sampler == "lanas":
+                        sampler.observe(spec, None)
                     continue
                 if self.over_budget(spec):
                     self.stats["over_budget"] += 1
@@ -225,29 +262,39 @@ class Search:
                     sampler.observe(spec, None)
                     continue
                 misses = 0
-                prior = self.store.lookup(key, self.hash)
-                if prior is not None:  # evaluated by an earlier run under the same protocol
-                    self.store.add(self.run_id, {**prior, "key": key}, eval_hash=self.hash, stage=stage,
-                                   worker="reused")
-                    self.seen.add(key)
-                    self.stats["reused"] += 1
-                    count += 1
-                    sampler.observe(spec, prior["score"] if prior["status"] == "ok" else None)
-                    continue
-                batch.append((key, spec))
-            if not batch:
+                gen.append((key, spec))
+            if not gen:
                 if misses >= 2000:
                     self.log(f"stage {stage}: the space looks exhausted (2000 proposals in a row were "
                              f"duplicates or over budget); stopping at {count} candidates")
                 break
-            results = self.backend().run([(k, str(s)) for k, s in batch])
-            for key, spec in batch:  # commit, then observe, in proposal order
-                r = results[key]
-                self.store.add(self.run_id, {**r, "key": key, "spec": str(spec)}, eval_hash=self.hash,
+            results: dict[str, dict[str, Any]] = {}
+            todo = []
+            for key, spec in gen:
+                if key in stored:
+                    results[key] = stored[key]
+                elif (prior := self.store.lookup(key, self.hash)) is not None:
+                    results[key] = {**prior, "worker": "reused"}
+                    self.stats["reused"] += 1
+                else:
+                    todo.append((key, str(spec)))
+            specs = dict(gen)
+
+            def commit(key: str, r: dict[str, Any]) -> None:  # as soon as each result exists
+                self.store.add(self.run_id, {**r, "key": key, "spec": str(specs[key])}, eval_hash=self.hash,
                                stage=stage, config={"eval": self.hash}, worker=r.get("worker", ""))
+                if r.get("worker") != "reused":
+                    self.stats["evaluated"] += 1
+                    self.stats["failed"] += r["status"] == "failed"
+
+            for key, spec in gen:
+                if key in results and key not in stored:
+                    commit(key, results[key])  # reused from an earlier run
+            if todo:
+                results.update(self.backend().run(todo, on_result=commit))
+            for key, spec in gen:  # observe in proposal order: the sampler sees a fixed sequence
+                r = results[key]
                 self.seen.add(key)
-                self.stats["evaluated"] += 1
-                self.stats["failed"] += r["status"] == "failed"
                 count += 1
                 sampler.observe(spec, r["score"] if r["status"] == "ok" else None)
             self._report(stage, count, budget)

@@ -32,8 +32,8 @@ def with_xy(e: Expr, blocks: int, ratio: int) -> Expr:
     return out
 
 
-def _random_xy(bodies: tuple[Expr, ...], rng: random.Random) -> ModelSpec:
-    return ModelSpec(tuple(with_xy(b, rng.choice(BLOCK_CHOICES), rng.choice(RATIO_CHOICES)) for b in bodies))
+def _random_xy(bodies: tuple[Expr, ...], rng: random.Random, attn: Any = None) -> ModelSpec:
+    return ModelSpec(tuple(with_xy(b, rng.choice(BLOCK_CHOICES), rng.choice(RATIO_CHOICES)) for b in bodies), attn)
 
 
 def _evaluator(search: Any) -> Any:
@@ -47,41 +47,47 @@ def _evaluator(search: Any) -> Any:
 
 
 def run_stage3(search: Any) -> None:
-    best = search.best(stage=2) or search.best(stage=1)
+    best = max(filter(None, (search.best(stage=1), search.best(stage=2))), key=lambda r: r["score"], default=None)
     if best is None:
         search.log("stage 3 skipped: no successful candidate from stages 1-2")
         return
     done = [r for r in search.store.candidates(search.run_id) if r["stage"] == 3]
-    bodies = parse_spec(best["spec"], strict=False).layers
+    best_spec = parse_spec(best["spec"], strict=False)
+    bodies, attn = best_spec.layers, best_spec.attn
     ev = _evaluator(search)
     cfg, scfg = search.ecfg, search.scfg
     rng = random.Random(scfg.seed * 1000 + 3)
-    ranked = [r for r in done if not r["key"].endswith("@multitask")]
-    if not ranked:
+    if any(r["key"].endswith("@multitask") for r in done):
+        return
+    ranked = {r["key"] for r in done}
+    if len(ranked) < scfg.stage3_candidates:  # (re)train: a resumed run lost the trained supernets
         search.log(f"stage 3: training the supernets ({scfg.supernet_steps} steps per task, uniformly "
                    f"sampled X_Y per layer), then ranking {scfg.stage3_candidates} assignments")
         for st in ev.state.values():
             kd = KDLoss(st.teacher, st.supernet.model, st.task, cfg.kd()).to(ev.device)
 
             def loss(batch: Any, st: Any = st, kd: Any = kd) -> torch.Tensor:
-                st.supernet.use_spec(_random_xy(bodies, rng))
+                st.supernet.use_spec(_random_xy(bodies, rng))  # FFN sizes only: the supernet's attention
                 return kd(st.supernet.model, batch)
 
             tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=scfg.supernet_steps, seed=cfg.seed,
                              max_len=cfg.max_len, log_every=max(1, scfg.supernet_steps // 5))
             train_steps(st.supernet.trainable() + list(kd.named_parameters()), loss, st.train, tc, ev.device)
-        options = [ModelSpec(tuple(bodies))] + [_random_xy(bodies, rng) for _ in range(scfg.stage3_candidates - 1)]
+        options = [best_spec] + [_random_xy(bodies, rng, attn) for _ in range(scfg.stage3_candidates - 1)]
         for spec in options:
             key = search.key(spec) + "@proxy"  # its own row: the same spec may be stored by stage 1-2
-            if key in search.seen:
+            if key in search.seen or key in ranked:
                 continue
             if search.over_budget(spec):
                 search.stats["over_budget"] += 1
                 continue
             metrics = {}
             for name, st in ev.state.items():
-                st.supernet.use_spec(spec)
-                metrics[name] = dev_metrics(st.supernet.model, st.dev, st.task, ev.device)
+                if spec.attn is None and len(spec) == ev.cfg.layers:
+                    st.supernet.use_spec(spec)
+                    metrics[name] = dev_metrics(st.supernet.model, st.dev, st.task, ev.device)
+                else:  # attention changes and depth are not part of the supernet: score the inheritor
+                    metrics[name] = dev_metrics(ev._student(st, spec), st.dev, st.task, ev.device)
             score = 100 * sum(metrics[t.name][t.main] for t in ev.tasks) / len(ev.tasks)
             params, flops = search.price(spec)
             search.store.add(search.run_id, {"key": key, "spec": str(spec), "status": "ok", "score": score,
@@ -92,8 +98,6 @@ def run_stage3(search: Any) -> None:
             done.append({"key": key, "stage": 3, "spec": str(spec), "score": score, "status": "ok"})
         for st in ev.state.values():
             st.supernet.use(4, 1)
-    if any(r["key"].endswith("@multitask") for r in done):
-        return
     proxies = [r for r in search.store.candidates(search.run_id) if r["stage"] == 3 and r["status"] == "ok"]
     winner = max(proxies, key=lambda r: r["score"])
     search.log(f"stage 3: winner {winner['spec']} (proxy {winner['score']:.2f}); multi-task fine-tuning "

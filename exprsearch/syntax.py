@@ -20,23 +20,24 @@ from __future__ import annotations
 import importlib.resources
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lark
 from lark import Transformer
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedInput
 
-from .errors import (DSLError, DSLSyntaxError, ExprSearchError, InputTooLargeError,
-                     NestingTooDeepError, UnknownNameError)
-from .expr import Expr, node
-from .ops import ALL_NAMES
+from .dsl_errors import MAX_CHARS, MAX_NESTING
+from .dsl_errors import prepare as _prepare
+from .dsl_errors import syntax_error as _syntax_error
+from .errors import DSLError, DSLSyntaxError, ExprSearchError
+from .expr import AttnSpec, Expr, node
 
-__all__ = ["grammar_text", "grammar_path", "parse_tree", "to_ast", "parse_layers", "Spans", "SourceMap",
+__all__ = ["grammar_text", "grammar_path", "parse_tree", "to_ast", "parse_layers", "parse_items", "LayerItem",
+           "ModelHeader", "Spans", "SourceMap",
            "MAX_CHARS", "MAX_NESTING"]
 
-MAX_CHARS = 100_000   # longest text accepted (a 24-layer spec of long expressions is ~5 kB)
-MAX_NESTING = 100     # deepest parenthesis nesting accepted
 
 
 
@@ -62,6 +63,22 @@ class SourceMap:
 
 
 Spans = SourceMap
+
+
+@dataclass(frozen=True)
+class LayerItem:
+    """``layer(attn=..., ffn=...)`` as parsed (``parsing.parse_spec`` builds the ModelSpec)."""
+
+    attn: AttnSpec | None
+    ffn: Expr
+
+
+@dataclass(frozen=True)
+class ModelHeader:
+    """``model(layers=N, hidden=H)`` as parsed."""
+
+    layers: int | None
+    hidden: int | None
 
 
 def grammar_path() -> Path:
@@ -114,16 +131,65 @@ class _Builder(Transformer):
 
     unary = binary = linear = _call
 
+    # -- layer items and model fields (exprsearch.parsing assembles them into a ModelSpec) ------
+    @staticmethod
+    def _err(msg: str, c: list) -> DSLSyntaxError:
+        first, last = c[0], c[-1]
+        span = (first.start_pos, last.end_pos) if hasattr(first, "start_pos") and hasattr(last, "end_pos") else None
+        return DSLSyntaxError(msg, span=span)
+
+    def kwarg(self, c: list) -> tuple:
+        return (str(c[0]), int(str(c[1])), c[0])
+
+    def attn(self, c: list) -> AttnSpec:
+        kw = {k: v for k, v, _ in (x for x in c[1:-1] if x is not None)}
+        bad = set(kw) - {"heads", "kernel"}
+        if bad:
+            raise self._err(f"{c[0]}() takes heads= and kernel=, not {', '.join(sorted(bad))}", c)
+        if str(c[0]) == "mha" and "kernel" in kw:
+            raise self._err("mha() has no kernel; kernel= belongs to lsra()", c)
+        for k, v in kw.items():
+            if v < 1:
+                raise self._err(f"{c[0]}(): {k} must be at least 1", c)
+        return AttnSpec(str(c[0]), kw.get("heads"), kw.get("kernel"))
+
+    def field(self, c: list) -> tuple:
+        return (str(c[0]), c[1], c[0])
+
+    def layer(self, c: list) -> LayerItem:
+        fields = {name: value for name, value, _ in c[1:-1]}
+        n_exprs = sum(isinstance(v, Expr) for _, v, _ in c[1:-1])
+        if "ffn" not in fields or not isinstance(fields["ffn"], Expr):
+            raise self._err("layer(...) needs ffn=EXPRESSION", c)
+        if "attn" in fields and not isinstance(fields["attn"], AttnSpec):
+            raise self._err("attn= takes mha(...) or lsra(...)", c)
+        item = LayerItem(fields.get("attn"), fields["ffn"])
+        if self.spans is not None:
+            del self._stack[len(self._stack) - n_exprs:]
+            self._stack.append((c[0].start_pos, c[-1].end_pos))
+        return item
+
+    def model(self, c: list) -> ModelHeader:
+        kw = {k: v for k, v, _ in c[1:-1]}
+        bad = set(kw) - {"layers", "hidden"}
+        if bad:
+            raise self._err(f"model() takes layers= and hidden=, not {', '.join(sorted(bad))}", c)
+        if any(v < 1 for v in kw.values()):
+            raise self._err("model(): layers and hidden must be at least 1", c)
+        if self.spans is not None:
+            self._stack.append((c[0].start_pos, c[-1].end_pos))
+        return ModelHeader(kw.get("layers"), kw.get("hidden"))
+
     def var(self, c: list) -> Expr:
         tok = c[0]
         return self._note(node(str(tok)), (tok.start_pos, tok.end_pos) if self.spans is not None else None)
 
     slot = var
 
-    def start(self, c: list) -> list[Expr]:
+    def start(self, c: list) -> list:
         if self.spans is not None:
             self.spans.layers = list(self._stack)
-        return [e for e in c if isinstance(e, Expr)]
+        return [e for e in c if isinstance(e, (Expr, LayerItem, ModelHeader))]
 
 
 _NAMED_TERMINAL = re.compile(r"^([A-Z][A-Z_0-9]*)(\.\d+)?\s*:", re.M)
@@ -139,6 +205,14 @@ def _fast_leaf(c: list) -> Expr:
 
 def _fast_start(c: list) -> list[Expr]:
     return c
+
+
+class _NotFast(ExprSearchError):
+    """A rule the fast path leaves to the lark path (layer items, model fields)."""
+
+
+def _not_fast(c: list) -> Any:
+    raise _NotFast()
 
 
 # Semantic actions of the fast path, by rule name (the lark path's are the _Builder methods).
@@ -180,7 +254,8 @@ class _Grammar:
                 else:
                     origin = str(arg.origin.name)
                     act = ("splice" if origin.startswith("_") else
-                           None if arg.options.expand1 and len(arg.expansion) == 1 else _FAST_ACTIONS[origin])
+                           None if arg.options.expand1 and len(arg.expansion) == 1
+                           else _FAST_ACTIONS.get(origin, _not_fast))
                     row[name] = (len(arg.expansion), origin, act)
 
     def fast(self, text: str) -> list[Expr] | None:
@@ -243,72 +318,6 @@ def _get() -> _Grammar:
     return _grammar
 
 
-def _prepare(text: str) -> str:
-    """Size and nesting limits; newlines inside parentheses become spaces (columns kept)."""
-    if not isinstance(text, str):
-        raise DSLSyntaxError(f"expected expression text, got {type(text).__name__}")
-    if len(text) > MAX_CHARS:
-        raise InputTooLargeError(f"input is {len(text):,} characters; the limit is {MAX_CHARS:,}",
-                                 text=text, span=(MAX_CHARS, MAX_CHARS + 1),
-                                 hint="a model spec holds one expression per layer; split huge inputs")
-    if "\n" not in text and text.count("(") <= MAX_NESTING:
-        return text
-    out, depth = list(text), 0
-    for i, ch in enumerate(text):
-        if ch == "(":
-            depth += 1
-            if depth > MAX_NESTING:
-                raise NestingTooDeepError(f"parentheses nest deeper than {MAX_NESTING} levels",
-                                          text=text, span=(i, i + 1))
-        elif ch == ")":
-            depth = max(0, depth - 1)
-        elif ch == "\n" and depth:
-            out[i] = " "
-    return "".join(out)
-
-
-_HUMAN = {"UNARY_OP": "a unary operator", "BINARY_OP": "a binary operator",
-          "LINEAR_OP": "linearX_Y", "VAR": "x", "SLOT": "wb1 or wb2", "RPAR": "')'",
-          "LPAR": "'('", "COMMA": "','", "SEP": "';' or a new line", "LSQB": "'['",
-          "RSQB": "']'", "$END": "the end of the input"}
-_EXPR_START = {"UNARY_OP", "BINARY_OP", "LINEAR_OP", "VAR", "SLOT"}
-_WORD = re.compile(r"[A-Za-z0-9_]+")
-
-
-def _expected(names: set[str]) -> str:
-    names = set(names)
-    parts = []
-    if _EXPR_START <= names:
-        parts.append("an expression")
-        names -= _EXPR_START
-    parts += sorted(_HUMAN.get(n, n) for n in names)
-    return " or ".join(parts) if parts else "nothing"
-
-
-def _syntax_error(err: UnexpectedInput, text: str) -> DSLError:
-    pos = err.pos_in_stream if err.pos_in_stream is not None else len(text)
-    if isinstance(err, UnexpectedToken) and err.token.type == "$END" or isinstance(err, UnexpectedEOF):
-        pos = len(text.rstrip())
-        return DSLSyntaxError(f"unexpected end of input; expected {_expected(err.expected)}",
-                              text=text, span=(pos, pos + 1))
-    start = pos
-    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_") and text[start - 1].isascii():
-        start -= 1
-    word = _WORD.match(text, start)
-    if word and word.end() > pos and word.group() not in ALL_NAMES and word.group()[0].isalpha():
-        return UnknownNameError.for_name(word.group(), text=text, span=word.span())
-    if isinstance(err, UnexpectedCharacters):
-        ch = text[pos]
-        expected = _expected(err.allowed) if err.allowed else "an expression"
-        return DSLSyntaxError(f"unexpected character {ch!r}; expected {expected}",
-                              text=text, span=(pos, pos + 1))
-    tok = err.token  # type: ignore[attr-defined]
-    shown = str(tok) if len(str(tok)) <= 20 else str(tok)[:17] + "..."
-    expected = getattr(err, "accepts", None) or err.expected  # type: ignore[attr-defined]
-    return DSLSyntaxError(f"unexpected {shown!r}; expected {_expected(expected)}",
-                          text=text, span=(pos, pos + max(1, len(str(tok)))))
-
-
 def parse_tree(text: str) -> lark.Tree:
     """The lark parse tree (with positions) of ``text``; raises DSL errors with a caret."""
     prepared = _prepare(text)
@@ -329,11 +338,18 @@ def to_ast(tree: lark.Tree, text: str | None = None, spans: Spans | None = None)
         raise
 
 
-def parse_layers(text: str, spans: Spans | None = None) -> list[Expr]:
-    """Text -> one AST per layer.  Fast path first; the lark path for errors or when spans are wanted."""
+def parse_items(text: str, spans: Spans | None = None) -> list:
+    """Text -> the spec's items: ``Expr``, ``LayerItem`` or ``ModelHeader``.  Fast path first
+    (plain expressions); the lark path for errors, layer items, or when spans are wanted."""
     prepared = _prepare(text)
     if spans is None:
         result = _get().fast(prepared)
         if result is not None:
             return result
     return to_ast(parse_tree(text), text, spans)
+
+
+def parse_layers(text: str, spans: Spans | None = None) -> list[Expr]:
+    """Text -> one FFN expression per layer (layer(...) items contribute their ffn=)."""
+    items = parse_items(text, spans)
+    return [i.ffn if isinstance(i, LayerItem) else i for i in items if not isinstance(i, ModelHeader)]

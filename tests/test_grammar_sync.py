@@ -11,7 +11,7 @@ from exprsearch.ops import OPS, Kind
 from _support import ROOT
 
 TERMINAL_KIND = {"UNARY_OP": Kind.UNARY, "BINARY_OP": Kind.BINARY, "LINEAR_OP": Kind.LINEAR,
-                 "VAR": Kind.VAR, "SLOT": Kind.SLOT}
+                 "VAR": Kind.VAR, "SLOT": Kind.SLOT, "ATTN_OP": Kind.ATTN}
 
 
 def terminal_strings(text: str) -> dict[str, list[str]]:

@@ -30,7 +30,7 @@ TABLE = [
     ("gelu()", "strict", E.DSLSyntaxError, "unexpected ')'; expected an expression", None, ")"),
     ("x x", "strict", E.DSLSyntaxError, "unexpected 'x'", None, ("x", 1)),
     ("x(x)", "strict", E.DSLSyntaxError, "unexpected '('", None, "("),
-    ("gelu(1)", "strict", E.DSLSyntaxError, "unexpected character '1'", None, "1"),
+    ("gelu(1)", "strict", E.DSLSyntaxError, "unexpected '1'", None, "1"),
     ("[x", "spec", E.DSLSyntaxError, "expected ']'", None, None),
     ("x]", "spec", E.DSLSyntaxError, "unexpected ']'", None, "]"),
     ("[]", "spec", E.DSLSyntaxError, "unexpected ']'", None, "]"),

@@ -194,7 +194,7 @@ def test_unknown_sampler_is_a_config_error_with_a_suggestion():
 
 
 def test_features_shape_and_content():
-    per_layer = len(_OP_NAMES) + 5
+    per_layer = len(_OP_NAMES) + 7
     spec = parse_spec("[tanh(linear2_3(max(x,gelu(linear2_3(x,wb1))),wb2)); " + STANDARD + "]")
     f = features(spec)
     assert f.shape == (2 * per_layer,) and f.dtype == np.float64
@@ -203,8 +203,11 @@ def test_features_shape_and_content():
     assert counts["tanh"] == counts["max"] == counts["gelu"] == 1
     assert sum(counts.values()) == 3
     e = spec.layers[0]
-    assert list(first[len(_OP_NAMES):]) == [2, 3, e.size, e.depth, 1.0]  # X, Y, size, depth, outer act
+    # X, Y, size, depth, outer activation, attention heads, LSRA flag
+    assert list(first[len(_OP_NAMES):]) == [2, 3, e.size, e.depth, 1.0, 0.0, 0.0]
     std = parse(STANDARD)
-    assert list(second[len(_OP_NAMES):]) == [1, 1, std.size, std.depth, 0.0]
+    assert list(second[len(_OP_NAMES):]) == [1, 1, std.size, std.depth, 0.0, 0.0, 0.0]
+    lsra = parse_spec(f"[layer(attn=lsra(heads=3), ffn={STANDARD})]")
+    assert list(features(lsra, layers=2)[len(_OP_NAMES) + 5:]) == [3.0, 1.0] + [0.0] * per_layer  # padded
     assert features(parse_spec(f"[{STANDARD}]")).shape == (per_layer,)
     assert features(ModelSpec((std,) * 6)).shape == (6 * per_layer,)

@@ -1,0 +1,98 @@
+"""attention heads: importance from gradients of head masks, and physical pruning.
+
+``head_importance`` (Michel et al., "Are Sixteen Heads Really Better than One?"): a mask of
+ones multiplies each head's output; the importance of a head is the mean |d loss / d mask| over
+task batches, L2-normalised within each layer.  ``prune_heads`` removes heads for good: the
+query/key/value rows and the output projection's columns of the dropped heads are cut, so
+parameters and latency drop.  Invariant: a pruned model computes exactly what the unpruned model
+computes with those heads' masks set to zero (tested).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["head_masks", "head_importance", "prune_heads", "heads_of", "keep_top"]
+
+
+def _layers(model: nn.Module) -> list[nn.Module]:
+    return list(getattr(model, "bert", model).encoder.layer)
+
+
+def heads_of(layer: nn.Module) -> int:
+    s = layer.attention.self
+    return s.query.out_features // s.attention_head_size
+
+
+@contextmanager
+def head_masks(model: nn.Module, masks: torch.Tensor) -> Iterator[torch.Tensor]:
+    """While active, head h of layer i is scaled by ``masks[i, h]`` (a forward hook on each
+    layer's self-attention; works with SDPA and eager attention)."""
+    hooks = []
+    for i, layer in enumerate(_layers(model)):
+        s = layer.attention.self
+
+        def hook(mod: nn.Module, args: Any, out: Any, i: int = i) -> Any:
+            ctx = out[0]
+            b, n, w = ctx.shape
+            scaled = (ctx.view(b, n, -1, mod.attention_head_size) * masks[i, : w // mod.attention_head_size, None]
+                      .to(ctx.dtype)).view(b, n, w)
+            return (scaled,) + tuple(out[1:])
+
+        hooks.append(s.register_forward_hook(hook))
+    try:
+        yield masks
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def head_importance(model: nn.Module, batches: Any, loss_fn: Callable[[Any], torch.Tensor], steps: int = 20
+                    ) -> torch.Tensor:
+    """(layers, heads) importance scores over ``steps`` batches of ``batches.forever()``."""
+    layers = _layers(model)
+    dev = next(model.parameters()).device
+    masks = torch.ones(len(layers), max(heads_of(l) for l in layers), device=dev, requires_grad=True)
+    score = torch.zeros_like(masks)
+    stream = batches.forever()
+    was = model.training
+    model.eval()
+    with head_masks(model, masks):
+        for _ in range(steps):
+            loss = loss_fn(next(stream))
+            grad, = torch.autograd.grad(loss, masks)
+            score += grad.abs().detach()
+    model.train(was)
+    score = score / steps
+    return score / score.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def keep_top(importance: torch.Tensor, heads: list[int]) -> dict[int, list[int]]:
+    """For layer i keep its ``heads[i]`` most important heads (sorted indices)."""
+    return {i: sorted(torch.argsort(importance[i], descending=True)[:h].tolist()) for i, h in enumerate(heads)}
+
+
+@torch.no_grad()
+def prune_heads(model: nn.Module, keep: dict[int, list[int]]) -> None:
+    """Keep only ``keep[i]`` heads in layer i (other layers untouched)."""
+    for i, layer in enumerate(_layers(model)):
+        if i not in keep:
+            continue
+        s, out = layer.attention.self, layer.attention.output.dense
+        hd = s.attention_head_size
+        idx = torch.tensor([h * hd + j for h in keep[i] for j in range(hd)], device=s.query.weight.device)
+        for name in ("query", "key", "value"):
+            lin = getattr(s, name)
+            new = nn.Linear(lin.in_features, len(idx), device=lin.weight.device, dtype=lin.weight.dtype)
+            new.weight.copy_(lin.weight[idx])
+            new.bias.copy_(lin.bias[idx])
+            setattr(s, name, new)
+        new_out = nn.Linear(len(idx), out.out_features, device=out.weight.device, dtype=out.weight.dtype)
+        new_out.weight.copy_(out.weight[:, idx])
+        new_out.bias.copy_(out.bias)
+        layer.attention.output.dense = new_out
+        s.num_attention_heads = len(keep[i])
+        s.all_head_size = len(idx)
