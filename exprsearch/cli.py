@@ -42,7 +42,7 @@ def emit(ns: argparse.Namespace, human: str, machine: Any) -> None:
 
 
 def _load_commands() -> None:
-    from . import cli_compile, cli_eval, cli_lang, cli_search  # noqa: F401  (each registers its commands)
+    from . import cli_compile, cli_eval, cli_exits, cli_lang, cli_search  # noqa: F401  (each registers its commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -217,10 +217,7 @@ class Evaluator:
     def evaluate(self, spec: ModelSpec | str, *, steps: int | None = None) -> CandidateResult:
         """Train and score one candidate on every task; never raises for a broken candidate."""
         from compiler import student_cost
-        from .canon import canonicalize_spec
-        if isinstance(spec, str):
-            spec = parse_spec(spec)
-        spec = canonicalize_spec(spec if 1 < len(spec) < self.cfg.layers else spec.broadcast(self.cfg.layers))
+        spec = self._canonical(spec)
         res = CandidateResult(spec=str(spec))
         t0 = time.perf_counter()
         for name, st in self.state.items():
@@ -254,6 +251,22 @@ class Evaluator:
         if res.status == "ok":
             res.score = 100.0 * sum(res.metrics[t.name][t.main] for t in self.tasks) / len(self.tasks)
         return res
+
+    def _canonical(self, spec: ModelSpec | str) -> ModelSpec:
+        from .canon import canonicalize_spec
+        if isinstance(spec, str):
+            spec = parse_spec(spec)
+        return canonicalize_spec(spec if 1 < len(spec) < self.cfg.layers else spec.broadcast(self.cfg.layers))
+
+    def train_student(self, spec: ModelSpec | str, task_name: str | None = None) -> tuple[Any, Any, dict[str, float]]:
+        """Train ``spec`` on one task exactly as ``evaluate`` does and keep the model:
+        (student, the task's state -- teacher, batches, dev set --, dev metrics).  Raises on failure."""
+        name = task_name or next(iter(self.state))
+        if name not in self.state:
+            raise ConfigError(f"task {name} is not loaded; the evaluator has {', '.join(self.state)}")
+        st = self.state[name]
+        metrics, _curve, student = self._run(st, self._canonical(spec), self.cfg.steps_for(name))
+        return student, st, metrics
 
     def _latency(self, student: Any) -> float | None:
         """Milliseconds of one inference forward (bf16 autocast on CUDA), median of a few runs."""

@@ -97,6 +97,23 @@ def plot_progress(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> Pa
     return _save(fig, path)
 
 
+def plot_exits(tables: list[dict[str, Any]], path: str | Path) -> Path:
+    """Dev score vs mean layers run, one line per stored exit table (``Store.exits`` rows)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for tab in tables:
+        rows = sorted((r for r in tab["rows"] if not r.get("chosen")), key=lambda r: r["avg_layers"])
+        ax.plot([r["avg_layers"] for r in rows], [r["score"] for r in rows], "o-", label=f"{tab['task']} {tab['policy']}")
+        for r in tab["rows"]:
+            if r.get("chosen"):
+                ax.plot([r["avg_layers"]], [r["score"]], "k*", markersize=12)
+    ax.set_xlabel("layers run per example (mean)")
+    ax.set_ylabel("dev score")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_pareto(rows: list[dict[str, Any]], path: str | Path, *, standard: float | None = None,
                 teacher: float | None = None) -> Path:
     """Score vs parameters and vs latency; Pareto-optimal candidates highlighted."""

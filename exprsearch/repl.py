@@ -42,7 +42,7 @@ COMMANDS: dict[str, str] = {
     ":cost": "[H [D [L]]]    params, FLOPs per token, activation memory (L: sequence length)",
     ":bench": "[H [D]]       time vs the hand-written standard FFN on the current device",
     ":plot": "[FILE]         the nonlinearity plot (default repl-plot.png)",
-    ":eval": "TASK [STEPS]   a quick KD evaluation (CPU preset, bundled data)",
+    ":eval": "TASK [STEPS] [exit=entropy:0.2|patience:2|gate]   a quick KD evaluation (CPU preset); exit= adds an exit policy",
     ":load": "RUN [STORE]    load a stored search run ('last' = newest)",
     ":top": "[N]             the loaded run's leaderboard",
     ":help": "                this list",
@@ -196,12 +196,31 @@ class Repl:
     def cmd_eval(self, args: list[str]) -> None:
         from .cli_eval import PRESETS
         from .evaluate import EvalConfig, Evaluator
+        exit_arg = next((a for a in args if a.startswith("exit=")), None)
+        args = [a for a in args if a is not exit_arg]
         if not args:
-            raise ExprSearchError("usage: :eval TASK [STEPS]")
+            raise ExprSearchError("usage: :eval TASK [STEPS] [exit=POLICY[:VALUE]]")
         steps = self._ints(args[1:2], [PRESETS["cpu"]["steps"]])[0]
         cfg = EvalConfig(**{**PRESETS["cpu"], "tasks": (args[0],), "steps": steps})
+        if exit_arg is not None:
+            return self._eval_exits(cfg, exit_arg[5:])
         r = Evaluator(cfg, log=lambda m: self.say(f"  {m}")).evaluate(self._expr([]))
         self.say(f"{r.status} {r.reason} score {r.score} metrics {r.metrics} params {r.params:,} in {r.seconds:.1f}s")
+
+    def _eval_exits(self, cfg: Any, text: str) -> None:
+        from .exits import ExitConfig, run_exits
+        policy, _, value = text.partition(":")
+        field = {"patience": "patience"}.get(policy, "threshold")
+        try:
+            xcfg = ExitConfig(policy=policy, exit_steps=max(10, cfg.steps), gate_steps=max(10, cfg.steps), timing_rows=32,
+                              **({field: (int if field == "patience" else float)(value)} if value else {}))
+        except ValueError:
+            raise ExprSearchError(f"exit={text}: the value after ':' must be a number") from None
+        out = run_exits(str(self._expr([])), cfg.tasks[0], cfg, xcfg, log=lambda m: self.say(f"  {m}"))
+        pick = out["chosen"][policy]
+        self.say(f"static {out['layers']} layers: {out['static']}")
+        self.say(f"{policy} {pick['setting']}: score {pick['score']:.2f}, {pick['avg_layers']:.2f} layers on average "
+                 f"(x{pick['layer_ratio']:.2f} fewer)")
 
     def cmd_load(self, args: list[str]) -> None:
         from .store import Store, default_store_path

@@ -20,7 +20,7 @@ from .parsing import parse_spec
 
 __all__ = ["write_report", "SECTIONS"]
 
-SECTIONS = ("config", "leaderboard", "pareto", "progress", "nonlinearity", "proxy", "best", "reproduce")
+SECTIONS = ("config", "leaderboard", "pareto", "progress", "nonlinearity", "proxy", "exits", "best", "reproduce")
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}
@@ -64,8 +64,19 @@ def _reproduce(cfg: dict[str, Any], run_id: str) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+def _exits_html(tables: list[dict[str, Any]], tmp: Path, plot: Any) -> str:
+    if not tables:
+        return "<p>no exit policy measured for this run (<code>exprsearch exits RUN --task TASK</code>)</p>"
+    head = "<tr><th>task</th><th>policy</th><th>setting</th><th>score</th><th>avg layers</th><th>speed-up b1</th></tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(t['task'])}</td><td>{html.escape(r['policy'])}{' *' if r.get('chosen') else ''}</td>"
+        f"<td>{html.escape(json.dumps(r['setting']))}</td><td>{r['score']:.2f}</td><td>{r['avg_layers']:.2f}</td>"
+        f"<td>{r.get('speedup_b1', float('nan')):.2f}</td></tr>" for t in tables for r in t["rows"])
+    return _img(plot(tables, tmp / "exits.png")) + f"<table>{head}{body}</table><p>* the chosen setting</p>"
+
+
 def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> Path:
-    from .plots import plot_nonlinearity, plot_pareto, plot_progress, plot_proxy
+    from .plots import plot_exits, plot_nonlinearity, plot_pareto, plot_progress, plot_proxy
     info, rows = store.run(run_id), store.candidates(run_id)
     ok = sorted((r for r in rows if r["status"] == "ok" and r.get("score") is not None), key=lambda r: -r["score"])
     std = next((r["score"] for r in ok if r["spec"].count("linear1_1(gelu(linear1_1(x,wb1)),wb2)") ==
@@ -87,6 +98,7 @@ def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> 
             pairs.append((-first[0][1], r["score"]))
     figs["proxy"] = (_img(plot_proxy(pairs, tmp / "proxy.png", proxy_label="- first logged KD loss"))
                      if len(pairs) >= 3 else "<p>fewer than 3 candidates with learning curves</p>")
+    figs["exits"] = _exits_html(store.exits(run_id), tmp, plot_exits)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "stopped")}
     best_html = (f"<p>score {ok[0]['score']:.2f}, {ok[0]['params'] / 1e6:.2f}M params</p><pre>"
                  + html.escape(parse_spec(ok[0]["spec"], strict=False).to_lines()) + "</pre>") if ok else "<p>-</p>"
@@ -103,6 +115,7 @@ def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> 
 <h2 id="progress">Search progress</h2>{figs['progress']}
 <h2 id="nonlinearity">Nonlinearity of the best model's FFNs</h2>{figs['nonlinearity']}
 <h2 id="proxy">Proxy vs final score</h2>{figs['proxy']}
+<h2 id="exits">Dynamic inference (early exit, layer skipping)</h2>{figs['exits']}
 <h2 id="best">Best per-layer model spec</h2>{best_html}
 <h2 id="reproduce">How to reproduce</h2><pre>{html.escape(_reproduce(info['config'], run_id))}</pre>
 <p>Then <code>exprsearch show RUN</code> prints this run's leaderboard; save the spec above as

@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS candidates (
     PRIMARY KEY (run_id, key)
 );
 CREATE INDEX IF NOT EXISTS candidates_by_key ON candidates (key, eval_hash);
+CREATE TABLE IF NOT EXISTS exits (
+    run_id TEXT NOT NULL, created REAL, spec TEXT, task TEXT, policy TEXT, config TEXT, rows TEXT
+);
 """
 
 
@@ -157,6 +160,21 @@ class Store:
 
     def count(self, run_id: str) -> int:
         return self.db.execute("SELECT COUNT(*) FROM candidates WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+    # -- dynamic inference (exprsearch exits) ----------------------------------------------------
+    def add_exits(self, run_id: str, spec: str, task: str, policy: str, config: dict[str, Any],
+                  rows: list[dict[str, Any]]) -> None:
+        """One policy's trade-off table (accuracy vs layers run vs speed-up) for a run's student."""
+        self._write("INSERT INTO exits VALUES (?,?,?,?,?,?,?)", (run_id, time.time(), spec, task, policy,
+                                                                json.dumps(config, default=str), json.dumps(rows)))
+
+    def exits(self, run_id: str) -> list[dict[str, Any]]:
+        out = []
+        for r in self.db.execute("SELECT * FROM exits WHERE run_id = ? ORDER BY created", (run_id,)):
+            d = dict(r)
+            d["config"], d["rows"] = json.loads(d["config"]), json.loads(d["rows"])
+            out.append(d)
+        return out
 
     # -- export ---------------------------------------------------------------------------------
     def export(self, run_id: str, fmt: str = "csv") -> str:
