@@ -9,16 +9,13 @@ throughput with N worker processes sharing the GPU.  Writes benchmarks/results/b
 """
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
-import os
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import Log, eval_config, glue_parser
 
 OUT = Path(__file__).parent / "results" / "bench_kd.json"
 EFFICIENTBERT = ("[tanh(linear4_2(gelu(linear4_2(x,wb1)),wb2)); elu(linear2_1(gelu(linear2_1(x,wb1)),wb2)); "
@@ -36,32 +33,17 @@ def _worker(args: tuple) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--teacher", required=True)
-    ap.add_argument("--tasks", default="MRPC,RTE,CoLA,SST-2")
-    ap.add_argument("--task-steps", default="MRPC=300,RTE=200,CoLA=400,SST-2=600")
-    ap.add_argument("--warmup-steps", type=int, default=2000)
-    ap.add_argument("--teacher-epochs", type=float, default=3.0)
-    ap.add_argument("--teacher-batch", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap = glue_parser(__doc__, tasks="MRPC,RTE,CoLA,SST-2", warmup_steps=2000, out=OUT, batch_size=32, lr=1e-4,
+                     teacher_batch=32)
+    ap.set_defaults(task_steps="MRPC=300,RTE=200,CoLA=400,SST-2=600", teacher_epochs=3.0)
     ap.add_argument("--workers", default="3", help="worker counts for the throughput test ('' to skip)")
     ap.add_argument("--throughput-candidates", type=int, default=6)
-    ap.add_argument("--cache-dir", default="/tmp/exprsearch-cache")
-    ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     import torch
-    from exprsearch.evaluate import EvalConfig, Evaluator
-    cfg = EvalConfig(tasks=tuple(args.tasks.split(",")), data_dir=args.data_dir, teacher=args.teacher,
-                     task_steps=args.task_steps, warmup_steps=args.warmup_steps, teacher_epochs=args.teacher_epochs,
-                     teacher_batch=args.teacher_batch, batch_size=args.batch_size, lr=args.lr,
-                     cache_dir=args.cache_dir)
-    logs: list[str] = []
-
-    def log(m: str) -> None:
-        logs.append(f"{time.strftime('%H:%M:%S')} {m}")
-        print(m, flush=True)
+    from exprsearch.evaluate import Evaluator
+    cfg = eval_config(args)
+    log = Log()
+    logs = log.lines
 
     t0 = time.perf_counter()
     ev = Evaluator(cfg, log=log)
