@@ -76,7 +76,7 @@ class LSRASelfAttention(nn.Module):
             keep = torch.ones(b, n, device=hidden_states.device, dtype=torch.bool)
         else:  # (B, L), (B, 1, 1, L) or (B, 1, L, L): padding masks have identical rows
             m = attention_mask.reshape(b, -1, attention_mask.shape[-1])[:, -1]
-            keep = m if m.dtype == torch.bool else m == 0
+            keep = (m == 0) if m.is_floating_point() else m.bool()  # additive float, or bool / 0-1 integer
         bias = torch.zeros(b, 1, 1, n, device=hidden_states.device, dtype=torch.float32)
         bias = bias.masked_fill(~keep[:, None, None, :], torch.finfo(torch.float32).min)
         return self.core(hidden_states, bias, keep[..., None].float()), None

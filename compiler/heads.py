@@ -22,9 +22,14 @@ def _layers(model: nn.Module) -> list[nn.Module]:
     return list(getattr(model, "bert", model).encoder.layer)
 
 
+def _is_mha(layer: nn.Module) -> bool:
+    return hasattr(layer.attention.self, "attention_head_size")
+
+
 def heads_of(layer: nn.Module) -> int:
+    """Heads of a layer's multi-head attention (an LSRA layer: its attention branch's heads)."""
     s = layer.attention.self
-    return s.query.out_features // s.attention_head_size
+    return s.query.out_features // s.attention_head_size if _is_mha(layer) else s.heads
 
 
 @contextmanager
@@ -33,6 +38,8 @@ def head_masks(model: nn.Module, masks: torch.Tensor) -> Iterator[torch.Tensor]:
     layer's self-attention; works with SDPA and eager attention)."""
     hooks = []
     for i, layer in enumerate(_layers(model)):
+        if not _is_mha(layer):  # LSRA: no per-head mask (its importance row stays 0)
+            continue
         s = layer.attention.self
 
         def hook(mod: nn.Module, args: Any, out: Any, i: int = i) -> Any:
@@ -70,16 +77,17 @@ def head_importance(model: nn.Module, batches: Any, loss_fn: Callable[[Any], tor
     return score / score.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def keep_top(importance: torch.Tensor, heads: list[int]) -> dict[int, list[int]]:
-    """For layer i keep its ``heads[i]`` most important heads (sorted indices)."""
-    return {i: sorted(torch.argsort(importance[i], descending=True)[:h].tolist()) for i, h in enumerate(heads)}
+def keep_top(importance: torch.Tensor, heads: list[int | None]) -> dict[int, list[int]]:
+    """For layer i keep its ``heads[i]`` most important heads (sorted indices); None: leave it."""
+    return {i: sorted(torch.argsort(importance[i], descending=True)[:h].tolist())
+            for i, h in enumerate(heads) if h is not None}
 
 
 @torch.no_grad()
 def prune_heads(model: nn.Module, keep: dict[int, list[int]]) -> None:
     """Keep only ``keep[i]`` heads in layer i (other layers untouched)."""
     for i, layer in enumerate(_layers(model)):
-        if i not in keep:
+        if i not in keep or not _is_mha(layer):
             continue
         s, out = layer.attention.self, layer.attention.output.dense
         hd = s.attention_head_size

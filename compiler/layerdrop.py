@@ -61,8 +61,8 @@ def every_other(p: float, n: int) -> list[int]:
     >>> every_other(0.5, 6), every_other(0.25, 8)
     ([1, 3, 5], [1, 2, 3, 5, 6, 7])
     """
-    if not 0 < p < 1:
-        raise ConfigError(f"layer drop rate {p} must be in (0, 1)")
+    if not 0 < p <= 0.5:
+        raise ConfigError(f"layer drop rate {p}: the every-other rule needs 0 < p <= 0.5 (above, it drops every layer)")
     k = int(1 / p)
     return [d for d in range(n) if d % k != 0]
 
@@ -86,6 +86,11 @@ def extract_layers(model: Any, keep: list[int]) -> Any:
             head, rest = name.split(".encoder.layer.", 1)
             j, tail = rest.split(".", 1)
             src = f"{head}.encoder.layer.{keep[int(j)]}.{tail}"
-        if src in theirs and theirs[src].shape == mine[name].shape:
-            mine[name].copy_(theirs[src])
+        if src not in theirs:
+            continue
+        if theirs[src].shape != mine[name].shape:
+            raise ConfigError(f"extract_layers: {src} has shape {tuple(theirs[src].shape)}, the shallower "
+                              f"student expects {tuple(mine[name].shape)}")
+        mine[name].copy_(theirs[src])
+    small.config._attn_implementation = model.config._attn_implementation
     return small

@@ -143,6 +143,8 @@ class Evaluator:
         self.tasks = [task(t) for t in cfg.tasks]
         if not self.tasks:
             raise ConfigError("no tasks to evaluate on")
+        if cfg.layerdrop and cfg.w_attn:
+            raise ConfigError("attention-map KD (w_attn > 0) cannot follow skipped layers; use it without --layerdrop")
         self.state = {t.name: self._prepare(t) for t in self.tasks}
 
     # -- set-up, once per task ------------------------------------------------------------------
@@ -239,7 +241,7 @@ class Evaluator:
             except cuda_oom_types():
                 res.status, res.reason = "failed", f"{name}: CUDA out of memory"
                 break
-            except (ExprSearchError, RuntimeError, ValueError) as err:
+            except (ExprSearchError, RuntimeError, ValueError, AttributeError, IndexError, TypeError, KeyError) as err:
                 res.status, res.reason = "failed", f"{name}: {type(err).__name__}: {err}"
                 break
             finally:
@@ -284,34 +286,38 @@ class Evaluator:
     def _student(self, st: _TaskState, spec: ModelSpec) -> Any:
         """The candidate, inheriting the warm supernet: shallower specs keep the layers of the
         LayerDrop every-other rule (or evenly spaced ones); pruned heads are chosen by importance
-        when ``head_importance_steps`` > 0, else the first heads are kept."""
+        on the extracted student when ``head_importance_steps`` > 0, else the first heads are kept."""
         from compiler.layerdrop import every_other, extract_layers
         from compiler.student import layer_map
         n, full = len(spec), self.cfg.layers
+        attn = spec.attn or (None,) * n
+        if self.cfg.w_attn and any(a is not None for a in attn):
+            raise ConfigError("attention-map KD (w_attn > 0) needs standard attention in every layer; "
+                              "LSRA and pruned heads have no teacher-shaped attention maps")
+        prune = self.cfg.head_importance_steps > 0 and any(a is not None and a.kind == "mha" and a.heads for a in attn)
+        # the supernet-shaped spec: full heads where importance will choose, depth padded to the supernet's
+        build = [None if prune and a is not None and a.kind == "mha" else a for a in attn]
         keep = list(range(full))
         if n < full:
-            keep = every_other(self.cfg.layerdrop, full) if self.cfg.layerdrop else []
+            keep = every_other(self.cfg.layerdrop, full) if 0 < self.cfg.layerdrop <= 0.5 else []
             if len(keep) != n:
                 keep = sorted(set(layer_map("uniform", n, full)))
-            layers, attn = [spec.layers[0]] * full, [None] * full
+            layers, padded = [spec.layers[0]] * full, [None] * full
             for i, j in enumerate(keep):
-                layers[j], attn[j] = spec.layers[i], (spec.attn[i] if spec.attn else None)
-            spec = ModelSpec(tuple(layers), tuple(attn), spec.hidden)
-        prune = self.cfg.head_importance_steps > 0 and spec.attn is not None and any(
-            a is not None and a.kind == "mha" and a.heads for a in spec.attn)
-        base = spec if not prune else ModelSpec(spec.layers, tuple(None if a is not None and a.kind == "mha" else a
-                                                                    for a in spec.attn), spec.hidden)  # type: ignore[union-attr]
+                layers[j], padded[j] = spec.layers[i], build[i]
+            base = ModelSpec(tuple(layers), tuple(padded), spec.hidden)
+        else:
+            base = ModelSpec(spec.layers, tuple(build), spec.hidden)
         student = st.supernet.extract(base).to(self.device).train()
-        if prune:
-            from compiler.heads import head_importance, heads_of, keep_top, prune_heads
-            kd = KDLoss(st.teacher, student, st.task, self.cfg.kd()).to(self.device)
-            imp = head_importance(student, st.train, lambda b: kd(student, b), self.cfg.head_importance_steps)
-            want = [a.heads if a is not None and a.kind == "mha" and a.heads else heads_of(layer)
-                    for a, layer in zip(spec.attn, student.bert.encoder.layer)]  # type: ignore[arg-type]
-            prune_heads(student, keep_top(imp, want))
-            student.config.ffn_spec = str(spec)
         if len(keep) < full:
             student = extract_layers(student, keep).to(self.device).train()
+        if prune:
+            from compiler.heads import head_importance, keep_top, prune_heads
+            kd = KDLoss(st.teacher, student, st.task, self.cfg.kd()).to(self.device)
+            imp = head_importance(student, st.train, lambda b: kd(student, b), self.cfg.head_importance_steps)
+            prune_heads(student, keep_top(imp, [a.heads if a is not None and a.kind == "mha" and a.heads else None
+                                                for a in attn]))
+            student.config.ffn_spec = str(spec)
         return student
 
     def _run(self, st: _TaskState, spec: ModelSpec, steps: int) -> tuple[dict[str, float], Curve, Any]:

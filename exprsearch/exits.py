@@ -2,7 +2,9 @@
 
 Training (``train_exits``): the default two-stage schedule of SmartBERT -- the backbone is the
 student trained by warm-up KD (``Evaluator.train_student``); it is then frozen and the exit heads
-learn from the final layer by self-distillation (FastBERT: KL(final || exit_i) at temperature T).
+learn from the final layer by self-distillation (FastBERT: KL(final || exit_i) at temperature T)
+plus, weighted by ``exit_label_weight``, their own task loss on the labels (DeeBERT), which keeps
+early exits confident where the final layer's distribution is soft.
 ``schedule="joint"`` trains backbone and exits together (task loss on the final layer + the
 same distillation).  Gates (``train_gates``, the gate policy): backbone and exits frozen, the
 gates learn to skip layers -- soft for the first half of their steps, hard 0/1 with a
@@ -36,7 +38,7 @@ __all__ = ["ExitConfig", "POLICIES", "make_policy", "settings", "train_exits", "
            "time_policy", "sweep"]
 
 POLICIES = ("entropy", "patience", "gate")
-ENTROPY_SWEEP = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.01)
+ENTROPY_SWEEP = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.01)
 GATE_SWEEP = (0.0, 0.1, 0.2, 0.4)
 
 
@@ -53,6 +55,7 @@ class ExitConfig:
     gate_steps: int = 200         # training steps of the gates (gate policy): first half soft, then hard
     gate_cost: float = 0.5        # weight of the fraction of layers run in the gate loss
     exit_temperature: float = 2.0 # self-distillation temperature, final layer -> exits
+    exit_label_weight: float = 1.0  # weight of the exits' own task loss on the labels (DeeBERT); 0: distillation only
     exit_lr: float = 5e-4         # learning rate of the exit heads
     gate_lr: float = 1e-2         # learning rate of the gates (a gate starts at p(skip) = 0.12)
     timing_rows: int = 256        # dev rows of the wall-clock measurement (0: no timing)
@@ -75,12 +78,12 @@ def make_policy(cfg: ExitConfig, value: float | None = None) -> Any:
     return GateExit(cfg.threshold if value is None else value)
 
 
-def settings(policy: str, layers: int, cfg: ExitConfig | None = None) -> list[Any]:
-    """The sweep of a policy, from 'all layers' to 'leave earliest'."""
+def settings(policy: str, layers: int, cfg: ExitConfig | None = None, regression: bool = False) -> list[Any]:
+    """The sweep of a policy, from 'all layers' to 'leave earliest' (regression: gates skip only)."""
     cfg = ExitConfig(policy=policy) if cfg is None else replace(cfg, policy=policy)
     if policy == "patience":
         return [make_policy(cfg, p) for p in range(layers - 1, -1, -1)]
-    return [make_policy(cfg, t) for t in (ENTROPY_SWEEP if policy == "entropy" else GATE_SWEEP)]
+    return [make_policy(cfg, t) for t in (ENTROPY_SWEEP if policy == "entropy" else (0.0,) if regression else GATE_SWEEP)]
 
 
 def _self_distill(final: torch.Tensor, exit_logits: torch.Tensor, t: Task, temp: float) -> torch.Tensor:
@@ -98,11 +101,14 @@ def train_exits(model: EarlyExitBert, batches: Batcher, t: Task, device: torch.d
         p.requires_grad_(joint)
     model.gate_mode = "off"
     model.train()
+    if not joint:  # a frozen backbone runs as at inference (no dropout): targets and features are clean
+        model.student.eval()
 
     def loss(batch: Any) -> torch.Tensor:
         logits, _ = model.all_logits(batch.model_inputs(_eager(model)))
         final = logits[-1] if joint else logits[-1].detach()
-        exits = sum(_self_distill(final.detach(), z, t, cfg.exit_temperature) for z in logits[:-1])
+        exits = sum(_self_distill(final.detach(), z, t, cfg.exit_temperature)
+                    + cfg.exit_label_weight * task_loss(z, batch, t) for z in logits[:-1])
         return exits / max(1, len(logits) - 1) + (task_loss(final, batch, t) if joint else 0.0)
 
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("gates.")]
@@ -126,7 +132,7 @@ def train_gates(model: EarlyExitBert, batches: Batcher, t: Task, device: torch.d
         if steps <= 0:
             continue
         model.gate_mode = mode
-        model.train()
+        model.eval()  # backbone and exits frozen and without dropout; the gates have none
 
         def loss(batch: Any) -> torch.Tensor:
             inputs = batch.model_inputs(_eager(model))
@@ -201,11 +207,11 @@ def sweep(model: EarlyExitBert, enc: Encoded, t: Task, policy: str, device: torc
     timing = enc.subset(min(cfg.timing_rows, len(enc))) if cfg.timing_rows else None
     static = {b: time_policy(model, timing, None, device, b) for b in (1, 32)} if timing is not None else {}
     rows = []
-    for pol in settings(policy, n, cfg):
+    for pol in settings(policy, n, cfg, t.regression):
         metrics, layers, _ = evaluate_policy(model, enc, t, pol, device)
         row = {"policy": policy, "setting": {k: v for k, v in asdict(pol).items() if k != "gates"},
                "metrics": metrics, "score": 100 * metrics[t.main], "avg_layers": layers,
-               "layer_ratio": n / layers, "device": device.type}
+               "layer_ratio": n / layers, "device": device.type, "timing_rows": len(timing) if timing else 0}
         for b, base in static.items():
             row[f"speedup_b{b}"] = base / time_policy(model, timing, pol, device, b)
         rows.append(row)
@@ -235,6 +241,13 @@ def run_exits(spec: str, task_name: str, ecfg: Any, xcfg: ExitConfig, *, policie
     Returns {"spec", "task", "static": dev metrics of the plain student, "rows": {policy: sweep rows},
     "chosen": {policy: the row of the configured setting}}."""
     from .evaluate import Evaluator
+    from .glue import task
+    policies = policies or (xcfg.policy,)
+    if task(task_name).regression:  # no class distribution: entropy is undefined, gates skip without an entropy exit
+        if policies == ("entropy",):
+            raise ConfigError(f"{task_name} is a regression task: the entropy policy needs classes; use patience or gate")
+        policies = tuple(p for p in policies if p != "entropy")
+        xcfg = replace(xcfg, threshold=0.0)
     ev = Evaluator(replace(ecfg, tasks=(task_name,)), log=log)
     student, st, static = ev.train_student(spec, task_name)
     device = ev.device
@@ -242,7 +255,6 @@ def run_exits(spec: str, task_name: str, ecfg: Any, xcfg: ExitConfig, *, policie
     kw = dict(batch_size=ecfg.batch_size, max_len=ecfg.max_len, seed=ecfg.seed)
     log(f"training exit heads ({xcfg.schedule}, {xcfg.exit_steps} steps)")
     train_exits(model, st.train, st.task, device, xcfg, **kw)
-    policies = policies or (xcfg.policy,)
     if "gate" in policies:
         log(f"training skipping gates ({xcfg.gate_steps} steps: soft, then hard)")
         train_gates(model, st.train, st.task, device, xcfg, **kw)

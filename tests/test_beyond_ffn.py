@@ -134,6 +134,7 @@ def test_lsra_matches_a_hand_written_reference(kernel):
     torch.testing.assert_close(out, _lsra_reference(m, x, keep), atol=1e-5, rtol=1e-5)
     add = torch.zeros(3, 1, 1, 7).masked_fill(~keep[:, None, None, :], -1e4)  # HF's additive form
     torch.testing.assert_close(m(x, add)[0], out)
+    torch.testing.assert_close(m(x, keep.long())[0], out)  # a (B, L) 0/1 integer mask means the same
     # padding never leaks into real positions (through attention or the convolution)
     y = x.clone()
     y[~keep] = 100.0
@@ -224,8 +225,9 @@ def test_head_importance_scores_and_keep_top():
 def test_every_other_rule():
     assert every_other(0.5, 6) == [1, 3, 5]
     assert every_other(0.33, 6) == [1, 2, 4, 5] and every_other(0.34, 6) == [1, 3, 5]  # floor(1/p)
-    with pytest.raises(ConfigError):
-        every_other(1.0, 6)
+    for p in (1.0, 0.6):  # above 0.5 the rule would drop every layer
+        with pytest.raises(ConfigError, match="every-other"):
+            every_other(p, 6)
     rng = random.Random(0)
     assert all(len(sample_skips(3, 0.99, rng)) < 3 for _ in range(50))
     assert sum(len(sample_skips(4, 0.5, rng)) for _ in range(200)) == pytest.approx(400, rel=0.2)
@@ -240,7 +242,9 @@ def test_extracted_student_equals_the_masked_forward(keep):
     set_skips(model, [i for i in range(4) if i not in keep])
     with torch.no_grad():
         skipped = model(**batch).logits
+        model.config._attn_implementation = "eager"
         small = extract_layers(model, keep).eval()
+        assert small.config._attn_implementation == "eager"
         assert small.config.num_hidden_layers == len(keep)
         assert small.spec == spec.with_layers(keep)
         torch.testing.assert_close(small(**batch).logits, skipped)
@@ -286,7 +290,8 @@ def test_evaluator_scores_shallower_pruned_and_lsra_students(tmp_path, search_ec
     results = {name: ev.evaluate(text) for name, text in {
         "half": f"[{STD}; {L5}]",
         "pruned": f"layer(attn=mha(heads=1), ffn={STD})",
-        "lsra": f"layer(attn=lsra(heads=1, kernel=3), ffn={STD})"}.items()}
+        "lsra": f"layer(attn=lsra(heads=1, kernel=3), ffn={STD})",
+        "mixed": f"[layer(attn=lsra(heads=1, kernel=3), ffn={STD}); layer(attn=mha(heads=1), ffn={L5})]"}.items()}
     for name, r in {"full": full, **results}.items():
         assert r.status == "ok", (name, r.reason)
         assert r.score is not None and r.params > 0
@@ -294,6 +299,13 @@ def test_evaluator_scores_shallower_pruned_and_lsra_students(tmp_path, search_ec
     assert results["half"].params < full.params and results["pruned"].params < full.params
     assert results["half"].flops_per_token < full.flops_per_token
     assert "mha(heads=1)" in results["pruned"].spec and "lsra(heads=1, kernel=3)" in results["lsra"].spec
+    assert len(parse_spec(results["mixed"].spec, strict=False)) == 2  # LSRA + importance-pruned, half depth
+    # attention-map KD has no teacher-shaped maps to match for LSRA / pruned heads: a clear per-candidate failure
+    with pytest.raises(ConfigError, match="layerdrop"):
+        Evaluator(dataclasses.replace(ecfg, w_attn=1.0), log=lambda m: None)
+    bad = Evaluator(dataclasses.replace(ecfg, w_attn=1.0, layerdrop=0.0), log=lambda m: None).evaluate(
+        f"layer(attn=lsra(heads=1), ffn={STD})")
+    assert bad.status == "failed" and "w_attn" in bad.reason
 
 
 def test_search_over_attention_and_depth(tmp_path, search_ecfg, one_thread):

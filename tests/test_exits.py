@@ -202,3 +202,15 @@ def test_repl_eval_with_an_exit_policy(search_ecfg, monkeypatch):  # noqa: F811
     text = out.getvalue()
     assert "patience {'patience': 1, 'tolerance': 0.1}: score" in text and "layers on average" in text
     assert "unknown exit policy 'warp'" in text
+
+
+def test_regression_tasks_use_patience_and_gates(search_ecfg):  # noqa: F811
+    ecfg = dataclasses.replace(search_ecfg, layers=3, steps=5)
+    with pytest.raises(ConfigError, match="regression"):  # refused before any training
+        run_exits(STD, "STS-B", ecfg, ExitConfig(policy="entropy"))
+    out = run_exits(STD, "STS-B", ecfg, dataclasses.replace(XCFG, exit_steps=5, gate_steps=4, timing_rows=0),
+                    policies=("entropy", "patience", "gate"))
+    assert set(out["rows"]) == {"patience", "gate"}
+    assert [r["setting"]["patience"] for r in out["rows"]["patience"]] == [2, 1, 0]
+    assert [r["setting"]["threshold"] for r in out["rows"]["gate"]] == [0.0]
+    assert "pearson" in out["static"] and "pearson" in out["chosen"]["patience"]["metrics"]

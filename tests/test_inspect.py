@@ -96,7 +96,7 @@ def _pty_session(keys: list[bytes], home: Path) -> str:
                             stderr=slave, env=env, start_new_session=True, close_fds=True)
     os.close(slave)
     out = b""
-    deadline = time.time() + 90
+    deadline = time.time() + 240  # a loaded CI machine may take minutes to import torch
 
     def read(until: bytes | None = None, wait: float = 0.5) -> bool:
         nonlocal out
@@ -117,7 +117,8 @@ def _pty_session(keys: list[bytes], home: Path) -> str:
         return True
 
     try:
-        read(b"ffn>", wait=60)
+        read(b"ffn>", wait=180)
+        assert b"ffn>" in out, f"the REPL showed no prompt: {out[-500:]!r}"
         for k in keys:
             os.write(master, k)
             read(wait=1.5)
