@@ -143,6 +143,12 @@ class EarlyExitBert(nn.Module):
                 e.dense.load_state_dict(student.bert.pooler.dense.state_dict())
                 e.out.load_state_dict(student.classifier.state_dict())
 
+    def reset_gates(self) -> None:
+        """Gates back to their initial state (p(skip) = 0.12 everywhere), on the same device."""
+        dev = self.gates[0].lin.weight.device if len(self.gates) else None
+        for i, g in enumerate(self.gates):
+            self.gates[i] = SkipGate(g.lin.in_features).to(dev)
+
     @property
     def layers(self) -> list[nn.Module]:
         return list(self.student.bert.encoder.layer)

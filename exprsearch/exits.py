@@ -34,12 +34,12 @@ from .glue import Task, compute_metrics
 from .tokens import Batcher, Encoded
 from .train import TrainConfig, _autocast, train_steps
 
-__all__ = ["ExitConfig", "POLICIES", "make_policy", "settings", "train_exits", "train_gates", "evaluate_policy",
+__all__ = ["ExitConfig", "POLICIES", "GATE_COSTS", "make_policy", "settings", "train_exits", "train_gates", "evaluate_policy",
            "time_policy", "sweep"]
 
 POLICIES = ("entropy", "patience", "gate")
 ENTROPY_SWEEP = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.01)
-GATE_SWEEP = (0.0, 0.1, 0.2, 0.4)
+GATE_COSTS = (0.02, 0.05, 0.1, 0.2, 0.5)  # the gate sweep: gates retrained at each compute price
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class ExitConfig:
     schedule: str = "two-stage"   # two-stage (frozen backbone, then exits) | joint
     exit_steps: int = 200         # training steps of the exit heads
     gate_steps: int = 200         # training steps of the gates (gate policy): first half soft, then hard
-    gate_cost: float = 0.5        # weight of the fraction of layers run in the gate loss
+    gate_cost: float = 0.1        # weight of the fraction of layers run in the gate loss (the sweep tries GATE_COSTS)
     exit_temperature: float = 2.0 # self-distillation temperature, final layer -> exits
     exit_label_weight: float = 1.0  # weight of the exits' own task loss on the labels (DeeBERT); 0: distillation only
     exit_lr: float = 5e-4         # learning rate of the exit heads
@@ -83,7 +83,9 @@ def settings(policy: str, layers: int, cfg: ExitConfig | None = None, regression
     cfg = ExitConfig(policy=policy) if cfg is None else replace(cfg, policy=policy)
     if policy == "patience":
         return [make_policy(cfg, p) for p in range(layers - 1, -1, -1)]
-    return [make_policy(cfg, t) for t in (ENTROPY_SWEEP if policy == "entropy" else (0.0,) if regression else GATE_SWEEP)]
+    if policy == "gate":  # its sweep retrains the gates at each of GATE_COSTS (see ``sweep``)
+        return [make_policy(cfg, 0.0 if regression else cfg.threshold)]
+    return [make_policy(cfg, t) for t in ENTROPY_SWEEP]
 
 
 def _self_distill(final: torch.Tensor, exit_logits: torch.Tensor, t: Task, temp: float) -> torch.Tensor:
@@ -200,16 +202,28 @@ def time_policy(model: EarlyExitBert, enc: Encoded, policy: Any | None, device: 
     return best
 
 
+def _setting(pol: Any, gate_cost: float | None) -> dict[str, Any]:
+    return {**{k: v for k, v in asdict(pol).items() if k != "gates"},
+            **({"gate_cost": gate_cost} if gate_cost is not None else {})}
+
+
 def sweep(model: EarlyExitBert, enc: Encoded, t: Task, policy: str, device: torch.device, cfg: ExitConfig,
-          log: Callable[[str], None] = lambda m: None) -> list[dict[str, Any]]:
-    """One row per setting of ``policy``: metric, mean layers run, speed-ups (batch 1 and 32)."""
+          log: Callable[[str], None] = lambda m: None, retrain_gates: Callable[[float], None] | None = None
+          ) -> list[dict[str, Any]]:
+    """One row per setting of ``policy``: metric, mean layers run, speed-ups (batch 1 and 32).
+    The gate policy's settings are compute prices: with ``retrain_gates(cost)`` the gates are
+    retrained at each of ``GATE_COSTS``; without it, the gates as they are make one row."""
     n = len(model.layers)
     timing = enc.subset(min(cfg.timing_rows, len(enc))) if cfg.timing_rows else None
     static = {b: time_policy(model, timing, None, device, b) for b in (1, 32)} if timing is not None else {}
     rows = []
-    for pol in settings(policy, n, cfg, t.regression):
+    pols = settings(policy, n, cfg, t.regression)
+    plan = [(c, pols[0]) for c in GATE_COSTS] if policy == "gate" and retrain_gates else [(None, p) for p in pols]
+    for cost, pol in plan:
+        if cost is not None:
+            retrain_gates(cost)  # type: ignore[misc]
         metrics, layers, _ = evaluate_policy(model, enc, t, pol, device)
-        row = {"policy": policy, "setting": {k: v for k, v in asdict(pol).items() if k != "gates"},
+        row = {"policy": policy, "setting": _setting(pol, cost),
                "metrics": metrics, "score": 100 * metrics[t.main], "avg_layers": layers,
                "layer_ratio": n / layers, "device": device.type, "timing_rows": len(timing) if timing else 0}
         for b, base in static.items():
@@ -255,16 +269,21 @@ def run_exits(spec: str, task_name: str, ecfg: Any, xcfg: ExitConfig, *, policie
     kw = dict(batch_size=ecfg.batch_size, max_len=ecfg.max_len, seed=ecfg.seed)
     log(f"training exit heads ({xcfg.schedule}, {xcfg.exit_steps} steps)")
     train_exits(model, st.train, st.task, device, xcfg, **kw)
-    if "gate" in policies:
-        log(f"training skipping gates ({xcfg.gate_steps} steps: soft, then hard)")
-        train_gates(model, st.train, st.task, device, xcfg, **kw)
+
+    def gates_at(cost: float) -> None:
+        log(f"training skipping gates at compute price {cost} ({xcfg.gate_steps} steps: soft, then hard)")
+        model.reset_gates()
+        train_gates(model, st.train, st.task, device, replace(xcfg, gate_cost=cost), **kw)
+
     out: dict[str, Any] = {"spec": spec, "task": task_name, "static": static, "layers": len(model.layers),
                            "rows": {}, "chosen": {}}
     for pol in policies:
-        rows = sweep(model, st.dev, st.task, pol, device, xcfg, log)
+        rows = sweep(model, st.dev, st.task, pol, device, xcfg, log, gates_at if pol == "gate" else None)
+        if pol == "gate":
+            gates_at(xcfg.gate_cost)
         chosen = make_policy(replace(xcfg, policy=pol))
         metrics, layers, _ = evaluate_policy(model, st.dev, st.task, chosen, device)
-        pick = {"policy": pol, "setting": {k: v for k, v in asdict(chosen).items() if k != "gates"},
+        pick = {"policy": pol, "setting": _setting(chosen, xcfg.gate_cost if pol == "gate" else None),
                 "metrics": metrics, "score": 100 * metrics[st.task.main], "avg_layers": layers,
                 "layer_ratio": len(model.layers) / layers, "device": device.type}
         if xcfg.timing_rows and device.type != "cpu":  # the same trade on CPU, one example at a time

@@ -212,5 +212,21 @@ def test_regression_tasks_use_patience_and_gates(search_ecfg):  # noqa: F811
                     policies=("entropy", "patience", "gate"))
     assert set(out["rows"]) == {"patience", "gate"}
     assert [r["setting"]["patience"] for r in out["rows"]["patience"]] == [2, 1, 0]
-    assert [r["setting"]["threshold"] for r in out["rows"]["gate"]] == [0.0]
+    from exprsearch.exits import GATE_COSTS
+    assert [r["setting"]["gate_cost"] for r in out["rows"]["gate"]] == list(GATE_COSTS)
+    assert {r["setting"]["threshold"] for r in out["rows"]["gate"]} == {0.0}
     assert "pearson" in out["static"] and "pearson" in out["chosen"]["patience"]["metrics"]
+
+
+@pytest.mark.parametrize("schedule, backbone_moves", [("two-stage", False), ("joint", True)])
+def test_schedules_freeze_or_train_the_backbone(trained, schedule, backbone_moves):
+    import copy
+    model, st, *_, ev = trained
+    m = EarlyExitBert(copy.deepcopy(model.student))
+    before = [p.detach().clone() for p in m.student.parameters()]
+    heads = [p.detach().clone() for p in m.exits.parameters()]
+    train_exits(m, st.train, st.task, ev.device, dataclasses.replace(XCFG, schedule=schedule, exit_steps=3),
+                batch_size=16, max_len=32)
+    moved = any(not torch.equal(a, b) for a, b in zip(before, m.student.parameters()))
+    assert moved is backbone_moves
+    assert any(not torch.equal(a, b) for a, b in zip(heads, m.exits.parameters()))
