@@ -1,9 +1,10 @@
 """Dynamic inference on GLUE: early exit and layer skipping for the searched student (issue 9).
 
 Per task: the student is trained by warm-up KD as in bench_kd, exit heads are added (two-stage:
-frozen backbone, self-distillation from the last layer), skipping gates are trained, then each
-policy is swept: dev metric, mean layers run, wall-clock speed-up over the static student
-(one example at a time and batches of 32, on the run device; the chosen setting also on CPU).
+frozen backbone, self-distillation from the last layer plus the exits' label loss), then each
+policy is swept (the gates retrained at each compute price of ``GATE_COSTS``): dev metric,
+mean layers run, wall-clock speed-up over the static student (one example at a time and batches
+of 32, on the run device; the chosen setting also on CPU).
 For each policy it reports the setting with the fewest layers whose score is within 1 point of
 the static student.  Writes benchmarks/results/bench_exits.json after every task.
 

@@ -207,6 +207,14 @@ def _setting(pol: Any, gate_cost: float | None) -> dict[str, Any]:
             **({"gate_cost": gate_cost} if gate_cost is not None else {})}
 
 
+def _measure(model: EarlyExitBert, enc: Encoded, t: Task, policy: str, pol: Any, gate_cost: float | None,
+             device: torch.device) -> dict[str, Any]:
+    """One trade-off row: the policy's setting, dev metrics, mean layers run."""
+    metrics, layers, _ = evaluate_policy(model, enc, t, pol, device)
+    return {"policy": policy, "setting": _setting(pol, gate_cost), "metrics": metrics, "score": 100 * metrics[t.main],
+            "avg_layers": layers, "layer_ratio": len(model.layers) / layers, "device": device.type}
+
+
 def sweep(model: EarlyExitBert, enc: Encoded, t: Task, policy: str, device: torch.device, cfg: ExitConfig,
           log: Callable[[str], None] = lambda m: None, retrain_gates: Callable[[float], None] | None = None
           ) -> list[dict[str, Any]]:
@@ -222,10 +230,8 @@ def sweep(model: EarlyExitBert, enc: Encoded, t: Task, policy: str, device: torc
     for cost, pol in plan:
         if cost is not None:
             retrain_gates(cost)  # type: ignore[misc]
-        metrics, layers, _ = evaluate_policy(model, enc, t, pol, device)
-        row = {"policy": policy, "setting": _setting(pol, cost),
-               "metrics": metrics, "score": 100 * metrics[t.main], "avg_layers": layers,
-               "layer_ratio": n / layers, "device": device.type, "timing_rows": len(timing) if timing else 0}
+        row = {**_measure(model, enc, t, policy, pol, cost, device), "timing_rows": len(timing) if timing else 0}
+        layers = row["avg_layers"]
         for b, base in static.items():
             row[f"speedup_b{b}"] = base / time_policy(model, timing, pol, device, b)
         rows.append(row)
@@ -282,10 +288,7 @@ def run_exits(spec: str, task_name: str, ecfg: Any, xcfg: ExitConfig, *, policie
         if pol == "gate":
             gates_at(xcfg.gate_cost)
         chosen = make_policy(replace(xcfg, policy=pol))
-        metrics, layers, _ = evaluate_policy(model, st.dev, st.task, chosen, device)
-        pick = {"policy": pol, "setting": _setting(chosen, xcfg.gate_cost if pol == "gate" else None),
-                "metrics": metrics, "score": 100 * metrics[st.task.main], "avg_layers": layers,
-                "layer_ratio": len(model.layers) / layers, "device": device.type}
+        pick = _measure(model, st.dev, st.task, pol, chosen, xcfg.gate_cost if pol == "gate" else None, device)
         if xcfg.timing_rows and device.type != "cpu":  # the same trade on CPU, one example at a time
             cpu, rows_cpu = torch.device("cpu"), st.dev.subset(min(64, len(st.dev))).to("cpu")
             model.to(cpu)
