@@ -42,7 +42,7 @@ class LSRACore(nn.Module):
             raise ConfigError(f"lsra: kernel {kernel} must be odd (same-length convolution)")
         self.half, self.heads, self.head_dim = half, heads, half // heads
         self.query, self.key, self.value = (nn.Linear(half, half) for _ in range(3))
-        self.drop = nn.Dropout(dropout)  # a module, so the traced graph follows train()/eval()
+        self.drop = nn.Dropout(dropout)  # a module, so the traced graph follows the train/inference mode
         self.glu = nn.Linear(half, 2 * half)
         self.conv = nn.Conv1d(half, half, kernel, padding=kernel // 2, groups=half)
         self.conv_out = nn.Linear(half, half)

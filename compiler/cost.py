@@ -142,7 +142,8 @@ def student_cost(model: nn.Module, seq_len: int, dtype_bytes: int = 2) -> dict[s
     for gm in ffn_modules(model):
         ffn = ffn + graph_cost(gm, h, dtype_bytes=dtype_bytes)
     from .attention import module_attention_flops
-    attn_mm = sum(module_attention_flops(layer, h, seq_len) for layer in getattr(model, "bert", model).encoder.layer)
+    from .heads import encoder_layers
+    attn_mm = sum(module_attention_flops(layer, h, seq_len) for layer in encoder_layers(model))
     head_mm = 0.0
     if hasattr(model, "classifier"):
         head_mm = (2.0 * h * h + 2.0 * h * model.classifier.out_features) / seq_len

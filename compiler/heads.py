@@ -15,10 +15,11 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-__all__ = ["head_masks", "head_importance", "prune_heads", "heads_of", "keep_top"]
+__all__ = ["encoder_layers", "head_masks", "head_importance", "prune_heads", "heads_of", "keep_top"]
 
 
-def _layers(model: nn.Module) -> list[nn.Module]:
+def encoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The transformer layers of a BERT model or of its classification wrapper."""
     return list(getattr(model, "bert", model).encoder.layer)
 
 
@@ -37,7 +38,7 @@ def head_masks(model: nn.Module, masks: torch.Tensor) -> Iterator[torch.Tensor]:
     """While active, head h of layer i is scaled by ``masks[i, h]`` (a forward hook on each
     layer's self-attention; works with SDPA and eager attention)."""
     hooks = []
-    for i, layer in enumerate(_layers(model)):
+    for i, layer in enumerate(encoder_layers(model)):
         if not _is_mha(layer):  # LSRA: no per-head mask (its importance row stays 0)
             continue
         s = layer.attention.self
@@ -60,7 +61,7 @@ def head_masks(model: nn.Module, masks: torch.Tensor) -> Iterator[torch.Tensor]:
 def head_importance(model: nn.Module, batches: Any, loss_fn: Callable[[Any], torch.Tensor], steps: int = 20
                     ) -> torch.Tensor:
     """(layers, heads) importance scores over ``steps`` batches of ``batches.forever()``."""
-    layers = _layers(model)
+    layers = encoder_layers(model)
     dev = next(model.parameters()).device
     masks = torch.ones(len(layers), max(heads_of(l) for l in layers), device=dev, requires_grad=True)
     score = torch.zeros_like(masks)
@@ -86,7 +87,7 @@ def keep_top(importance: torch.Tensor, heads: list[int | None]) -> dict[int, lis
 @torch.no_grad()
 def prune_heads(model: nn.Module, keep: dict[int, list[int]]) -> None:
     """Keep only ``keep[i]`` heads in layer i (other layers untouched)."""
-    for i, layer in enumerate(_layers(model)):
+    for i, layer in enumerate(encoder_layers(model)):
         if i not in keep or not _is_mha(layer):
             continue
         s, out = layer.attention.self, layer.attention.output.dense

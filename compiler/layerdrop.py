@@ -17,18 +17,16 @@ from torch import nn
 
 from exprsearch.errors import ConfigError
 
+from .heads import encoder_layers
+
 __all__ = ["install_layerdrop", "set_skips", "sample_skips", "every_other", "extract_layers"]
-
-
-def _layers(model: nn.Module) -> list[nn.Module]:
-    return list(getattr(model, "bert", model).encoder.layer)
 
 
 def install_layerdrop(model: nn.Module) -> None:
     """Make every layer skippable (idempotent)."""
     import transformers
     tuple_out = int(transformers.__version__.split(".")[0]) < 5  # transformers 4 layers return tuples
-    for layer in _layers(model):
+    for layer in encoder_layers(model):
         if hasattr(layer, "_full_forward"):
             continue
         layer._full_forward = layer.forward
@@ -45,7 +43,7 @@ def install_layerdrop(model: nn.Module) -> None:
 def set_skips(model: nn.Module, skips: set[int] | list[int]) -> None:
     install_layerdrop(model)
     s = set(skips)
-    for i, layer in enumerate(_layers(model)):
+    for i, layer in enumerate(encoder_layers(model)):
         layer._skip = i in s
 
 
