@@ -130,6 +130,11 @@ def spec_params(layers: list[Expr], cfg: FFNConfig, *, vocab: int, max_position:
     return total + h * h + h + h * num_labels + num_labels
 
 
+def head_flops(hidden: int, labels: int, seq_len: int) -> float:
+    """Pooler + classifier matmul FLOPs, once per sequence, spread over its ``seq_len`` tokens."""
+    return (2.0 * hidden * hidden + 2.0 * hidden * labels) / seq_len
+
+
 def student_cost(model: nn.Module, seq_len: int, dtype_bytes: int = 2) -> dict[str, Any]:
     """Parameters (exact) and FLOPs per token of a whole BERT student at sequence length ``seq_len``.
 
@@ -144,9 +149,7 @@ def student_cost(model: nn.Module, seq_len: int, dtype_bytes: int = 2) -> dict[s
     from .attention import module_attention_flops
     from .heads import encoder_layers
     attn_mm = sum(module_attention_flops(layer, h, seq_len) for layer in encoder_layers(model))
-    head_mm = 0.0
-    if hasattr(model, "classifier"):
-        head_mm = (2.0 * h * h + 2.0 * h * model.classifier.out_features) / seq_len
+    head_mm = head_flops(h, model.classifier.out_features, seq_len) if hasattr(model, "classifier") else 0.0
     params = sum(p.numel() for p in model.parameters())
     return {"params": params, "ffn_params": ffn.params, "mm_flops_per_token": attn_mm + ffn.mm_flops_per_token + head_mm,
             "ffn": ffn.as_dict(), "attention_mm_flops_per_token": attn_mm, "seq_len": seq_len}

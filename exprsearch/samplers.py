@@ -114,8 +114,6 @@ class EvolutionSampler(Sampler):
             layers = layers[:n] + [sample(s_, self.rng) for s_ in self.spaces[len(layers):n]]
             attn = None if attn is None else (attn + [self.rng.choice(self.attn_choices) if self.attn_choices else None]
                                                * n)[:n]
-        if attn is not None and len(attn) != len(layers):
-            attn = (attn + [None] * len(layers))[:len(layers)]
         return ModelSpec(tuple(layers), tuple(attn) if attn is not None else None)
 
     def observe(self, spec: ModelSpec, score: float | None) -> None:
