@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,3 +59,34 @@ def device_name() -> str:
 def write_json(path: str | Path, result: dict[str, Any]) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+class GpuUtil:
+    """``with GpuUtil() as u: ...`` samples the GPU's utilisation (NVML, % of time a kernel ran)
+    every ``every`` seconds; ``u.mean`` is the average (None without a GPU or NVML)."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        self.every, self.samples = every, []
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        import torch
+        while not self._stop.wait(self.every):
+            try:
+                self.samples.append(float(torch.cuda.utilization()))
+            except Exception:  # noqa: BLE001 - no NVML: no numbers, never a failed benchmark
+                return
+
+    def __enter__(self) -> "GpuUtil":
+        import torch
+        if torch.cuda.is_available():
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None

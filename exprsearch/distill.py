@@ -63,16 +63,30 @@ class KDLoss(nn.Module):
         if cfg.w_attn and s.num_attention_heads != t.num_attention_heads:
             raise ValueError("attention KD needs the same number of heads in student and teacher")
 
-    def forward(self, student: nn.Module, batch: Batch) -> torch.Tensor:
+    @property
+    def needs_teacher(self) -> bool:
+        """False for the labels-only baseline: no teacher forward at all."""
+        return bool(self.cfg.w_logits or self.cfg.w_hidden or self.cfg.w_attn)
+
+    @torch.no_grad()
+    def teacher_outputs(self, batch: Batch) -> Any:
+        """The teacher's logits (and hidden states / attentions when the loss needs them) for a
+        batch: computed once and shared when several students learn from the same batch."""
+        c = self.cfg
+        return self.teacher(**batch.model_inputs(_eager(self.teacher)), output_hidden_states=c.w_hidden > 0,
+                            output_attentions=c.w_attn > 0)
+
+    def forward(self, student: nn.Module, batch: Batch, teacher_out: Any = None) -> torch.Tensor:
         c = self.cfg
         want_h, want_a = c.w_hidden > 0, c.w_attn > 0
-        with torch.no_grad():
-            t = self.teacher(**batch.model_inputs(_eager(self.teacher)), output_hidden_states=want_h,
-                             output_attentions=want_a)
+        if teacher_out is None and self.needs_teacher:
+            teacher_out = self.teacher_outputs(batch)
+        t = teacher_out
         s = student(**batch.model_inputs(_eager(student)), output_hidden_states=want_h, output_attentions=want_a)
-        s_logits, t_logits = s.logits.float(), t.logits.float()
+        s_logits = s.logits.float()
         loss = s_logits.new_zeros(())
         if c.w_logits:
+            t_logits = t.logits.float()
             if self.task.regression:
                 loss = loss + c.w_logits * F.mse_loss(s_logits, t_logits)
             else:

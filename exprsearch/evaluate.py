@@ -32,6 +32,7 @@ from .glue import Task, read_split, task
 from .parsing import parse_spec
 from .teacher import TeacherConfig, default_teacher_dir, finetune_teacher, load_teacher, load_tokenizer
 from .tokens import Batcher, Encoded, encode
+from .group import GroupTrainer, Member
 from .train import CandidateFailed, Curve, TrainConfig, cuda_oom_types, dev_metrics, train_steps
 
 __all__ = ["EvalConfig", "CandidateResult", "Evaluator", "STANDARD_SPEC"]
@@ -70,6 +71,10 @@ class EvalConfig:
     bf16_teacher: bool = True           # keep the (frozen) teacher in bf16 on CUDA
     layerdrop: float = 0.0              # LayerDrop rate of the supernet warm-up (shallower candidates)
     head_importance_steps: int = 0      # batches for head importance when a spec prunes heads (0: keep first)
+    group: int = 8                      # candidates trained together in lock-step (one batch, one teacher pass)
+    cuda_graphs: bool = True            # on CUDA: capture each length bucket's training step once, then replay
+    streams: bool = False               # on CUDA: each candidate of a group on its own stream (concurrent kernels)
+    bucket_widths: tuple[int, ...] = (32, 64, 128)  # padded lengths of training batches with CUDA graphs
     latency_batch: int = 32             # batch of the latency measurement (0: do not measure)
     latency_len: int = 128              # sequence length of the latency measurement
     seed: int = 0                       # data order and initialisation
@@ -164,7 +169,9 @@ class Evaluator:
                        cfg.max_len, self.cache)
         dev = encode(read_split(self.data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=skip), tok,
                      cfg.max_len, self.cache)
-        batches = Batcher(train, cfg.batch_size, seed=cfg.seed, device=self.device)
+        graphs = cfg.cuda_graphs and self.device.type == "cuda"
+        batches = Batcher(train, cfg.batch_size, seed=cfg.seed, device=self.device, fill=True,
+                          widths=cfg.bucket_widths if graphs else ())
         sup = self._supernet(t, teacher, tdir, batches)
         return _TaskState(t, teacher, batches, dev.to(self.device), sup, info["dev"])
 
@@ -215,44 +222,49 @@ class Evaluator:
         self.log(f"supernet warm-up on {t.name} took {time.perf_counter() - t0:.1f}s")
         return sup
 
-    # -- one candidate ---------------------------------------------------------------------------
+    # -- candidates ------------------------------------------------------------------------------
     def evaluate(self, spec: ModelSpec | str, *, steps: int | None = None) -> CandidateResult:
         """Train and score one candidate on every task; never raises for a broken candidate."""
-        from compiler import student_cost
-        spec = self._canonical(spec)
-        res = CandidateResult(spec=str(spec))
+        return self.evaluate_many([spec], steps=steps)[0]
+
+    def evaluate_many(self, specs: list[ModelSpec | str], *, steps: int | None = None) -> list[CandidateResult]:
+        """Train and score candidates on every task, ``cfg.group`` at a time in lock-step (the same
+        batches, one teacher forward per batch); a broken candidate fails alone.  Each result's
+        ``seconds`` is its share of the wall clock."""
+        parsed = [self._canonical(s) for s in specs]
+        res = [CandidateResult(spec=str(s)) for s in parsed]
         t0 = time.perf_counter()
         for name, st in self.state.items():
-            try:
-                metrics, curve, student = self._run(st, spec, steps or self.cfg.steps_for(name))
-                res.metrics[name] = metrics
-                res.curves[name] = curve.as_dict()
-                if not res.params:
-                    cost = student_cost(student, min(self.cfg.max_len, 128))
-                    res.params, res.flops_per_token = cost["params"], cost["mm_flops_per_token"]
-                    res.latency_ms = self._latency(student)
-            except _Stopped as stop:
-                res.status, res.reason = "stopped", f"{name}: {stop}"
-                res.curves[name] = stop.curve.as_dict()
-                break
-            except CandidateFailed as err:
-                res.status, res.reason = "failed", f"{name}: {err}"
-                break
-            except cuda_oom_types():
-                res.status, res.reason = "failed", f"{name}: CUDA out of memory"
-                break
-            except (ExprSearchError, RuntimeError, ValueError, AttributeError, IndexError, TypeError, KeyError) as err:
-                res.status, res.reason = "failed", f"{name}: {type(err).__name__}: {err}"
-                break
-            finally:
-                student = None
-                gc.collect()
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-        res.seconds = time.perf_counter() - t0
-        if res.status == "ok":
-            res.score = 100.0 * sum(res.metrics[t.name][t.main] for t in self.tasks) / len(self.tasks)
+            alive = [i for i, r in enumerate(res) if r.status == "ok"]
+            size = max(1, self.cfg.group)
+            for c in range(0, len(alive), size):
+                chunk = alive[c:c + size]
+                n_steps = steps or self.cfg.steps_for(name)
+                for i, run in zip(chunk, self._train_group(st, [parsed[i] for i in chunk], n_steps)):
+                    self._record(res[i], name, run)
+        share = (time.perf_counter() - t0) / max(1, len(res))
+        for r in res:
+            r.seconds = share
+            if r.status == "ok":
+                r.score = 100.0 * sum(r.metrics[t.name][t.main] for t in self.tasks) / len(self.tasks)
         return res
+
+    def _record(self, res: CandidateResult, name: str, run: "_Run") -> None:
+        from compiler import student_cost
+        if run.status != "ok":
+            res.status, res.reason = run.status, f"{name}: {run.reason}"
+            if run.curve is not None and run.status == "stopped":
+                res.curves[name] = run.curve.as_dict()
+            return
+        res.metrics[name] = run.metrics
+        res.curves[name] = run.curve.as_dict()
+        if not res.params:
+            try:
+                cost = student_cost(run.student, min(self.cfg.max_len, 128))
+                res.params, res.flops_per_token = cost["params"], cost["mm_flops_per_token"]
+                res.latency_ms = self._latency(run.student)
+            except _CANDIDATE_ERRORS as err:
+                res.status, res.reason = "failed", f"{name}: {type(err).__name__}: {err}"
 
     def _canonical(self, spec: ModelSpec | str) -> ModelSpec:
         from .canon import canonicalize_spec
@@ -267,8 +279,10 @@ class Evaluator:
         if name not in self.state:
             raise ConfigError(f"task {name} is not loaded; the evaluator has {', '.join(self.state)}")
         st = self.state[name]
-        metrics, _curve, student = self._run(st, self._canonical(spec), self.cfg.steps_for(name))
-        return student, st, metrics
+        run = self._train_group(st, [self._canonical(spec)], self.cfg.steps_for(name))[0]
+        if run.status != "ok":
+            raise CandidateFailed(f"{name}: {run.reason}")
+        return run.student, st, run.metrics
 
     def _latency(self, student: Any) -> float | None:
         """Milliseconds of one inference forward (bf16 autocast on CUDA), median of a few runs."""
@@ -320,42 +334,92 @@ class Evaluator:
             student.config.ffn_spec = str(spec)
         return student
 
-    def _run(self, st: _TaskState, spec: ModelSpec, steps: int) -> tuple[dict[str, float], Curve, Any]:
+    def _train_group(self, st: _TaskState, specs: list[ModelSpec], steps: int) -> list["_Run"]:
+        """Train ``specs`` together on one task; an error that breaks the whole group (a candidate
+        whose forward raises, out of memory) is retried one candidate at a time, so only the
+        culprit fails."""
+        try:
+            return self._group(st, specs, steps)
+        except _CANDIDATE_ERRORS as err:
+            self._free()
+            if len(specs) == 1:
+                why = "CUDA out of memory" if isinstance(err, cuda_oom_types()) else f"{type(err).__name__}: {err}"
+                return [_Run("failed", why)]
+            return [run for spec in specs for run in self._train_group(st, [spec], steps)]
+
+    def _group(self, st: _TaskState, specs: list[ModelSpec], steps: int) -> list["_Run"]:
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)
+        runs: list[_Run | None] = [None] * len(specs)
+        members, index = [], []
         st.supernet.use(4, 1)
-        student = self._student(st, spec)
-        kd = KDLoss(st.teacher, student, st.task, cfg.kd()).to(self.device)
-        hurdle_steps = {max(1, int(f * steps)) for f in cfg.hurdles}
-        curve = Curve()
-        log_every = min([steps] + [h for h in hurdle_steps]) if hurdle_steps else max(1, steps // 10)
-        tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, max_len=cfg.max_len,
-                         log_every=max(1, log_every))
+        for i, spec in enumerate(specs):
+            torch.manual_seed(cfg.seed)  # a candidate's start does not depend on its group
+            try:
+                student = self._student(st, spec)
+            except _CANDIDATE_ERRORS as err:
+                runs[i] = _Run("failed", f"{type(err).__name__}: {err}")
+                continue
+            kd = KDLoss(st.teacher, student, st.task, cfg.kd()).to(self.device)
+            members.append(Member(student, kd, list(kd.named_parameters())))
+            index.append(i)
+        if members:
+            hurdle_steps = sorted({max(1, int(f * steps)) for f in cfg.hurdles})
+            log_every = min([steps] + hurdle_steps) if hurdle_steps else max(1, steps // 10)
+            tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, max_len=cfg.max_len,
+                             log_every=max(1, log_every))
+            checked: set[int] = set()
 
-        checked: set[int] = set()
+            def hurdle(step: int, means: dict[int, float]) -> dict[int, str]:
+                """Stop members whose loss is above the quantile of earlier candidates' at a hurdle."""
+                stop: dict[int, str] = {}
+                for h in hurdle_steps:
+                    if step >= h and h not in checked:
+                        checked.add(h)
+                        earlier = st.losses.setdefault(h, [])
+                        bar = _quantile(earlier, cfg.hurdle_quantile) if len(earlier) >= 3 else None
+                        for k, loss in means.items():
+                            if bar is not None and loss > bar:
+                                stop[k] = f"hurdle at step {h}: loss {loss:.4g} > {bar:.4g}"
+                        earlier.extend(means.values())
+                return stop
 
-        def hurdle(step: int, loss: float) -> None:
-            for h in sorted(hurdle_steps):
-                if step >= h and h not in checked:
-                    checked.add(h)
-                    earlier = st.losses.setdefault(h, [])
-                    bar = _quantile(earlier, cfg.hurdle_quantile) if len(earlier) >= 3 else None
-                    earlier.append(loss)
-                    if bar is not None and loss > bar:
-                        raise _Stopped(f"hurdle at step {h}: loss {loss:.4g} > {bar:.4g}", curve)
+            kd0 = members[0].loss
+            trainer = GroupTrainer(members, tc, self.device, shared=kd0.teacher_outputs if kd0.needs_teacher else None,
+                                   graphs=cfg.cuda_graphs, streams=cfg.streams, log=self.log)
+            st.train.seed = cfg.seed  # every candidate sees the same batches in the same order
+            outs = trainer.train(st.train, on_log=hurdle if hurdle_steps else None)
+            for i, m, o in zip(index, members, outs):
+                if o.failed is not None:
+                    runs[i] = _Run("failed", str(o.failed))
+                elif o.stopped is not None:
+                    runs[i] = _Run("stopped", o.stopped, curve=o.curve)
+                else:
+                    metrics = dev_metrics(m.model, st.dev, st.task, self.device)
+                    o.curve.dev.append((steps, metrics[st.task.main]))
+                    runs[i] = _Run("ok", metrics=metrics, curve=o.curve, student=m.model)
+            del trainer, members
+            self._free()
+        return [r for r in runs if r is not None]
 
-        st.train.seed = cfg.seed  # every candidate sees the same batches in the same order
-        train_steps(list(student.named_parameters()) + list(kd.named_parameters()), lambda b: kd(student, b),
-                    st.train, tc, self.device, curve=curve, on_log=hurdle if hurdle_steps else None)
-        metrics = dev_metrics(student, st.dev, st.task, self.device)
-        curve.dev.append((steps, metrics[st.task.main]))
-        return metrics, curve, student
+    def _free(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
-class _Stopped(ExprSearchError):
-    def __init__(self, msg: str, curve: Curve) -> None:
-        super().__init__(msg)
-        self.curve = curve
+@dataclass
+class _Run:
+    """One candidate on one task: status, reason, dev metrics, learning curve, trained student."""
+
+    status: str
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    curve: Curve | None = None
+    student: Any = None
+
+
+_CANDIDATE_ERRORS: tuple[type[BaseException], ...] = (
+    ExprSearchError, RuntimeError, ValueError, AttributeError, IndexError, TypeError, KeyError) + cuda_oom_types()
 
 
 def _quantile(xs: list[float], q: float) -> float:

@@ -113,13 +113,32 @@ class Batcher:
     """Length-bucketed batches of a split held on ``device``.
 
     Each epoch: shuffle (seeded), cut into chunks of ``bucket`` batches, sort each chunk by length,
-    split into batches, shuffle the batch order.  ``pad_to`` rounds the padded length up."""
+    split into batches, shuffle the batch order.  ``pad_to`` rounds the padded length up.
+    Static shapes (for CUDA graphs): ``widths`` pads every batch to the smallest of a few widths
+    that holds it, and ``fill`` tops a short batch up with rows of the same epoch, so every
+    training batch has exactly ``batch_size`` rows and one of ``len(widths)`` shapes.
+
+    >>> enc = Encoded(torch.tensor([[5, 6, 7, 0], [7, 0, 0, 0], [8, 9, 0, 0]]), torch.zeros(3, 4, dtype=torch.long),
+    ...               torch.tensor([3, 1, 2]), torch.tensor([1.0, 0.0, 1.0]))
+    >>> [tuple(b.input_ids.shape) for b in Batcher(enc, 2, widths=(2, 4), fill=True).epoch(0)]
+    [(2, 4), (2, 2)]
+    """
 
     def __init__(self, enc: Encoded, batch_size: int, seed: int = 0, device: torch.device | str = "cpu",
-                 shuffle: bool = True, bucket: int = 50, pad_to: int = 8) -> None:
+                 shuffle: bool = True, bucket: int = 50, pad_to: int = 8, widths: tuple[int, ...] = (),
+                 fill: bool = False) -> None:
         self.enc = enc.to(device)
         self.bs, self.seed, self.shuffle, self.bucket, self.pad_to = batch_size, seed, shuffle, bucket, pad_to
         self.lengths = enc.lengths.tolist()
+        lmax = enc.input_ids.shape[1]
+        self.widths = tuple(sorted({min(w, lmax) for w in widths} | ({lmax} if widths else set())))
+        self.fill = fill
+
+    def width(self, longest: int) -> int:
+        """The padded width of a batch whose longest row has ``longest`` tokens."""
+        if self.widths:
+            return next(w for w in self.widths if w >= longest)
+        return min(self.enc.input_ids.shape[1], -(-longest // self.pad_to) * self.pad_to)
 
     def __len__(self) -> int:
         return (len(self.enc) + self.bs - 1) // self.bs
@@ -136,13 +155,16 @@ class Batcher:
         for c in range(0, len(idx), chunk):
             part = sorted(idx[c:c + chunk], key=lambda i: self.lengths[i])
             batches += [part[i:i + self.bs] for i in range(0, len(part), self.bs)]
+        if self.fill and batches and len(batches[-1]) < self.bs:  # top up from the epoch's other rows
+            short, taken = batches[-1], set(batches[-1])
+            rest = [i for i in idx if i not in taken] or idx
+            short += [rest[j % len(rest)] for j in range(self.bs - len(short))]
         rng.shuffle(batches)
         return batches
 
     def make(self, rows: list[int], index: torch.Tensor | None = None) -> Batch:
         e = self.enc
-        width = max(self.lengths[i] for i in rows)
-        width = min(e.input_ids.shape[1], -(-width // self.pad_to) * self.pad_to)
+        width = self.width(max(self.lengths[i] for i in rows))
         if index is None:
             index = torch.tensor(rows).to(e.input_ids.device)
         ids = e.input_ids.index_select(0, index)[:, :width].long()

@@ -24,7 +24,7 @@ from .glue import Task, compute_metrics
 from .tokens import Batch, Batcher, Encoded
 
 __all__ = ["TrainConfig", "CandidateFailed", "train_steps", "predict", "dev_metrics", "make_optimizer",
-           "Curve", "cuda_oom_types"]
+           "Curve", "cuda_oom_types", "lr_factor", "param_groups", "bad_reason"]
 
 
 class CandidateFailed(ExprSearchError):
@@ -52,19 +52,33 @@ class TrainConfig:
     log_every: int = 50           # steps between learning-curve points
 
 
-def make_optimizer(params: Iterator[tuple[str, nn.Parameter]], cfg: TrainConfig, device: torch.device
-                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
+    """The learning-rate schedule (a factor of ``cfg.lr`` for 0-based step s): linear warm-up over
+    ``cfg.warmup`` of the steps, then linear decay to 0.
+
+    >>> f = lr_factor(TrainConfig(steps=10, warmup=0.2))
+    >>> [round(f(s), 3) for s in (0, 1, 2, 9)]
+    [0.5, 1.0, 1.0, 0.125]
+    """
+    warm = max(1, int(cfg.warmup * cfg.steps))
+    return lambda s: min((s + 1) / warm, max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm)))
+
+
+def param_groups(params: Iterator[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices, none on biases and LayerNorms."""
     decay, no_decay = [], []
     for name, p in params:
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "ln" in name.lower() or "layernorm" in name.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(params: Iterator[tuple[str, nn.Parameter]], cfg: TrainConfig, device: torch.device
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    groups = param_groups(params, cfg.weight_decay)
     fused = device.type == "cuda"
     opt = torch.optim.AdamW(groups, lr=cfg.lr, fused=fused) if fused else torch.optim.AdamW(groups, lr=cfg.lr)
-    warm = max(1, int(cfg.warmup * cfg.steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm))))
-    return opt, sched
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
 
 
 @dataclass
@@ -132,12 +146,17 @@ def train_steps(params: list[tuple[str, nn.Parameter]], loss_fn: Callable[[Batch
     return curve
 
 
-def _raise_bad(loss: float, norm: float, cfg: TrainConfig, step: int) -> None:
+def bad_reason(loss: float, norm: float, cfg: TrainConfig, step: int) -> CandidateFailed:
+    """Why a step failed: the loss or gradient norm is not finite, or the gradients exploded."""
     if not math.isfinite(loss):
-        raise CandidateFailed(f"loss is {loss}", step)
+        return CandidateFailed(f"loss is {loss}", step)
     if not math.isfinite(norm):
-        raise CandidateFailed(f"gradient norm is {norm}", step)
-    raise CandidateFailed(f"exploding gradients (norm {norm:.3g} > {cfg.explode:g})", step)
+        return CandidateFailed(f"gradient norm is {norm}", step)
+    return CandidateFailed(f"exploding gradients (norm {norm:.3g} > {cfg.explode:g})", step)
+
+
+def _raise_bad(loss: float, norm: float, cfg: TrainConfig, step: int) -> None:
+    raise bad_reason(loss, norm, cfg, step)
 
 
 @torch.no_grad()

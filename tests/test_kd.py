@@ -128,9 +128,9 @@ def test_nan_loss_fails_only_that_candidate(ev, monkeypatch):
     orig = KDLoss.forward
     calls = {"n": 0}
 
-    def nan_from_step_7(self, student, batch):
+    def nan_from_step_7(self, student, batch, *shared):
         calls["n"] += 1
-        loss = orig(self, student, batch)
+        loss = orig(self, student, batch, *shared)
         return loss * float("nan") if calls["n"] >= 7 else loss
 
     monkeypatch.setattr(KDLoss, "forward", nan_from_step_7)
@@ -147,7 +147,7 @@ def test_nan_loss_fails_only_that_candidate(ev, monkeypatch):
 
 def test_infinite_loss_is_reported(ev, monkeypatch):
     orig = KDLoss.forward
-    monkeypatch.setattr(KDLoss, "forward", lambda self, s, b: orig(self, s, b) + float("inf"))
+    monkeypatch.setattr(KDLoss, "forward", lambda self, s, b, *t: orig(self, s, b, *t) + float("inf"))
     r = ev.evaluate(SPEC)
     assert r.status == "failed" and "loss is inf at step 1" in r.reason
 
@@ -334,8 +334,8 @@ def test_hurdle_stops_a_clearly_worse_candidate(easy_glue, easy_teacher, kd_cach
     ev_h = Evaluator(eval_config(easy_glue, easy_teacher, kd_cache, hurdles=(0.5,), steps=10), log=quiet)
     orig = KDLoss.forward
 
-    def worse(self, student, batch):
-        return orig(self, student, batch) + 100.0
+    def worse(self, student, batch, *shared):
+        return orig(self, student, batch, *shared) + 100.0
 
     good1, good2 = ev_h.evaluate(SPEC), ev_h.evaluate(SPEC)
     assert good1.status == good2.status == "ok"

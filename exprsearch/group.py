@@ -1,0 +1,240 @@
+"""K models + one batch stream --> K models trained in lock-step: one step trains them all.
+
+Input: K ``Member`` s (a model, its loss ``loss(model, batch, shared)`` and any extra trainable
+parameters), an optional ``shared(batch)`` computed once per batch under ``no_grad`` and handed
+to every loss (the teacher's logits and hidden states), a ``Batcher`` and a ``TrainConfig``.
+Output: per member an ``Outcome`` -- its learning curve and, if its training broke, the
+``CandidateFailed`` (NaN/Inf loss or gradient norm, exploding gradients) with the step.
+
+Why: at this model size a training step is bound by kernel launches and Python, not by the GPU.
+One step for K candidates shares the batch and the teacher forward, and on CUDA the whole step
+of a length bucket (teacher forward, K forwards and backwards, per-candidate clipping, one fused
+AdamW update) is captured once in a CUDA graph and replayed: a step is then one launch.
+
+Invariants: members never interact -- their losses are summed only to run one backward, each has
+its own gradient clip and failure flag, and a failed member keeps running (its numbers are
+discarded) so a captured graph never changes; the learning rate, the step id and the batch live
+in device tensors that the graph reads, so replays need no host synchronisation (the host reads
+the losses every ``log_every`` steps); a step that cannot be captured runs eagerly (``mode``).
+
+>>> import torch
+>>> from .tokens import Encoded, Batcher
+>>> enc = Encoded(torch.randint(1, 50, (64, 6)), torch.zeros(64, 6, dtype=torch.long),
+...               torch.full((64,), 6), torch.randint(0, 2, (64,)).float())
+>>> def mean_loss(m, batch, shared):
+...     return m(batch.input_ids.float()).pow(2).mean()
+>>> members = [Member(torch.nn.Linear(6, 1), mean_loss) for _ in range(3)]
+>>> outs = GroupTrainer(members, TrainConfig(lr=0.1, steps=20, log_every=10)).train(Batcher(enc, 16))
+>>> [len(o.curve.loss) for o in outs], all(o.failed is None for o in outs)
+([2, 2, 2], True)
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .tokens import Batch, Batcher
+from .train import CandidateFailed, Curve, TrainConfig, bad_reason, lr_factor, param_groups
+
+__all__ = ["Member", "Outcome", "GroupTrainer"]
+
+LossFn = Callable[[nn.Module, Batch, Any], torch.Tensor]
+
+
+@dataclass
+class Member:
+    """One model trained in the group."""
+
+    model: nn.Module
+    loss: LossFn                                                     # (model, batch, shared) -> loss
+    extra: list[tuple[str, nn.Parameter]] = field(default_factory=list)  # e.g. a KD projection
+
+
+@dataclass
+class Outcome:
+    curve: Curve = field(default_factory=Curve)
+    failed: CandidateFailed | None = None
+    stopped: str | None = None          # set when ``on_log`` stops the member (a hurdle)
+
+    @property
+    def running(self) -> bool:
+        return self.failed is None and self.stopped is None
+
+
+OnLog = Callable[[int, dict[int, float]], dict[int, str]]  # (step, {member: mean loss}) -> {member: why stop}
+
+
+class GroupTrainer:
+    """Train members in lock-step for ``cfg.steps`` steps (``train``); see the module docstring."""
+
+    def __init__(self, members: list[Member], cfg: TrainConfig, device: torch.device | str = "cpu",
+                 shared: Callable[[Batch], Any] | None = None, graphs: bool = True, streams: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.members, self.cfg, self.shared = members, cfg, shared
+        self.device = torch.device(device)
+        self.log = log or (lambda m: None)
+        cuda = self.device.type == "cuda"
+        self.use_graphs, self.streams = graphs and cuda, streams and cuda
+        named = [[(n, p) for n, p in list(m.model.named_parameters()) + list(m.extra) if p.requires_grad]
+                 for m in members]
+        self.params = [[p for _, p in ps] for ps in named]
+        groups = param_groups(iter([np for ps in named for np in ps]), cfg.weight_decay)
+        if cuda:  # a device-side learning rate: the captured update reads it, the host refreshes it
+            self.lr = torch.tensor(cfg.lr, device=self.device)
+            self.opt = torch.optim.AdamW(groups, lr=self.lr, fused=True, capturable=True)
+        else:
+            self.lr = None
+            self.opt = torch.optim.AdamW(groups, lr=cfg.lr)
+        k = len(members)
+        self.acc = torch.zeros(k, device=self.device)            # summed loss since the last log point
+        self.first_bad = torch.zeros(k, 3, device=self.device)   # (step, loss, norm) of the first bad step
+        self.step_id = torch.zeros((), device=self.device)
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Batch]] = {}
+        self._pool: Any = None
+        self._warm = False
+        self._side = [torch.cuda.Stream(self.device) for _ in members] if self.streams else []
+        self.mode = "graphs" if self.use_graphs else "eager"
+        self.counts = {"eager": 0, "captured": 0, "replayed": 0}
+
+    # -- one step --------------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.cfg.bf16 and self.device.type == "cuda", cache_enabled=False)
+
+    def _body(self, batch: Batch) -> None:
+        """The whole step on ``batch``: what runs eagerly or is captured."""
+        cfg, k = self.cfg, len(self.members)
+        with self._autocast():
+            shared = self.shared(batch) if self.shared is not None else None
+        losses: list[torch.Tensor] = []
+        norms: list[torch.Tensor] = []
+        main = torch.cuda.current_stream(self.device) if self._side else None
+        for i, m in enumerate(self.members):
+            side = self._side[i] if self._side else None
+            if side is not None:
+                side.wait_stream(main)
+            with torch.cuda.stream(side) if side is not None else nullcontext():
+                with self._autocast():
+                    loss = m.loss(m.model, batch, shared).float()
+                if side is not None:  # each member's backward and clip on its own stream
+                    loss.backward()
+                    norms.append(torch.nn.utils.clip_grad_norm_(self.params[i], cfg.clip))
+            losses.append(loss)
+        if self._side:
+            for s in self._side:
+                main.wait_stream(s)
+        else:
+            torch.stack(losses).sum().backward()  # independent members: each loss reaches only its own weights
+            norms = [torch.nn.utils.clip_grad_norm_(ps, cfg.clip) for ps in self.params]
+        loss_v = torch.stack([x.detach() for x in losses])
+        norm_v = torch.stack([n.float() for n in norms])
+        bad = ~torch.isfinite(norm_v) | (norm_v > cfg.explode) | ~torch.isfinite(loss_v)
+        here = torch.stack([self.step_id.expand(k), loss_v, norm_v], 1)
+        self.first_bad.copy_(torch.where((bad & (self.first_bad[:, 0] == 0))[:, None], here, self.first_bad))
+        self.acc.add_(loss_v)
+        self.opt.step()
+
+    def _eager(self, batch: Batch) -> None:
+        if self.device.type == "cuda" and not self._warm:  # first step: warm up on a side stream
+            s = torch.cuda.Stream(self.device)
+            s.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(s):
+                self._body(batch)
+            torch.cuda.current_stream(self.device).wait_stream(s)
+        else:
+            self._body(batch)
+        self.opt.zero_grad(set_to_none=True)
+        self._warm = True
+        self.counts["eager"] += 1
+
+    def _step(self, batch: Batch) -> None:
+        if not self.use_graphs or not self._warm:
+            return self._eager(batch)
+        key = tuple(batch.input_ids.shape)
+        if key not in self._graphs:
+            try:
+                self._graphs[key] = self._capture(batch)
+            except Exception as err:  # noqa: BLE001 - a step that cannot be captured runs eagerly
+                self.log(f"CUDA graph capture failed ({type(err).__name__}: {err}); training eagerly")
+                self.use_graphs, self.mode = False, "eager (capture failed)"
+                self._graphs.clear()
+                torch.cuda.synchronize(self.device)
+                self.opt.zero_grad(set_to_none=True)
+                return self._eager(batch)
+        graph, static = self._graphs[key]
+        for dst, src in zip(_fields(static), _fields(batch)):
+            dst.copy_(src)
+        graph.replay()
+        self.counts["replayed"] += 1
+
+    def _capture(self, batch: Batch) -> tuple[torch.cuda.CUDAGraph, Batch]:
+        static = Batch(*(t.clone() for t in _fields(batch)))
+        self.opt.zero_grad(set_to_none=True)  # gradients are allocated (and written, not summed) in the graph
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()  # one pool: the graphs never run at once
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize(self.device)
+        with torch.cuda.graph(graph, pool=self._pool):
+            self._body(static)
+        self.counts["captured"] += 1
+        return graph, static
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def train(self, batches: Batcher, on_log: OnLog | None = None) -> list[Outcome]:
+        """Run ``cfg.steps`` steps; every ``log_every`` steps record each running member's mean loss,
+        mark newly failed members, and let ``on_log`` stop members.  Stops early once none runs."""
+        cfg = self.cfg
+        factor = lr_factor(cfg)
+        outs = [Outcome() for _ in self.members]
+        stream = batches.forever()
+        last = 0  # step of the last curve point
+        for step in range(1, cfg.steps + 1):
+            if self.lr is not None:
+                self.lr.fill_(cfg.lr * factor(step - 1))
+            else:
+                for g in self.opt.param_groups:
+                    g["lr"] = cfg.lr * factor(step - 1)
+            self.step_id.fill_(step)
+            self._step(next(stream))
+            point = step % cfg.log_every == 0 or step == cfg.steps
+            if point or self.device.type != "cuda":  # on the CPU a check costs nothing: fail fast
+                self._check(step, outs, step - last if point else 0, on_log)
+                last = step if point else last
+                if not any(o.running for o in outs):
+                    break
+        self.release()
+        return outs
+
+    def _check(self, step: int, outs: list[Outcome], n: int, on_log: OnLog | None) -> None:
+        """Failures always; with ``n`` > 0 also a curve point (mean of the last n steps) and hurdles."""
+        bad = self.first_bad.tolist()
+        for i, o in enumerate(outs):
+            if o.failed is None and bad[i][0] > 0:
+                s, lo, no = bad[i]
+                o.failed = bad_reason(lo, no, self.cfg, int(s))
+        if not n:
+            return
+        acc = self.acc.tolist()
+        self.acc.zero_()
+        means: dict[int, float] = {}
+        for i, o in enumerate(outs):
+            if o.running:
+                o.curve.loss.append((step, acc[i] / n))
+                means[i] = acc[i] / n
+        if on_log is not None and means:
+            for i, why in on_log(step, means).items():
+                outs[i].stopped = why
+
+    def release(self) -> None:
+        """Free the captured graphs and their memory pool."""
+        self._graphs.clear()
+        self._pool = None
+        self.opt.zero_grad(set_to_none=True)
+
+
+def _fields(b: Batch) -> tuple[torch.Tensor, ...]:
+    return (b.input_ids, b.token_type_ids, b.attention_mask, b.labels, b.index)
