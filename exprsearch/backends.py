@@ -1,16 +1,19 @@
 """candidate specs --> evaluation results, on one process, a process pool, or a Ray cluster.
 
 Input: an ``EvalConfig`` and batches of (key, spec text).  Output: ``{key: result dict}`` for each
-batch.  Invariants: each worker builds its ``Evaluator`` (teachers, data, warm supernets) once;
-results come back to the caller -- the store's one writer; a batch's results do not depend on
-which worker ran what (evaluation is seeded per candidate), so every backend gives the same
-results for the same seed; a worker that dies is replaced and its candidates are retried
-(``max_retries``), then reported as failed.
+batch.  A batch is cut into groups of ``cfg.group`` candidates that one worker trains together
+(``Evaluator.evaluate_many``).  Invariants: each worker builds its ``Evaluator`` (teachers, data,
+warm supernets) once; results come back to the caller -- the store's one writer; the groups do
+not depend on the backend or the worker count and evaluation is seeded, so every backend gives
+the same results for the same seed; a worker that dies is replaced and its candidates are
+retried one by one (``max_retries``), then reported as failed.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from .errors import ConfigError
@@ -50,56 +53,88 @@ class InlineBackend(Backend):
 
     def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
         out = {}
-        for key, spec in batch:
-            out[key] = {**self.evaluator.evaluate(spec).as_dict(), "key": key, "worker": "inline"}
-            on_result(key, out[key])
+        for chunk in _chunks(list(batch), self.evaluator.cfg.group):  # a group's results are committed together
+            for key, r in _evaluate(self.evaluator, chunk, "inline"):
+                out[key] = r
+                on_result(key, r)
         return out
+
+
+def _evaluate(ev: Any, items: Batch, worker: str) -> list[tuple[str, dict[str, Any]]]:
+    """Evaluate (key, spec) items together (one group); results keyed, tagged with the worker."""
+    results = ev.evaluate_many([spec for _, spec in items])
+    return [(key, {**r.as_dict(), "key": key, "worker": worker}) for (key, _), r in zip(items, results)]
+
+
+def _chunks(batch: Batch, size: int) -> list[Batch]:
+    """``batch`` cut into consecutive groups of ``size``: the same groups whatever the backend or
+    the number of workers, so a candidate trains with the same group-mates (and the same random
+    draws) everywhere.
+
+    >>> [len(c) for c in _chunks([("k", "s")] * 10, 4)]
+    [4, 4, 2]
+    """
+    size = max(1, size)
+    return [batch[i:i + size] for i in range(0, len(batch), size)]
 
 
 _WORKER: Any = None
 
 
-def _init_worker(cfg: Any) -> None:
+def _init_worker(cfg: Any, ready: Any) -> None:
     global _WORKER
     from .evaluate import Evaluator
     _WORKER = Evaluator(cfg, log=lambda m: None)
+    with ready.get_lock():  # the pool is ready when every worker holds its Evaluator
+        ready.value += 1
 
 
-def _work(item: tuple[str, str]) -> tuple[str, dict[str, Any]]:
-    key, spec = item
-    return key, {**_WORKER.evaluate(spec).as_dict(), "key": key, "worker": f"pid{os.getpid()}"}
+def _work(items: Batch) -> list[tuple[str, dict[str, Any]]]:
+    return _evaluate(_WORKER, items, f"pid{os.getpid()}")
 
 
 class PoolBackend(Backend):
     """N worker processes on this machine (they share the GPU: their CPU-side work overlaps)."""
 
-    def __init__(self, cfg: Any, workers: int, log: Any = print, max_retries: int = 1) -> None:
+    def __init__(self, cfg: Any, workers: int, log: Any = print, max_retries: int = 1,
+                 start_timeout: float = 1800.0) -> None:
         from .evaluate import Evaluator
         Evaluator(cfg, log=log)  # fill the caches (teachers, tokens, supernets) once, here
         self.cfg, self.capacity, self.retries = cfg, workers, max_retries
-        self.pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg,))
+        ctx = mp.get_context("spawn")
+        ready = ctx.Value("i", 0)
+        self.pool = ctx.Pool(workers, initializer=_init_worker,
+                             initargs=(replace(cfg, setup_workers=1), ready))  # caches are warm
+        deadline = time.monotonic() + start_timeout
+        while ready.value < workers:  # wait until every worker can evaluate: start-up is not search time
+            if time.monotonic() > deadline:
+                self.pool.terminate()
+                raise ConfigError(f"the {workers} worker processes did not start within {start_timeout:.0f}s "
+                                  "(run with --workers 1 to see the error)")
+            time.sleep(0.1)
 
     def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        todo = list(batch)
+        todo = _chunks(list(batch), self.cfg.group)
         for attempt in range(self.retries + 1):
-            pending = [(item, self.pool.apply_async(_work, (item,))) for item in todo]
+            pending = [(chunk, self.pool.apply_async(_work, (chunk,))) for chunk in todo]
             todo = []
             while pending:  # hand results over as they finish, whatever their order
                 still = []
-                for item, res in pending:
+                for chunk, res in pending:
                     if not res.ready():
-                        still.append((item, res))
+                        still.append((chunk, res))
                         continue
                     try:
-                        key, r = res.get()
-                    except Exception as err:  # noqa: BLE001 - a worker crash fails (then retries) one candidate
+                        done = res.get()
+                    except Exception as err:  # noqa: BLE001 - a worker crash fails (then retries) its chunk
                         if attempt < self.retries:
-                            todo.append(item)
+                            todo += [[item] for item in chunk]  # retried one by one: the culprit fails alone
                             continue
-                        key, r = item[0], _failed(item[0], f"worker error: {type(err).__name__}: {err}")
-                    out[key] = r
-                    on_result(key, r)
+                        done = [(k, _failed(k, f"worker error: {type(err).__name__}: {err}")) for k, _ in chunk]
+                    for key, r in done:
+                        out[key] = r
+                        on_result(key, r)
                 pending = still
                 if pending:
                     pending[0][1].wait(0.05)
@@ -134,26 +169,27 @@ class RayBackend(Backend):
             def __init__(self, c: Any) -> None:
                 self.ev = Evaluator(c, log=lambda m: None)
 
-            def evaluate(self, key: str, spec: str) -> dict[str, Any]:
-                return {**self.ev.evaluate(spec).as_dict(), "key": key, "worker": f"ray-pid{os.getpid()}"}
+            def evaluate(self, items: Batch) -> list[tuple[str, dict[str, Any]]]:
+                return _evaluate(self.ev, items, f"ray-pid{os.getpid()}")
 
-        self.actors = [_Actor.remote(cfg) for _ in range(workers)]
-        self.capacity = workers
+        self.actors = [_Actor.remote(replace(cfg, setup_workers=1)) for _ in range(workers)]  # caches are warm
+        self.capacity, self.group = workers, cfg.group
 
     def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
-        refs = {self.actors[i % len(self.actors)].evaluate.remote(key, spec): key
-                for i, (key, spec) in enumerate(batch)}
+        refs = {self.actors[i % len(self.actors)].evaluate.remote(chunk): chunk
+                for i, chunk in enumerate(_chunks(list(batch), self.group))}
         out: dict[str, dict[str, Any]] = {}
         remaining = list(refs)
-        while remaining:  # stream results back as they finish
-            done, remaining = self.ray.wait(remaining, num_returns=1)
-            for ref in done:
-                key = refs[ref]
+        while remaining:  # stream results back as chunks finish
+            ready, remaining = self.ray.wait(remaining, num_returns=1)
+            for ref in ready:
                 try:
-                    out[key] = self.ray.get(ref)
+                    done = self.ray.get(ref)
                 except Exception as err:  # noqa: BLE001 - actor died past its retries
-                    out[key] = _failed(key, f"ray worker error: {type(err).__name__}: {err}")
-                on_result(key, out[key])
+                    done = [(k, _failed(k, f"ray worker error: {type(err).__name__}: {err}")) for k, _ in refs[ref]]
+                for key, r in done:
+                    out[key] = r
+                    on_result(key, r)
         return out
 
     def close(self) -> None:

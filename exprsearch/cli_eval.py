@@ -96,11 +96,10 @@ def cmd_teacher(ns: argparse.Namespace) -> int:
     if not ns.task:
         raise ConfigError("name the task(s): --task RTE or --task RTE,MRPC")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-    tcfg = teacher_config(cfg)
     out = {}
     for name in cfg.tasks:
         path = finetune_teacher(task(name), resolve_data_dir(cfg.data_dir),
-                                Path(cfg.teacher) if cfg.teacher else default_teacher_dir(), tcfg,
+                                Path(cfg.teacher) if cfg.teacher else default_teacher_dir(), teacher_config(cfg, name),
                                 cache_root(cfg.cache_dir), device, _log(ns))
         out[name] = {"path": str(path), **json.loads((path / "exprsearch.json").read_text())}
     rows = [[t, ", ".join(f"{k} {100 * v:.2f}" for k, v in o["dev"].items()), f"{o['seconds']:.1f}s", o["path"]]

@@ -17,12 +17,13 @@ SEARCH_PRESETS: dict[str, tuple[dict, dict]] = {  # (search options, eval option
                    population=4, tournament=2),
               dict(tasks=("SST-2",), max_train=256, max_dev=128, max_len=32, batch_size=16, steps=20,
                    warmup_steps=20, teacher_epochs=1.0, latency_batch=4, latency_len=32)),
-    # one H100 (BENCHMARKS.md): four tasks, batch 128, three worker processes sharing the GPU
-    "gpu": (dict(candidates=60, stage2_candidates=30, stage3_candidates=32, supernet_steps=300, multitask_steps=300,
-                 workers=3),
+    # one H200 (BENCHMARKS.md): four tasks, the strong teacher recipe, batch 128, groups of 16 candidates
+    # trained in lock-step with CUDA graphs, two worker processes sharing the GPU
+    "gpu": (dict(candidates=300, stage2_candidates=100, stage3_candidates=32, supernet_steps=300,
+                 multitask_steps=300, workers=2, batch=32, population=32, tournament=8),
             dict(tasks=("MRPC", "RTE", "CoLA", "SST-2"), batch_size=128, lr=2e-4,
-                 task_steps="MRPC=75,RTE=50,CoLA=100,SST-2=150", warmup_steps=600, teacher_epochs=2.0,
-                 teacher_batch=64)),
+                 task_steps="MRPC=75,RTE=50,CoLA=100,SST-2=150", warmup_steps=600, teacher_epochs=5.0,
+                 teacher_task_epochs="SST-2=3", teacher_batch=32, group=16)),
     # the reference method's scale: MNLI, long stages (days on one GPU; use Ray)
     "paper": (dict(candidates=1000, stage2_candidates=500, stage3_candidates=200, supernet_steps=5000,
                    multitask_steps=10000),

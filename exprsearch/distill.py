@@ -174,12 +174,14 @@ class SupernetStudent(nn.Module):
     @torch.no_grad()
     def extract(self, spec: ModelSpec) -> ExprBertForSequenceClassification:
         """A standalone student for ``spec`` inheriting every weight: embeddings, attention, pooler
-        and classifier copied, each FFN the supernet slice it uses (``inherit``)."""
+        and classifier copied, each FFN the supernet slice it uses (``inherit``).  Built on the
+        supernet's device (the random initialisation it overwrites is cheap there)."""
         spec = spec.broadcast(self.cfg.layers)
-        student = build_student(spec, replace(self.cfg, type_vocab=self.model.config.type_vocab_size))
-        _copy(student, self.model, sliced=True)  # all but the FFNs; pruned heads keep the first heads
-        for layer, sup, e in zip(student.bert.encoder.layer, self.supers, spec.layers):
-            layer.output = ExprFFNOutput(inherit(sup, e))
+        with torch.device(next(self.parameters()).device):
+            student = build_student(spec, replace(self.cfg, type_vocab=self.model.config.type_vocab_size))
+            _copy(student, self.model, sliced=True)  # all but the FFNs; pruned heads keep the first heads
+            for layer, sup, e in zip(student.bert.encoder.layer, self.supers, spec.layers):
+                layer.output = ExprFFNOutput(inherit(sup, e))
         student.config._attn_implementation = self.model.config._attn_implementation
         return student
 

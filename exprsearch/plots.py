@@ -19,6 +19,7 @@ import torch
 from .errors import ConfigError
 from .expr import Expr
 from .numeric import Probe, evaluate_at
+from .stats import kendall_tau
 
 __all__ = ["plot_nonlinearity", "plot_progress", "plot_pareto", "plot_proxy", "kendall_tau"]
 
@@ -138,31 +139,6 @@ def plot_pareto(rows: list[dict[str, Any]], path: str | Path, *, standard: float
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-b between two score lists.
-
-    >>> kendall_tau([1, 2, 3], [1, 2, 3]), kendall_tau([1, 2, 3], [3, 2, 1])
-    (1.0, -1.0)
-    """
-    n = len(a)
-    conc = disc = ta = tb = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            da, db = a[i] - a[j], b[i] - b[j]
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ta += 1
-            elif db == 0:
-                tb += 1
-            elif (da > 0) == (db > 0):
-                conc += 1
-            else:
-                disc += 1
-    den = math.sqrt((conc + disc + ta) * (conc + disc + tb))
-    return (conc - disc) / den if den else 0.0
 
 
 def plot_proxy(pairs: Sequence[tuple[float, float]], path: str | Path, *, proxy_label: str = "proxy score") -> Path:

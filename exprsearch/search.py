@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from .dedup import Deduper
 from .errors import ConfigError
-from .evaluate import STANDARD_SPEC, EvalConfig
+from .protocol import EXECUTION_FIELDS, STANDARD_SPEC, EvalConfig
 from .expr import ModelSpec
 from .generate import Space
 from .ops import REFERENCE_BINARY, REFERENCE_UNARY
@@ -94,8 +94,8 @@ class SearchConfig:
 def eval_hash(cfg: EvalConfig) -> str:
     """Identity of an evaluation protocol: results are reusable across runs only under the same."""
     d = asdict(cfg)
-    for k in ("device", "cache_dir", "latency_batch", "latency_len"):
-        d.pop(k, None)
+    for k in EXECUTION_FIELDS + ("teacher_task_epochs",) * (not cfg.teacher_task_epochs):
+        d.pop(k, None)  # a field added with a neutral default keeps older stores' hashes
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

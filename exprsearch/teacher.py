@@ -23,7 +23,8 @@ import torch
 from .errors import ConfigError, ExprSearchError
 from .glue import Task, file_digest, read_split
 from .tokens import Batcher, encode
-from .train import TrainConfig, dev_metrics, train_steps
+from .group import GroupTrainer, Member
+from .train import TrainConfig, dev_metrics
 
 __all__ = ["default_teacher_dir", "load_tokenizer", "load_teacher", "teacher_digest", "finetune_teacher",
            "TeacherConfig", "offline", "fp32_kwargs"]
@@ -107,6 +108,7 @@ class TeacherConfig:
     max_dev: int | None = None    # evaluate on the first N dev rows (CPU presets)
     skip_bad_rows: bool = False   # count and skip malformed data rows instead of stopping
     seed: int = 0                 # data order
+    cuda_graphs: bool = True      # on CUDA: replay each length bucket's captured training step
 
 
 def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherConfig, cache_dir: Path,
@@ -116,7 +118,7 @@ def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherCon
     train = read_split(data_dir, t, "train", limit=cfg.max_train, skip_bad_rows=cfg.skip_bad_rows)
     dev = read_split(data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=cfg.skip_bad_rows)
     key = hashlib.sha256(json.dumps([teacher_digest(teacher_dir), t.name, file_digest(train.path),
-                                     file_digest(dev.path), asdict(cfg)], sort_keys=True).encode()).hexdigest()[:20]
+                                     file_digest(dev.path), _recipe(cfg), "v2"], sort_keys=True).encode()).hexdigest()[:20]
     out = cache_dir / "teachers" / f"{t.name}-{key}"
     if (out / "exprsearch.json").is_file():
         return out
@@ -124,15 +126,18 @@ def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherCon
     torch.manual_seed(cfg.seed)  # the new classifier head is drawn here: make it reproducible
     model = load_teacher(teacher_dir, t.num_labels).to(device)
     tr, dv = encode(train, tok, cfg.max_len, cache_dir), encode(dev, tok, cfg.max_len, cache_dir)
-    batches = Batcher(tr, cfg.batch_size, seed=cfg.seed, device=device)
+    graphs = cfg.cuda_graphs and device.type == "cuda"
+    batches = Batcher(tr, cfg.batch_size, seed=cfg.seed, device=device, fill=True,
+                      widths=(32, 64, 96, 128) if graphs else ())
     steps = max(1, round(cfg.epochs * len(batches)))
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, max_len=cfg.max_len, seed=cfg.seed,
                        log_every=max(1, steps // 10))
     torch.manual_seed(cfg.seed)
-    loss_fn = _task_loss(model, t)
     t0 = time.perf_counter()
     log(f"fine-tuning teacher on {t.name}: {len(tr)} examples, {steps} steps on {device}")
-    train_steps(list(model.named_parameters()), loss_fn, batches, tcfg, device)
+    outcome = GroupTrainer([Member(model, _task_loss(t))], tcfg, device, graphs=graphs, log=log).train(batches)[0]
+    if outcome.failed is not None:
+        raise ExprSearchError(f"teacher fine-tuning on {t.name} failed: {outcome.failed}")
     seconds = time.perf_counter() - t0
     metrics = dev_metrics(model, dv, t, device)
     log(f"teacher {t.name}: dev {metrics} in {seconds:.1f}s")
@@ -150,8 +155,15 @@ def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherCon
     return out
 
 
-def _task_loss(model: Any, t: Task):
-    def loss(batch):
+def _recipe(cfg: TeacherConfig) -> dict[str, Any]:
+    """The fields that change the fine-tuned weights (not how the steps are executed)."""
+    d = asdict(cfg)
+    d.pop("cuda_graphs")
+    return d
+
+
+def _task_loss(t: Task):
+    def loss(model, batch, shared):
         eager = getattr(model.config, "_attn_implementation", "sdpa") == "eager"
         logits = model(**batch.model_inputs(eager)).logits.float()
         if t.regression:

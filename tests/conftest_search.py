@@ -16,7 +16,7 @@ from conftest_kd import easy_glue, eval_config, kd_cache, one_thread, quiet, tin
 
 # EvalConfig overrides of every search test (see the module docstring)
 SEARCH_EVAL = dict(steps=5, warmup_steps=5, max_train=64, max_dev=32, max_len=32, batch_size=16, lr=1e-3,
-                   teacher_epochs=0.5, latency_batch=2, latency_len=16)
+                   teacher_epochs=0.5, latency_batch=2, latency_len=16, group=2)
 
 
 @pytest.fixture(scope="session")
@@ -49,18 +49,19 @@ def key_score(rows: list[dict[str, Any]]) -> list[tuple[str, int, float | None]]
 
 
 class EvalSpy:
-    """Records the spec text of every ``Evaluator.evaluate`` call in this process."""
+    """Records the spec text of every candidate evaluated in this process (``evaluate`` runs
+    through ``evaluate_many``)."""
 
     def __init__(self, monkeypatch) -> None:
         from exprsearch.evaluate import Evaluator
         self.specs: list[str] = []
-        orig = Evaluator.evaluate
+        orig = Evaluator.evaluate_many
 
-        def evaluate(ev, spec, **kw):
-            self.specs.append(str(spec))
-            return orig(ev, spec, **kw)
+        def evaluate_many(ev, specs, **kw):
+            self.specs.extend(str(s) for s in specs)
+            return orig(ev, specs, **kw)
 
-        monkeypatch.setattr(Evaluator, "evaluate", evaluate)
+        monkeypatch.setattr(Evaluator, "evaluate_many", evaluate_many)
 
     def keys(self, search: Any) -> list[str]:
         """The dedup keys (under ``search``'s classes) of the evaluated specs, in call order."""

@@ -223,7 +223,7 @@ def test_teacher_cache_hit_and_key(tiny_teacher, easy_glue, tmp_path, monkeypatc
     def no_training(*a, **k):
         raise AssertionError("trained although the teacher is cached")
 
-    monkeypatch.setattr(teacher_mod, "train_steps", no_training)
+    monkeypatch.setattr(teacher_mod, "GroupTrainer", no_training)
     assert finetune_teacher(task("sst2"), easy_glue, tiny_teacher, cfg, tmp_path, CPU, log=quiet) == first
     with pytest.raises(AssertionError, match="trained although"):  # another epoch count is another key
         finetune_teacher(task("SST-2"), easy_glue, tiny_teacher, TeacherConfig(epochs=0.3, batch_size=16,

@@ -93,7 +93,7 @@ def test_teacher_command_reports_the_cache_path(capsys, tiny_teacher, easy_glue,
     def no_training(*a, **k):
         raise AssertionError("trained although the teacher is cached")
 
-    monkeypatch.setattr(teacher_mod, "train_steps", no_training)
+    monkeypatch.setattr(teacher_mod, "GroupTrainer", no_training)
     rc, out, err = run(capsys, *argv[:-1])  # human output, from the cache
     assert rc == 0 and str(path) in out and "cached at" in out
     assert "fine-tuning" not in err

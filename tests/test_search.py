@@ -395,15 +395,16 @@ def test_resume_during_stage3_ranking_ranks_every_assignment(tmp_path, search_ec
 
 def test_stage3_starts_from_the_best_of_stages_1_and_2(tmp_path, search_ecfg, monkeypatch):
     from exprsearch.evaluate import Evaluator
-    orig = Evaluator.evaluate
+    orig = Evaluator.evaluate_many
 
-    def rigged(ev, spec, **kw):  # the standard FFN is clearly the best candidate
-        res = orig(ev, spec, **kw)
-        if res.status == "ok":
-            res.score = 90.0 if str(spec) == STD2 else 50.0
-        return res
+    def rigged(ev, specs, **kw):  # the standard FFN is clearly the best candidate
+        results = orig(ev, specs, **kw)
+        for spec, res in zip(specs, results):
+            if res.status == "ok":
+                res.score = 90.0 if str(spec) == STD2 else 50.0
+        return results
 
-    monkeypatch.setattr(Evaluator, "evaluate", rigged)
+    monkeypatch.setattr(Evaluator, "evaluate_many", rigged)
     search, _, rows = run_search(tmp_path / "runs.db", search_ecfg, stages="1,2,3", candidates=2,
                                  stage2_candidates=2, stage3_candidates=2, supernet_steps=2, multitask_steps=2)
     best = max((r for r in rows if r["stage"] in (1, 2)), key=lambda r: r["score"])

@@ -1,0 +1,141 @@
+"""GLUE task + protocol --> everything its candidates need: teacher, data, warm supernet (cached).
+
+Input: an ``EvalConfig`` and a task.  Output: a ``TaskState`` -- the fine-tuned teacher (on the
+device, bf16 on CUDA), the training batches on the device (static shapes when CUDA graphs are
+on), the dev split, and the supernet student warmed up by KD -- each built once per machine and
+cached (teacher folders, token tensors, supernet weights).  ``prefill`` prepares several tasks
+at once, one process each: at this model size one process cannot keep a GPU busy.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .distill import KDLoss, SupernetStudent
+from .glue import Task, read_split
+from .protocol import EvalConfig, teacher_config
+from .teacher import finetune_teacher, load_teacher, load_tokenizer
+from .tokens import Batcher, Encoded, encode
+from .train import TrainConfig, train_steps
+
+__all__ = ["TaskState", "prepare", "student_config", "prefill"]
+
+
+@dataclass
+class TaskState:
+    task: Task
+    teacher: Any
+    train: Batcher
+    dev: Encoded
+    supernet: SupernetStudent
+    teacher_metrics: dict[str, float]
+    losses: dict[int, list[float]] = field(default_factory=dict)  # hurdle step -> earlier losses
+
+
+def prepare(cfg: EvalConfig, t: Task, device: torch.device, data_dir: Path, teacher_dir: Path, cache: Path,
+            log: Callable[[str], None]) -> TaskState:
+    """Fine-tuned teacher, data and warm supernet of task ``t`` (each from the cache when there)."""
+    tcfg = teacher_config(cfg, t.name)
+    tdir = finetune_teacher(t, data_dir, teacher_dir, tcfg, cache, device, log)
+    info = json.loads((tdir / "exprsearch.json").read_text())
+    teacher = load_teacher(tdir).to(device).eval()
+    if device.type == "cuda" and cfg.bf16_teacher:
+        teacher = teacher.to(torch.bfloat16)  # inference only: no per-step autocast casts of its weights
+    if cfg.w_attn and not cfg.no_kd:
+        teacher.config._attn_implementation = "eager"
+    tok = load_tokenizer(tdir)
+    skip = cfg.skip_bad_rows
+    train = encode(read_split(data_dir, t, "train", limit=cfg.max_train, skip_bad_rows=skip), tok,
+                   cfg.max_len, cache)
+    dev = encode(read_split(data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=skip), tok,
+                 cfg.max_len, cache)
+    graphs = cfg.cuda_graphs and device.type == "cuda"
+    batches = Batcher(train, cfg.batch_size, seed=cfg.seed, device=device, fill=True,
+                      widths=cfg.bucket_widths if graphs else ())
+    sup = _supernet(cfg, t, teacher, tdir, batches, device, cache, log)
+    return TaskState(t, teacher, batches, dev.to(device), sup, info["dev"])
+
+
+def student_config(cfg: EvalConfig, teacher: Any, num_labels: int) -> Any:
+    """The student shape: the teacher's width, heads, vocabulary; the protocol's depth and D."""
+    from compiler import StudentConfig
+    tc = teacher.config
+    return StudentConfig(layers=cfg.layers, hidden=tc.hidden_size, heads=tc.num_attention_heads,
+                         base_width=cfg.base_width, num_labels=num_labels,
+                         dropout=tc.hidden_dropout_prob, vocab_size=tc.vocab_size,
+                         max_position=tc.max_position_embeddings, type_vocab=tc.type_vocab_size,
+                         layer_map=cfg.layer_map)
+
+
+def _supernet(cfg: EvalConfig, t: Task, teacher: Any, tdir: Path, batches: Batcher, device: torch.device, cache: Path,
+              log: Callable[[str], None]) -> SupernetStudent:
+    """The supernet student, warmed up by KD with a uniformly drawn (X, Y) sub-model per step."""
+    torch.manual_seed(cfg.seed)
+    sup = SupernetStudent(student_config(cfg, teacher, t.num_labels), teacher).to(device)
+    if cfg.w_attn and not cfg.no_kd:
+        sup.model.config._attn_implementation = "eager"
+    if cfg.warmup_steps <= 0:
+        return sup
+    key = hashlib.sha256(json.dumps([tdir.name, t.name, cfg.layers, cfg.base_width, cfg.warmup_steps,
+                                     cfg.batch_size, cfg.lr, cfg.max_len, cfg.max_train, cfg.seed, cfg.layerdrop,
+                                     asdict(cfg.kd()), "v2"]).encode()).hexdigest()[:20]
+    path = cache / "supernets" / f"{t.name}-{key}.pt"
+    if path.is_file():
+        sup.load_state_dict(torch.load(path, map_location=device, weights_only=True), strict=False)
+        return sup
+    log(f"warming up the supernet student on {t.name}: {cfg.warmup_steps} KD steps")
+    t0 = time.perf_counter()
+    kd = KDLoss(teacher, sup.model, t, replace(cfg.kd(), w_task=0.0) if not cfg.no_kd else cfg.kd()).to(device)
+    rng = random.Random(cfg.seed)
+
+    def loss(batch):
+        sup.sample(rng, cfg.layerdrop)  # a uniform (X, Y) sub-model (and layer skips) per step
+        return kd(sup.model, batch)
+
+    tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.warmup_steps, seed=cfg.seed,
+                     max_len=cfg.max_len, log_every=max(1, cfg.warmup_steps // 10))
+    train_steps(sup.trainable() + list(kd.named_parameters()), loss, batches, tc, device)
+    sup.use(4, 1)
+    if cfg.layerdrop:
+        from compiler.layerdrop import set_skips
+        set_skips(sup.model, set())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(sup.state_dict(), tmp)
+    os.replace(tmp, path)
+    log(f"supernet warm-up on {t.name} took {time.perf_counter() - t0:.1f}s")
+    return sup
+
+
+def prefill(cfg: EvalConfig, log: Callable[[str], None] = print) -> None:
+    """Prepare every task of ``cfg`` at once, one process each (``cfg.setup_workers``; 0: one per
+    task on CUDA, none on the CPU), so that the caches are warm before the caller loads them."""
+    cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    workers = cfg.setup_workers or (len(cfg.tasks) if cuda else 1)
+    if workers <= 1 or len(cfg.tasks) <= 1:
+        return
+    log(f"preparing {len(cfg.tasks)} tasks in {min(workers, len(cfg.tasks))} processes")
+    t0 = time.perf_counter()
+    with mp.get_context("spawn").Pool(min(workers, len(cfg.tasks))) as pool:
+        for name, seconds in pool.imap_unordered(_prepare_one, [replace(cfg, tasks=(t,), setup_workers=1)
+                                                                 for t in cfg.tasks]):
+            log(f"{name} ready ({seconds:.0f}s)")
+    log(f"tasks prepared in {time.perf_counter() - t0:.0f}s")
+
+
+def _prepare_one(cfg: EvalConfig) -> tuple[str, float]:
+    from .evaluate import Evaluator
+    t0 = time.perf_counter()
+    name = cfg.tasks[0]
+    Evaluator(cfg, log=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
+    return name, time.perf_counter() - t0
