@@ -5,8 +5,9 @@ recipe (SST-2 3 epochs, the others 5, batch 32, lr 5e-5), one supernet student p
 up by KD.  Then:
 1. quality: the standard-FFN student, the published EfficientBERT spec and each published layer
    used everywhere, scored by the proxy (one group, lock-step), plus the no-KD baseline;
-2. equal proxy quality: the first ``--old-path`` of them again on the previous path (one
-   candidate at a time, eager, no CUDA graphs): score differences and rank agreement;
+2. equal proxy quality: the first ``--old-path`` of them again on the previous path and protocol
+   (one candidate at a time, eager, no CUDA graphs, student dropout 0.1): score differences and
+   rank agreement;
 3. throughput: a random-sampler search of ``--throughput-candidates`` candidates (at most the
    standard student's parameters) per worker count, candidates per hour and GPU utilisation,
    beside the previous figure (272 per H100-hour, 3 worker processes, eager).
@@ -16,6 +17,7 @@ Writes benchmarks/results/bench_kd.json after each part.
 """
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -42,7 +44,8 @@ def main() -> None:
     ap.set_defaults(teacher_epochs=5.0, teacher_batch=32)
     ap.add_argument("--teacher-task-epochs", default="SST-2=3")
     ap.add_argument("--group", type=int, default=16)
-    ap.add_argument("--streams", action="store_true", help="each candidate of a group on its own CUDA stream")
+    ap.add_argument("--streams", action=argparse.BooleanOptionalAction, default=True,
+                    help="each candidate of a group on its own CUDA stream")
     ap.add_argument("--workers", default="1,2", help="worker counts for the throughput search ('' to skip)")
     ap.add_argument("--throughput-candidates", type=int, default=32)
     ap.add_argument("--old-path", type=int, default=4, help="named candidates re-scored on the previous path")
@@ -78,7 +81,7 @@ def main() -> None:
 
     # 2. the same candidates on the previous path
     if args.old_path:
-        old_ev = Evaluator(replace(cfg, group=1, cuda_graphs=False), log=log)
+        old_ev = Evaluator(replace(cfg, group=1, cuda_graphs=False, streams=False, dropout=None), log=log)
         t0 = time.perf_counter()
         old = [old_ev.evaluate(s) for _, s in NAMED[:args.old_path]]
         wall = time.perf_counter() - t0

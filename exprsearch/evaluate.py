@@ -74,14 +74,18 @@ class Evaluator:
                       for t in self.tasks}
 
     # -- candidates ------------------------------------------------------------------------------
-    def evaluate(self, spec: ModelSpec | str, *, steps: int | None = None) -> CandidateResult:
+    def evaluate(self, spec: ModelSpec | str, *, steps: int | None = None, seed: int | None = None
+                 ) -> CandidateResult:
         """Train and score one candidate on every task; never raises for a broken candidate."""
-        return self.evaluate_many([spec], steps=steps)[0]
+        return self.evaluate_many([spec], steps=steps, seed=seed)[0]
 
-    def evaluate_many(self, specs: list[ModelSpec | str], *, steps: int | None = None) -> list[CandidateResult]:
+    def evaluate_many(self, specs: list[ModelSpec | str], *, steps: int | None = None, seed: int | None = None
+                      ) -> list[CandidateResult]:
         """Train and score candidates on every task, ``cfg.group`` at a time in lock-step (the same
-        batches, one teacher forward per batch); a broken candidate fails alone.  Each result's
-        ``seconds`` is its share of the wall clock."""
+        batches, one teacher forward per batch); a broken candidate fails alone.  ``seed`` (default
+        ``cfg.seed``) orders the batches and seeds the candidates' training; the teachers and warm
+        supernets stay those of ``cfg.seed``.  Each result's ``seconds`` is its share of the wall
+        clock."""
         parsed = [self._canonical(s) for s in specs]
         res = [CandidateResult(spec=str(s)) for s in parsed]
         t0 = time.perf_counter()
@@ -91,7 +95,7 @@ class Evaluator:
             for c in range(0, len(alive), size):
                 chunk = alive[c:c + size]
                 n_steps = steps or self.cfg.steps_for(name)
-                for i, run in zip(chunk, self._train_group(st, [parsed[i] for i in chunk], n_steps)):
+                for i, run in zip(chunk, self._train_group(st, [parsed[i] for i in chunk], n_steps, seed)):
                     self._record(res[i], name, run)
         share = (time.perf_counter() - t0) / max(1, len(res))
         for r in res:
@@ -187,26 +191,27 @@ class Evaluator:
             set_dropout(student, self.cfg.dropout)
         return student
 
-    def _train_group(self, st: TaskState, specs: list[ModelSpec], steps: int) -> list["_Run"]:
+    def _train_group(self, st: TaskState, specs: list[ModelSpec], steps: int, seed: int | None = None
+                     ) -> list["_Run"]:
         """Train ``specs`` together on one task; an error that breaks the whole group (a candidate
         whose forward raises, out of memory) is retried one candidate at a time, so only the
         culprit fails."""
         try:
-            return self._group(st, specs, steps)
+            return self._group(st, specs, steps, self.cfg.seed if seed is None else seed)
         except _CANDIDATE_ERRORS as err:
             self._free()
             if len(specs) == 1:
                 why = "CUDA out of memory" if isinstance(err, cuda_oom_types()) else f"{type(err).__name__}: {err}"
                 return [_Run("failed", why)]
-            return [run for spec in specs for run in self._train_group(st, [spec], steps)]
+            return [run for spec in specs for run in self._train_group(st, [spec], steps, seed)]
 
-    def _group(self, st: TaskState, specs: list[ModelSpec], steps: int) -> list["_Run"]:
+    def _group(self, st: TaskState, specs: list[ModelSpec], steps: int, seed: int) -> list["_Run"]:
         cfg = self.cfg
         runs: list[_Run | None] = [None] * len(specs)
         members, index = [], []
         st.supernet.use(4, 1)
         for i, spec in enumerate(specs):
-            torch.manual_seed(cfg.seed)  # a candidate's start does not depend on its group
+            torch.manual_seed(seed)  # a candidate's start does not depend on its group
             try:
                 student = self._student(st, spec)
             except _CANDIDATE_ERRORS as err:
@@ -218,7 +223,7 @@ class Evaluator:
         if members:
             hurdle_steps = sorted({max(1, int(f * steps)) for f in cfg.hurdles})
             log_every = min([steps] + hurdle_steps) if hurdle_steps else max(1, steps // 10)
-            tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, max_len=cfg.max_len,
+            tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, seed=seed, max_len=cfg.max_len,
                              log_every=max(1, log_every))
             checked: set[int] = set()
 
@@ -239,7 +244,7 @@ class Evaluator:
             kd0 = members[0].loss
             trainer = GroupTrainer(members, tc, self.device, shared=kd0.teacher_outputs if kd0.needs_teacher else None,
                                    graphs=cfg.cuda_graphs, streams=cfg.streams, log=self.log)
-            st.train.seed = cfg.seed  # every candidate sees the same batches in the same order
+            st.train.seed = seed  # every candidate sees the same batches in the same order
             outs = trainer.train(st.train, on_log=hurdle if hurdle_steps else None)
             for i, m, o in zip(index, members, outs):
                 if o.failed is not None:

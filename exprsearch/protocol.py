@@ -59,7 +59,7 @@ class EvalConfig:
                                         # candidate's result does not depend on its group or worker
     group: int = 8                      # candidates trained together in lock-step (one batch, one teacher pass)
     cuda_graphs: bool = True            # on CUDA: capture each length bucket's training step once, then replay
-    streams: bool = False               # on CUDA: each candidate of a group on its own stream (concurrent kernels)
+    streams: bool = True                # on CUDA: each candidate of a group on its own stream (concurrent kernels)
     bucket_widths: tuple[int, ...] = (32, 64, 128)  # padded lengths of training batches with CUDA graphs
     setup_workers: int = 0              # processes preparing tasks at once (teacher, warm-up; 0: one per task on CUDA)
     latency_batch: int = 32             # batch of the latency measurement (0: do not measure)

@@ -1,0 +1,166 @@
+"""Does the search proxy rank candidates as a full KD fine-tune does?  (issue 12, fidelity study)
+
+Candidates (>= 24): the standard FFN, the published EfficientBERT spec and its six layers each
+used everywhere, random samples of the default space and evolved ones (mutations of the standard
+FFN and the published layers), the last two at most the standard student's parameters.  Each is scored
+* by the **proxy** -- the search's protocol (bench_kd's: warm supernet, 75 / 50 / 100 / 150 KD
+  steps at batch 128, no dropout), 3 seeds;
+* by the **final** protocol -- a full KD fine-tune from the same warm supernet with as many
+  training examples as the brief's hand-written KD loop (MRPC 600 x 32, RTE 400 x 32, CoLA
+  1000 x 32, SST-2 2000 x 32, here at batch 128), dropout 0.1, 3 seeds.
+Seeds change the batch order and the candidate's random draws; teachers (strong recipe) and warm
+supernets are shared.  Reports per candidate mean +- std of both, the mean seed std of each, and
+Kendall's tau of proxy vs final -- overall, per task, for one proxy seed, and for cheaper proxies
+read off the same runs (subsets of tasks).  Writes benchmarks/results/bench_fidelity.json after
+every pass, so a run cut short keeps what it finished.
+
+    PYTHONPATH=. python benchmarks/bench_fidelity.py --data-dir DIR --teacher DIR [--random 8 --evolved 8]
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, replace
+from itertools import combinations
+from pathlib import Path
+
+from _common import GpuUtil, Log, device_name, eval_config, glue_parser, write_json
+from bench_kd import NAMED, STANDARD
+
+OUT = Path(__file__).parent / "results" / "bench_fidelity.json"
+FINAL_STEPS = "MRPC=150,RTE=100,CoLA=250,SST-2=500"
+
+
+def candidates(layers: int, n_random: int, n_evolved: int, budget: float, price, key, seed: int = 0
+               ) -> list[tuple[str, str]]:
+    """(name, spec) of the named candidates, then random and evolved ones: distinct, within budget."""
+    from exprsearch.evolve import mutate
+    from exprsearch.expr import ModelSpec
+    from exprsearch.generate import Space, sample
+    from exprsearch.parsing import parse, parse_spec
+    rng, space = random.Random(seed), Space()
+    out, seen = [], set()
+
+    def take(name: str, spec, limit: float = budget) -> bool:
+        k = key(spec)
+        if k in seen or price(spec)[0] > limit:
+            return False
+        seen.add(k)
+        out.append((name, str(spec)))
+        return True
+
+    for name, text in NAMED:  # the published layers whatever their size (some are above the budget)
+        take(name, parse_spec(text).broadcast(layers), float("inf"))
+    while sum(n.startswith("random") for n, _ in out) < n_random:
+        take(f"random{len(out)}", ModelSpec((sample(space, rng),)).broadcast(layers))
+    parents = [parse(STANDARD)] + [parse(t) for n, t in NAMED if n.startswith("layer")]
+    while sum(n.startswith("evolved") for n, _ in out) < n_evolved:
+        child = rng.choice(parents)
+        for _ in range(rng.randint(1, 2)):
+            child = mutate(child, space, rng)[0]
+        take(f"evolved{len(out)}", ModelSpec((child,)).broadcast(layers))
+    return out
+
+
+def summarise(names: list[str], proxy: dict[int, list], final: dict[int, list], tasks: list[str]) -> dict:
+    """Mean +- std per candidate, the seed noise of each protocol, and the rank agreement."""
+    from exprsearch.glue import task
+    from exprsearch.stats import kendall_tau, mean_std
+
+    def scores(runs: dict[int, list], i: int, tasks_: list[str] | None = None) -> list[float]:
+        out = []
+        for results in runs.values():
+            r = results[i]
+            if r["status"] == "ok":
+                ts = tasks_ or tasks
+                out.append(100 * sum(r["metrics"][t][task(t).main] for t in ts) / len(ts))
+        return out
+
+    ok = [i for i in range(len(names)) if scores(proxy, i) and scores(final, i)]
+    rows = []
+    for i in ok:
+        pm, ps = mean_std(scores(proxy, i))
+        fm, fs = mean_std(scores(final, i))
+        rows.append({"name": names[i], "spec": proxy[min(proxy)][i]["spec"], "params": proxy[min(proxy)][i]["params"],
+                     "proxy_mean": pm, "proxy_std": ps, "final_mean": fm, "final_std": fs})
+    pmean, fmean = [r["proxy_mean"] for r in rows], [r["final_mean"] for r in rows]
+    out = {"candidates": rows, "n": len(rows),
+           "proxy_seed_std": sum(r["proxy_std"] for r in rows) / max(1, len(rows)),
+           "final_seed_std": sum(r["final_std"] for r in rows) / max(1, len(rows)),
+           "final_spread": mean_std(fmean)[1] if len(fmean) > 1 else 0.0,
+           "kendall_tau": kendall_tau(pmean, fmean),
+           "kendall_tau_one_proxy_seed": {s: kendall_tau([scores({s: proxy[s]}, i)[0] for i in ok], fmean)
+                                          for s in proxy if all(scores({s: proxy[s]}, i) for i in ok)},
+           "kendall_tau_final_seed_vs_seed": [kendall_tau([scores({a: final[a]}, i)[0] for i in ok],
+                                                          [scores({b: final[b]}, i)[0] for i in ok])
+                                              for a, b in combinations(sorted(final), 2)
+                                              if all(scores({a: final[a]}, i) and scores({b: final[b]}, i) for i in ok)],
+           "per_task": {}, "task_subsets": {}}
+    for t in tasks:  # each task's proxy vs that task's final
+        out["per_task"][t] = kendall_tau([mean_std(scores(proxy, i, [t]))[0] for i in ok],
+                                         [mean_std(scores(final, i, [t]))[0] for i in ok])
+    for k in range(1, len(tasks)):  # a cheaper proxy: fewer tasks, against the full final score
+        for sub in combinations(tasks, k):
+            out["task_subsets"][",".join(sub)] = kendall_tau([mean_std(scores(proxy, i, list(sub)))[0] for i in ok],
+                                                             fmean)
+    return out
+
+
+def main() -> None:
+    ap = glue_parser(__doc__, tasks="MRPC,RTE,CoLA,SST-2", warmup_steps=600, out=OUT)
+    ap.set_defaults(teacher_epochs=5.0, teacher_batch=32)
+    ap.add_argument("--teacher-task-epochs", default="SST-2=3")
+    ap.add_argument("--final-steps", default=FINAL_STEPS)
+    ap.add_argument("--random", type=int, default=8)
+    ap.add_argument("--evolved", type=int, default=8)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--group", type=int, default=12)
+    args = ap.parse_args()
+    import torch
+    from exprsearch.evaluate import Evaluator
+    from exprsearch.parsing import parse_spec
+    from exprsearch.search import Search, SearchConfig
+    from exprsearch.store import Store
+    log = Log()
+    cfg = eval_config(args, teacher_task_epochs=args.teacher_task_epochs, group=args.group, latency_batch=0)
+    final_cfg = replace(cfg, task_steps=args.final_steps, dropout=None)
+    pricer = Search(Store(":memory:"), SearchConfig(), cfg, log=lambda m: None, progress=False)
+    budget = pricer.price(parse_spec(STANDARD).broadcast(cfg.layers))[0]
+    cands = candidates(cfg.layers, args.random, args.evolved, budget, pricer.price,
+                       lambda s: pricer.key(s))
+    names, specs = [n for n, _ in cands], [s for _, s in cands]
+    log(f"{len(specs)} candidates, at most {budget} parameters")
+    result = {"benchmark": "bench_fidelity", "device": device_name(), "torch": torch.__version__,
+              "proxy_config": asdict(cfg), "final_config": asdict(final_cfg), "budget_params": budget,
+              "names": names, "proxy": {}, "final": {}, "seconds": {}, "log": log.lines}
+    tasks = list(cfg.tasks)
+    for label, c in (("proxy", cfg), ("final", final_cfg)):
+        ev = Evaluator(c, log=log)
+        result.setdefault("teacher_dev", {t: s.teacher_metrics for t, s in ev.state.items()})
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            with GpuUtil() as util:
+                res = ev.evaluate_many(specs, seed=seed)
+            secs = time.perf_counter() - t0
+            result[label][seed] = [r.as_dict() for r in res]
+            result["seconds"][f"{label}{seed}"] = {"wall_s": secs, "per_candidate_s": secs / len(specs),
+                                                   "gpu_util_pct": util.mean}
+            if result["proxy"] and result["final"]:
+                result["summary"] = summarise(names, result["proxy"], result["final"], tasks)
+                log(f"after {label} seed {seed}: tau {result['summary']['kendall_tau']:.3f} "
+                    f"(proxy seed std {result['summary']['proxy_seed_std']:.2f}, "
+                    f"final seed std {result['summary']['final_seed_std']:.2f})")
+            log(f"{label} seed {seed}: {secs:.0f}s ({secs / len(specs):.1f}s a candidate), "
+                f"{sum(r.status == 'ok' for r in res)} ok")
+            write_json(args.out, result)
+        del ev
+        torch.cuda.empty_cache()
+    s = result.get("summary", {})
+    for r in sorted(s.get("candidates", []), key=lambda r: -r["final_mean"]):
+        print(f"{r['name']:20} proxy {r['proxy_mean']:6.2f} +- {r['proxy_std']:4.2f}   "
+              f"final {r['final_mean']:6.2f} +- {r['final_std']:4.2f}   {r['params'] / 1e6:.2f}M")
+    print({k: s.get(k) for k in ("kendall_tau", "proxy_seed_std", "final_seed_std", "per_task")})
+
+
+if __name__ == "__main__":
+    main()
