@@ -134,10 +134,10 @@ def main() -> None:
               "proxy_config": asdict(cfg), "final_config": asdict(final_cfg), "budget_params": budget,
               "names": names, "proxy": {}, "final": {}, "seconds": {}, "log": log.lines}
     tasks = list(cfg.tasks)
-    for label, c in (("proxy", cfg), ("final", final_cfg)):
-        ev = Evaluator(c, log=log)
-        result.setdefault("teacher_dev", {t: s.teacher_metrics for t, s in ev.state.items()})
-        for seed in range(args.seeds):
+    evs = {"proxy": Evaluator(cfg, log=log), "final": Evaluator(final_cfg, log=log)}
+    result["teacher_dev"] = {t: s.teacher_metrics for t, s in evs["proxy"].state.items()}
+    for seed in range(args.seeds):  # interleaved: a run cut short still pairs proxy and final seeds
+        for label, ev in evs.items():
             t0 = time.perf_counter()
             with GpuUtil() as util:
                 res = ev.evaluate_many(specs, seed=seed)
@@ -153,8 +153,6 @@ def main() -> None:
             log(f"{label} seed {seed}: {secs:.0f}s ({secs / len(specs):.1f}s a candidate), "
                 f"{sum(r.status == 'ok' for r in res)} ok")
             write_json(args.out, result)
-        del ev
-        torch.cuda.empty_cache()
     s = result.get("summary", {})
     for r in sorted(s.get("candidates", []), key=lambda r: -r["final_mean"]):
         print(f"{r['name']:20} proxy {r['proxy_mean']:6.2f} +- {r['proxy_std']:4.2f}   "
