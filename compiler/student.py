@@ -31,7 +31,7 @@ from .lower import FFNConfig, lower
 from .supernet import load_teacher_ffn
 
 __all__ = ["StudentConfig", "ExprBertConfig", "ExprBertForSequenceClassification", "ExprFFNOutput",
-           "build_student", "ffn_modules", "layer_map", "init_from_teacher", "SPEC_FILE"]
+           "build_student", "ffn_modules", "layer_map", "init_from_teacher", "set_dropout", "SPEC_FILE"]
 
 SPEC_FILE = "model.ffn"  # the model spec saved next to the weights, one expression per line
 
@@ -193,3 +193,13 @@ def build_student(spec: ModelSpec | str, cfg: StudentConfig, teacher: PreTrained
     if teacher is not None:
         init_from_teacher(model, teacher, cfg.layer_map)
     return model
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Every dropout of ``model`` (hidden, attention, FFN blocks) to probability ``p``."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if hasattr(model, "config") and hasattr(model.config, key):
+            setattr(model.config, key, p)

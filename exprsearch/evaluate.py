@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import torch
 
+from compiler.student import set_dropout
+
 from .distill import KDLoss
 from .errors import ConfigError, ExprSearchError
 from .expr import ModelSpec
@@ -137,7 +139,7 @@ class Evaluator:
         run = self._train_group(st, [self._canonical(spec)], self.cfg.steps_for(name))[0]
         if run.status != "ok":
             raise CandidateFailed(f"{name}: {run.reason}")
-        return run.student, st, run.metrics
+        return run.student, st, {k: v for k, v in run.metrics.items() if not k.endswith("_std")}
 
     def _latency(self, student: Any) -> float | None:
         """Milliseconds of one inference forward (bf16 autocast on CUDA), median of a few runs."""
@@ -252,7 +254,7 @@ class Evaluator:
                 elif o.stopped is not None:
                     runs[i] = _Run("stopped", o.stopped, curve=o.curve)
                 else:
-                    metrics = dev_metrics(m.model, st.dev, st.task, self.device)
+                    metrics = dev_metrics(m.model, st.dev, st.task, self.device, std=True)
                     o.curve.dev.append((steps, metrics[st.task.main]))
                     runs[i] = _Run("ok", metrics=metrics, curve=o.curve, student=m.model)
             del trainer, members
@@ -263,16 +265,6 @@ class Evaluator:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-def set_dropout(model: torch.nn.Module, p: float) -> None:
-    """Every dropout of ``model`` (hidden, attention, FFN blocks) to probability ``p``."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = p
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-        if hasattr(model, "config") and hasattr(model.config, key):
-            setattr(model.config, key, p)
 
 
 @dataclass

@@ -7,11 +7,12 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .display import table
 
-__all__ = ["pareto", "leaderboard_table", "pareto_table"]
+__all__ = ["pareto", "leaderboard_table", "pareto_table", "score_std", "is_standard"]
 
 
 def _dominates(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...]) -> bool:
@@ -39,19 +40,70 @@ def _main_metrics(r: dict[str, Any]) -> str:
     return ", ".join(out)
 
 
-def _row(i: int, r: dict[str, Any]) -> list[Any]:
+def score_std(r: dict[str, Any]) -> float | None:
+    """The bootstrap standard deviation of a row's score (points), from its tasks' ``<main>_std``
+    (independent dev sets: variances add, then the mean divides); None if a task has none.
+
+    >>> round(score_std({"metrics": {"SST-2": {"acc": 0.8, "acc_std": 0.013}, "RTE": {"acc": 0.6, "acc_std": 0.03}}}), 2)
+    1.63
+    """
+    from .glue import task
+    ms = r.get("metrics") or {}
+    try:
+        var = [m[f"{task(t).main}_std"] ** 2 for t, m in ms.items()]
+    except (KeyError, ValueError):
+        return None
+    return 100 * math.sqrt(sum(var)) / len(var) if var else None
+
+
+def is_standard(spec: str) -> bool:
+    """Is this stored spec the standard FFN in every layer (the baseline row)?"""
+    from .ops import STANDARD_FFN
+    from .parsing import parse_spec
+    try:
+        s = parse_spec(spec, strict=False)
+    except Exception:  # noqa: BLE001 - a row of another version is simply not the baseline
+        return False
+    return s.attn is None and all(str(e) == STANDARD_FFN for e in s.layers)
+
+
+def _score(r: dict[str, Any]) -> str:
+    sd = score_std(r)
+    return f"{r['score']:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+
+
+def _row(i: int | str, r: dict[str, Any]) -> list[Any]:
     spec = r["spec"] if len(r["spec"]) <= 60 else r["spec"][:57] + "..."
-    return [i, round(r["score"], 2), _main_metrics(r), f"{(r.get('params') or 0) / 1e6:.2f}M",
+    return [i, _score(r), _main_metrics(r), f"{(r.get('params') or 0) / 1e6:.2f}M",
             f"{(r.get('flops') or 0) / 1e6:.1f}M", None if r.get("latency_ms") is None else f"{r['latency_ms']:.1f}",
-            r.get("stage"), spec]
+            r.get("stage"), ("standard FFN: " if is_standard(r["spec"]) else "") + spec]
 
 
-_HEAD = ["#", "score", "dev (main metric)", "params", "FLOPs/tok", "ms", "stage", "spec"]
+_HEAD = ["#", "score ± boot. std", "dev (main metric)", "params", "FLOPs/tok", "ms", "stage", "spec"]
+
+
+def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((r for r in rows if r.get("status") == "ok" and r.get("score") is not None), key=lambda r: -r["score"])
 
 
 def leaderboard_table(rows: list[dict[str, Any]], top: int = 10) -> str:
-    ok = sorted((r for r in rows if r.get("status") == "ok" and r.get("score") is not None), key=lambda r: -r["score"])
-    return table([_row(i + 1, r) for i, r in enumerate(ok[:top])], _HEAD)
+    """The ``top`` rows by score (± the bootstrap std over the dev rows), the standard FFN's row
+    always shown, and how far the best row is from it."""
+    ok = _ranked(rows)
+    shown = [_row(i + 1, r) for i, r in enumerate(ok[:top])]
+    std = next(((i, r) for i, r in enumerate(ok) if is_standard(r["spec"])), None)
+    if std is not None and std[0] >= top:
+        shown.append(_row(std[0] + 1, std[1]))
+    out = table(shown, _HEAD)
+    if std is not None and len(ok) > 1:
+        base = std[1]
+        other = ok[0] if ok[0] is not base else ok[1]
+        a, b = score_std(other), score_std(base)
+        noise = "" if a is None or b is None else f" ± {math.hypot(a, b):.2f}"
+        what = "best" if other is ok[0] else "runner-up"
+        out += (f"\n{what} - standard FFN: {other['score'] - base['score']:+.2f}{noise} points "
+                f"(standard FFN ranks {std[0] + 1} of {len(ok)})")
+    return out
 
 
 def pareto_table(rows: list[dict[str, Any]]) -> str:

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from .distill import KDConfig
 from .errors import ConfigError
 from .glue import task
+from .ops import STANDARD_FFN
 from .teacher import TeacherConfig
 
 __all__ = ["EvalConfig", "teacher_config", "STANDARD_SPEC", "EXECUTION_FIELDS"]
 
-STANDARD_SPEC = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
+STANDARD_SPEC = STANDARD_FFN
 
 # fields that say how a protocol is executed, not what it computes: results are reusable across them
 EXECUTION_FIELDS = ("device", "cache_dir", "latency_batch", "latency_len", "group", "cuda_graphs", "streams",

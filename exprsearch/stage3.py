@@ -13,6 +13,8 @@ from typing import Any, Iterator
 
 import torch
 
+from compiler.student import set_dropout
+
 from .distill import KDLoss
 from .expr import Expr, ModelSpec, node
 from .ops import BLOCK_CHOICES, RATIO_CHOICES, Kind, linear_op
@@ -85,9 +87,9 @@ def run_stage3(search: Any) -> None:
             for name, st in ev.state.items():
                 if spec.attn is None and len(spec) == ev.cfg.layers:
                     st.supernet.use_spec(spec)
-                    metrics[name] = dev_metrics(st.supernet.model, st.dev, st.task, ev.device)
+                    metrics[name] = dev_metrics(st.supernet.model, st.dev, st.task, ev.device, std=True)
                 else:  # attention changes and depth are not part of the supernet: score the inheritor
-                    metrics[name] = dev_metrics(ev._student(st, spec), st.dev, st.task, ev.device)
+                    metrics[name] = dev_metrics(ev._student(st, spec), st.dev, st.task, ev.device, std=True)
             score = 100 * sum(metrics[t.name][t.main] for t in ev.tasks) / len(ev.tasks)
             params, flops = search.price(spec)
             search.store.add(search.run_id, {"key": key, "spec": str(spec), "status": "ok", "score": score,
@@ -130,6 +132,9 @@ def multitask_finetune(ev: Any, spec: ModelSpec, steps: int) -> dict[str, dict[s
     supernet), KD from each task's teacher on round-robin batches; dev metrics per task."""
     states = list(ev.state.values())
     models = {st.task.name: st.supernet.extract(spec).to(ev.device).train() for st in states}
+    if ev.cfg.dropout is not None:
+        for m in models.values():
+            set_dropout(m, ev.cfg.dropout)
     shared = models[states[0].task.name].bert
     for m in models.values():
         m.bert = shared
@@ -144,4 +149,4 @@ def multitask_finetune(ev: Any, spec: ModelSpec, steps: int) -> dict[str, dict[s
                      log_every=max(1, steps // 5))
     train_steps(list(params.values()), lambda tb: kds[tb[0]](models[tb[0]], tb[1]), _RoundRobin(states),  # type: ignore[arg-type]
                 tc, ev.device)
-    return {st.task.name: dev_metrics(models[st.task.name], st.dev, st.task, ev.device) for st in states}
+    return {st.task.name: dev_metrics(models[st.task.name], st.dev, st.task, ev.device, std=True) for st in states}

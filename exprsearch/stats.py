@@ -1,7 +1,7 @@
-"""score lists --> summary statistics: mean and spread over seeds, bootstrap intervals, rank agreement.
+"""score lists --> summary statistics: mean and spread over seeds, rank agreement.
 
-Plain Python (no numpy needed): the leaderboard's +- column, the fidelity study and the plots
-read these.
+Plain Python: the fidelity study and the plots read these (the bootstrap spread of a dev metric
+is ``glue.metric_std``).
 
 >>> mean_std([1.0, 2.0, 3.0])
 (2.0, 1.0)
@@ -9,10 +9,9 @@ read these.
 from __future__ import annotations
 
 import math
-import random
 from typing import Sequence
 
-__all__ = ["mean_std", "bootstrap_std", "kendall_tau"]
+__all__ = ["mean_std", "kendall_tau"]
 
 
 def mean_std(xs: Sequence[float]) -> tuple[float, float]:
@@ -22,20 +21,6 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
         raise ValueError("mean_std of no values")
     m = sum(xs) / n
     return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0)
-
-
-def bootstrap_std(hits: Sequence[float], stat=None, samples: int = 200, seed: int = 0) -> float:
-    """Standard deviation of ``stat`` (default: the mean) over bootstrap resamples of ``hits``
-    (e.g. per-example correctness on a dev set): the score's uncertainty from the dev set's size.
-
-    >>> round(bootstrap_std([1.0, 0.0] * 50), 2)
-    0.05
-    """
-    stat = stat or (lambda v: sum(v) / len(v))
-    rng = random.Random(seed)
-    n = len(hits)
-    vals = [stat([hits[rng.randrange(n)] for _ in range(n)]) for _ in range(samples)]
-    return mean_std(vals)[1]
 
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .errors import ExprSearchError
-from .glue import Task, compute_metrics
+from .glue import Task, compute_metrics, metric_std
 from .tokens import Batch, Batcher, Encoded
 
 __all__ = ["TrainConfig", "CandidateFailed", "train_steps", "predict", "dev_metrics", "make_optimizer",
@@ -179,9 +179,16 @@ def _eager(model: nn.Module) -> bool:
     return getattr(getattr(model, "config", None), "_attn_implementation", "sdpa") == "eager"
 
 
-def dev_metrics(model: nn.Module, enc: Encoded, t: Task, device: torch.device, bf16: bool = True) -> dict[str, float]:
-    preds = predict(model, enc, t, device, bf16=bf16)
-    return compute_metrics(t, enc.labels.tolist(), preds.tolist())
+def dev_metrics(model: nn.Module, enc: Encoded, t: Task, device: torch.device, bf16: bool = True,
+                std: bool = False) -> dict[str, float]:
+    """The task's metrics on ``enc``; with ``std`` also ``<main>_std``, the bootstrap standard
+    deviation of the main metric over the dev rows."""
+    preds = predict(model, enc, t, device, bf16=bf16).tolist()
+    labels = enc.labels.tolist()
+    out = compute_metrics(t, labels, preds)
+    if std:
+        out[f"{t.main}_std"] = metric_std(t, labels, preds)
+    return out
 
 
 class Stopwatch:

@@ -109,8 +109,11 @@ def test_trained_student_beats_chance(ev):
     r = ev.evaluate(SPEC)
     assert r.status == "ok" and r.reason == ""
     assert r.spec == f"[{SPEC}; {SPEC}]"
-    assert set(r.metrics) == {"SST-2"} and set(r.metrics["SST-2"]) == {"acc"}
+    assert set(r.metrics) == {"SST-2"} and set(r.metrics["SST-2"]) == {"acc", "acc_std"}
     assert r.metrics["SST-2"]["acc"] >= 0.85
+    n = 100  # dev rows: the bootstrap std is about the binomial one
+    acc = r.metrics["SST-2"]["acc"]
+    assert 0.3 * (acc * (1 - acc) / n) ** 0.5 <= r.metrics["SST-2"]["acc_std"] <= 3 * (acc * (1 - acc) / n) ** 0.5 + 1e-9
     assert r.score == pytest.approx(100 * r.metrics["SST-2"]["acc"])
     assert r.params > 0 and r.flops_per_token > 0 and r.seconds > 0
     assert r.latency_ms is not None and r.latency_ms > 0
@@ -320,7 +323,7 @@ def test_no_kd_baseline_runs_and_differs(ev, easy_glue, easy_teacher, kd_cache):
     base = Evaluator(cfg, log=quiet).evaluate(OTHER_SPEC)
     kd = ev.evaluate(OTHER_SPEC)
     assert base.status == kd.status == "ok"
-    assert set(base.metrics["SST-2"]) == {"acc"} and 0.0 <= base.metrics["SST-2"]["acc"] <= 1.0
+    assert set(base.metrics["SST-2"]) == {"acc", "acc_std"} and 0.0 <= base.metrics["SST-2"]["acc"] <= 1.0
     assert _losses(base) != _losses(kd)
     # label cross-entropy on an easy task the inherited student already solves: far below the KD loss
     assert max(_losses(base)) < min(_losses(kd))
@@ -367,7 +370,7 @@ def test_stsb_regression_and_multi_task_score(easy_glue, tiny_teacher, kd_cache)
     r = ev2.evaluate(SPEC)
     assert r.status == "ok", r.reason
     m = r.metrics["STS-B"]
-    assert set(m) == {"pearson", "spearman"}
+    assert set(m) == {"pearson", "spearman", "pearson_std"}
     assert all(math.isfinite(v) and -1.0 <= v <= 1.0 for v in m.values())
     assert r.score == pytest.approx(100 * (m["pearson"] + r.metrics["SST-2"]["acc"]) / 2)
     assert r.curves["STS-B"]["dev"] == [(10, m["pearson"])]
