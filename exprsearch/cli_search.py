@@ -22,7 +22,7 @@ SEARCH_PRESETS: dict[str, tuple[dict, dict]] = {  # (search options, eval option
     # one H200 (BENCHMARKS.md): four tasks, the strong teacher recipe, batch 128, groups of 16 candidates
     # trained in lock-step with CUDA graphs, two worker processes sharing the GPU
     "gpu": (dict(candidates=300, stage2_candidates=100, stage3_candidates=32, supernet_steps=300,
-                 multitask_steps=300, workers=2, batch=32, population=32, tournament=8),
+                 multitask_steps=300, workers=2, batch=32, population=32, tournament=8, budget_params="standard"),
             dict(tasks=("MRPC", "RTE", "CoLA", "SST-2"), batch_size=128, lr=2e-4,
                  task_steps="MRPC=75,RTE=50,CoLA=100,SST-2=150", warmup_steps=600, teacher_epochs=5.0,
                  teacher_task_epochs="SST-2=3", teacher_batch=32, group=16)),

@@ -56,7 +56,8 @@ class SearchConfig:
     stage2_candidates: int = -1          # evaluations in stage 2 (-1: half of candidates)
     stage3_candidates: int = 32          # X_Y assignments ranked on the supernet in stage 3
     stages: str = "1,2,3"                # stages to run (any of 1,2,3)
-    budget_params: str = ""              # max student parameters, e.g. 16M ('' = none)
+    budget_params: str = ""              # max student parameters, e.g. 16M, or 'standard' (the standard-FFN
+                                         # student's count); '' = none
     budget_flops: str = ""               # max matmul FLOPs per token, e.g. 20M ('' = none)
     max_depth: int = 6                   # depth limit of each layer's expression
     max_size: int = 8                    # size limit of each layer's expression
@@ -88,7 +89,9 @@ class SearchConfig:
         for name in ("candidates", "batch", "workers", "population", "tournament"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        parse_budget(self.budget_params), parse_budget(self.budget_flops)
+        if self.budget_params.strip().lower() != "standard":
+            parse_budget(self.budget_params)
+        parse_budget(self.budget_flops)
 
 
 def eval_hash(cfg: EvalConfig) -> str:
@@ -113,7 +116,11 @@ class Search:
         self._reps: dict[str, Any] = {}
         self.seen: set[str] = set()
         self.stats = {"evaluated": 0, "reused": 0, "duplicates": 0, "over_budget": 0, "failed": 0}
-        self.budget_params, self.budget_flops = parse_budget(scfg.budget_params), parse_budget(scfg.budget_flops)
+        self.budget_params, self.budget_flops = None, parse_budget(scfg.budget_flops)
+        if scfg.budget_params.strip().lower() == "standard":  # the standard-FFN student, priced like any other
+            self.budget_params = float(self.price(parse_spec(STANDARD_SPEC).broadcast(ecfg.layers))[0])
+        else:
+            self.budget_params = parse_budget(scfg.budget_params)
         self._backend: Any = None
         self._t0 = time.perf_counter()
         for row in store:  # prime class representatives so keys agree with earlier runs

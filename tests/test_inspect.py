@@ -125,6 +125,11 @@ def _pty_session(keys: list[bytes], home: Path) -> str:
         os.write(master, b"\x04")  # Ctrl-D
         while proc.poll() is None and time.time() < deadline and read(wait=0.5):
             pass
+        try:  # the terminal closes a moment before the process can be reaped
+            proc.wait(timeout=max(1.0, min(30.0, deadline - time.time())))
+        except subprocess.TimeoutExpired:
+            pass
+        assert proc.poll() == 0, f"the REPL did not exit on Ctrl-D: {out[-500:]!r}"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -136,7 +141,8 @@ def _pty_session(keys: list[bytes], home: Path) -> str:
 @pytest.mark.skipif(sys.platform != "linux", reason="pseudo-terminal test")
 def test_interactive_completion_validation_and_history(tmp_path):
     home = tmp_path / "cache"
-    text = _pty_session([b"linear1_1(ge", b"\t", b"(linear1_1(x,wb1)),wb2)\r", b"gleu(x)\r", b"\x15"], home)
+    # the failed Enter leaves the cursor at the error: Ctrl-E (end), Ctrl-U (clear) before Ctrl-D exits
+    text = _pty_session([b"linear1_1(ge", b"\t", b"(linear1_1(x,wb1)),wb2)\r", b"gleu(x)\r", b"\x05\x15"], home)
     assert "exprsearch REPL" in text
     assert " gelu " in text  # the completion menu offered the op name (Tab inserted it)
     assert "canonical" in text  # the expression was accepted
