@@ -87,7 +87,6 @@ def _teacher_options(p: argparse.ArgumentParser) -> None:
 
 @command("teacher", "fine-tune the teacher on GLUE task(s) and cache it (never twice)")(_teacher_options)
 def cmd_teacher(ns: argparse.Namespace) -> int:
-    import torch
     from .glue import task
     from .paths import cache_root, resolve_data_dir
     from .evaluate import teacher_config
@@ -95,7 +94,7 @@ def cmd_teacher(ns: argparse.Namespace) -> int:
     cfg = _eval_config(ns)
     if not ns.task:
         raise ConfigError("name the task(s): --task RTE or --task RTE,MRPC")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    device = cfg.torch_device()
     out = {}
     for name in cfg.tasks:
         path = finetune_teacher(task(name), resolve_data_dir(cfg.data_dir),

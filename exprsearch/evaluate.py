@@ -59,8 +59,7 @@ class Evaluator:
 
     def __init__(self, cfg: EvalConfig, log: Callable[[str], None] = print) -> None:
         self.cfg, self.log = cfg, log
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto"
-                                   else cfg.device)
+        self.device = cfg.torch_device()
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
         self.cache = cache_root(cfg.cache_dir)

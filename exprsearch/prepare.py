@@ -134,8 +134,12 @@ def prefill(cfg: EvalConfig, log: Callable[[str], None] = print) -> None:
 
 
 def _prepare_one(cfg: EvalConfig) -> tuple[str, float]:
-    from .evaluate import Evaluator
+    from .glue import task
+    from .paths import cache_root, resolve_data_dir
+    from .teacher import default_teacher_dir
     t0 = time.perf_counter()
     name = cfg.tasks[0]
-    Evaluator(cfg, log=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
+    prepare(cfg, task(name), cfg.torch_device(), resolve_data_dir(cfg.data_dir),
+            Path(cfg.teacher) if cfg.teacher else default_teacher_dir(), cache_root(cfg.cache_dir),
+            lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
     return name, time.perf_counter() - t0

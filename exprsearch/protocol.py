@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from .distill import KDConfig
 from .errors import ConfigError
 from .glue import task
@@ -74,6 +76,10 @@ class EvalConfig:
 
     def teacher_epochs_for(self, name: str) -> float:
         return _per_task("teacher_task_epochs", self.teacher_task_epochs, name, self.teacher_epochs)
+
+    def torch_device(self) -> torch.device:
+        """The device ``device`` names (``auto``: CUDA when there is one)."""
+        return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device)
 
     def kd(self) -> KDConfig:
         if self.no_kd:
