@@ -33,7 +33,7 @@ def glue_parser(doc: str | None, *, tasks: str, warmup_steps: int, out: Path, ba
 
 
 def eval_config(args: argparse.Namespace, **extra: Any) -> Any:
-    from exprsearch.evaluate import EvalConfig
+    from exprsearch.kd.evaluate import EvalConfig
     return EvalConfig(tasks=tuple(args.tasks.split(",")), data_dir=args.data_dir, teacher=args.teacher,
                       task_steps=args.task_steps, warmup_steps=args.warmup_steps, teacher_epochs=args.teacher_epochs,
                       teacher_batch=args.teacher_batch, batch_size=args.batch_size, lr=args.lr,

@@ -25,7 +25,7 @@ SEARCHED = ("[{s}; linear1_1(gelu(linear1_1(elu(x),wb1)),wb2); {s}; {s}; {s}; {s
 
 def variants(ffn: str, layers: int, heads: int) -> list[tuple[str, str]]:
     """(name, spec) of the four students of one FFN spec."""
-    from exprsearch.parsing import parse_spec
+    from exprsearch.lang.parsing import parse_spec
     spec = parse_spec(ffn).broadcast(layers)
     items = [str(e) for e in spec.layers]
     lsra = "; ".join(f"layer(attn=lsra(heads={heads // 2}, kernel=7), ffn={e})" for e in items)
@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--latency-batch", type=int, default=32)
     args = ap.parse_args()
     import torch
-    from exprsearch.evaluate import Evaluator
+    from exprsearch.kd.evaluate import Evaluator
     cfg = eval_config(args, layerdrop=args.layerdrop, head_importance_steps=args.head_importance_steps,
                       latency_batch=args.latency_batch)
     log = Log()

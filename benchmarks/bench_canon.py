@@ -44,7 +44,7 @@ def timed_run(path: str, use_sympy: bool, tuned_gc: bool = True) -> dict:
     import torch
     torch.set_num_threads(1)
     import exprsearch as es
-    from exprsearch.syntax import parse_layers
+    from exprsearch.lang.syntax import parse_layers
     texts = Path(path).read_text().splitlines()
     es.parse("x", validate=False)  # build the parser tables (one-off, reported separately)
     if tuned_gc:

@@ -36,8 +36,8 @@ def main() -> None:
     ap.add_argument("--timing-rows", type=int, default=64)
     args = ap.parse_args()
     import torch
-    from exprsearch.exits import ExitConfig, run_exits
-    from exprsearch.glue import task
+    from exprsearch.kd.exits import ExitConfig, run_exits
+    from exprsearch.kd.glue import task
     ecfg = eval_config(args, latency_batch=0)
     xcfg = ExitConfig(exit_steps=args.exit_steps, gate_steps=args.gate_steps, timing_rows=args.timing_rows,
                       threshold=0.3, patience=2)

@@ -34,10 +34,10 @@ FINAL_STEPS = "MRPC=150,RTE=100,CoLA=250,SST-2=500"
 def candidates(layers: int, n_random: int, n_evolved: int, budget: float, price, key, seed: int = 0
                ) -> list[tuple[str, str]]:
     """(name, spec) of the named candidates, then random and evolved ones: distinct, within budget."""
-    from exprsearch.evolve import mutate
-    from exprsearch.expr import ModelSpec
-    from exprsearch.generate import Space, sample
-    from exprsearch.parsing import parse, parse_spec
+    from exprsearch.space.evolve import mutate
+    from exprsearch.lang.expr import ModelSpec
+    from exprsearch.space.generate import Space, sample
+    from exprsearch.lang.parsing import parse, parse_spec
     rng, space = random.Random(seed), Space()
     out, seen = [], set()
 
@@ -64,8 +64,8 @@ def candidates(layers: int, n_random: int, n_evolved: int, budget: float, price,
 
 def summarise(names: list[str], proxy: dict[int, list], final: dict[int, list], tasks: list[str]) -> dict:
     """Mean +- std per candidate, the seed noise of each protocol, and the rank agreement."""
-    from exprsearch.glue import task
-    from exprsearch.stats import kendall_tau, mean_std
+    from exprsearch.kd.glue import task
+    from exprsearch.search.stats import kendall_tau, mean_std
 
     def scores(runs: dict[int, list], i: int, tasks_: list[str] | None = None) -> list[float]:
         out = []
@@ -117,10 +117,10 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=12)
     args = ap.parse_args()
     import torch
-    from exprsearch.evaluate import Evaluator
-    from exprsearch.parsing import parse_spec
-    from exprsearch.search import Search, SearchConfig
-    from exprsearch.store import Store
+    from exprsearch.kd.evaluate import Evaluator
+    from exprsearch.lang.parsing import parse_spec
+    from exprsearch.search.search import Search, SearchConfig
+    from exprsearch.search.store import Store
     log = Log()
     cfg = eval_config(args, teacher_task_epochs=args.teacher_task_epochs, group=args.group, latency_batch=0)
     final_cfg = replace(cfg, task_steps=args.final_steps, dropout=None)

@@ -51,9 +51,9 @@ def main() -> None:
     ap.add_argument("--old-path", type=int, default=4, help="named candidates re-scored on the previous path")
     args = ap.parse_args()
     import torch
-    from exprsearch.evaluate import Evaluator
-    from exprsearch.glue import task
-    from exprsearch.stats import kendall_tau
+    from exprsearch.kd.evaluate import Evaluator
+    from exprsearch.kd.glue import task
+    from exprsearch.search.stats import kendall_tau
     cfg = eval_config(args, teacher_task_epochs=args.teacher_task_epochs, group=args.group, streams=args.streams)
     log = Log()
     result = {"benchmark": "bench_kd", "device": device_name(), "torch": torch.__version__, "config": asdict(cfg),
@@ -107,9 +107,9 @@ def main() -> None:
 
 def throughput(cfg, args, workers: int, log) -> dict:
     """A random-sampler stage-1 search of ``args.throughput_candidates`` at <= the standard student's params."""
-    from exprsearch.parsing import parse_spec
-    from exprsearch.search import Search, SearchConfig
-    from exprsearch.store import Store
+    from exprsearch.lang.parsing import parse_spec
+    from exprsearch.search.search import Search, SearchConfig
+    from exprsearch.search.store import Store
     store = Store(f"/tmp/bench_kd_{workers}.db")
     scfg = SearchConfig(sampler="random", candidates=args.throughput_candidates, stages="1", workers=workers,
                         batch=cfg.group * workers, seed=100 + workers)

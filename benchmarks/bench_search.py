@@ -39,13 +39,13 @@ def main() -> None:
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     import torch
-    from exprsearch.evaluate import EvalConfig, Evaluator
-    from exprsearch.leaderboard import is_standard
-    from exprsearch.ops import STANDARD_FFN
-    from exprsearch.parsing import parse_spec
-    from exprsearch.search import Search
-    from exprsearch.stats import mean_std
-    from exprsearch.store import Store
+    from exprsearch.kd.evaluate import EvalConfig, Evaluator
+    from exprsearch.search.leaderboard import is_standard
+    from exprsearch.lang.ops import STANDARD_FFN
+    from exprsearch.lang.parsing import parse_spec
+    from exprsearch.search.search import Search
+    from exprsearch.search.stats import mean_std
+    from exprsearch.search.store import Store
     log = Log()
     store = Store(args.store)
     runs = [store.latest_run() if r == "last" else r for r in args.runs.split(",")]

@@ -38,13 +38,13 @@ def main() -> None:
     args = ap.parse_args()
     import torch
     from compiler import StudentConfig
-    from exprsearch.distill import KDConfig, KDLoss, SupernetStudent
-    from exprsearch.glue import read_split, task
-    from exprsearch.group import GroupTrainer, Member
-    from exprsearch.parsing import parse_spec
-    from exprsearch.teacher import load_teacher, load_tokenizer
-    from exprsearch.tokens import Batcher, encode
-    from exprsearch.train import TrainConfig
+    from exprsearch.kd.distill import KDConfig, KDLoss, SupernetStudent
+    from exprsearch.kd.glue import read_split, task
+    from exprsearch.kd.group import GroupTrainer, Member
+    from exprsearch.lang.parsing import parse_spec
+    from exprsearch.kd.teacher import load_teacher, load_tokenizer
+    from exprsearch.kd.tokens import Batcher, encode
+    from exprsearch.kd.train import TrainConfig
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
     t = task(args.task)

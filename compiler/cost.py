@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from exprsearch.expr import Expr
-from exprsearch.ops import OPS
+from exprsearch.lang.expr import Expr
+from exprsearch.lang.ops import OPS
 
 from .lower import FFNConfig, lower
 

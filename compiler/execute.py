@@ -24,8 +24,8 @@ from typing import Iterator
 import torch
 from torch import fx, nn
 
-from exprsearch.canon import canonicalize
-from exprsearch.expr import Expr
+from exprsearch.lang.canon import canonicalize
+from exprsearch.lang.expr import Expr
 
 from .lower import FFNConfig, lower
 

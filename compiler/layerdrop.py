@@ -69,7 +69,7 @@ def every_other(p: float, n: int) -> list[int]:
 def extract_layers(model: Any, keep: list[int]) -> Any:
     """A new student made of layers ``keep`` of ``model`` (an ExprBertForSequenceClassification)."""
     from compiler.student import ExprBertConfig, ExprBertForSequenceClassification
-    from exprsearch.parsing import parse_spec
+    from exprsearch.lang.parsing import parse_spec
     n = model.config.num_hidden_layers
     if not keep or any(not 0 <= i < n for i in keep) or len(set(keep)) != len(keep):
         raise ConfigError(f"keep {keep}: distinct layers of 0..{n - 1}")

@@ -32,8 +32,8 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from exprsearch.errors import ExprSearchError
-from exprsearch.expr import Expr
-from exprsearch.ops import Kind
+from exprsearch.lang.expr import Expr
+from exprsearch.lang.ops import Kind
 
 __all__ = ["FFNConfig", "Block", "block", "lower", "slot_instances", "verify_graph", "CompileError", "blocks_of"]
 
@@ -195,7 +195,7 @@ def lower(e: Expr, cfg: FFNConfig, *, root: nn.Module | None = None, weight=None
 
 def verify_graph(gm: fx.GraphModule, cfg: FFNConfig) -> None:
     """Checks after lowering: opcodes, targets from the op table, lint, and the output width."""
-    from exprsearch.ops import OPS
+    from exprsearch.lang.ops import OPS
     allowed = {o.torch_fn for o in OPS.values() if o.torch_fn is not None}
     allowed |= {F.linear, operator.getitem, operator.add}
     gm.graph.lint()

@@ -24,8 +24,8 @@ from torch import fx, nn
 from transformers import BertConfig, BertForSequenceClassification, PreTrainedModel
 
 from exprsearch.errors import ConfigError
-from exprsearch.expr import ModelSpec
-from exprsearch.parsing import parse_spec
+from exprsearch.lang.expr import ModelSpec
+from exprsearch.lang.parsing import parse_spec
 
 from .lower import FFNConfig, lower
 from .supernet import load_teacher_ffn

@@ -21,7 +21,7 @@ import operator
 import torch
 from torch import fx, nn
 
-from exprsearch.expr import Expr
+from exprsearch.lang.expr import Expr
 
 from .lower import Block, CompileError, FFNConfig, block, blocks_of, lower, slot_instances
 

@@ -123,7 +123,7 @@ class UnknownNameError(DSLSyntaxError):
     @classmethod
     def for_name(cls, name: str, *, text: str | None = None,
                  span: tuple[int, int] | None = None) -> "UnknownNameError":
-        from .ops import ALL_NAMES, BLOCK_CHOICES, RATIO_CHOICES
+        from exprsearch.lang.ops import ALL_NAMES, BLOCK_CHOICES, RATIO_CHOICES
         shown = name if len(name) <= 40 else name[:37] + "..."
         if _LINEAR_NAME.fullmatch(name):
             hint = (f"linearX_Y needs X in {list(BLOCK_CHOICES)} (stacked blocks) and "

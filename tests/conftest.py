@@ -1,6 +1,6 @@
 """Shared test setup.
 
-* The canonical-form verifier (``exprsearch.canon.VERIFY``) is on for every test, so any
+* The canonical-form verifier (``exprsearch.lang.canon.VERIFY``) is on for every test, so any
   canonicalisation that leaves a non-fixpoint raises instead of silently producing a bad key.
 * Hypothesis runs derandomised (same examples every run), without an example database and
   without deadlines: the suite is deterministic and never fails on a slow, shared machine.
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-import exprsearch.canon
+import exprsearch.lang.canon
 
-exprsearch.canon.VERIFY = True  # at import: also covers collection-time work
+exprsearch.lang.canon.VERIFY = True  # at import: also covers collection-time work
 
 settings.register_profile(
     "exprsearch", derandomize=True, database=None, deadline=None, print_blob=False,
@@ -28,18 +28,18 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(autouse=True, scope="session")
 def _verify_canonical_forms():
     """Keep the verifier on for the whole session (a test that turns it off must restore it)."""
-    exprsearch.canon.VERIFY = True
+    exprsearch.lang.canon.VERIFY = True
     yield
-    assert exprsearch.canon.VERIFY is True, "a test left exprsearch.canon.VERIFY switched off"
+    assert exprsearch.lang.canon.VERIFY is True, "a test left exprsearch.lang.canon.VERIFY switched off"
 
 
 @pytest.fixture
 def verify_off():
     """Temporarily turn the verifier off (only for tests that document a verifier failure)."""
-    exprsearch.canon.VERIFY = False
+    exprsearch.lang.canon.VERIFY = False
     try:
         yield
     finally:
-        exprsearch.canon.VERIFY = True
+        exprsearch.lang.canon.VERIFY = True
 
 

@@ -131,8 +131,8 @@ EASY_TEACHER_CFG = dict(epochs=2.0, lr=3e-3, batch_size=16, max_len=32)
 @pytest.fixture(scope="session")
 def easy_teacher(tiny_teacher, easy_glue, kd_cache) -> Path:
     """The tiny teacher fine-tuned on the easy synthetic SST-2 (dev accuracy ~1)."""
-    from exprsearch.glue import task
-    from exprsearch.teacher import TeacherConfig, finetune_teacher
+    from exprsearch.kd.glue import task
+    from exprsearch.kd.teacher import TeacherConfig, finetune_teacher
     torch.manual_seed(0)  # finetune_teacher initialises the new classifier head from the global RNG
     return finetune_teacher(task("SST-2"), easy_glue, tiny_teacher, TeacherConfig(**EASY_TEACHER_CFG), kd_cache,
                             torch.device("cpu"), log=quiet)
@@ -140,7 +140,7 @@ def easy_teacher(tiny_teacher, easy_glue, kd_cache) -> Path:
 
 def eval_config(glue: Path, teacher: Path, cache: Path, **kw):
     """A CPU EvalConfig sized for tests: 2 layers, max_len 32, a few steps."""
-    from exprsearch.evaluate import EvalConfig
+    from exprsearch.kd.evaluate import EvalConfig
     base = dict(tasks=("SST-2",), data_dir=str(glue), teacher=str(teacher), layers=2, steps=20, warmup_steps=10,
                 teacher_epochs=0.5, max_len=32, batch_size=16, lr=1e-3, cache_dir=str(cache), device="cpu")
     base.update(kw)

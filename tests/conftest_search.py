@@ -28,7 +28,7 @@ def search_ecfg(easy_glue, tiny_teacher, kd_cache):  # noqa: F811
 def scfg(**kw: Any):
     """A small SearchConfig: stage 1 only, a few candidates, evolution with a tiny population
     (so mutation/crossover really happen within a handful of candidates)."""
-    from exprsearch.search import SearchConfig
+    from exprsearch.search.search import SearchConfig
     base = dict(stages="1", candidates=4, population=2, tournament=2, supernet_steps=3, multitask_steps=3)
     base.update(kw)
     return SearchConfig(**base)
@@ -36,8 +36,8 @@ def scfg(**kw: Any):
 
 def run_search(store_path: Path | str, ecfg: Any, **kw: Any) -> tuple[Any, Any, list[dict[str, Any]]]:
     """Run one search into ``store_path``: (Search, summary, the run's stored rows)."""
-    from exprsearch.search import Search
-    from exprsearch.store import Store
+    from exprsearch.search.search import Search
+    from exprsearch.search.store import Store
     store = Store(store_path)
     search = Search(store, scfg(**kw), ecfg, log=quiet, progress=False)
     summary = search.run()
@@ -53,7 +53,7 @@ class EvalSpy:
     through ``evaluate_many``)."""
 
     def __init__(self, monkeypatch) -> None:
-        from exprsearch.evaluate import Evaluator
+        from exprsearch.kd.evaluate import Evaluator
         self.specs: list[str] = []
         orig = Evaluator.evaluate_many
 
@@ -65,7 +65,7 @@ class EvalSpy:
 
     def keys(self, search: Any) -> list[str]:
         """The dedup keys (under ``search``'s classes) of the evaluated specs, in call order."""
-        from exprsearch.parsing import parse_spec
+        from exprsearch.lang.parsing import parse_spec
         return [search.key(parse_spec(s, strict=False)) for s in self.specs]
 
 

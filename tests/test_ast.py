@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exprsearch import expr as expr_mod
+from exprsearch.lang import expr as expr_mod
 from exprsearch.errors import ArityError, DSLError, NestingTooDeepError, SlotTypeError, UnknownNameError
-from exprsearch.expr import (MAX_DEPTH, WB1, WB2, X, Binary, Expr, Linear, ModelSpec, Slot, Unary,
+from exprsearch.lang.expr import (MAX_DEPTH, WB1, WB2, X, Binary, Expr, Linear, ModelSpec, Slot, Unary,
                              Var, node, order_key)
-from exprsearch.ops import OPS, Kind
-from exprsearch.parsing import parse, parse_spec
-from exprsearch.syntax import parse_layers
+from exprsearch.lang.ops import OPS, Kind
+from exprsearch.lang.parsing import parse, parse_spec
+from exprsearch.lang.syntax import parse_layers
 
 from _support import STANDARD_FFN, efficientbert_layers
 

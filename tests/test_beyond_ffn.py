@@ -22,8 +22,8 @@ from compiler.heads import head_importance, head_masks, heads_of, keep_top, prun
 from compiler.layerdrop import every_other, extract_layers, sample_skips, set_skips
 from compiler.lower import FFNConfig
 from exprsearch.errors import ConfigError, DSLError
-from exprsearch.expr import AttnSpec
-from exprsearch.parsing import parse, parse_spec, read_spec
+from exprsearch.lang.expr import AttnSpec
+from exprsearch.lang.parsing import parse, parse_spec, read_spec
 
 from conftest_search import easy_glue, kd_cache, one_thread, run_search, search_ecfg, tiny_teacher  # noqa: F401
 
@@ -257,8 +257,8 @@ def test_extracted_student_equals_the_masked_forward(keep):
 # -- search and evaluation -------------------------------------------------------------------------
 
 def test_sampler_draws_attention_and_depth():
-    from exprsearch.samplers import RandomSampler, parse_attn_choices
-    from exprsearch.generate import Space
+    from exprsearch.space.samplers import RandomSampler, parse_attn_choices
+    from exprsearch.space.generate import Space
     choices = parse_attn_choices("std|mha(heads=2)|lsra(heads=2, kernel=3)")
     assert choices == [None, AttnSpec("mha", heads=2), AttnSpec("lsra", heads=2, kernel=3)]
     s = RandomSampler([Space(max_depth=3, max_size=5)] * 4, random.Random(0), attn_choices=choices, depths=[2, 4])
@@ -283,7 +283,7 @@ def test_evaluator_scores_shallower_pruned_and_lsra_students(tmp_path, search_ec
     """A LayerDrop-warmed supernet of 4 layers gives 2-layer students (every-other rule), heads
     pruned by importance, LSRA layers; each trains, scores, and is costed as built."""
     import dataclasses
-    from exprsearch.evaluate import Evaluator
+    from exprsearch.kd.evaluate import Evaluator
     ecfg = dataclasses.replace(search_ecfg, layers=4, layerdrop=0.5, head_importance_steps=2, cache_dir=str(tmp_path))
     ev = Evaluator(ecfg, log=lambda m: None)
     full = ev.evaluate(STD)
@@ -310,7 +310,7 @@ def test_evaluator_scores_shallower_pruned_and_lsra_students(tmp_path, search_ec
 
 def test_search_over_attention_and_depth(tmp_path, search_ecfg, one_thread):
     import dataclasses
-    from exprsearch.leaderboard import leaderboard_table
+    from exprsearch.search.leaderboard import leaderboard_table
     ecfg = dataclasses.replace(search_ecfg, layers=4, layerdrop=0.5)
     search, _summary, rows = run_search(tmp_path / "runs.db", ecfg, candidates=8, sampler="random",
                                         attn_choices="std|mha(heads=1)|lsra(heads=1, kernel=3)", depths=(2, 4))

@@ -8,21 +8,21 @@ import random
 
 import pytest
 
-from exprsearch.expr import order_key
+from exprsearch.lang.expr import order_key
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import exprsearch.canon as canon
+import exprsearch.lang.canon as canon
 from exprsearch import Space, sample
-from exprsearch.canon import canonical_key, canonicalize, canonicalize_spec, verify_canonical
+from exprsearch.lang.canon import canonical_key, canonicalize, canonicalize_spec, verify_canonical
 from exprsearch.errors import ExprSearchError
-from exprsearch.expr import WB1, X, Expr, ModelSpec, node
-from exprsearch.numeric import Probe, evaluate, fingerprint
-from exprsearch.ops import OPS, Kind
-from exprsearch.parsing import parse, parse_spec
-from exprsearch.rewrite import RULES, Pat, match, rewrite_once, rules_for
-from exprsearch.validity import parse_one, validate
+from exprsearch.lang.expr import WB1, X, Expr, ModelSpec, node
+from exprsearch.lang.numeric import Probe, evaluate, fingerprint
+from exprsearch.lang.ops import OPS, Kind
+from exprsearch.lang.parsing import parse, parse_spec
+from exprsearch.lang.rewrite import RULES, Pat, match, rewrite_once, rules_for
+from exprsearch.lang.validity import parse_one, validate
 
 from _support import efficientbert_layers, example_lines
 
@@ -110,7 +110,7 @@ DEDUP_EQUIVALENT = [
 
 @pytest.mark.parametrize("group", DEDUP_EQUIVALENT, ids=lambda g: g[0])
 def test_sign_identities_merge_in_the_deduper(group):
-    from exprsearch.dedup import Deduper
+    from exprsearch.lang.dedup import Deduper
     dd = Deduper()
     results = [dd.add(parse_one(t)) for t in group]
     assert len({r.key for r in results}) == 1

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 import exprsearch
-from exprsearch import cli
-from exprsearch.canon import canonicalize
-from exprsearch.display import ast_tree
-from exprsearch.generate import Space, count, enumerate_space
-from exprsearch.numeric import fingerprint
-from exprsearch.ops import linear_op
-from exprsearch.parsing import parse
+from exprsearch.cli import main as cli
+from exprsearch.lang.canon import canonicalize
+from exprsearch.lang.display import ast_tree
+from exprsearch.space.generate import Space, count, enumerate_space
+from exprsearch.lang.numeric import fingerprint
+from exprsearch.lang.ops import linear_op
+from exprsearch.lang.parsing import parse
 
 from _support import STANDARD_FFN, example_lines
 

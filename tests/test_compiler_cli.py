@@ -7,7 +7,7 @@ import re
 import pytest
 
 import exprsearch as es
-from exprsearch.cli import main
+from exprsearch.cli.main import main
 from compiler import FFNConfig, ffn_cost
 
 EXPR = "linear2_2(gelu(linear2_2(max(x,tanh(x)),wb1)),wb2)"

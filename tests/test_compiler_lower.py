@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 import exprsearch as es
-from exprsearch.ops import OPS, Kind
-from exprsearch.symbolic import X_SYMBOL, to_sympy
+from exprsearch.lang.ops import OPS, Kind
+from exprsearch.lang.symbolic import X_SYMBOL, to_sympy
 
 import compiler
 import compiler.execute

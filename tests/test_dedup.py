@@ -7,11 +7,11 @@ import itertools
 import networkx as nx
 import pytest
 
-import exprsearch.dedup as dedup_mod
+import exprsearch.lang.dedup as dedup_mod
 from exprsearch import Deduper, Space, dag_stats, enumerate_space, parse, to_dag
-from exprsearch.expr import ModelSpec
-from exprsearch.numeric import Probe, default_probe, evaluate, fingerprint, numerically_equal
-from exprsearch.symbolic import prove_equal, to_sympy
+from exprsearch.lang.expr import ModelSpec
+from exprsearch.lang.numeric import Probe, default_probe, evaluate, fingerprint, numerically_equal
+from exprsearch.lang.symbolic import prove_equal, to_sympy
 
 from _support import STANDARD_FFN, example_lines
 

@@ -14,11 +14,11 @@ import torch
 
 from compiler.exits import EarlyExitBert, EntropyExit, GateExit, PatienceExit, normalized_entropy
 from exprsearch.errors import ConfigError
-from exprsearch.exits import (ExitConfig, evaluate_policy, run_exits, settings, sweep, train_exits,
+from exprsearch.kd.exits import (ExitConfig, evaluate_policy, run_exits, settings, sweep, train_exits,
                               train_gates)
-from exprsearch.glue import compute_metrics
-from exprsearch.tokens import Batcher
-from exprsearch.train import predict
+from exprsearch.kd.glue import compute_metrics
+from exprsearch.kd.tokens import Batcher
+from exprsearch.kd.train import predict
 
 from conftest_kd import quiet
 from conftest_search import easy_glue, kd_cache, one_thread, search_ecfg, tiny_teacher  # noqa: F401
@@ -31,7 +31,7 @@ XCFG = ExitConfig(exit_steps=30, gate_steps=20, timing_rows=16)
 @pytest.fixture(scope="module")
 def trained(search_ecfg, tmp_path_factory):  # noqa: F811
     """(EarlyExitBert with trained exit heads, task state, static dev metrics, exit-training curve)."""
-    from exprsearch.evaluate import Evaluator
+    from exprsearch.kd.evaluate import Evaluator
     ecfg = dataclasses.replace(search_ecfg, layers=4, steps=20, cache_dir=str(tmp_path_factory.mktemp("exits")))
     ev = Evaluator(ecfg, log=quiet)
     student, st, static = ev.train_student(STD)
@@ -163,9 +163,9 @@ def test_sweep_rows_cover_the_trade_off(trained):
 
 
 def test_exits_cli_stores_and_reports(tmp_path, search_ecfg, capsys):  # noqa: F811
-    from exprsearch.cli import main
-    from exprsearch.report import write_report
-    from exprsearch.store import Store
+    from exprsearch.cli.main import main
+    from exprsearch.search.report import write_report
+    from exprsearch.search.store import Store
     db = tmp_path / "runs.db"
     e = search_ecfg
     args = ["exits", STD, "--task", "SST-2", "--policy", "patience", "--patience", "2", "--store", str(db),
@@ -191,8 +191,8 @@ def test_exits_cli_stores_and_reports(tmp_path, search_ecfg, capsys):  # noqa: F
 
 def test_repl_eval_with_an_exit_policy(search_ecfg, monkeypatch):  # noqa: F811
     import io
-    from exprsearch import cli_eval
-    from exprsearch.repl import Repl
+    from exprsearch.cli import cmd_eval as cli_eval
+    from exprsearch.cli.repl import Repl
     e = search_ecfg
     tiny = dict(data_dir=e.data_dir, teacher=e.teacher, cache_dir=e.cache_dir, layers=3, steps=5, warmup_steps=5,
                 max_train=64, max_dev=32, max_len=32, batch_size=16, teacher_epochs=0.5, device="cpu", latency_batch=0)
@@ -212,7 +212,7 @@ def test_regression_tasks_use_patience_and_gates(search_ecfg):  # noqa: F811
                     policies=("entropy", "patience", "gate"))
     assert set(out["rows"]) == {"patience", "gate"}
     assert [r["setting"]["patience"] for r in out["rows"]["patience"]] == [2, 1, 0]
-    from exprsearch.exits import GATE_COSTS
+    from exprsearch.kd.exits import GATE_COSTS
     assert [r["setting"]["gate_cost"] for r in out["rows"]["gate"]] == list(GATE_COSTS)
     assert {r["setting"]["threshold"] for r in out["rows"]["gate"]} == {0.0}
     assert "pearson" in out["static"] and "pearson" in out["chosen"]["patience"]["metrics"]

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exprsearch import parse, parse_spec, syntax
+from exprsearch.lang import syntax
+from exprsearch import parse, parse_spec
 from exprsearch.errors import DSLError
-from exprsearch.ops import ALL_NAMES
+from exprsearch.lang.ops import ALL_NAMES
 
 from _support import example_lines, published_expressions
 

@@ -10,11 +10,11 @@ import pytest
 
 from exprsearch import Space, count, crossover, enumerate_space, mutate, parse, sample
 from exprsearch.errors import ConfigError
-from exprsearch.evolve import MUTATIONS
-from exprsearch.expr import WB1, WB2, X, Expr, node
-from exprsearch.generate import random_tree
-from exprsearch.ops import Kind
-from exprsearch.validity import is_valid, validate
+from exprsearch.space.evolve import MUTATIONS
+from exprsearch.lang.expr import WB1, WB2, X, Expr, node
+from exprsearch.space.generate import random_tree
+from exprsearch.lang.ops import Kind
+from exprsearch.lang.validity import is_valid, validate
 
 from _support import STANDARD_FFN, efficientbert_layers
 

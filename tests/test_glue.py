@@ -11,8 +11,8 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from exprsearch.errors import ConfigError, ExprSearchError
-from exprsearch.glue import TASKS, DataError, compute_metrics, read_split, task
-from exprsearch.paths import bundled_glue
+from exprsearch.kd.glue import TASKS, DataError, compute_metrics, read_split, task
+from exprsearch.kd.paths import bundled_glue
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data" / "glue"

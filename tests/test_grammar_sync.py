@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from exprsearch import syntax
-from exprsearch.ops import OPS, Kind
+from exprsearch.lang import syntax
+from exprsearch.lang.ops import OPS, Kind
 
 from _support import ROOT
 

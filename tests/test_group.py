@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from exprsearch.distill import KDLoss
-from exprsearch.evaluate import Evaluator
-from exprsearch.group import GroupTrainer, Member
-from exprsearch.tokens import Batcher, Encoded
-from exprsearch.train import TrainConfig
+from exprsearch.kd.distill import KDLoss
+from exprsearch.kd.evaluate import Evaluator
+from exprsearch.kd.group import GroupTrainer, Member
+from exprsearch.kd.tokens import Batcher, Encoded
+from exprsearch.kd.train import TrainConfig
 
 from conftest_kd import (OTHER_SPEC, SPEC, easy_glue, easy_teacher, eval_config, kd_cache,  # noqa: F401
                          one_thread, quiet, tiny_teacher)

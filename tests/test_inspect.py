@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from exprsearch.repl import COMMANDS, Repl
+from exprsearch.cli.repl import COMMANDS, Repl
 
 STD = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
 L5 = "linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)"
@@ -176,8 +176,8 @@ def _check_png(path: Path) -> None:
 
 def test_plots_are_valid_non_blank_images(tmp_path):
     import exprsearch as es
-    from exprsearch.plots import plot_nonlinearity, plot_pareto, plot_progress, plot_proxy
-    from exprsearch.stats import kendall_tau
+    from exprsearch.search.plots import plot_nonlinearity, plot_pareto, plot_progress, plot_proxy
+    from exprsearch.search.stats import kendall_tau
     _check_png(plot_nonlinearity([es.parse(STD), es.parse(L5)], tmp_path / "nl.png"))
     _check_png(plot_progress({"evolution": _rows(), "random": _rows(5)}, tmp_path / "prog.png"))
     _check_png(plot_pareto(_rows(), tmp_path / "par.png", standard=55, teacher=62))
@@ -189,7 +189,7 @@ def test_plots_are_valid_non_blank_images(tmp_path):
 
 @pytest.fixture
 def stored_run(tmp_path):
-    from exprsearch.store import Store
+    from exprsearch.search.store import Store
     st = Store(tmp_path / "runs.db")
     run = st.new_run({"search": {"sampler": "evolution", "candidates": 8}, "eval": {"tasks": ["RTE"], "steps": 5}})
     for r in _rows():
@@ -198,7 +198,7 @@ def stored_run(tmp_path):
 
 
 def test_report_has_every_section_and_its_images(stored_run, tmp_path):
-    from exprsearch.report import SECTIONS, write_report
+    from exprsearch.search.report import SECTIONS, write_report
     st, run = stored_run
     page = write_report(st, run, tmp_path / "r.html").read_text()
     for s in SECTIONS:
@@ -209,7 +209,7 @@ def test_report_has_every_section_and_its_images(stored_run, tmp_path):
 
 
 def test_report_cli(stored_run, tmp_path, capsys):
-    from exprsearch.cli import main
+    from exprsearch.cli.main import main
     st, run = stored_run
     assert main(["report", run, "--store", str(st.path), "-o", str(tmp_path / "x.html")]) == 0
     assert (tmp_path / "x.html").stat().st_size > 10_000
@@ -217,7 +217,7 @@ def test_report_cli(stored_run, tmp_path, capsys):
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_report_renders_in_headless_chromium(stored_run, tmp_path):
-    from exprsearch.report import write_report
+    from exprsearch.search.report import write_report
     st, run = stored_run
     page = write_report(st, run, tmp_path / "r.html")
     shot = tmp_path / "shot.png"

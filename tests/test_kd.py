@@ -12,17 +12,17 @@ import random
 import pytest
 import torch
 
-import exprsearch.evaluate as evaluate_mod
-import exprsearch.teacher as teacher_mod
+import exprsearch.kd.evaluate as evaluate_mod
+import exprsearch.kd.teacher as teacher_mod
 from compiler import StudentConfig
-from exprsearch.distill import KDConfig, KDLoss, SupernetStudent
+from exprsearch.kd.distill import KDConfig, KDLoss, SupernetStudent
 from exprsearch.errors import ConfigError
-from exprsearch.evaluate import STANDARD_SPEC, CandidateResult, Evaluator
-from exprsearch.glue import read_split, task
-from exprsearch.parsing import parse_spec
-from exprsearch.teacher import TeacherConfig, finetune_teacher, load_teacher, load_tokenizer, teacher_info
-from exprsearch.tokens import Batcher, encode
-from exprsearch.train import CandidateFailed, TrainConfig, train_steps
+from exprsearch.kd.evaluate import STANDARD_SPEC, CandidateResult, Evaluator
+from exprsearch.kd.glue import read_split, task
+from exprsearch.lang.parsing import parse_spec
+from exprsearch.kd.teacher import TeacherConfig, finetune_teacher, load_teacher, load_tokenizer, teacher_info
+from exprsearch.kd.tokens import Batcher, encode
+from exprsearch.kd.train import CandidateFailed, TrainConfig, train_steps
 
 from conftest_kd import (OTHER_SPEC, SPEC, Recorder, easy_glue, easy_teacher, eval_config, kd_cache,  # noqa: F401
                          one_thread, quiet, tiny_teacher)

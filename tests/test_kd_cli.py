@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import exprsearch.teacher as teacher_mod
-from exprsearch import cli
-from exprsearch.canon import canonicalize_spec
-from exprsearch.evaluate import STANDARD_SPEC
-from exprsearch.parsing import parse_spec
+import exprsearch.kd.teacher as teacher_mod
+from exprsearch.cli import main as cli
+from exprsearch.lang.canon import canonicalize_spec
+from exprsearch.kd.evaluate import STANDARD_SPEC
+from exprsearch.lang.parsing import parse_spec
 
 from conftest_kd import (OTHER_SPEC, easy_glue, easy_teacher, kd_cache, one_thread, tiny_teacher,  # noqa: F401
                          write_sst2)

@@ -8,7 +8,7 @@ import sympy
 import torch
 
 from exprsearch.errors import UnknownNameError
-from exprsearch.ops import (ALL_NAMES, BLOCK_CHOICES, OPS, RATIO_CHOICES, REFERENCE_BINARY,
+from exprsearch.lang.ops import (ALL_NAMES, BLOCK_CHOICES, OPS, RATIO_CHOICES, REFERENCE_BINARY,
                             REFERENCE_UNARY, Kind, linear_op, op, ops_of)
 
 UNARY = [o.name for o in OPS.values() if o.kind is Kind.UNARY]

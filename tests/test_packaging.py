@@ -45,21 +45,22 @@ def test_wheel_contains_grammar_and_examples(wheel: Path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "exprsearch/_grammar/ffn.lark" in names
     assert "exprsearch/data/examples.ffn" in names
-    assert "exprsearch/syntax.py" in names and "exprsearch/ops.py" in names
+    assert "exprsearch/lang/syntax.py" in names and "exprsearch/lang/ops.py" in names
+    assert {f"exprsearch/{p}/__init__.py" for p in ("lang", "space", "kd", "search", "cli")} <= names
     with zipfile.ZipFile(wheel) as z:
         assert z.read("exprsearch/_grammar/ffn.lark") == (ROOT / "grammar" / "ffn.lark").read_bytes()
         assert z.read("exprsearch/data/examples.ffn") == (ROOT / "exprsearch" / "data" / "examples.ffn").read_bytes()
         entry = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
-        assert entry and "exprsearch = exprsearch.cli:main" in z.read(entry[0]).decode()
+        assert entry and "exprsearch = exprsearch.cli.main:main" in z.read(entry[0]).decode()
 
 
 def test_unpacked_wheel_finds_its_grammar(wheel: Path, tmp_path: Path):
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
-    code = ("import exprsearch, exprsearch.syntax as s; "
+    code = ("import exprsearch, exprsearch.lang.syntax as s; "
             f"print(exprsearch.parse({STANDARD_FFN!r})); print(exprsearch.__file__); print(s.grammar_path()); "
-            "print(exprsearch.canon.VERIFY)")
+            "print(exprsearch.lang.canon.VERIFY)")
     env = {**os.environ, "PYTHONPATH": str(site), "EXPRSEARCH_VERIFY": "1"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=site, capture_output=True, text=True,
                           timeout=120, env=env)

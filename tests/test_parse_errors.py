@@ -10,8 +10,8 @@ import pytest
 
 import exprsearch
 from exprsearch import errors as E
-from exprsearch.parsing import parse, parse_spec, read_spec
-from exprsearch.syntax import MAX_CHARS, MAX_NESTING, parse_layers
+from exprsearch.lang.parsing import parse, parse_spec, read_spec
+from exprsearch.lang.syntax import MAX_CHARS, MAX_NESTING, parse_layers
 
 from _support import ROOT, STANDARD_FFN, assert_caret_matches_span, caret_info
 

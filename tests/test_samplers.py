@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from exprsearch.errors import ConfigError
-from exprsearch.expr import ModelSpec
-from exprsearch.generate import Space, sample
-from exprsearch.parsing import parse, parse_spec
-from exprsearch.samplers import (SAMPLERS, EvolutionSampler, LaNASSampler, RandomSampler, _OP_NAMES, features,
+from exprsearch.lang.expr import ModelSpec
+from exprsearch.space.generate import Space, sample
+from exprsearch.lang.parsing import parse, parse_spec
+from exprsearch.space.samplers import (SAMPLERS, EvolutionSampler, LaNASSampler, RandomSampler, _OP_NAMES, features,
                                  make_sampler)
-from exprsearch.validity import validate
+from exprsearch.lang.validity import validate
 
 STANDARD = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
 NAMES = ("random", "evolution", "lanas")

@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 
 from compiler import StudentConfig, build_student
-from exprsearch import cli
+from exprsearch.cli import main as cli
 from exprsearch.errors import ConfigError
-from exprsearch.evaluate import STANDARD_SPEC
-from exprsearch.expr import ModelSpec
-from exprsearch.leaderboard import leaderboard_table, pareto, pareto_table
-from exprsearch.parsing import parse_spec
-from exprsearch.search import Search, eval_hash, parse_budget
-from exprsearch.stage3 import with_xy
-from exprsearch.store import Store
+from exprsearch.kd.evaluate import STANDARD_SPEC
+from exprsearch.lang.expr import ModelSpec
+from exprsearch.search.leaderboard import leaderboard_table, pareto, pareto_table
+from exprsearch.lang.parsing import parse_spec
+from exprsearch.search.search import Search, eval_hash, parse_budget
+from exprsearch.search.stage3 import with_xy
+from exprsearch.search.store import Store
 
 from conftest_search import (EvalSpy, easy_glue, eval_spy, kd_cache, key_score, one_thread, quiet,  # noqa: F401
                              run_search, scfg, search_ecfg, tiny_teacher)
@@ -136,7 +136,7 @@ class ScriptedSampler:
 
 
 def test_equivalent_specs_are_evaluated_once(tmp_path, search_ecfg, eval_spy, monkeypatch):
-    import exprsearch.search as search_mod
+    import exprsearch.search.search as search_mod
     sampler = ScriptedSampler()
     monkeypatch.setattr(search_mod, "make_sampler", lambda *a, **kw: sampler)
     store = Store(tmp_path / "runs.db")
@@ -198,7 +198,7 @@ def test_results_are_reused_across_runs_under_the_same_protocol(tmp_path, search
 
 
 def test_eval_hash_ignores_where_and_how_fast_but_not_what():
-    from exprsearch.evaluate import EvalConfig
+    from exprsearch.kd.evaluate import EvalConfig
     base = EvalConfig(tasks=("SST-2",), layers=2)
     same = dataclasses.replace(base, device="cuda", cache_dir="/elsewhere", latency_batch=0, latency_len=7)
     assert eval_hash(same) == eval_hash(base)
@@ -268,10 +268,10 @@ import json, os, sys, time
 cfg = json.loads(sys.argv[1])
 import torch
 torch.set_num_threads(1)
-from exprsearch import backends
-from exprsearch.evaluate import EvalConfig
-from exprsearch.search import Search, SearchConfig
-from exprsearch.store import Store
+from exprsearch.search import backends
+from exprsearch.kd.evaluate import EvalConfig
+from exprsearch.search.search import Search, SearchConfig
+from exprsearch.search.store import Store
 
 store = Store(cfg["store"])
 ecfg = EvalConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["eval"].items()})
@@ -394,7 +394,7 @@ def test_resume_during_stage3_ranking_ranks_every_assignment(tmp_path, search_ec
 # -- stage 3 starts from the best candidate ------------------------------------------------------
 
 def test_stage3_starts_from_the_best_of_stages_1_and_2(tmp_path, search_ecfg, monkeypatch):
-    from exprsearch.evaluate import Evaluator
+    from exprsearch.kd.evaluate import Evaluator
     orig = Evaluator.evaluate_many
 
     def rigged(ev, specs, **kw):  # the standard FFN is clearly the best candidate

@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from exprsearch.store import COLUMNS, Store, StoreError
+from exprsearch.search.store import COLUMNS, Store, StoreError
 
 
 def _result(key: str, score: float | None = 60.0, status: str = "ok", **kw) -> dict:

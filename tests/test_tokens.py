@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from exprsearch.glue import read_split
-from exprsearch.tokens import Batch, Batcher, Encoded, encode, tokenizer_digest
+from exprsearch.kd.glue import read_split
+from exprsearch.kd.tokens import Batch, Batcher, Encoded, encode, tokenizer_digest
 
 from conftest_kd import base_tokenizer, load_base_tokenizer  # noqa: F401  (fixture)
 

@@ -1,0 +1,166 @@
+"""``exprsearch search | show | export``: the batch search and its stored runs."""
+from __future__ import annotations
+
+import argparse
+
+import sys
+from pathlib import Path
+
+from .main import command, emit
+from .options import add_dataclass_args, from_args
+from exprsearch.errors import ConfigError
+from exprsearch.search.leaderboard import leaderboard_table, pareto, pareto_table
+
+SEARCH_PRESETS: dict[str, tuple[dict, dict]] = {  # (search options, eval options)
+    # the README's main job: 2 CPU cores, SST-2 (4,000 training rows, the whole dev set), default
+    # teacher, < 10 minutes; few but long enough candidates that the leaderboard is above noise
+    "quick": (dict(candidates=12, stage2_candidates=6, stage3_candidates=4, supernet_steps=30, multitask_steps=60,
+                   population=6, tournament=3),
+              dict(tasks=("SST-2",), max_train=4000, max_dev=None, max_len=64, batch_size=16, lr=2e-4, steps=60,
+                   warmup_steps=100, teacher_epochs=1.0, teacher_batch=16, latency_batch=4, latency_len=32,
+                   group=4)),
+    # one H200 (BENCHMARKS.md): four tasks, the strong teacher recipe, batch 128, groups of 16 candidates
+    # trained in lock-step with CUDA graphs, two worker processes sharing the GPU
+    "gpu": (dict(candidates=300, stage2_candidates=100, stage3_candidates=32, supernet_steps=300,
+                 multitask_steps=300, workers=2, batch=32, population=32, tournament=8, budget_params="standard"),
+            dict(tasks=("MRPC", "RTE", "CoLA", "SST-2"), batch_size=128, lr=2e-4,
+                 task_steps="MRPC=75,RTE=50,CoLA=100,SST-2=150", warmup_steps=600, teacher_epochs=5.0,
+                 teacher_task_epochs="SST-2=3", teacher_batch=32, group=16)),
+    # the reference method's scale: MNLI, long stages (days on one GPU; use Ray)
+    "paper": (dict(candidates=1000, stage2_candidates=500, stage3_candidates=200, supernet_steps=5000,
+                   multitask_steps=10000),
+              dict(tasks=("MNLI",), steps=3000, warmup_steps=20000, teacher_epochs=3.0)),
+}
+
+
+def _store(ns: argparse.Namespace):
+    from exprsearch.search.store import Store, default_store_path
+    return Store(ns.store or default_store_path())
+
+
+def _store_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", help="SQLite file of runs (default: $EXPRSEARCH_STORE or ./exprsearch-runs.db)")
+
+
+def _search_options(p: argparse.ArgumentParser) -> None:
+    from exprsearch.kd.evaluate import EvalConfig
+    from exprsearch.search.search import SearchConfig
+    p.add_argument("--preset", choices=sorted(SEARCH_PRESETS), help="a bundle of settings (explicit options win)")
+    p.add_argument("--tasks", default=argparse.SUPPRESS, help="GLUE tasks, comma-separated (e.g. RTE,MRPC)")
+    p.add_argument("--resume", metavar="RUN", help="continue a stored run ('last' = the newest)")
+    p.add_argument("--top", type=int, default=10, help="leaderboard rows to print (default 10)")
+    _store_option(p)
+    add_dataclass_args(p, SearchConfig)
+    add_dataclass_args(p, EvalConfig, skip=("tasks", "seed"))  # --seed (SearchConfig) seeds both
+
+
+def _configs(ns: argparse.Namespace):
+    from exprsearch.kd.evaluate import EvalConfig
+    from exprsearch.search.search import SearchConfig
+    s_preset, e_preset = SEARCH_PRESETS.get(ns.preset, ({}, {})) if ns.preset else ({}, {})
+    scfg = from_args(SearchConfig, ns, **{k: v for k, v in s_preset.items() if not hasattr(ns, k)})
+    over = {k: v for k, v in e_preset.items() if not hasattr(ns, k)}
+    if getattr(ns, "tasks", None):
+        over["tasks"] = tuple(t.strip() for t in ns.tasks.split(",") if t.strip())
+    return scfg, from_args(EvalConfig, ns, **over, seed=scfg.seed)
+
+
+@command("search", "search FFN expressions (3 progressive stages) and store every candidate")(_search_options)
+def cmd_search(ns: argparse.Namespace) -> int:
+    from exprsearch.search.search import Search
+    store = _store(ns)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if ns.resume:
+        run = store.latest_run() if ns.resume == "last" else ns.resume
+        search = Search.resume(store, run, log=log)
+        log(f"resuming run {run}: {store.count(run)} candidates already stored")
+    else:
+        scfg, ecfg = _configs(ns)
+        search = Search(store, scfg, ecfg, log=log)
+        log(f"run {search.run_id} -> {store.path}")
+    summary = search.run()
+    rows = store.candidates(search.run_id)
+    human = "\n".join([f"run {search.run_id}: {summary['stats']} in {summary['seconds']:.0f}s",
+                       "leaderboard:", leaderboard_table(rows, ns.top),
+                       "Pareto front (score vs params vs latency):", pareto_table(rows),
+                       f"show it again with: exprsearch show {search.run_id} --store {store.path}"])
+    emit(ns, human, {**summary, "leaderboard": sorted((r for r in rows if r["status"] == "ok"),
+                                                      key=lambda r: -r["score"])[:ns.top]})
+    return 0
+
+
+def _show_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", nargs="?", default="last", help="run id ('last' = the newest; 'list' = all runs)")
+    p.add_argument("--top", type=int, default=10, help="leaderboard rows (default 10)")
+    _store_option(p)
+
+
+@command("show", "leaderboard and Pareto front of a stored run (or 'list' the runs)")(_show_options)
+def cmd_show(ns: argparse.Namespace) -> int:
+    from exprsearch.lang.display import table
+    store = _store(ns)
+    if ns.run == "list":
+        runs = store.runs()
+        emit(ns, table([[r["run_id"], r["status"], r["candidates"], None if r["best"] is None else round(r["best"], 2)]
+                        for r in runs], ["run", "status", "candidates", "best"]), runs)
+        return 0
+    run = store.latest_run() if ns.run == "last" else ns.run
+    info, rows = store.run(run), store.candidates(run)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "stopped")}
+    human = "\n".join([f"run {run} ({info['status']}): {len(rows)} candidates {counts}",
+                       "leaderboard:", leaderboard_table(rows, ns.top), "Pareto front:", pareto_table(rows)])
+    emit(ns, human, {"run": info, "counts": counts, "pareto": pareto(rows),
+                     "leaderboard": sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -r["score"])[:ns.top]})
+    return 0
+
+
+def _export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", nargs="?", default="last", help="run id ('last' = the newest)")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+    _store_option(p)
+
+
+@command("export", "export a stored run as CSV or JSON")(_export_options)
+def cmd_export(ns: argparse.Namespace) -> int:
+    store = _store(ns)
+    run = store.latest_run() if ns.run == "last" else ns.run
+    text = store.export(run, ns.format)
+    if ns.output:
+        try:
+            Path(ns.output).write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot write {ns.output}: {err}") from None
+        print(f"wrote {ns.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", nargs="?", default="last", help="run id ('last' = the newest)")
+    p.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
+    p.add_argument("--top", type=int, default=15, help="leaderboard rows (default 15)")
+    _store_option(p)
+
+
+@command("report", "write a self-contained HTML report of a stored run")(_report_options)
+def cmd_report(ns: argparse.Namespace) -> int:
+    from exprsearch.search.report import write_report
+    store = _store(ns)
+    run = store.latest_run() if ns.run == "last" else ns.run
+    path = write_report(store, run, ns.output, top=ns.top)
+    emit(ns, f"wrote {path}", {"report": str(path), "run": run})
+    return 0
+
+
+def _repl_options(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+@command("repl", "interactive expression inspector (also reads commands from a pipe)")(_repl_options)
+def cmd_repl(ns: argparse.Namespace) -> int:
+    from .repl import main
+    return main()

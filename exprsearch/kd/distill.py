@@ -1,0 +1,188 @@
+"""teacher + student --> distillation loss; teacher --> warm-up supernet student.
+
+Input: a fine-tuned teacher, a student (or the supernet student) and a ``KDConfig``.  Output: the
+loss of one batch (``KDLoss``), and ``SupernetStudent``: a BERT student whose every layer holds a
+``SuperFFN`` (largest X and D), initialised from the teacher and warmed up by KD once per task;
+candidates then inherit it (first X blocks, first d channels).  Invariants: the teacher runs
+under ``no_grad`` in eval mode; student layer i is matched to teacher layer ``layer_map[i]``;
+hidden states of different widths meet through one learned projection (as in the reference).
+
+Loss = w_logits * soft cross-entropy(student / T, teacher / T)   (MSE for regression)
+     + w_hidden * sum_i MSE(proj(h_s[i]), h_t[map(i)])           (embeddings included)
+     + w_attn   * sum_i MSE(attention_s[i], attention_t[map(i)])  (needs eager attention)
+     + w_task   * task loss on the labels                         (the no-KD baseline uses only this)
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compiler import FFNConfig, StudentConfig, build_student, inherit, layer_map
+from compiler.student import ExprBertForSequenceClassification, ExprFFNOutput, _copy
+from compiler.supernet import MAX_BLOCKS, SuperFFN, load_teacher_ffn, lower_shared
+from exprsearch.lang.expr import ModelSpec
+from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES
+
+from .glue import Task
+from exprsearch.lang.parsing import parse
+from .tokens import Batch
+
+__all__ = ["KDConfig", "KDLoss", "SupernetStudent", "STANDARD"]
+
+STANDARD = "linear{x}_{y}(gelu(linear{x}_{y}(x,wb1)),wb2)"
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    """Weights of the distillation terms."""
+
+    w_logits: float = 1.0        # soft cross-entropy on logits (MSE for regression)
+    temperature: float = 1.0     # softmax temperature of the logit term
+    w_hidden: float = 1.0        # hidden-state MSE (through a projection if widths differ)
+    w_attn: float = 0.0          # attention-probability MSE (forces eager attention: slower)
+    w_task: float = 0.0          # cross-entropy on the gold labels
+    layer_map: str = "uniform"   # student layer -> teacher layer: uniform | first | e.g. 1,3,5
+
+
+class KDLoss(nn.Module):
+    """One batch's distillation loss; owns the hidden-state projection (a trainable parameter)."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, task: Task, cfg: KDConfig) -> None:
+        super().__init__()
+        self.teacher, self.task, self.cfg = teacher.eval(), task, cfg
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        s, t = student.config, teacher.config
+        self.map = layer_map(cfg.layer_map, s.num_hidden_layers, t.num_hidden_layers)
+        self.proj = nn.Linear(s.hidden_size, t.hidden_size) if s.hidden_size != t.hidden_size else nn.Identity()
+        if cfg.w_attn and s.num_attention_heads != t.num_attention_heads:
+            raise ValueError("attention KD needs the same number of heads in student and teacher")
+
+    @property
+    def needs_teacher(self) -> bool:
+        """False for the labels-only baseline: no teacher forward at all."""
+        return bool(self.cfg.w_logits or self.cfg.w_hidden or self.cfg.w_attn)
+
+    @torch.no_grad()
+    def teacher_outputs(self, batch: Batch) -> Any:
+        """The teacher's logits (and hidden states / attentions when the loss needs them) for a
+        batch: computed once and shared when several students learn from the same batch."""
+        c = self.cfg
+        return self.teacher(**batch.model_inputs(_eager(self.teacher)), output_hidden_states=c.w_hidden > 0,
+                            output_attentions=c.w_attn > 0)
+
+    def forward(self, student: nn.Module, batch: Batch, teacher_out: Any = None) -> torch.Tensor:
+        c = self.cfg
+        want_h, want_a = c.w_hidden > 0, c.w_attn > 0
+        if teacher_out is None and self.needs_teacher:
+            teacher_out = self.teacher_outputs(batch)
+        t = teacher_out
+        s = student(**batch.model_inputs(_eager(student)), output_hidden_states=want_h, output_attentions=want_a)
+        s_logits = s.logits.float()
+        loss = s_logits.new_zeros(())
+        if c.w_logits:
+            t_logits = t.logits.float()
+            if self.task.regression:
+                loss = loss + c.w_logits * F.mse_loss(s_logits, t_logits)
+            else:
+                tt = F.softmax(t_logits / c.temperature, -1)
+                loss = loss + c.w_logits * -(tt * F.log_softmax(s_logits / c.temperature, -1)).sum(-1).mean()
+        if want_h or want_a:
+            mask = batch.attention_mask.unsqueeze(-1).to(s_logits.dtype)
+            denom = mask.sum()
+        if want_h:
+            pairs = [(0, 0)] + [(i + 1, j + 1) for i, j in enumerate(self.map)]
+            for i, j in pairs:
+                diff = self.proj(s.hidden_states[i]).float() - t.hidden_states[j].float()
+                loss = loss + c.w_hidden * (diff.pow(2) * mask).sum() / (denom * diff.shape[-1])
+        if want_a:
+            for i, j in enumerate(self.map):
+                loss = loss + c.w_attn * F.mse_loss(s.attentions[i].float(), t.attentions[j].float())
+        if c.w_task:
+            loss = loss + c.w_task * task_loss(s_logits, batch, self.task)
+        return loss
+
+
+def _eager(model: nn.Module) -> bool:
+    return getattr(model.config, "_attn_implementation", "sdpa") == "eager"
+
+
+def task_loss(logits: torch.Tensor, batch: Batch, t: Task) -> torch.Tensor:
+    if t.regression:
+        return F.mse_loss(logits[:, 0], batch.labels)
+    return F.cross_entropy(logits, batch.labels.long())
+
+
+class SupernetStudent(nn.Module):
+    """A BERT student whose FFNs are weight-sharing supernets; ``use(x, y)`` or ``use_spec(spec)``
+    picks the sub-model the next forward runs (its parameters are views of the supernets)."""
+
+    def __init__(self, cfg: StudentConfig, teacher: nn.Module | None = None) -> None:
+        super().__init__()
+        if teacher is not None:  # the shapes build_student takes from the teacher, kept for extract()
+            tc = teacher.config
+            cfg = replace(cfg, vocab_size=tc.vocab_size, max_position=tc.max_position_embeddings,
+                          type_vocab=tc.type_vocab_size)
+        self.cfg = cfg
+        self.model = build_student(STANDARD.format(x=1, y=1), cfg, teacher)
+        fcfg = FFNConfig(hidden=cfg.hidden, base_width=cfg.base_width, dropout=cfg.dropout,
+                         ln_eps=self.model.config.layer_norm_eps)
+        self.supers = nn.ModuleList(SuperFFN(fcfg) for _ in range(cfg.layers))
+        if teacher is not None:
+            t_bert = getattr(teacher, "bert", teacher)
+            for sup, t in zip(self.supers, layer_map(cfg.layer_map, cfg.layers, len(t_bert.encoder.layer))):
+                load_teacher_ffn(sup, t_bert.encoder.layer[t].intermediate, t_bert.encoder.layer[t].output)
+        self._views: dict[tuple[str, int], nn.Module] = {}
+        self.use(MAX_BLOCKS, 1)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    def trainable(self) -> list[tuple[str, nn.Parameter]]:
+        """Every parameter: the supernets' and the rest of the model's (not the swapped views)."""
+        own = [(n, p) for n, p in self.model.named_parameters() if ".output.ffn." not in n]
+        return own + [(f"supers.{n}", p) for n, p in self.supers.named_parameters()]
+
+    def use_spec(self, spec: ModelSpec) -> None:
+        for i, (layer, e) in enumerate(zip(self.model.bert.encoder.layer, spec.broadcast(self.cfg.layers))):
+            key = (str(e), i)
+            if key not in self._views:
+                self._views[key] = lower_shared(e, self.supers[i])
+            layer.output = ExprFFNOutput(self._views[key])
+
+    def use(self, x: int, y: int) -> None:
+        self.use_spec(ModelSpec((parse(STANDARD.format(x=x, y=y)),)))
+
+    def sample(self, rng: random.Random, layerdrop: float = 0.0) -> tuple[int, int]:
+        """Use a uniformly drawn (X, Y) sub-model; with ``layerdrop`` also skip random layers."""
+        x, y = rng.choice(BLOCK_CHOICES), rng.choice(RATIO_CHOICES)
+        self.use(x, y)
+        if layerdrop:
+            from compiler.layerdrop import sample_skips, set_skips
+            set_skips(self.model, sample_skips(self.cfg.layers, layerdrop, rng))
+        return x, y
+
+    def forward(self, **kw: Any) -> Any:
+        return self.model(**kw)
+
+    @torch.no_grad()
+    def extract(self, spec: ModelSpec) -> ExprBertForSequenceClassification:
+        """A standalone student for ``spec`` inheriting every weight: embeddings, attention, pooler
+        and classifier copied, each FFN the supernet slice it uses (``inherit``).  Built on the
+        supernet's device (the random initialisation it overwrites is cheap there)."""
+        spec = spec.broadcast(self.cfg.layers)
+        with torch.device(next(self.parameters()).device):
+            student = build_student(spec, replace(self.cfg, type_vocab=self.model.config.type_vocab_size))
+            _copy(student, self.model, sliced=True)  # all but the FFNs; pruned heads keep the first heads
+            for layer, sup, e in zip(student.bert.encoder.layer, self.supers, spec.layers):
+                layer.output = ExprFFNOutput(inherit(sup, e))
+        student.config._attn_implementation = self.model.config._attn_implementation
+        return student
+
+

@@ -1,0 +1,288 @@
+"""model spec --> fitness: warm-up KD of a candidate on GLUE tasks, robust to failures.
+
+Input: a ``ModelSpec`` (or one expression for every layer) and an ``EvalConfig``.  Output: a
+``CandidateResult`` -- per-task dev metrics, the score (mean of the tasks' main metrics, x100),
+params, FLOPs per token, seconds, learning curves -- or status ``failed``/``stopped`` with the
+reason.  Pipeline per task (EfficientBERT's warm-up KD): fine-tuned teacher (cached) -> supernet
+student warmed up by KD once (cached) -> the candidate inherits it (first X blocks, first d
+channels) -> a short KD run of ``steps`` steps -> dev metric.  Invariants: everything a task
+needs (teacher, tokenised data on the device, warm supernet) is built once per ``Evaluator``;
+a NaN/Inf loss, exploding gradients or CUDA OOM in one candidate fails only that candidate and
+frees its memory; with the same seed a run is reproducible on CPU.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from compiler.student import set_dropout
+
+from .distill import KDLoss
+from exprsearch.errors import ConfigError, ExprSearchError
+from exprsearch.lang.expr import ModelSpec
+from .glue import task
+from .group import GroupTrainer, Member
+from exprsearch.lang.parsing import parse_spec
+from .paths import cache_root, resolve_data_dir
+from .prepare import TaskState, prefill, prepare
+from .protocol import STANDARD_SPEC, EvalConfig, teacher_config
+from .teacher import default_teacher_dir
+from .train import CandidateFailed, Curve, TrainConfig, cuda_oom_types, dev_metrics
+
+__all__ = ["EvalConfig", "CandidateResult", "Evaluator", "STANDARD_SPEC", "teacher_config"]
+
+
+@dataclass
+class CandidateResult:
+    spec: str                                   # the canonical per-layer spec
+    status: str = "ok"                          # ok | failed | stopped
+    reason: str = ""
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> metric -> value
+    score: float | None = None                  # mean main metric over tasks, x100
+    params: int = 0
+    flops_per_token: float = 0.0
+    latency_ms: float | None = None             # inference, one batch (latency_batch x latency_len)
+    seconds: float = 0.0
+    curves: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Evaluator:
+    """Holds per-task teachers, data and warm supernets; ``evaluate(spec)`` scores one candidate."""
+
+    def __init__(self, cfg: EvalConfig, log: Callable[[str], None] = print) -> None:
+        self.cfg, self.log = cfg, log
+        self.device = cfg.torch_device()
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+        self.cache = cache_root(cfg.cache_dir)
+        self.data_dir = resolve_data_dir(cfg.data_dir)
+        self.teacher_dir = Path(cfg.teacher) if cfg.teacher else default_teacher_dir()
+        self.tasks = [task(t) for t in cfg.tasks]
+        if not self.tasks:
+            raise ConfigError("no tasks to evaluate on")
+        if cfg.layerdrop and cfg.w_attn:
+            raise ConfigError("attention-map KD (w_attn > 0) cannot follow skipped layers; use it without --layerdrop")
+        prefill(cfg, log)
+        self.state = {t.name: prepare(cfg, t, self.device, self.data_dir, self.teacher_dir, self.cache, log)
+                      for t in self.tasks}
+
+    # -- candidates ------------------------------------------------------------------------------
+    def evaluate(self, spec: ModelSpec | str, *, steps: int | None = None, seed: int | None = None
+                 ) -> CandidateResult:
+        """Train and score one candidate on every task; never raises for a broken candidate."""
+        return self.evaluate_many([spec], steps=steps, seed=seed)[0]
+
+    def evaluate_many(self, specs: list[ModelSpec | str], *, steps: int | None = None, seed: int | None = None
+                      ) -> list[CandidateResult]:
+        """Train and score candidates on every task, ``cfg.group`` at a time in lock-step (the same
+        batches, one teacher forward per batch); a broken candidate fails alone.  ``seed`` (default
+        ``cfg.seed``) orders the batches and seeds the candidates' training; the teachers and warm
+        supernets stay those of ``cfg.seed``.  Each result's ``seconds`` is its share of the wall
+        clock."""
+        parsed = [self._canonical(s) for s in specs]
+        res = [CandidateResult(spec=str(s)) for s in parsed]
+        t0 = time.perf_counter()
+        for name, st in self.state.items():
+            alive = [i for i, r in enumerate(res) if r.status == "ok"]
+            size = max(1, self.cfg.group)
+            for c in range(0, len(alive), size):
+                chunk = alive[c:c + size]
+                n_steps = steps or self.cfg.steps_for(name)
+                for i, run in zip(chunk, self._train_group(st, [parsed[i] for i in chunk], n_steps, seed)):
+                    self._record(res[i], name, run)
+        share = (time.perf_counter() - t0) / max(1, len(res))
+        for r in res:
+            r.seconds = share
+            if r.status == "ok":
+                r.score = 100.0 * sum(r.metrics[t.name][t.main] for t in self.tasks) / len(self.tasks)
+        return res
+
+    def _record(self, res: CandidateResult, name: str, run: "_Run") -> None:
+        from compiler import student_cost
+        if run.status != "ok":
+            res.status, res.reason = run.status, f"{name}: {run.reason}"
+            if run.curve is not None and run.status == "stopped":
+                res.curves[name] = run.curve.as_dict()
+            return
+        res.metrics[name] = run.metrics
+        res.curves[name] = run.curve.as_dict()
+        if not res.params:
+            try:
+                cost = student_cost(run.student, min(self.cfg.max_len, 128))
+                res.params, res.flops_per_token = cost["params"], cost["mm_flops_per_token"]
+                res.latency_ms = self._latency(run.student)
+            except _CANDIDATE_ERRORS as err:
+                res.status, res.reason = "failed", f"{name}: {type(err).__name__}: {err}"
+
+    def _canonical(self, spec: ModelSpec | str) -> ModelSpec:
+        from exprsearch.lang.canon import canonicalize_spec
+        if isinstance(spec, str):
+            spec = parse_spec(spec)
+        return canonicalize_spec(spec if 1 < len(spec) < self.cfg.layers else spec.broadcast(self.cfg.layers))
+
+    def train_student(self, spec: ModelSpec | str, task_name: str | None = None) -> tuple[Any, Any, dict[str, float]]:
+        """Train ``spec`` on one task exactly as ``evaluate`` does and keep the model:
+        (student, the task's state -- teacher, batches, dev set --, dev metrics).  Raises on failure."""
+        name = task_name or next(iter(self.state))
+        if name not in self.state:
+            raise ConfigError(f"task {name} is not loaded; the evaluator has {', '.join(self.state)}")
+        st = self.state[name]
+        run = self._train_group(st, [self._canonical(spec)], self.cfg.steps_for(name))[0]
+        if run.status != "ok":
+            raise CandidateFailed(f"{name}: {run.reason}")
+        return run.student, st, {k: v for k, v in run.metrics.items() if not k.endswith("_std")}
+
+    def _latency(self, student: Any) -> float | None:
+        """Milliseconds of one inference forward (bf16 autocast on CUDA), median of a few runs."""
+        from compiler.timing import time_call
+        if not self.cfg.latency_batch:
+            return None
+        student.eval()
+        length = min(self.cfg.latency_len, student.config.max_position_embeddings)
+        vocab = student.config.vocab_size
+        ids = torch.randint(min(1000, vocab - 1), vocab, (self.cfg.latency_batch, length), device=self.device)
+        quick = self.device.type != "cuda"
+        return 1e3 * time_call(lambda: student(input_ids=ids), self.device, warmup=1 if quick else 3,
+                               iters=2 if quick else 5, repeats=3)
+
+    def _student(self, st: TaskState, spec: ModelSpec) -> Any:
+        """The candidate, inheriting the warm supernet: shallower specs keep the layers of the
+        LayerDrop every-other rule (or evenly spaced ones); pruned heads are chosen by importance
+        on the extracted student when ``head_importance_steps`` > 0, else the first heads are kept."""
+        from compiler.layerdrop import every_other, extract_layers
+        from compiler.student import layer_map
+        n, full = len(spec), self.cfg.layers
+        attn = spec.attn or (None,) * n
+        if self.cfg.w_attn and any(a is not None for a in attn):
+            raise ConfigError("attention-map KD (w_attn > 0) needs standard attention in every layer; "
+                              "LSRA and pruned heads have no teacher-shaped attention maps")
+        prune = self.cfg.head_importance_steps > 0 and any(a is not None and a.kind == "mha" and a.heads for a in attn)
+        # the supernet-shaped spec: full heads where importance will choose, depth padded to the supernet's
+        build = [None if prune and a is not None and a.kind == "mha" else a for a in attn]
+        keep = list(range(full))
+        if n < full:
+            keep = every_other(self.cfg.layerdrop, full) if 0 < self.cfg.layerdrop <= 0.5 else []
+            if len(keep) != n:
+                keep = sorted(set(layer_map("uniform", n, full)))
+            layers, padded = [spec.layers[0]] * full, [None] * full
+            for i, j in enumerate(keep):
+                layers[j], padded[j] = spec.layers[i], build[i]
+            base = ModelSpec(tuple(layers), tuple(padded), spec.hidden)
+        else:
+            base = ModelSpec(spec.layers, tuple(build), spec.hidden)
+        student = st.supernet.extract(base).to(self.device).train()
+        if len(keep) < full:
+            student = extract_layers(student, keep).to(self.device).train()
+        if prune:
+            from compiler.heads import head_importance, keep_top, prune_heads
+            kd = KDLoss(st.teacher, student, st.task, self.cfg.kd()).to(self.device)
+            imp = head_importance(student, st.train, lambda b: kd(student, b), self.cfg.head_importance_steps)
+            prune_heads(student, keep_top(imp, [a.heads if a is not None and a.kind == "mha" and a.heads else None
+                                                for a in attn]))
+            student.config.ffn_spec = str(spec)
+        if self.cfg.dropout is not None:
+            set_dropout(student, self.cfg.dropout)
+        return student
+
+    def _train_group(self, st: TaskState, specs: list[ModelSpec], steps: int, seed: int | None = None
+                     ) -> list["_Run"]:
+        """Train ``specs`` together on one task; an error that breaks the whole group (a candidate
+        whose forward raises, out of memory) is retried one candidate at a time, so only the
+        culprit fails."""
+        try:
+            return self._group(st, specs, steps, self.cfg.seed if seed is None else seed)
+        except _CANDIDATE_ERRORS as err:
+            self._free()
+            if len(specs) == 1:
+                why = "CUDA out of memory" if isinstance(err, cuda_oom_types()) else f"{type(err).__name__}: {err}"
+                return [_Run("failed", why)]
+            return [run for spec in specs for run in self._train_group(st, [spec], steps, seed)]
+
+    def _group(self, st: TaskState, specs: list[ModelSpec], steps: int, seed: int) -> list["_Run"]:
+        cfg = self.cfg
+        runs: list[_Run | None] = [None] * len(specs)
+        members, index = [], []
+        st.supernet.use(4, 1)
+        for i, spec in enumerate(specs):
+            torch.manual_seed(seed)  # a candidate's start does not depend on its group
+            try:
+                student = self._student(st, spec)
+            except _CANDIDATE_ERRORS as err:
+                runs[i] = _Run("failed", f"{type(err).__name__}: {err}")
+                continue
+            kd = KDLoss(st.teacher, student, st.task, cfg.kd()).to(self.device)
+            members.append(Member(student, kd, list(kd.named_parameters())))
+            index.append(i)
+        if members:
+            hurdle_steps = sorted({max(1, int(f * steps)) for f in cfg.hurdles})
+            log_every = min([steps] + hurdle_steps) if hurdle_steps else max(1, steps // 10)
+            tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, seed=seed, max_len=cfg.max_len,
+                             log_every=max(1, log_every))
+            checked: set[int] = set()
+
+            def hurdle(step: int, means: dict[int, float]) -> dict[int, str]:
+                """Stop members whose loss is above the quantile of earlier candidates' at a hurdle."""
+                stop: dict[int, str] = {}
+                for h in hurdle_steps:
+                    if step >= h and h not in checked:
+                        checked.add(h)
+                        earlier = st.losses.setdefault(h, [])
+                        bar = _quantile(earlier, cfg.hurdle_quantile) if len(earlier) >= 3 else None
+                        for k, loss in means.items():
+                            if bar is not None and loss > bar:
+                                stop[k] = f"hurdle at step {h}: loss {loss:.4g} > {bar:.4g}"
+                        earlier.extend(means.values())
+                return stop
+
+            kd0 = members[0].loss
+            trainer = GroupTrainer(members, tc, self.device, shared=kd0.teacher_outputs if kd0.needs_teacher else None,
+                                   graphs=cfg.cuda_graphs, streams=cfg.streams, log=self.log)
+            st.train.seed = seed  # every candidate sees the same batches in the same order
+            outs = trainer.train(st.train, on_log=hurdle if hurdle_steps else None)
+            for i, m, o in zip(index, members, outs):
+                if o.failed is not None:
+                    runs[i] = _Run("failed", str(o.failed))
+                elif o.stopped is not None:
+                    runs[i] = _Run("stopped", o.stopped, curve=o.curve)
+                else:
+                    metrics = dev_metrics(m.model, st.dev, st.task, self.device, std=True)
+                    o.curve.dev.append((steps, metrics[st.task.main]))
+                    runs[i] = _Run("ok", metrics=metrics, curve=o.curve, student=m.model)
+            del trainer, members
+            self._free()
+        return [r for r in runs if r is not None]
+
+    def _free(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+@dataclass
+class _Run:
+    """One candidate on one task: status, reason, dev metrics, learning curve, trained student."""
+
+    status: str
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    curve: Curve | None = None
+    student: Any = None
+
+
+_CANDIDATE_ERRORS: tuple[type[BaseException], ...] = (
+    ExprSearchError, RuntimeError, ValueError, AttributeError, IndexError, TypeError, KeyError) + cuda_oom_types()
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+

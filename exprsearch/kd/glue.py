@@ -1,0 +1,252 @@
+"""GLUE TSV files --> examples and metrics: one task table for every GLUE layout.
+
+Input: a GLUE directory (one folder per task, named as in GLUE: ``CoLA``, ``SST-2``, ``MRPC``,
+``QQP``, ``STS-B``, ``MNLI``, ``QNLI``, ``RTE``, ``WNLI``) holding the standard ``train.tsv`` and
+``dev.tsv`` (MNLI: ``dev_matched.tsv``/``dev_mismatched.tsv``).  Output: ``Examples`` (text pairs
+and labels) and the task's metrics.  Invariants: columns are found by header name where the
+file has a header (CoLA has none: fixed columns); a malformed row is a ``DataError`` naming
+``file:line`` unless ``skip_bad_rows`` counts and skips it; ``TASKS`` is the only list of tasks.
+
+>>> TASKS["STS-B"].regression, TASKS["MNLI"].labels
+(True, ('contradiction', 'entailment', 'neutral'))
+>>> round(compute_metrics("CoLA", [1, 0, 1, 1], [1, 0, 0, 1])["mcc"], 4)
+0.5774
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from exprsearch.errors import ConfigError, ExprSearchError, suggest
+
+__all__ = ["metric_std", "Task", "TASKS", "Examples", "DataError", "read_split", "compute_metrics", "task",
+           "file_digest"]
+
+
+class DataError(ExprSearchError):
+    """A data file is missing or malformed (the message names ``file:line``)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One GLUE task's file layout and metrics."""
+
+    name: str                          # folder name, as in the GLUE distribution
+    text: tuple[str, ...]              # text column names (one or two), or indices if no header
+    label: str | int                   # label column name (or index)
+    labels: tuple[str, ...] | None     # label vocabulary in file spelling; None = regression
+    metrics: tuple[str, ...]           # metrics reported
+    main: str                          # the metric used as fitness
+    header: bool = True                # does the file start with a header row?
+    dev: tuple[str, ...] = ("dev",)    # dev split file stems
+
+    @property
+    def regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+
+TASKS: dict[str, Task] = {t.name: t for t in [
+    Task("CoLA", ("3",), 1, ("0", "1"), ("mcc", "acc"), "mcc", header=False),
+    Task("SST-2", ("sentence",), "label", ("0", "1"), ("acc",), "acc"),
+    Task("MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), ("f1", "acc"), "f1"),
+    Task("QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), ("f1", "acc"), "f1"),
+    Task("STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman"), "pearson"),
+    Task("MNLI", ("sentence1", "sentence2"), "gold_label", ("contradiction", "entailment", "neutral"),
+         ("acc",), "acc", dev=("dev_matched", "dev_mismatched")),
+    Task("QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("acc",), "acc"),
+    Task("RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("acc",), "acc"),
+    Task("WNLI", ("sentence1", "sentence2"), "label", ("0", "1"), ("acc",), "acc"),
+]}
+def _norm(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+_ALIASES = {_norm(k): k for k in TASKS} | {"sts": "STS-B", "mnlim": "MNLI", "mnlimatched": "MNLI"}
+
+
+def task(name: str) -> Task:
+    """Look a task up by name (case and '-' insensitive: ``sst2``, ``sts-b``)."""
+    key = _norm(name)
+    if key in _ALIASES:
+        return TASKS[_ALIASES[key]]
+    best = _ALIASES.get(suggest(key, list(_ALIASES)) or "")
+    raise ConfigError(f"unknown GLUE task {name!r}" + (f"; did you mean {best!r}?" if best else
+                      f"; choose from {', '.join(TASKS)}"))
+
+
+@dataclass
+class Examples:
+    """Text pairs and labels of one split (labels are class ids, or floats for regression)."""
+
+    task: Task
+    path: Path
+    texts: list[tuple[str, ...]] = field(default_factory=list)
+    labels: list[float] = field(default_factory=list)
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def head(self, n: int | None) -> "Examples":
+        if n is None or n >= len(self):
+            return self
+        return Examples(self.task, self.path, self.texts[:n], self.labels[:n], self.skipped)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_split(data_dir: str | Path, t: Task | str, split: str, *, skip_bad_rows: bool = False,
+               limit: int | None = None) -> Examples:
+    """Read ``DATA_DIR/<task>/<split>.tsv``."""
+    t = task(t) if isinstance(t, str) else t
+    path = Path(data_dir) / t.name / f"{split}.tsv"
+    if not path.is_file():
+        alt = [p.name for p in (Path(data_dir) / t.name).glob("*.tsv")] if (Path(data_dir) / t.name).is_dir() else []
+        raise DataError(f"{path}: no such file" + (f" (found {', '.join(sorted(alt))})" if alt else
+                        f"; expected a GLUE folder {t.name}/ with {split}.tsv in {data_dir}"))
+    out = Examples(t, path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err})") from None
+    start = 0
+    if t.header:
+        header = lines[0].rstrip("\r").split("\t")
+        try:
+            cols = [header.index(c) for c in t.text]
+            lab = header.index(t.label)  # type: ignore[arg-type]
+        except ValueError:
+            raise DataError(f"{path}:1: header {header} lacks a column of {list(t.text) + [t.label]}") from None
+        if t.name == "MNLI":
+            lab = len(header) - 1  # gold_label is the last column in every MNLI split
+        start = 1
+    else:
+        cols, lab = [int(c) for c in t.text], int(t.label)
+    need = max(cols + [lab]) + 1
+    for lineno, line in enumerate(lines[start:], start + 1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        problem = None
+        if len(parts) < need:
+            problem = f"has {len(parts)} columns, expected at least {need}"
+        else:
+            raw = parts[lab].strip()
+            if t.regression:
+                try:
+                    value = float(raw)
+                    if not math.isfinite(value):
+                        raise ValueError
+                except ValueError:
+                    problem = f"label {raw!r} is not a number"
+            elif raw not in t.labels:  # type: ignore[operator]
+                problem = f"label {raw!r} is not one of {list(t.labels)}"  # type: ignore[arg-type]
+            else:
+                value = float(t.labels.index(raw))  # type: ignore[union-attr]
+        if problem:
+            if skip_bad_rows:
+                out.skipped += 1
+                continue
+            raise DataError(f"{path}:{lineno}: {problem} (use --skip-bad-rows to skip such rows)")
+        out.texts.append(tuple(parts[c] for c in cols))
+        out.labels.append(value)
+        if limit is not None and len(out) >= limit:
+            break
+    if not out.texts:
+        raise DataError(f"{path}: no usable rows")
+    return out
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+def _mcc(y: np.ndarray, p: np.ndarray) -> float:
+    tp = float(np.sum((p == 1) & (y == 1)))
+    tn = float(np.sum((p == 0) & (y == 0)))
+    fp = float(np.sum((p == 1) & (y == 0)))
+    fn = float(np.sum((p == 0) & (y == 1)))
+    den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / den if den else 0.0
+
+
+def _f1(y: np.ndarray, p: np.ndarray) -> float:
+    tp = float(np.sum((p == 1) & (y == 1)))
+    fp = float(np.sum((p == 1) & (y == 0)))
+    fn = float(np.sum((p == 0) & (y == 1)))
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def _rank(a: np.ndarray) -> np.ndarray:
+    order = np.argsort(a, kind="mergesort")
+    ranks = np.empty(len(a))
+    ranks[order] = np.arange(len(a))
+    sa = a[order]
+    i = 0
+    while i < len(a):  # average ranks of ties
+        j = i
+        while j + 1 < len(a) and sa[j + 1] == sa[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = math.sqrt(float(np.sum(a * a) * np.sum(b * b)))
+    return float(np.sum(a * b) / den) if den else 0.0
+
+
+def compute_metrics(t: Task | str, labels: Sequence[float], preds: Sequence[float]) -> dict[str, float]:
+    """All of the task's metrics (as fractions); ``preds`` are class ids or regression values."""
+    t = task(t) if isinstance(t, str) else t
+    y, p = np.asarray(labels, dtype=np.float64), np.asarray(preds, dtype=np.float64)
+    if len(y) != len(p) or not len(y):
+        raise ExprSearchError(f"metrics need equal, non-empty label and prediction lists ({len(y)} vs {len(p)})")
+    out: dict[str, float] = {}
+    for m in t.metrics:
+        if m == "acc":
+            out[m] = float(np.mean(y == p))
+        elif m == "mcc":
+            out[m] = _mcc(y, p)
+        elif m == "f1":
+            out[m] = _f1(y, p)
+        elif m == "pearson":
+            out[m] = _pearson(y, p)
+        elif m == "spearman":
+            out[m] = _pearson(_rank(y), _rank(p))
+    return out
+
+
+def metric_std(t: Task | str, labels: Sequence[float], preds: Sequence[float], samples: int = 200,
+               seed: int = 0) -> float:
+    """Bootstrap standard deviation of the task's main metric over the dev rows: how far the score
+    could move with another sample of dev rows of the same size.  The resamples are fixed by
+    ``seed``, so candidates scored on the same dev set are measured alike.
+
+    >>> round(metric_std("SST-2", [0, 1] * 200, [0, 1] * 150 + [1, 0] * 50), 3)
+    0.022
+    """
+    t = task(t) if isinstance(t, str) else t
+    y, p = np.asarray(labels, dtype=np.float64), np.asarray(preds, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(samples):
+        idx = rng.integers(0, len(y), len(y))
+        vals.append(compute_metrics(t, y[idx], p[idx])[t.main])
+    return float(np.std(vals, ddof=1))

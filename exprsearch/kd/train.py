@@ -1,0 +1,199 @@
+"""model + batches --> trained model, dev predictions and metrics: the training loop pieces.
+
+Input: a HF sequence classifier, a ``Batcher`` and a loss function.  Output: the model trained for
+a budget of *steps* (so cost is predictable), a learning curve, and dev metrics.  Invariants: a
+non-finite loss or gradient norm raises ``CandidateFailed`` with the step and reason (the caller
+records it and moves on); bf16 autocast on CUDA; no host synchronisation inside the loop except
+every ``log_every`` steps (reading the loss).
+
+>>> TrainConfig().lr, TrainConfig().batch_size
+(5e-05, 32)
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from exprsearch.errors import ExprSearchError
+from .glue import Task, compute_metrics, metric_std
+from .tokens import Batch, Batcher, Encoded
+
+__all__ = ["TrainConfig", "CandidateFailed", "train_steps", "predict", "dev_metrics", "make_optimizer",
+           "Curve", "cuda_oom_types", "lr_factor", "param_groups", "bad_reason"]
+
+
+class CandidateFailed(ExprSearchError):
+    """One candidate's training broke (NaN/Inf loss, exploding gradients, out of memory)."""
+
+    def __init__(self, reason: str, step: int | None = None) -> None:
+        super().__init__(reason if step is None else f"{reason} at step {step}")
+        self.reason, self.step = reason, step
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one training run."""
+
+    lr: float = 5e-5              # peak learning rate (AdamW)
+    batch_size: int = 32          # examples per step
+    steps: int = 600              # optimisation steps (the budget)
+    warmup: float = 0.1           # fraction of steps with linear warm-up
+    weight_decay: float = 0.01    # AdamW weight decay (not on biases / LayerNorm)
+    clip: float = 1.0             # gradient-norm clip
+    explode: float = 1e4          # a gradient norm above this fails the candidate
+    bf16: bool = True             # bf16 autocast on CUDA
+    max_len: int = 128            # longest tokenised input
+    seed: int = 0                 # data order and initialisation seed
+    log_every: int = 50           # steps between learning-curve points
+
+
+def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
+    """The learning-rate schedule (a factor of ``cfg.lr`` for 0-based step s): linear warm-up over
+    ``cfg.warmup`` of the steps, then linear decay to 0.
+
+    >>> f = lr_factor(TrainConfig(steps=10, warmup=0.2))
+    >>> [round(f(s), 3) for s in (0, 1, 2, 9)]
+    [0.5, 1.0, 1.0, 0.125]
+    """
+    warm = max(1, int(cfg.warmup * cfg.steps))
+    return lambda s: min((s + 1) / warm, max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm)))
+
+
+def param_groups(params: Iterator[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices, none on biases and LayerNorms."""
+    decay, no_decay = [], []
+    for name, p in params:
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "ln" in name.lower() or "layernorm" in name.lower() else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(params: Iterator[tuple[str, nn.Parameter]], cfg: TrainConfig, device: torch.device
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    groups = param_groups(params, cfg.weight_decay)
+    fused = device.type == "cuda"
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, fused=fused) if fused else torch.optim.AdamW(groups, lr=cfg.lr)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
+
+
+@dataclass
+class Curve:
+    """Learning curve: (step, mean training loss since the last point) and dev evaluations."""
+
+    loss: list[tuple[int, float]] = field(default_factory=list)
+    dev: list[tuple[int, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"loss": self.loss, "dev": self.dev}
+
+
+def cuda_oom_types() -> tuple[type[BaseException], ...]:
+    return (torch.cuda.OutOfMemoryError,) if hasattr(torch.cuda, "OutOfMemoryError") else ()
+
+
+def _autocast(device: torch.device, on: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on and device.type == "cuda")
+
+
+def train_steps(params: list[tuple[str, nn.Parameter]], loss_fn: Callable[[Batch], torch.Tensor],
+                batches: Batcher, cfg: TrainConfig, device: torch.device, *, curve: Curve | None = None,
+                on_log: Callable[[int, float], None] | None = None) -> Curve:
+    """Run ``cfg.steps`` optimisation steps of ``loss_fn`` over ``batches``.
+
+    ``on_log(step, loss)`` runs every ``log_every`` steps (hurdles raise ``CandidateFailed`` there)."""
+    curve = curve or Curve()
+    opt, sched = make_optimizer(iter(params), cfg, device)
+    plist = [p for _, p in params if p.requires_grad]
+    stream = batches.forever()
+    acc = torch.zeros((), device=device)
+    # the first bad step's (step, loss, norm), kept on the device: no host sync per step on CUDA
+    first_bad = torch.zeros(3, device=device)
+    step_ids = torch.arange(cfg.steps + 1, device=device, dtype=torch.float32)
+    for step in range(1, cfg.steps + 1):
+        batch = next(stream)
+        with _autocast(device, cfg.bf16):
+            loss = loss_fn(batch)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(plist, cfg.clip)
+        bad = ~torch.isfinite(norm) | (norm > cfg.explode) | ~torch.isfinite(loss)
+        if device.type != "cuda":
+            if bool(bad):
+                _raise_bad(float(loss.detach()), float(norm), cfg, step)
+        else:
+            here = torch.stack([step_ids[step], loss.detach().float(), norm.float()])
+            first_bad = torch.where(bad & (first_bad[0] == 0), here, first_bad)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        acc = acc + loss.detach().float()
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            if device.type == "cuda" and float(first_bad[0]) > 0:
+                s, lo, no = first_bad.tolist()
+                _raise_bad(lo, no, cfg, int(s))
+            n = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
+            mean = float(acc) / n
+            if not math.isfinite(mean):
+                raise CandidateFailed("non-finite training loss", step)
+            curve.loss.append((step, mean))
+            acc = torch.zeros((), device=device)
+            if on_log is not None:
+                on_log(step, mean)
+    return curve
+
+
+def bad_reason(loss: float, norm: float, cfg: TrainConfig, step: int) -> CandidateFailed:
+    """Why a step failed: the loss or gradient norm is not finite, or the gradients exploded."""
+    if not math.isfinite(loss):
+        return CandidateFailed(f"loss is {loss}", step)
+    if not math.isfinite(norm):
+        return CandidateFailed(f"gradient norm is {norm}", step)
+    return CandidateFailed(f"exploding gradients (norm {norm:.3g} > {cfg.explode:g})", step)
+
+
+def _raise_bad(loss: float, norm: float, cfg: TrainConfig, step: int) -> None:
+    raise bad_reason(loss, norm, cfg, step)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, enc: Encoded, t: Task, device: torch.device, batch_size: int = 128,
+            bf16: bool = True) -> torch.Tensor:
+    """Predictions (class ids, or regression values) for every row of ``enc``, in row order."""
+    was = model.training
+    model.eval()
+    out = torch.empty(len(enc), device=device)
+    b = Batcher(enc, batch_size, device=device, shuffle=False)
+    for batch in b.epoch(0):
+        with _autocast(device, bf16):
+            logits = model(**batch.model_inputs(_eager(model))).logits.float()
+        out[batch.index] = logits[:, 0] if t.regression else logits.argmax(-1).float()
+    model.train(was)
+    return out
+
+
+def _eager(model: nn.Module) -> bool:
+    return getattr(getattr(model, "config", None), "_attn_implementation", "sdpa") == "eager"
+
+
+def dev_metrics(model: nn.Module, enc: Encoded, t: Task, device: torch.device, bf16: bool = True,
+                std: bool = False) -> dict[str, float]:
+    """The task's metrics on ``enc``; with ``std`` also ``<main>_std``, the bootstrap standard
+    deviation of the main metric over the dev rows."""
+    preds = predict(model, enc, t, device, bf16=bf16).tolist()
+    labels = enc.labels.tolist()
+    out = compute_metrics(t, labels, preds)
+    if std:
+        out[f"{t.main}_std"] = metric_std(t, labels, preds)
+    return out
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t

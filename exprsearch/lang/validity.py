@@ -1,0 +1,212 @@
+"""typed AST --> validated AST: the rules of the EfficientBERT FFN search space.
+
+Input: any well-typed expression.  Output: the same expression, or the first broken rule's error
+(each rule has its own ``ValidityError`` subclass and names the offending node).  Invariant: a
+strictly valid expression has the shape ``[act](linearX_Y(F[linearX_Y(G[x], wb1)], wb2))``.
+
+Strict rules (the reference method):
+  one-wb1-one-wb2       exactly one wb1 linear and one wb2 linear
+  wb1-before-wb2        the wb1 linear lies on the wb2 linear's input path
+  same-linear-XY        both linears have the same X_Y
+  no-nested-activation  no activation directly inside an activation
+  no-nested-linear      no linear inside the wb1 linear's input
+  x-reachable           the output depends on x (``sub(e, e)`` is identically zero)
+  output-shape          above the wb2 linear there is at most one activation
+Relaxed rules (``strict=False``, exploratory spaces such as parallel wb1 branches) keep only
+no-nested-linear, wb1-before-wb2 (every wb2 linear has a wb1 linear inside), same-linear-XY,
+x-reachable and output-width (the output is H wide).
+
+>>> validate(parse_one("linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)")) is not None
+True
+>>> validate(parse_one("linear1_2(relu(relu(linear1_2(x,wb1))),wb2)"))
+Traceback (most recent call last):
+...
+exprsearch.errors.NestedActivationError: relu directly inside relu: activations may not nest
+  in: relu(linear1_2(x,wb1))
+"""
+from __future__ import annotations
+
+import functools
+
+from exprsearch.errors import (LinearMismatchError, NestedActivationError, NestedLinearError, OutputError,
+                     SlotCountError, SlotOrderError, UnreachableInputError, WidthError)
+from .expr import Expr, Linear
+from .ops import Kind
+
+__all__ = ["validate", "is_valid", "width_of", "split_ffn", "parse_one"]
+
+
+def parse_one(text: str) -> Expr:
+    """Parse one expression without validating it (for examples and tests)."""
+    from .syntax import parse_layers
+    (e,) = parse_layers(text)
+    return e
+
+
+def _slot_linears(e: Expr, slot: str) -> list[Linear]:
+    return [n for n in e.walk() if isinstance(n, Linear) and n.slot == slot]
+
+
+def width_of(e: Expr) -> str:
+    """Symbolic channel width: 'H' (x, wb2 outputs), 'd' (wb1 outputs) or 'min(H,d)'.
+
+    Binary operands of different widths are cut to the narrower (the compiler's rule).
+
+    >>> width_of(parse_one("mul(linear1_2(x,wb1),x)"))
+    'min(H,d)'
+    """
+    memo: dict[Expr, str] = {}
+
+    def go(n: Expr) -> str:
+        if n not in memo:
+            if n.kind is Kind.LINEAR:
+                memo[n] = "d" if n.args[1].name == "wb1" else "H"
+            elif n.kind is Kind.BINARY:
+                a, b = go(n.args[0]), go(n.args[1])
+                memo[n] = a if a == b else "min(H,d)"
+            elif n.kind is Kind.UNARY:
+                memo[n] = go(n.args[0])
+            else:
+                memo[n] = "H"
+        return memo[n]
+
+    return go(e)
+
+
+_ZERO, _CONST, _VAR = 0, 1, 2
+
+
+@functools.lru_cache(maxsize=None)
+def _maps_zero_to_zero(o) -> bool:
+    import torch
+    return o.torch_fn is not None and o.arity == 1 and float(o.torch_fn(torch.zeros(1))[0]) == 0.0
+
+
+def _depends_on_x(e: Expr) -> bool:
+    """False if the value is constant in x (abstract interpretation over zero / constant / varies:
+    ``sub(a, a)`` is zero, ``mul`` by zero is zero, an op of constants is constant)."""
+    memo: dict[Expr, int] = {}
+
+    def go(n: Expr) -> int:
+        if n not in memo:
+            k = n.kind
+            if k is Kind.VAR:
+                v = _VAR
+            elif k is Kind.LINEAR:
+                v = _VAR if go(n.args[0]) == _VAR else _CONST
+            elif n.name == "sub" and n.args[0] is n.args[1]:
+                v = _ZERO
+            elif k is Kind.UNARY:
+                a = go(n.args[0])
+                v = a if a == _VAR else (_ZERO if a == _ZERO and _maps_zero_to_zero(n.op) else _CONST)
+            else:
+                a, b = go(n.args[0]), go(n.args[1])
+                if n.name == "mul" and _ZERO in (a, b):
+                    v = _ZERO
+                elif _VAR in (a, b):
+                    v = _VAR
+                else:
+                    v = _ZERO if a == b == _ZERO else _CONST
+            memo[n] = v
+        return memo[n]
+
+    return go(e) == _VAR
+
+
+class _Scan:
+    """One pre-order pass collecting what every rule needs."""
+
+    __slots__ = ("wb1", "wb2", "nested_act")
+
+    def __init__(self, e: Expr) -> None:
+        self.wb1: list[Linear] = []
+        self.wb2: list[Linear] = []
+        self.nested_act: Expr | None = None
+        stack = [e]
+        while stack:
+            n = stack.pop()
+            o = n.op
+            if o.kind is Kind.LINEAR:
+                (self.wb1 if n.args[1].op.name == "wb1" else self.wb2).append(n)  # type: ignore[arg-type]
+                stack.append(n.args[0])
+                continue
+            if o.is_activation and self.nested_act is None and n.args[0].op.is_activation:
+                self.nested_act = n.args[0]
+            stack.extend(reversed(n.args))
+
+
+def _check_common(e: Expr, wb1s: list[Linear], wb2s: list[Linear]) -> None:
+    for w1 in wb1s:
+        inner = w1.input.linears()
+        if inner:
+            raise NestedLinearError(f"'{inner[0]}' is inside the input of the wb1 linear; only the "
+                                    f"wb1 -> wb2 chain may nest linears", node=inner[0])
+    for w2 in wb2s:
+        if any(n.slot == "wb2" for n in w2.input.linears()):
+            raise NestedLinearError("a wb2 linear is inside another wb2 linear's input", node=w2)
+        if not any(n.slot == "wb1" for n in w2.input.linears()):
+            raise SlotOrderError(f"the wb2 linear '{w2.name}' has no wb1 linear on its input path; "
+                                 f"an FFN goes x -> wb1 -> ... -> wb2", node=w2)
+    names = {n.op for n in wb1s + wb2s}
+    if len(names) > 1:
+        ref = (wb2s or wb1s)[0].name
+        odd = next(n for n in wb1s + wb2s if n.name != ref)
+        raise LinearMismatchError(f"all linears must have the same X_Y; found "
+                                  f"{', '.join(sorted(o.name for o in names))}",
+                                  node=odd, hint=f"write {ref} everywhere")
+    if "sub(" in e._text and not _depends_on_x(e):
+        raise UnreachableInputError("the output does not depend on x (sub(e, e) is zero)", node=e)
+
+
+def validate(e: Expr, *, strict: bool = True) -> Expr:
+    """Return ``e`` if it obeys the space's rules, else raise the first broken rule's error."""
+    scan = _Scan(e)
+    wb1s, wb2s = scan.wb1, scan.wb2
+    if not strict:
+        _check_common(e, wb1s, wb2s)
+        w = width_of(e)
+        if w != "H":
+            raise WidthError(f"the FFN output must be H wide for the residual add; this one is {w}",
+                             node=e, hint="end with a wb2 linear")
+        return e
+    if len(wb1s) != 1 or len(wb2s) != 1:
+        extra = (wb1s[1:] or wb2s[1:] or [e])[0]
+        raise SlotCountError(f"a valid FFN uses exactly one wb1 linear and one wb2 linear; found "
+                             f"{len(wb1s)} wb1 and {len(wb2s)} wb2", node=extra,
+                             hint="use --relaxed for exploratory spaces with parallel branches")
+    w1, w2 = wb1s[0], wb2s[0]
+    if w1.input.linears():
+        _check_common(e, wb1s, wb2s)  # raises the nesting error
+    if not w2.input.contains(w1):
+        raise SlotOrderError("the wb1 linear must feed the wb2 linear (x -> wb1 -> ... -> wb2)", node=w1)
+    if w1.op is not w2.op:
+        _check_common(e, wb1s, wb2s)  # raises the X_Y mismatch
+    if "sub(" in e._text and not _depends_on_x(e):
+        raise UnreachableInputError("the output does not depend on x (sub(e, e) is zero)", node=e)
+    if scan.nested_act is not None:
+        child = scan.nested_act
+        parent = next(n for n in e.walk() if n.op.is_activation and n.args and n.args[0] is child)
+        err = NestedActivationError(f"{child.name} directly inside {parent.name}: activations "
+                                    f"may not nest", node=child)
+        err.within = parent  # the child may also occur legally elsewhere: locate it inside this
+        raise err
+    if e is not w2 and not (e.op.is_activation and e.args[0] is w2):
+        raise OutputError(f"only one activation may wrap the wb2 linear; found '{e.name}' above it",
+                          node=e, hint="move the operation inside the wb2 linear's input")
+    return e
+
+
+def is_valid(e: Expr, *, strict: bool = True) -> bool:
+    from exprsearch.errors import ValidityError
+    try:
+        validate(e, strict=strict)
+    except ValidityError:
+        return False
+    return True
+
+
+def split_ffn(e: Expr) -> tuple[str | None, Linear, Linear]:
+    """A strictly valid FFN's parts: (outer activation name or None, wb2 linear, wb1 linear)."""
+    w2 = e if isinstance(e, Linear) else e.args[0]
+    w1 = _slot_linears(w2, "wb1")[0]
+    return (None if e is w2 else e.name), w2, w1  # type: ignore[return-value]

@@ -1,0 +1,206 @@
+"""candidate specs --> evaluation results, on one process, a process pool, or a Ray cluster.
+
+Input: an ``EvalConfig`` and batches of (key, spec text).  Output: ``{key: result dict}`` for each
+batch.  A batch is cut into groups of ``cfg.group`` candidates that one worker trains together
+(``Evaluator.evaluate_many``).  Invariants: each worker builds its ``Evaluator`` (teachers, data,
+warm supernets) once; results come back to the caller -- the store's one writer; the groups do
+not depend on the backend or the worker count and evaluation is seeded, so every backend gives
+the same results for the same seed; a worker that dies is replaced and its candidates are
+retried one by one (``max_retries``), then reported as failed.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
+from exprsearch.errors import ConfigError
+
+__all__ = ["Backend", "InlineBackend", "PoolBackend", "RayBackend", "make_backend"]
+
+Batch = list[tuple[str, str]]
+OnResult = Callable[[str, dict[str, Any]], None]
+
+
+def _noop(key: str, r: dict[str, Any]) -> None:
+    pass
+
+
+class Backend:
+    capacity = 1
+
+    def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
+        """Evaluate a batch; ``on_result(key, result)`` is called as each result arrives (the
+        caller commits it there, so a crash loses no finished evaluation)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _failed(key: str, reason: str) -> dict[str, Any]:
+    return {"key": key, "spec": key, "status": "failed", "reason": reason, "metrics": {}, "score": None}
+
+
+class InlineBackend(Backend):
+    """Evaluate in this process (the default; what stage 3 and the CPU presets use)."""
+
+    def __init__(self, cfg: Any, log: Any = print) -> None:
+        from exprsearch.kd.evaluate import Evaluator
+        self.evaluator = Evaluator(cfg, log=log)
+
+    def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
+        out = {}
+        for chunk in _chunks(list(batch), self.evaluator.cfg.group):  # a group's results are committed together
+            for key, r in _evaluate(self.evaluator, chunk, "inline"):
+                out[key] = r
+                on_result(key, r)
+        return out
+
+
+def _evaluate(ev: Any, items: Batch, worker: str) -> list[tuple[str, dict[str, Any]]]:
+    """Evaluate (key, spec) items together (one group); results keyed, tagged with the worker."""
+    results = ev.evaluate_many([spec for _, spec in items])
+    return [(key, {**r.as_dict(), "key": key, "worker": worker}) for (key, _), r in zip(items, results)]
+
+
+def _chunks(batch: Batch, size: int) -> list[Batch]:
+    """``batch`` cut into consecutive groups of ``size``: the same groups whatever the backend or
+    the number of workers, so a candidate trains with the same group-mates (and the same random
+    draws) everywhere.
+
+    >>> [len(c) for c in _chunks([("k", "s")] * 10, 4)]
+    [4, 4, 2]
+    """
+    size = max(1, size)
+    return [batch[i:i + size] for i in range(0, len(batch), size)]
+
+
+_WORKER: Any = None
+
+
+def _init_worker(cfg: Any, ready: Any) -> None:
+    global _WORKER
+    from exprsearch.kd.evaluate import Evaluator
+    _WORKER = Evaluator(cfg, log=lambda m: None)
+    with ready.get_lock():  # the pool is ready when every worker holds its Evaluator
+        ready.value += 1
+
+
+def _work(items: Batch) -> list[tuple[str, dict[str, Any]]]:
+    return _evaluate(_WORKER, items, f"pid{os.getpid()}")
+
+
+class PoolBackend(Backend):
+    """N worker processes on this machine (they share the GPU: their CPU-side work overlaps)."""
+
+    def __init__(self, cfg: Any, workers: int, log: Any = print, max_retries: int = 1,
+                 start_timeout: float = 1800.0) -> None:
+        from exprsearch.kd.evaluate import Evaluator
+        Evaluator(cfg, log=log)  # fill the caches (teachers, tokens, supernets) once, here
+        self.cfg, self.capacity, self.retries = cfg, workers, max_retries
+        ctx = mp.get_context("spawn")
+        ready = ctx.Value("i", 0)
+        self.pool = ctx.Pool(workers, initializer=_init_worker,
+                             initargs=(replace(cfg, setup_workers=1), ready))  # caches are warm
+        deadline = time.monotonic() + start_timeout
+        while ready.value < workers:  # wait until every worker can evaluate: start-up is not search time
+            if time.monotonic() > deadline:
+                self.pool.terminate()
+                raise ConfigError(f"the {workers} worker processes did not start within {start_timeout:.0f}s "
+                                  "(run with --workers 1 to see the error)")
+            time.sleep(0.1)
+
+    def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        todo = _chunks(list(batch), self.cfg.group)
+        for attempt in range(self.retries + 1):
+            pending = [(chunk, self.pool.apply_async(_work, (chunk,))) for chunk in todo]
+            todo = []
+            while pending:  # hand results over as they finish, whatever their order
+                still = []
+                for chunk, res in pending:
+                    if not res.ready():
+                        still.append((chunk, res))
+                        continue
+                    try:
+                        done = res.get()
+                    except Exception as err:  # noqa: BLE001 - a worker crash fails (then retries) its chunk
+                        if attempt < self.retries:
+                            todo += [[item] for item in chunk]  # retried one by one: the culprit fails alone
+                            continue
+                        done = [(k, _failed(k, f"worker error: {type(err).__name__}: {err}")) for k, _ in chunk]
+                    for key, r in done:
+                        out[key] = r
+                        on_result(key, r)
+                pending = still
+                if pending:
+                    pending[0][1].wait(0.05)
+            if not todo:
+                break
+        return out
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
+
+
+class RayBackend(Backend):
+    """Ray actors, each holding an Evaluator; fractional or whole GPUs per actor."""
+
+    def __init__(self, cfg: Any, workers: int, address: str | None = None, gpus_per_worker: float = 0.0,
+                 cpus_per_worker: float = 1.0, max_retries: int = 2, log: Any = print) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("the Ray backend needs Ray: pip install 'exprsearch[ray]'") from None
+        from exprsearch.kd.evaluate import Evaluator
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, num_cpus=None if address else max(workers, 1) * int(max(1, cpus_per_worker)),
+                     include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        Evaluator(cfg, log=log)  # fill the shared caches once before the actors start
+
+        @ray.remote(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker, max_restarts=max_retries,
+                    max_task_retries=max_retries)
+        class _Actor:
+            def __init__(self, c: Any) -> None:
+                self.ev = Evaluator(c, log=lambda m: None)
+
+            def evaluate(self, items: Batch) -> list[tuple[str, dict[str, Any]]]:
+                return _evaluate(self.ev, items, f"ray-pid{os.getpid()}")
+
+        self.actors = [_Actor.remote(replace(cfg, setup_workers=1)) for _ in range(workers)]  # caches are warm
+        self.capacity, self.group = workers, cfg.group
+
+    def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
+        refs = {self.actors[i % len(self.actors)].evaluate.remote(chunk): chunk
+                for i, chunk in enumerate(_chunks(list(batch), self.group))}
+        out: dict[str, dict[str, Any]] = {}
+        remaining = list(refs)
+        while remaining:  # stream results back as chunks finish
+            ready, remaining = self.ray.wait(remaining, num_returns=1)
+            for ref in ready:
+                try:
+                    done = self.ray.get(ref)
+                except Exception as err:  # noqa: BLE001 - actor died past its retries
+                    done = [(k, _failed(k, f"ray worker error: {type(err).__name__}: {err}")) for k, _ in refs[ref]]
+                for key, r in done:
+                    out[key] = r
+                    on_result(key, r)
+        return out
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+
+
+def make_backend(name: str, cfg: Any, workers: int = 1, address: str | None = None,
+                 gpus_per_worker: float = 0.0, log: Any = print) -> Backend:
+    if name == "local":
+        return InlineBackend(cfg, log) if workers <= 1 else PoolBackend(cfg, workers, log)
+    if name == "ray":
+        return RayBackend(cfg, workers, address, gpus_per_worker, log=log)
+    raise ConfigError(f"unknown backend {name!r}; choose local or ray")

@@ -1,0 +1,110 @@
+"""stored candidates --> leaderboard and Pareto front (quality vs parameters vs latency).
+
+>>> rows = [{"score": 60, "params": 10, "latency_ms": 5}, {"score": 58, "params": 12, "latency_ms": 6},
+...         {"score": 55, "params": 8, "latency_ms": 4}]
+>>> [r["score"] for r in pareto(rows)]
+[60, 55]
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from exprsearch.lang.display import table
+
+__all__ = ["pareto", "leaderboard_table", "pareto_table", "score_std", "is_standard"]
+
+
+def _dominates(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    better = a["score"] >= b["score"] and all((a.get(k) or 0) <= (b.get(k) or 0) for k in keys)
+    strictly = a["score"] > b["score"] or any((a.get(k) or 0) < (b.get(k) or 0) for k in keys)
+    return better and strictly
+
+
+def pareto(rows: list[dict[str, Any]], keys: tuple[str, ...] = ("params", "latency_ms")) -> list[dict[str, Any]]:
+    """Rows not dominated on (higher score, fewer params, lower latency), best score first."""
+    ok = [r for r in rows if r.get("status", "ok") == "ok" and r.get("score") is not None]
+    keys = tuple(k for k in keys if any(r.get(k) is not None for r in ok))
+    front = [r for r in ok if not any(_dominates(o, r, keys) for o in ok if o is not r)]
+    return sorted(front, key=lambda r: -r["score"])
+
+
+def _main_metrics(r: dict[str, Any]) -> str:
+    from exprsearch.kd.glue import task
+    out = []
+    for t, m in (r.get("metrics") or {}).items():
+        try:
+            out.append(f"{t} {100 * m[task(t).main]:.1f}")
+        except Exception:  # noqa: BLE001 - metrics of an unknown task are shown raw
+            out.append(f"{t} {m}")
+    return ", ".join(out)
+
+
+def score_std(r: dict[str, Any]) -> float | None:
+    """The bootstrap standard deviation of a row's score (points), from its tasks' ``<main>_std``
+    (independent dev sets: variances add, then the mean divides); None if a task has none.
+
+    >>> round(score_std({"metrics": {"SST-2": {"acc": 0.8, "acc_std": 0.013}, "RTE": {"acc": 0.6, "acc_std": 0.03}}}), 2)
+    1.63
+    """
+    from exprsearch.kd.glue import task
+    ms = r.get("metrics") or {}
+    try:
+        var = [m[f"{task(t).main}_std"] ** 2 for t, m in ms.items()]
+    except (KeyError, ValueError):
+        return None
+    return 100 * math.sqrt(sum(var)) / len(var) if var else None
+
+
+def is_standard(spec: str) -> bool:
+    """Is this stored spec the standard FFN in every layer (the baseline row)?"""
+    from exprsearch.lang.ops import STANDARD_FFN
+    from exprsearch.lang.parsing import parse_spec
+    try:
+        s = parse_spec(spec, strict=False)
+    except Exception:  # noqa: BLE001 - a row of another version is simply not the baseline
+        return False
+    return s.attn is None and all(str(e) == STANDARD_FFN for e in s.layers)
+
+
+def _score(r: dict[str, Any]) -> str:
+    sd = score_std(r)
+    return f"{r['score']:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+
+
+def _row(i: int | str, r: dict[str, Any]) -> list[Any]:
+    spec = r["spec"] if len(r["spec"]) <= 60 else r["spec"][:57] + "..."
+    return [i, _score(r), _main_metrics(r), f"{(r.get('params') or 0) / 1e6:.2f}M",
+            f"{(r.get('flops') or 0) / 1e6:.1f}M", None if r.get("latency_ms") is None else f"{r['latency_ms']:.1f}",
+            r.get("stage"), ("standard FFN: " if is_standard(r["spec"]) else "") + spec]
+
+
+_HEAD = ["#", "score ± boot. std", "dev (main metric)", "params", "FLOPs/tok", "ms", "stage", "spec"]
+
+
+def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((r for r in rows if r.get("status") == "ok" and r.get("score") is not None), key=lambda r: -r["score"])
+
+
+def leaderboard_table(rows: list[dict[str, Any]], top: int = 10) -> str:
+    """The ``top`` rows by score (± the bootstrap std over the dev rows), the standard FFN's row
+    always shown, and how far the best row is from it."""
+    ok = _ranked(rows)
+    shown = [_row(i + 1, r) for i, r in enumerate(ok[:top])]
+    std = next(((i, r) for i, r in enumerate(ok) if is_standard(r["spec"])), None)
+    if std is not None and std[0] >= top:
+        shown.append(_row(std[0] + 1, std[1]))
+    out = table(shown, _HEAD)
+    if std is not None and len(ok) > 1:
+        base = std[1]
+        other = ok[0] if ok[0] is not base else ok[1]
+        a, b = score_std(other), score_std(base)
+        noise = "" if a is None or b is None else f" ± {math.hypot(a, b):.2f}"
+        what = "best" if other is ok[0] else "runner-up"
+        out += (f"\n{what} - standard FFN: {other['score'] - base['score']:+.2f}{noise} points "
+                f"(standard FFN ranks {std[0] + 1} of {len(ok)})")
+    return out
+
+
+def pareto_table(rows: list[dict[str, Any]]) -> str:
+    return table([_row(i + 1, r) for i, r in enumerate(pareto(rows))], _HEAD)

@@ -1,0 +1,330 @@
+"""search config --> stored, ranked candidates: the progressive three-stage search.
+
+The loop reads as the pipeline: sample -> (valid by construction) -> canonicalise -> dedup
+against this run and the store -> price (params/FLOPs budget) -> evaluate (warm-up KD, on a
+backend) -> store -> update the sampler.  Stages (EfficientBERT): 1 searches each layer's
+expression, X and Y jointly; 2 searches the expressions with each layer's X_Y fixed from stage 1's
+best; 3 searches X_Y per layer with the bodies fixed, on a weight-sharing supernet (``stage3.py``).
+Invariants: every completed evaluation is committed before the next batch starts, so
+``resume`` after ``kill -9`` loses nothing and re-evaluates nothing; batches are proposed and
+observed in a fixed order, so a seed gives the same search on every backend.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from exprsearch.lang.dedup import Deduper
+from exprsearch.errors import ConfigError
+from exprsearch.kd.protocol import EXECUTION_FIELDS, STANDARD_SPEC, EvalConfig
+from exprsearch.lang.expr import ModelSpec
+from exprsearch.space.generate import Space
+from exprsearch.lang.ops import REFERENCE_BINARY, REFERENCE_UNARY
+from exprsearch.lang.parsing import parse_spec
+from exprsearch.space.samplers import make_sampler
+from .store import Store
+
+__all__ = ["SearchConfig", "Search", "eval_hash", "parse_budget"]
+
+
+def parse_budget(text: str | float | None) -> float | None:
+    """'10M' -> 1e7, '500k' -> 5e5, '2.5e6' -> 2.5e6."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    t = str(text).strip().upper()
+    mult = {"K": 1e3, "M": 1e6, "G": 1e9}.get(t[-1:], 1.0)
+    try:
+        return float(t[:-1] if mult != 1.0 else t) * mult
+    except ValueError:
+        raise ConfigError(f"budget {text!r}: write e.g. 10M, 500k or 2.5e6") from None
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What to search and how."""
+
+    sampler: str = "evolution"           # random | evolution | lanas
+    candidates: int = 200                # evaluations in stage 1
+    stage2_candidates: int = -1          # evaluations in stage 2 (-1: half of candidates)
+    stage3_candidates: int = 32          # X_Y assignments ranked on the supernet in stage 3
+    stages: str = "1,2,3"                # stages to run (any of 1,2,3)
+    budget_params: str = ""              # max student parameters, e.g. 16M, or 'standard' (the standard-FFN
+                                         # student's count); '' = none
+    budget_flops: str = ""               # max matmul FLOPs per token, e.g. 20M ('' = none)
+    max_depth: int = 6                   # depth limit of each layer's expression
+    max_size: int = 8                    # size limit of each layer's expression
+    unary: tuple[str, ...] = REFERENCE_UNARY    # unary operators in the space
+    binary: tuple[str, ...] = REFERENCE_BINARY  # binary operators in the space
+    population: int = 16                 # evolution: population size
+    tournament: int = 4                  # evolution: tournament size
+    seed_standard: bool = True           # start from the standard FFN (as the reference does)
+    attn_choices: str = ""               # per-layer attention options, e.g. std|mha(heads=6)|lsra(heads=6, kernel=7)
+    depths: tuple[int, ...] = ()         # layer counts to try (shallower ones: LayerDrop extraction)
+    supernet_steps: int = 300            # stage 3: supernet training steps per task
+    multitask_steps: int = 300           # stage 3: multi-task fine-tuning steps of the winner
+    backend: str = "local"               # local | ray
+    workers: int = 1                     # parallel evaluations (processes or Ray actors)
+    batch: int = 4                       # candidates proposed per generation (fixed: the search does
+                                         # not depend on the number of workers)
+    ray_address: str = ""                # Ray cluster address ('' = start a local one)
+    gpus_per_worker: float = 0.0         # Ray: GPUs per actor (e.g. 0.33 to share one GPU by three)
+    seed: int = 0                        # the search's random seed
+
+    def __post_init__(self) -> None:
+        from exprsearch.space.samplers import SAMPLERS
+        if self.sampler not in SAMPLERS:
+            make_sampler(self.sampler, [], random.Random(0))  # raises ConfigError with a suggestion
+        if self.backend not in ("local", "ray"):
+            raise ConfigError(f"unknown backend {self.backend!r}; choose local or ray")
+        if any(x.strip() not in ("1", "2", "3") for x in self.stages.split(",") if x.strip()):
+            raise ConfigError(f"stages {self.stages!r}: choose from 1,2,3")
+        for name in ("candidates", "batch", "workers", "population", "tournament"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.budget_params.strip().lower() != "standard":
+            parse_budget(self.budget_params)
+        parse_budget(self.budget_flops)
+
+
+def eval_hash(cfg: EvalConfig) -> str:
+    """Identity of an evaluation protocol: results are reusable across runs only under the same."""
+    d = asdict(cfg)
+    for k in EXECUTION_FIELDS + ("teacher_task_epochs",) * (not cfg.teacher_task_epochs):
+        d.pop(k, None)  # a field added with a neutral default keeps older stores' hashes
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Search:
+    """One run: ``Search(store, scfg, ecfg).run()``; ``Search.resume(store, run_id).run()``."""
+
+    def __init__(self, store: Store, scfg: SearchConfig, ecfg: EvalConfig, run_id: str | None = None,
+                 log: Callable[[str], None] | None = None, progress: bool = True) -> None:
+        self.store, self.scfg, self.ecfg = store, scfg, ecfg
+        self.log = log or (lambda m: print(m, file=sys.stderr))
+        self.progress = progress
+        self.hash = eval_hash(ecfg)
+        self.run_id = run_id or store.new_run({"search": asdict(scfg), "eval": asdict(ecfg)})
+        self.dedup = Deduper(use_sympy=False)
+        self._reps: dict[str, Any] = {}
+        self.seen: set[str] = set()
+        self.stats = {"evaluated": 0, "reused": 0, "duplicates": 0, "over_budget": 0, "failed": 0}
+        self.budget_params, self.budget_flops = None, parse_budget(scfg.budget_flops)
+        if scfg.budget_params.strip().lower() == "standard":  # the standard-FFN student, priced like any other
+            self.budget_params = float(self.price(parse_spec(STANDARD_SPEC).broadcast(ecfg.layers))[0])
+        else:
+            self.budget_params = parse_budget(scfg.budget_params)
+        self._backend: Any = None
+        self._t0 = time.perf_counter()
+        for row in store:  # prime class representatives so keys agree with earlier runs
+            try:
+                self.key(parse_spec(row["spec"], strict=False))
+            except Exception:  # noqa: BLE001 - a stored row of another version is not fatal
+                pass
+        self.seen = {r["key"] for r in store.candidates(self.run_id)}
+
+    @classmethod
+    def resume(cls, store: Store, run_id: str, **kw: Any) -> "Search":
+        cfg = store.run(run_id)["config"]
+        fields = lambda c: {f.name for f in dataclasses.fields(c)}  # noqa: E731
+        scfg = SearchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["search"].items()
+                               if k in fields(SearchConfig)})
+        ecfg = EvalConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["eval"].items()
+                             if k in fields(EvalConfig)})
+        return cls(store, scfg, ecfg, run_id=run_id, **kw)
+
+    # -- identity, price ----------------------------------------------------------------------------
+    def key(self, spec: ModelSpec) -> str:
+        """The spec with each layer's expression replaced by its dedup class representative:
+        equivalent expressions in any layer give one key; attention parts and depth are kept."""
+        reps = []
+        for e in spec.layers:
+            k = self.dedup.add(e).key
+            if k not in self._reps:
+                self._reps[k] = parse_spec(k, strict=False, validate=False).layers[0]
+            reps.append(self._reps[k])
+        return str(ModelSpec(tuple(reps), spec.attn, spec.hidden))
+
+    def _teacher_config(self) -> dict[str, Any]:
+        if not hasattr(self, "_tc"):
+            from pathlib import Path
+            from exprsearch.kd.teacher import default_teacher_dir
+            d = Path(self.ecfg.teacher) if self.ecfg.teacher else default_teacher_dir()
+            self._tc = json.loads((d / "config.json").read_text())
+        return self._tc
+
+    def price(self, spec: ModelSpec) -> tuple[int, float]:
+        """(student parameters, whole-model matmul FLOPs per token) from the cost model, without
+        building a model; the same quantities the evaluator stores (first task's head, sequence
+        length min(max_len, 128))."""
+        from compiler import FFNConfig
+        from compiler.cost import ffn_cost, head_flops, spec_params
+        from exprsearch.kd.glue import task
+        tc = self._teacher_config()
+        from compiler.attention import layer_attention_flops
+        h, labels, heads = tc["hidden_size"], task(self.ecfg.tasks[0]).num_labels, tc["num_attention_heads"]
+        cfg = FFNConfig(hidden=h, base_width=self.ecfg.base_width)
+        params = spec_params(list(spec.layers), cfg, vocab=tc["vocab_size"], max_position=tc["max_position_embeddings"],
+                             type_vocab=tc.get("type_vocab_size", 2), num_labels=labels, attn=spec.attn, heads=heads)
+        seq = min(self.ecfg.max_len, 128)
+        flops = sum(ffn_cost(e, cfg).mm_flops_per_token for e in spec.layers) + head_flops(h, labels, seq)
+        flops += sum(layer_attention_flops(a, h, heads, seq) for a in spec.attn or (None,) * len(spec.layers))
+        return params, flops
+
+    def over_budget(self, spec: ModelSpec) -> bool:
+        if self.budget_params is None and self.budget_flops is None:
+            return False
+        params, flops = self.price(spec)
+        return ((self.budget_params is not None and params > self.budget_params)
+                or (self.budget_flops is not None and flops > self.budget_flops))
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def backend(self) -> Any:
+        if self._backend is None:
+            from .backends import make_backend
+            s = self.scfg
+            self._backend = make_backend(s.backend, self.ecfg, s.workers, s.ray_address or None,
+                                         s.gpus_per_worker, log=self.log)
+        return self._backend
+
+    def spaces(self, stage: int) -> list[Space]:
+        s = self.scfg
+        base = dict(max_depth=s.max_depth, max_size=s.max_size, unary=s.unary, binary=s.binary)
+        if stage == 1:
+            return [Space(**base)] * self.ecfg.layers
+        best = self.best(stage=1)
+        fixed = parse_spec(best["spec"], strict=False).layers  # depth and X_Y of stage 1's winner
+        return [Space(**base, blocks=(e.linears()[0].op.blocks,), ratios=(e.linears()[0].op.ratio,))
+                for e in fixed]
+
+    def run(self) -> dict[str, Any]:
+        stages = [int(x) for x in self.scfg.stages.split(",") if x.strip()]
+        if any(s not in (1, 2, 3) for s in stages):
+            raise ConfigError(f"stages {self.scfg.stages!r}: choose from 1,2,3")
+        try:
+            for stage in stages:
+                if stage in (1, 2):
+                    n = self.scfg.candidates if stage == 1 else (self.scfg.stage2_candidates
+                                                                  if self.scfg.stage2_candidates >= 0
+                                                                  else self.scfg.candidates // 2)
+                    if stage == 2 and not self.store.candidates(self.run_id, status="ok"):
+                        self.log("stage 2 skipped: no successful stage-1 candidate")
+                        continue
+                    self.stage(stage, n)
+                else:
+                    from .stage3 import run_stage3
+                    run_stage3(self)
+            self.store.set_status(self.run_id, "done")
+        finally:
+            if self._backend is not None:
+                self._backend.close()
+        return self.summary()
+
+    def stage(self, stage: int, budget: int) -> None:
+        """One stage: generations of ``batch`` proposals, resolved in proposal order -- from this
+        run's store (a resumed run), from an earlier run (same protocol), or by evaluation --
+        then committed and observed.  The sequence depends only on the seed and the results, not
+        on the backend, the worker count or where a run was interrupted."""
+        spaces = self.spaces(stage)
+        rng = random.Random(self.scfg.seed * 1000 + stage)
+        seeds = []
+        if stage == 1 and self.scfg.seed_standard:
+            seeds = [parse_spec(STANDARD_SPEC).broadcast(self.ecfg.layers)]
+        elif stage == 2:
+            seeds = [parse_spec(self.best(stage=1)["spec"], strict=False)]
+        from exprsearch.space.samplers import parse_attn_choices
+        arch = {"attn_choices": parse_attn_choices(self.scfg.attn_choices), "depths": list(self.scfg.depths)}
+        if stage == 2:  # sizes, attention and depth fixed from stage 1's best
+            arch = {"fixed_attn": seeds[0].attn} if seeds[0].attn is not None else {}
+        sampler = make_sampler(self.scfg.sampler, spaces, rng, seeds, **arch,
+                               **({"population": self.scfg.population, "tournament": self.scfg.tournament}
+                                  if self.scfg.sampler == "evolution" else {}))
+        rows = self.store.candidates(self.run_id)
+        stored = {r["key"]: r for r in rows if r["stage"] == stage}  # a resumed run's own results
+        self.seen = {r["key"] for r in rows if r["stage"] != stage}
+        count, misses = 0, 0
+        self.log(f"stage {stage}: {budget} candidates with the {sampler.name} sampler"
+                 + (f" ({len(stored)} already stored: replaying them)" if stored else ""))
+        while count < budget:
+            gen: list[tuple[str, ModelSpec]] = []
+            while len(gen) < min(self.scfg.batch, budget - count) and misses < 2000:
+                spec = sampler.propose()
+                key = self.key(spec)
+                if key in self.seen or any(k == key for k, _ in gen):
+                    self.stats["duplicates"] += 1
+                    misses += 1
+                    if self.scfg.sampler == "lanas":
+                        sampler.observe(spec, None)
+                    continue
+                if self.over_budget(spec):
+                    self.stats["over_budget"] += 1
+                    misses += 1
+                    sampler.observe(spec, None)
+                    continue
+                misses = 0
+                gen.append((key, spec))
+            if not gen:
+                if misses >= 2000:
+                    self.log(f"stage {stage}: the space looks exhausted (2000 proposals in a row were "
+                             f"duplicates or over budget); stopping at {count} candidates")
+                break
+            results: dict[str, dict[str, Any]] = {}
+            todo = []
+            for key, spec in gen:
+                if key in stored:
+                    results[key] = stored[key]
+                elif (prior := self.store.lookup(key, self.hash)) is not None:
+                    results[key] = {**prior, "worker": "reused"}
+                    self.stats["reused"] += 1
+                else:
+                    todo.append((key, str(spec)))
+            specs = dict(gen)
+
+            def commit(key: str, r: dict[str, Any]) -> None:  # as soon as each result exists
+                self.store.add(self.run_id, {**r, "key": key, "spec": str(specs[key])}, eval_hash=self.hash,
+                               stage=stage, config={"eval": self.hash}, worker=r.get("worker", ""))
+                if r.get("worker") != "reused":
+                    self.stats["evaluated"] += 1
+                    self.stats["failed"] += r["status"] == "failed"
+
+            for key, spec in gen:
+                if key in results and key not in stored:
+                    commit(key, results[key])  # reused from an earlier run
+            if todo:
+                results.update(self.backend().run(todo, on_result=commit))
+            for key, spec in gen:  # observe in proposal order: the sampler sees a fixed sequence
+                r = results[key]
+                self.seen.add(key)
+                count += 1
+                sampler.observe(spec, r["score"] if r["status"] == "ok" else None)
+            self._report(stage, count, budget)
+
+    def _report(self, stage: int, count: int, budget: int) -> None:
+        if not self.progress:
+            return
+        best = self.best()
+        el = time.perf_counter() - self._t0
+        rate = self.stats["evaluated"] / el if el > 0 else 0.0
+        eta = (budget - count) / rate if rate else float("nan")
+        self.log(f"[stage {stage}] {count}/{budget} done | evaluated {self.stats['evaluated']} "
+                 f"failed {self.stats['failed']} dup {self.stats['duplicates']} reused {self.stats['reused']} "
+                 f"over-budget {self.stats['over_budget']} | best {best['score']:.2f} | "
+                 f"{3600 * rate:.0f}/h | stage ETA {eta:.0f}s" if best else
+                 f"[stage {stage}] {count}/{budget} done (no successful candidate yet)")
+
+    def best(self, stage: int | None = None) -> dict[str, Any] | None:
+        rows = [r for r in self.store.candidates(self.run_id, status="ok") if stage is None or r["stage"] == stage]
+        return max(rows, key=lambda r: r["score"]) if rows else None
+
+    def summary(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "stats": self.stats, "best": self.best(),
+                "seconds": time.perf_counter() - self._t0}
+
+

@@ -1,0 +1,152 @@
+"""stage-2 winner --> best X_Y per layer (on a weight-sharing supernet) --> multi-task student.
+
+Input: a ``Search`` whose stages 1-2 stored candidates.  Output: stored stage-3 rows -- the ranked
+X_Y assignments (scored by the supernet's sub-model on each task's dev set, no per-candidate
+training: the proxy) and the winner fine-tuned multi-task (one shared encoder, one classifier head
+per task).  Invariants: the expression bodies never change in this stage; the supernet is trained
+with a uniformly drawn X_Y per layer per step, so every assignment it ranks was trained as often.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Iterator
+
+import torch
+
+from compiler.student import set_dropout
+
+from exprsearch.kd.distill import KDLoss
+from exprsearch.lang.expr import Expr, ModelSpec, node
+from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES, Kind, linear_op
+from exprsearch.lang.parsing import parse_spec
+from exprsearch.kd.train import TrainConfig, dev_metrics, train_steps
+
+__all__ = ["run_stage3", "with_xy"]
+
+
+def with_xy(e: Expr, blocks: int, ratio: int) -> Expr:
+    """``e`` with every linear's X_Y replaced."""
+    op = linear_op(blocks, ratio)
+    out = e
+    for path, n in list(e.walk_paths()):
+        if n.kind is Kind.LINEAR:
+            out = out.replace_at(path, node(op, out.at(path).args[0], n.args[1]))
+    return out
+
+
+def _random_xy(bodies: tuple[Expr, ...], rng: random.Random, attn: Any = None) -> ModelSpec:
+    return ModelSpec(tuple(with_xy(b, rng.choice(BLOCK_CHOICES), rng.choice(RATIO_CHOICES)) for b in bodies), attn)
+
+
+def _evaluator(search: Any) -> Any:
+    be = search.backend()
+    if hasattr(be, "evaluator"):
+        return be.evaluator
+    from exprsearch.kd.evaluate import Evaluator
+    if not hasattr(search, "_stage3_evaluator"):
+        search._stage3_evaluator = Evaluator(search.ecfg, log=search.log)
+    return search._stage3_evaluator
+
+
+def run_stage3(search: Any) -> None:
+    best = max(filter(None, (search.best(stage=1), search.best(stage=2))), key=lambda r: r["score"], default=None)
+    if best is None:
+        search.log("stage 3 skipped: no successful candidate from stages 1-2")
+        return
+    done = [r for r in search.store.candidates(search.run_id) if r["stage"] == 3]
+    best_spec = parse_spec(best["spec"], strict=False)
+    bodies, attn = best_spec.layers, best_spec.attn
+    ev = _evaluator(search)
+    cfg, scfg = search.ecfg, search.scfg
+    rng = random.Random(scfg.seed * 1000 + 3)
+    if any(r["key"].endswith("@multitask") for r in done):
+        return
+    ranked = {r["key"] for r in done}
+    if len(ranked) < scfg.stage3_candidates:  # (re)train: a resumed run lost the trained supernets
+        search.log(f"stage 3: training the supernets ({scfg.supernet_steps} steps per task, uniformly "
+                   f"sampled X_Y per layer), then ranking {scfg.stage3_candidates} assignments")
+        for st in ev.state.values():
+            kd = KDLoss(st.teacher, st.supernet.model, st.task, cfg.kd()).to(ev.device)
+
+            def loss(batch: Any, st: Any = st, kd: Any = kd) -> torch.Tensor:
+                st.supernet.use_spec(_random_xy(bodies, rng))  # FFN sizes only: the supernet's attention
+                return kd(st.supernet.model, batch)
+
+            tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=scfg.supernet_steps, seed=cfg.seed,
+                             max_len=cfg.max_len, log_every=max(1, scfg.supernet_steps // 5))
+            train_steps(st.supernet.trainable() + list(kd.named_parameters()), loss, st.train, tc, ev.device)
+        options = [best_spec] + [_random_xy(bodies, rng, attn) for _ in range(scfg.stage3_candidates - 1)]
+        for spec in options:
+            key = search.key(spec) + "@proxy"  # its own row: the same spec may be stored by stage 1-2
+            if key in search.seen or key in ranked:
+                continue
+            if search.over_budget(spec):
+                search.stats["over_budget"] += 1
+                continue
+            metrics = {}
+            for name, st in ev.state.items():
+                if spec.attn is None and len(spec) == ev.cfg.layers:
+                    st.supernet.use_spec(spec)
+                    metrics[name] = dev_metrics(st.supernet.model, st.dev, st.task, ev.device, std=True)
+                else:  # attention changes and depth are not part of the supernet: score the inheritor
+                    metrics[name] = dev_metrics(ev._student(st, spec), st.dev, st.task, ev.device, std=True)
+            score = 100 * sum(metrics[t.name][t.main] for t in ev.tasks) / len(ev.tasks)
+            params, flops = search.price(spec)
+            search.store.add(search.run_id, {"key": key, "spec": str(spec), "status": "ok", "score": score,
+                                             "metrics": metrics, "params": params, "flops": flops,
+                                             "reason": "supernet proxy (no per-candidate training)"},
+                             eval_hash=search.hash + "-proxy", stage=3, worker="supernet")
+            search.seen.add(key)
+            done.append({"key": key, "stage": 3, "spec": str(spec), "score": score, "status": "ok"})
+        for st in ev.state.values():
+            st.supernet.use(4, 1)
+    proxies = [r for r in search.store.candidates(search.run_id) if r["stage"] == 3 and r["status"] == "ok"]
+    winner = max(proxies, key=lambda r: r["score"])
+    search.log(f"stage 3: winner {winner['spec']} (proxy {winner['score']:.2f}); multi-task fine-tuning "
+               f"for {scfg.multitask_steps} steps")
+    metrics = multitask_finetune(ev, parse_spec(winner["spec"], strict=False), scfg.multitask_steps)
+    score = 100 * sum(metrics[t.name][t.main] for t in ev.tasks) / len(ev.tasks)
+    params, flops = search.price(parse_spec(winner["spec"], strict=False))
+    search.store.add(search.run_id, {"key": winner["key"].replace("@proxy", "@multitask"), "spec": winner["spec"],
+                                     "status": "ok",
+                                     "score": score, "metrics": metrics, "params": params, "flops": flops,
+                                     "reason": "stage-3 winner, multi-task fine-tuned"},
+                     eval_hash=search.hash + "-multitask", stage=3, worker="multitask")
+
+
+class _RoundRobin:
+    """Batches of every task in turn (the multi-task stream)."""
+
+    def __init__(self, states: list[Any]) -> None:
+        self.states = states
+
+    def forever(self) -> Iterator[tuple[str, Any]]:
+        streams = [(st.task.name, st.train.forever()) for st in self.states]
+        while True:
+            for name, s in streams:
+                yield name, next(s)
+
+
+def multitask_finetune(ev: Any, spec: ModelSpec, steps: int) -> dict[str, dict[str, float]]:
+    """One shared encoder (from the first task's supernet), one head per task (from each task's
+    supernet), KD from each task's teacher on round-robin batches; dev metrics per task."""
+    states = list(ev.state.values())
+    models = {st.task.name: st.supernet.extract(spec).to(ev.device).train() for st in states}
+    if ev.cfg.dropout is not None:
+        for m in models.values():
+            set_dropout(m, ev.cfg.dropout)
+    shared = models[states[0].task.name].bert
+    for m in models.values():
+        m.bert = shared
+    kds = {st.task.name: KDLoss(st.teacher, models[st.task.name], st.task, ev.cfg.kd()).to(ev.device)
+           for st in states}
+    params: dict[int, tuple[str, torch.nn.Parameter]] = {}
+    for name, m in models.items():
+        for n, p in list(m.named_parameters()) + list(kds[name].named_parameters()):
+            params.setdefault(id(p), (f"{name}.{n}", p))
+    cfg = ev.cfg
+    tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, max_len=cfg.max_len,
+                     log_every=max(1, steps // 5))
+    train_steps(list(params.values()), lambda tb: kds[tb[0]](models[tb[0]], tb[1]), _RoundRobin(states),  # type: ignore[arg-type]
+                tc, ev.device)
+    return {st.task.name: dev_metrics(models[st.task.name], st.dev, st.task, ev.device, std=True) for st in states}

@@ -1,0 +1,202 @@
+"""evaluated candidates --> SQLite (WAL): the durable record of every run.
+
+Input: ``CandidateResult``s and run configs.  Output: rows in ``runs`` and ``candidates`` that
+survive ``kill -9`` at any moment: each result is committed in its own transaction before the
+search moves on, and SQLite's write-ahead log makes the commit atomic.  Invariants: one row per
+(run, candidate key); a key evaluated under the same evaluation config in *any* run is found by
+``lookup`` (dedup across runs); concurrent writers (processes) are serialised by SQLite's lock
+with a generous busy timeout, so none loses a write.
+
+>>> import tempfile, os
+>>> st = Store(os.path.join(tempfile.mkdtemp(), "runs.db"))
+>>> run = st.new_run({"sampler": "random"})
+>>> st.add(run, {"key": "[x]", "spec": "[x]", "status": "ok", "score": 61.5, "params": 10}, eval_hash="h")
+True
+>>> st.add(run, {"key": "[x]", "spec": "[x]", "status": "ok", "score": 99.0, "params": 10}, eval_hash="h")
+False
+>>> [r["score"] for r in st.candidates(run)]
+[61.5]
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from exprsearch import __version__
+from exprsearch.errors import ExprSearchError
+
+__all__ = ["Store", "default_store_path", "StoreError", "COLUMNS"]
+
+COLUMNS = ("run_id", "key", "spec", "stage", "status", "reason", "score", "metrics", "params", "flops",
+           "latency_ms", "seconds", "curves", "eval_hash", "config", "code_version", "created", "worker", "seq")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, created REAL, updated REAL, status TEXT, config TEXT,
+    code_version TEXT, notes TEXT
+);
+CREATE TABLE IF NOT EXISTS candidates (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, spec TEXT, stage INTEGER, status TEXT, reason TEXT,
+    score REAL, metrics TEXT, params INTEGER, flops REAL, latency_ms REAL, seconds REAL, curves TEXT,
+    eval_hash TEXT, config TEXT, code_version TEXT, created REAL, worker TEXT, seq INTEGER,
+    PRIMARY KEY (run_id, key)
+);
+CREATE INDEX IF NOT EXISTS candidates_by_key ON candidates (key, eval_hash);
+CREATE TABLE IF NOT EXISTS exits (
+    run_id TEXT NOT NULL, created REAL, spec TEXT, task TEXT, policy TEXT, config TEXT, rows TEXT
+);
+"""
+
+
+class StoreError(ExprSearchError):
+    """The store file is unusable (not a database, locked for too long, unknown run...)."""
+
+
+def default_store_path() -> Path:
+    """``$EXPRSEARCH_STORE`` or ``./exprsearch-runs.db``."""
+    return Path(os.environ.get("EXPRSEARCH_STORE", "exprsearch-runs.db"))
+
+
+class Store:
+    """A SQLite file holding runs and their candidates."""
+
+    def __init__(self, path: str | Path, timeout: float = 120.0) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path}: not a usable exprsearch store ({err})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _write(self, sql: str, args: tuple) -> sqlite3.Cursor:
+        for attempt in range(50):
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    cur = self.db.execute(sql, args)
+                    self.db.execute("COMMIT")
+                    return cur
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as err:  # "database is locked" past the busy timeout
+                if "locked" not in str(err) or attempt == 49:
+                    raise StoreError(f"{self.path}: {err}") from None
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # -- runs -----------------------------------------------------------------------------------
+    def new_run(self, config: dict[str, Any], run_id: str | None = None) -> str:
+        run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        now = time.time()
+        self._write("INSERT INTO runs VALUES (?,?,?,?,?,?,?)",
+                    (run_id, now, now, "running", json.dumps(config, default=str), __version__, ""))
+        return run_id
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        row = self.db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            known = [r[0] for r in self.db.execute("SELECT run_id FROM runs ORDER BY created DESC LIMIT 5")]
+            raise StoreError(f"no run {run_id!r} in {self.path}" + (f"; recent runs: {', '.join(known)}" if known else ""))
+        d = dict(row)
+        d["config"] = json.loads(d["config"])
+        return d
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute(
+            "SELECT r.run_id, r.created, r.status, COUNT(c.key) AS candidates, MAX(c.score) AS best "
+            "FROM runs r LEFT JOIN candidates c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created")]
+
+    def set_status(self, run_id: str, status: str) -> None:
+        self._write("UPDATE runs SET status = ?, updated = ? WHERE run_id = ?", (status, time.time(), run_id))
+
+    def latest_run(self) -> str:
+        row = self.db.execute("SELECT run_id FROM runs ORDER BY created DESC LIMIT 1").fetchone()
+        if row is None:
+            raise StoreError(f"{self.path} holds no runs yet")
+        return row[0]
+
+    # -- candidates -----------------------------------------------------------------------------
+    def add(self, run_id: str, result: dict[str, Any], *, eval_hash: str = "", stage: int = 1,
+            config: dict[str, Any] | None = None, worker: str = "") -> bool:
+        """Record one evaluated candidate; False if the run already has this key (kept as is)."""
+        row = (run_id, result["key"], result.get("spec", result["key"]), stage, result.get("status", "ok"),
+               result.get("reason", ""), result.get("score"), json.dumps(result.get("metrics", {})),
+               result.get("params"), result.get("flops_per_token", result.get("flops")),
+               result.get("latency_ms"), result.get("seconds"), json.dumps(result.get("curves", {})),
+               eval_hash, json.dumps(config or {}, default=str), __version__, time.time(), worker, run_id)
+        # seq (arrival order) is computed inside the same write transaction, so it is unique per run
+        cur = self._write(f"INSERT OR IGNORE INTO candidates VALUES ({','.join('?' * (len(COLUMNS) - 1))}, "
+                          f"(SELECT COUNT(*) FROM candidates WHERE run_id = ?))", row)
+        return cur.rowcount == 1
+
+    def has(self, run_id: str, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM candidates WHERE run_id = ? AND key = ?", (run_id, key)).fetchone() is not None
+
+    def lookup(self, key: str, eval_hash: str) -> dict[str, Any] | None:
+        """A result for ``key`` under the same evaluation config from any run (dedup across runs)."""
+        row = self.db.execute("SELECT * FROM candidates WHERE key = ? AND eval_hash = ? AND status != 'failed' "
+                              "ORDER BY created LIMIT 1", (key, eval_hash)).fetchone()
+        return _decode(row) if row else None
+
+    def candidates(self, run_id: str, *, status: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT * FROM candidates WHERE run_id = ?" + (" AND status = ?" if status else "") + " ORDER BY seq"
+        return [_decode(r) for r in self.db.execute(q, (run_id, status) if status else (run_id,))]
+
+    def count(self, run_id: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM candidates WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+    # -- dynamic inference (exprsearch exits) ----------------------------------------------------
+    def add_exits(self, run_id: str, spec: str, task: str, policy: str, config: dict[str, Any],
+                  rows: list[dict[str, Any]]) -> None:
+        """One policy's trade-off table (accuracy vs layers run vs speed-up) for a run's student."""
+        self._write("INSERT INTO exits VALUES (?,?,?,?,?,?,?)", (run_id, time.time(), spec, task, policy,
+                                                                json.dumps(config, default=str), json.dumps(rows)))
+
+    def exits(self, run_id: str) -> list[dict[str, Any]]:
+        out = []
+        for r in self.db.execute("SELECT * FROM exits WHERE run_id = ? ORDER BY created", (run_id,)):
+            d = dict(r)
+            d["config"], d["rows"] = json.loads(d["config"]), json.loads(d["rows"])
+            out.append(d)
+        return out
+
+    # -- export ---------------------------------------------------------------------------------
+    def export(self, run_id: str, fmt: str = "csv") -> str:
+        rows = self.candidates(run_id)
+        if fmt == "json":
+            return json.dumps({"run": self.run(run_id), "candidates": rows}, indent=2, default=str)
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        flat = [c for c in COLUMNS if c not in ("curves", "config")]
+        w.writerow(flat)
+        for r in rows:
+            w.writerow([json.dumps(r[c]) if isinstance(r[c], (dict, list)) else r[c] for c in flat])
+        return buf.getvalue()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for r in self.db.execute("SELECT * FROM candidates ORDER BY created"):
+            yield _decode(r)
+
+
+def _decode(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    for k in ("metrics", "curves", "config"):
+        if d.get(k):
+            d[k] = json.loads(d[k])
+    return d
