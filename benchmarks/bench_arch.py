@@ -43,7 +43,9 @@ def main() -> None:
     ap.add_argument("--latency-batch", type=int, default=32)
     args = ap.parse_args()
     import torch
+
     from exprsearch.kd.evaluate import Evaluator
+    from exprsearch.lang.parsing import parse_spec
     cfg = eval_config(args, layerdrop=args.layerdrop, head_importance_steps=args.head_importance_steps,
                       latency_batch=args.latency_batch)
     log = Log()
@@ -56,7 +58,7 @@ def main() -> None:
     ffns = {"standard": STANDARD, "searched": SEARCHED}
     for ffn_name in args.ffns.split(","):
         for name, spec in variants(ffns[ffn_name], cfg.layers, heads):
-            r = ev.evaluate(spec).as_dict()
+            r = ev.evaluate(parse_spec(spec)).as_dict()
             r["name"], r["ffn"] = name, ffn_name
             r.pop("curves", None)
             result["results"].append(r)

@@ -103,6 +103,7 @@ def main() -> None:
                              capture_output=True, text=True).stdout
         runs[mode] = json.loads(out)
     import torch
+
     import exprsearch
     result = {"benchmark": "bench_canon", "goal_expr_per_s": 20_000, "n": args.n, "seed": args.seed,
               "numeric_only": runs["numeric"], "numeric_only_default_gc": runs["default_gc"],

@@ -36,8 +36,10 @@ def main() -> None:
     ap.add_argument("--timing-rows", type=int, default=64)
     args = ap.parse_args()
     import torch
+
     from exprsearch.kd.exits import ExitConfig, run_exits
     from exprsearch.kd.glue import task
+    from exprsearch.lang.parsing import parse_spec
     ecfg = eval_config(args, latency_batch=0)
     xcfg = ExitConfig(exit_steps=args.exit_steps, gate_steps=args.gate_steps, timing_rows=args.timing_rows,
                       threshold=0.3, patience=2)
@@ -46,7 +48,7 @@ def main() -> None:
               "exits": asdict(xcfg), "tasks": {}, "log": log.lines}
     for name in ecfg.tasks:
         t0 = time.perf_counter()
-        out = run_exits(args.spec, name, ecfg, xcfg, policies=("entropy", "patience", "gate"), log=log)
+        out = run_exits(parse_spec(args.spec), name, ecfg, xcfg, policies=("entropy", "patience", "gate"), log=log)
         static = 100 * out["static"][task(name).main]
         out["seconds"] = time.perf_counter() - t0
         out["best_within_1pt"] = {p: best_within(rows, static) for p, rows in out["rows"].items()}

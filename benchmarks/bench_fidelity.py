@@ -34,10 +34,10 @@ FINAL_STEPS = "MRPC=150,RTE=100,CoLA=250,SST-2=500"
 def candidates(layers: int, n_random: int, n_evolved: int, budget: float, price, key, seed: int = 0
                ) -> list[tuple[str, str]]:
     """(name, spec) of the named candidates, then random and evolved ones: distinct, within budget."""
-    from exprsearch.space.evolve import mutate
     from exprsearch.lang.expr import ModelSpec
-    from exprsearch.space.generate import Space, sample
     from exprsearch.lang.parsing import parse, parse_spec
+    from exprsearch.space.evolve import mutate
+    from exprsearch.space.generate import Space, sample
     rng, space = random.Random(seed), Space()
     out, seen = [], set()
 
@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=12)
     args = ap.parse_args()
     import torch
+
     from exprsearch.kd.evaluate import Evaluator
     from exprsearch.lang.parsing import parse_spec
     from exprsearch.search.search import Search, SearchConfig
@@ -140,7 +141,7 @@ def main() -> None:
         for label, ev in evs.items():
             t0 = time.perf_counter()
             with GpuUtil() as util:
-                res = ev.evaluate_many(specs, seed=seed)
+                res = ev.evaluate_many([parse_spec(s) for s in specs], seed=seed)
             secs = time.perf_counter() - t0
             result[label][seed] = [r.as_dict() for r in res]
             result["seconds"][f"{label}{seed}"] = {"wall_s": secs, "per_candidate_s": secs / len(specs),

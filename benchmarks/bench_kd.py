@@ -51,8 +51,10 @@ def main() -> None:
     ap.add_argument("--old-path", type=int, default=4, help="named candidates re-scored on the previous path")
     args = ap.parse_args()
     import torch
+
     from exprsearch.kd.evaluate import Evaluator
     from exprsearch.kd.glue import task
+    from exprsearch.lang.parsing import parse_spec
     from exprsearch.search.stats import kendall_tau
     cfg = eval_config(args, teacher_task_epochs=args.teacher_task_epochs, group=args.group, streams=args.streams)
     log = Log()
@@ -70,10 +72,10 @@ def main() -> None:
     # 1. quality on the new path
     t0 = time.perf_counter()
     with GpuUtil() as util:
-        named = ev.evaluate_many([s for _, s in NAMED])
+        named = ev.evaluate_many([parse_spec(s) for _, s in NAMED])
     result["quality_wall_s"], result["quality_gpu_util"] = time.perf_counter() - t0, util.mean
     result["results"] = [_row(n, r) for (n, _), r in zip(NAMED, named)]
-    no_kd = Evaluator(replace(cfg, no_kd=True), log=log).evaluate(STANDARD)
+    no_kd = Evaluator(replace(cfg, no_kd=True), log=log).evaluate(parse_spec(STANDARD))
     result["results"].append(_row("standard_ffn_no_kd", no_kd))
     for r in result["results"]:
         log(f"{r['name']:22} {r['status']:7} score {r['score'] if r['score'] is None else round(r['score'], 2)}")
@@ -83,7 +85,7 @@ def main() -> None:
     if args.old_path:
         old_ev = Evaluator(replace(cfg, group=1, cuda_graphs=False, streams=False, dropout=None), log=log)
         t0 = time.perf_counter()
-        old = [old_ev.evaluate(s) for _, s in NAMED[:args.old_path]]
+        old = [old_ev.evaluate(parse_spec(s)) for _, s in NAMED[:args.old_path]]
         wall = time.perf_counter() - t0
         new, prev = [r.score for r in named[:args.old_path]], [r.score for r in old]
         diffs = [abs(a - b) for a, b in zip(new, prev) if a is not None and b is not None]

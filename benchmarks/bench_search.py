@@ -39,10 +39,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     import torch
+
     from exprsearch.kd.evaluate import EvalConfig, Evaluator
-    from exprsearch.search.leaderboard import is_standard
     from exprsearch.lang.ops import STANDARD_FFN
     from exprsearch.lang.parsing import parse_spec
+    from exprsearch.search.leaderboard import is_standard
     from exprsearch.search.search import Search
     from exprsearch.search.stats import mean_std
     from exprsearch.search.store import Store
@@ -76,7 +77,7 @@ def main() -> None:
     per_seed = []
     for seed in range(args.seeds):
         t0 = time.perf_counter()
-        b, s = ev.evaluate_many([best["spec"], standard], seed=seed)
+        b, s = ev.evaluate_many([parse_spec(best["spec"]), parse_spec(standard)], seed=seed)
         per_seed.append({"seed": seed, "best": b.score, "standard": s.score, "best_metrics": b.metrics,
                          "standard_metrics": s.metrics, "seconds": time.perf_counter() - t0})
         log(f"final seed {seed}: best {b.score:.2f} standard {s.score:.2f}")

@@ -37,14 +37,15 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_step.json"))
     args = ap.parse_args()
     import torch
+
     from compiler import StudentConfig
     from exprsearch.kd.distill import KDConfig, KDLoss, SupernetStudent
     from exprsearch.kd.glue import read_split, task
     from exprsearch.kd.group import GroupTrainer, Member
-    from exprsearch.lang.parsing import parse_spec
     from exprsearch.kd.teacher import load_teacher, load_tokenizer
     from exprsearch.kd.tokens import Batcher, encode
     from exprsearch.kd.train import TrainConfig
+    from exprsearch.lang.parsing import parse_spec
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
     t = task(args.task)

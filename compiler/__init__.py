@@ -9,8 +9,15 @@ from __future__ import annotations
 from .cost import Cost, ffn_cost, graph_cost, student_cost
 from .execute import ModuleCache, autocast, maybe_compile
 from .lower import CompileError, FFNConfig, lower
-from .student import (ExprBertConfig, ExprBertForSequenceClassification, StudentConfig, build_student,
-                      ffn_modules, init_from_teacher, layer_map)
+from .student import (
+                      ExprBertConfig,
+                      ExprBertForSequenceClassification,
+                      StudentConfig,
+                      build_student,
+                      ffn_modules,
+                      init_from_teacher,
+                      layer_map,
+)
 from .supernet import SuperFFN, inherit, load_teacher_ffn, lower_shared
 
 __all__ = ["FFNConfig", "lower", "CompileError", "SuperFFN", "lower_shared", "inherit", "load_teacher_ffn",

@@ -23,7 +23,15 @@ from torch import fx, nn
 
 from exprsearch.lang.expr import Expr
 
-from .lower import Block, CompileError, FFNConfig, block, blocks_of, lower, slot_instances
+from .lower import (
+    Block,
+    CompileError,
+    FFNConfig,
+    block,
+    blocks_of,
+    lower,
+    slot_instances,
+)
 
 __all__ = ["SuperFFN", "lower_shared", "inherit", "load_teacher_ffn", "MAX_BLOCKS"]
 

@@ -23,19 +23,19 @@ def tune_gc() -> None:
     gc.set_threshold(max(gc.get_threshold()[0], 50_000), 20, 20)
 
 
+from exprsearch.errors import DSLError, ExprSearchError, ValidityError
 from exprsearch.lang.canon import canonical_key, canonicalize, canonicalize_spec
 from exprsearch.lang.dag import dag_stats, to_dag
 from exprsearch.lang.dedup import Deduper, DedupResult
-from exprsearch.errors import DSLError, ExprSearchError, ValidityError
-from exprsearch.lang.expr import WB1, WB2, X, Expr, ModelSpec, node
-from exprsearch.space.generate import Space, count, enumerate_space, sample
-from exprsearch.space.evolve import crossover, mutate
+from exprsearch.lang.expr import WB1, WB2, Expr, ModelSpec, X, node
 from exprsearch.lang.numeric import fingerprint
 from exprsearch.lang.ops import OPS, Kind, Op
 from exprsearch.lang.parsing import parse, parse_spec, read_spec
 from exprsearch.lang.symbolic import prove_equal, to_sympy
 from exprsearch.lang.syntax import parse_tree, to_ast
 from exprsearch.lang.validity import is_valid, validate
+from exprsearch.space.evolve import crossover, mutate
+from exprsearch.space.generate import Space, count, enumerate_space, sample
 
 __all__ = ["__version__", "tune_gc", "parse", "parse_spec", "read_spec", "parse_tree", "to_ast", "validate",
            "is_valid", "canonicalize", "canonical_key", "canonicalize_spec", "Deduper", "DedupResult",

@@ -14,7 +14,6 @@ unexpected ','
 from __future__ import annotations
 
 import difflib
-import re
 import unicodedata
 from typing import Any
 
@@ -114,24 +113,9 @@ class DSLSyntaxError(DSLError):
     """The text does not follow ``grammar/ffn.lark``."""
 
 
-_LINEAR_NAME = re.compile(r"linear\d+_\d+")
-
-
 class UnknownNameError(DSLSyntaxError):
-    """A name that is no operator, variable or slot."""
-
-    @classmethod
-    def for_name(cls, name: str, *, text: str | None = None,
-                 span: tuple[int, int] | None = None) -> "UnknownNameError":
-        from exprsearch.lang.ops import ALL_NAMES, BLOCK_CHOICES, RATIO_CHOICES
-        shown = name if len(name) <= 40 else name[:37] + "..."
-        if _LINEAR_NAME.fullmatch(name):
-            hint = (f"linearX_Y needs X in {list(BLOCK_CHOICES)} (stacked blocks) and "
-                    f"Y in {list(RATIO_CHOICES)} (width ratio)")
-        else:
-            best = suggest(name, ALL_NAMES)
-            hint = f"did you mean '{best}'?" if best else None
-        return cls(f"unknown name '{shown}'", text=text, span=span, hint=hint)
+    """A name that is no operator, variable or slot (made by ``lang.ops.unknown_name``, which
+    knows the names to suggest)."""
 
 
 class ArityError(DSLError):

@@ -11,8 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest_kd import easy_glue, eval_config, kd_cache, one_thread, quiet, tiny_teacher  # noqa: F401
+from conftest_kd import (  # noqa: F401
+    easy_glue,
+    eval_config,
+    kd_cache,
+    one_thread,
+    quiet,
+    tiny_teacher,
+)
 
 # EvalConfig overrides of every search test (see the module docstring)
 SEARCH_EVAL = dict(steps=5, warmup_steps=5, max_train=64, max_dev=32, max_len=32, batch_size=16, lr=1e-3,

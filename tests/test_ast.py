@@ -7,18 +7,36 @@ import pickle
 import weakref
 
 import pytest
+from _support import STANDARD_FFN, efficientbert_layers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exprsearch.errors import (
+    ArityError,
+    DSLError,
+    NestingTooDeepError,
+    SlotTypeError,
+    UnknownNameError,
+)
 from exprsearch.lang import expr as expr_mod
-from exprsearch.errors import ArityError, DSLError, NestingTooDeepError, SlotTypeError, UnknownNameError
-from exprsearch.lang.expr import (MAX_DEPTH, WB1, WB2, X, Binary, Expr, Linear, ModelSpec, Slot, Unary,
-                             Var, node, order_key)
+from exprsearch.lang.expr import (
+    MAX_DEPTH,
+    WB1,
+    WB2,
+    Binary,
+    Expr,
+    Linear,
+    ModelSpec,
+    Slot,
+    Unary,
+    Var,
+    X,
+    node,
+    order_key,
+)
 from exprsearch.lang.ops import OPS, Kind
 from exprsearch.lang.parsing import parse, parse_spec
 from exprsearch.lang.syntax import parse_layers
-
-from _support import STANDARD_FFN, efficientbert_layers
 
 UNARY = [o.name for o in OPS.values() if o.kind is Kind.UNARY]
 BINARY = [o.name for o in OPS.values() if o.kind is Kind.BINARY]

@@ -14,6 +14,14 @@ import random
 
 import pytest
 import torch
+from conftest_search import (  # noqa: F401
+    easy_glue,
+    kd_cache,
+    one_thread,
+    run_search,
+    search_ecfg,
+    tiny_teacher,
+)
 
 from compiler import StudentConfig, build_student, student_cost
 from compiler.attention import LSRASelfAttention, attention_mm_flops, lsra_params
@@ -24,8 +32,6 @@ from compiler.lower import FFNConfig
 from exprsearch.errors import ConfigError, DSLError
 from exprsearch.lang.expr import AttnSpec
 from exprsearch.lang.parsing import parse, parse_spec, read_spec
-
-from conftest_search import easy_glue, kd_cache, one_thread, run_search, search_ecfg, tiny_teacher  # noqa: F401
 
 STD = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
 L5 = "linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)"
@@ -257,8 +263,8 @@ def test_extracted_student_equals_the_masked_forward(keep):
 # -- search and evaluation -------------------------------------------------------------------------
 
 def test_sampler_draws_attention_and_depth():
-    from exprsearch.space.samplers import RandomSampler, parse_attn_choices
     from exprsearch.space.generate import Space
+    from exprsearch.space.samplers import RandomSampler, parse_attn_choices
     choices = parse_attn_choices("std|mha(heads=2)|lsra(heads=2, kernel=3)")
     assert choices == [None, AttnSpec("mha", heads=2), AttnSpec("lsra", heads=2, kernel=3)]
     s = RandomSampler([Space(max_depth=3, max_size=5)] * 4, random.Random(0), attn_choices=choices, depths=[2, 4])
@@ -283,11 +289,12 @@ def test_evaluator_scores_shallower_pruned_and_lsra_students(tmp_path, search_ec
     """A LayerDrop-warmed supernet of 4 layers gives 2-layer students (every-other rule), heads
     pruned by importance, LSRA layers; each trains, scores, and is costed as built."""
     import dataclasses
+
     from exprsearch.kd.evaluate import Evaluator
     ecfg = dataclasses.replace(search_ecfg, layers=4, layerdrop=0.5, head_importance_steps=2, cache_dir=str(tmp_path))
     ev = Evaluator(ecfg, log=lambda m: None)
-    full = ev.evaluate(STD)
-    results = {name: ev.evaluate(text) for name, text in {
+    full = ev.evaluate(parse_spec(STD))
+    results = {name: ev.evaluate(parse_spec(text)) for name, text in {
         "half": f"[{STD}; {L5}]",
         "pruned": f"layer(attn=mha(heads=1), ffn={STD})",
         "lsra": f"layer(attn=lsra(heads=1, kernel=3), ffn={STD})",
@@ -304,12 +311,13 @@ def test_evaluator_scores_shallower_pruned_and_lsra_students(tmp_path, search_ec
     with pytest.raises(ConfigError, match="layerdrop"):
         Evaluator(dataclasses.replace(ecfg, w_attn=1.0), log=lambda m: None)
     bad = Evaluator(dataclasses.replace(ecfg, w_attn=1.0, layerdrop=0.0), log=lambda m: None).evaluate(
-        f"layer(attn=lsra(heads=1), ffn={STD})")
+        parse_spec(f"layer(attn=lsra(heads=1), ffn={STD})"))
     assert bad.status == "failed" and "w_attn" in bad.reason
 
 
 def test_search_over_attention_and_depth(tmp_path, search_ecfg, one_thread):
     import dataclasses
+
     from exprsearch.search.leaderboard import leaderboard_table
     ecfg = dataclasses.replace(search_ecfg, layers=4, layerdrop=0.5)
     search, _summary, rows = run_search(tmp_path / "runs.db", ecfg, candidates=8, sampler="random",

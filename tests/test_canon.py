@@ -7,24 +7,26 @@ import itertools
 import random
 
 import pytest
-
-from exprsearch.lang.expr import order_key
 import torch
+from _support import efficientbert_layers, example_lines
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import exprsearch.lang.canon as canon
 from exprsearch import Space, sample
-from exprsearch.lang.canon import canonical_key, canonicalize, canonicalize_spec, verify_canonical
 from exprsearch.errors import ExprSearchError
-from exprsearch.lang.expr import WB1, X, Expr, ModelSpec, node
+from exprsearch.lang.canon import (
+    canonical_key,
+    canonicalize,
+    canonicalize_spec,
+    verify_canonical,
+)
+from exprsearch.lang.expr import WB1, Expr, ModelSpec, X, node, order_key
 from exprsearch.lang.numeric import Probe, evaluate, fingerprint
 from exprsearch.lang.ops import OPS, Kind
 from exprsearch.lang.parsing import parse, parse_spec
 from exprsearch.lang.rewrite import RULES, Pat, match, rewrite_once, rules_for
 from exprsearch.lang.validity import parse_one, validate
-
-from _support import efficientbert_layers, example_lines
 
 PROBES = (Probe(), Probe(base_ratio=4.0, seed=3), Probe(base_ratio=0.5, seed=5, points=8))
 

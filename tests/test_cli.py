@@ -9,17 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from _support import STANDARD_FFN, example_lines
 
 import exprsearch
 from exprsearch.cli import main as cli
 from exprsearch.lang.canon import canonicalize
 from exprsearch.lang.display import ast_tree
-from exprsearch.space.generate import Space, count, enumerate_space
 from exprsearch.lang.numeric import fingerprint
 from exprsearch.lang.ops import linear_op
 from exprsearch.lang.parsing import parse
-
-from _support import STANDARD_FFN, example_lines
+from exprsearch.space.generate import Space, count, enumerate_space
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

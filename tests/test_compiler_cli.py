@@ -7,8 +7,8 @@ import re
 import pytest
 
 import exprsearch as es
-from exprsearch.cli.main import main
 from compiler import FFNConfig, ffn_cost
+from exprsearch.cli.main import main
 
 EXPR = "linear2_2(gelu(linear2_2(max(x,tanh(x)),wb1)),wb2)"
 STANDARD = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"

@@ -11,7 +11,17 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import exprsearch as es
-from compiler import Cost, FFNConfig, StudentConfig, build_student, ffn_cost, ffn_modules, graph_cost, lower, student_cost
+from compiler import (
+    Cost,
+    FFNConfig,
+    StudentConfig,
+    build_student,
+    ffn_cost,
+    ffn_modules,
+    graph_cost,
+    lower,
+    student_cost,
+)
 from compiler.cost import LN_COST
 
 NOTES = Path(__file__).resolve().parent.parent / "docs" / "reference_notes.md"

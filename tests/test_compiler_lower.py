@@ -17,14 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-import exprsearch as es
-from exprsearch.lang.ops import OPS, Kind
-from exprsearch.lang.symbolic import X_SYMBOL, to_sympy
-
 import compiler
 import compiler.execute
+import exprsearch as es
 from compiler import CompileError, FFNConfig, ModuleCache, lower
 from compiler.lower import blocks_of, slot_instances, verify_graph
+from exprsearch.lang.ops import OPS, Kind
+from exprsearch.lang.symbolic import X_SYMBOL, to_sympy
 
 STANDARD = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"

@@ -8,10 +8,16 @@ import torch
 import transformers
 
 import exprsearch as es
-from exprsearch.errors import ConfigError
-from compiler import (ExprBertForSequenceClassification, StudentConfig, build_student, ffn_modules,
-                      init_from_teacher, layer_map)
+from compiler import (
+    ExprBertForSequenceClassification,
+    StudentConfig,
+    build_student,
+    ffn_modules,
+    init_from_teacher,
+    layer_map,
+)
 from compiler.student import SPEC_FILE
+from exprsearch.errors import ConfigError
 
 STANDARD = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
 TWO = ["linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)", "tanh(linear2_2(gelu(linear2_2(max(x,tanh(x)),wb1)),wb2))"]

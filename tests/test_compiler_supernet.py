@@ -7,7 +7,16 @@ import torch.nn.functional as F
 import transformers
 
 import exprsearch as es
-from compiler import CompileError, FFNConfig, SuperFFN, graph_cost, inherit, load_teacher_ffn, lower, lower_shared
+from compiler import (
+    CompileError,
+    FFNConfig,
+    SuperFFN,
+    graph_cost,
+    inherit,
+    load_teacher_ffn,
+    lower,
+    lower_shared,
+)
 from compiler.lower import block
 
 H, D = 16, 32

@@ -6,14 +6,19 @@ import itertools
 
 import networkx as nx
 import pytest
+from _support import STANDARD_FFN, example_lines
 
 import exprsearch.lang.dedup as dedup_mod
 from exprsearch import Deduper, Space, dag_stats, enumerate_space, parse, to_dag
 from exprsearch.lang.expr import ModelSpec
-from exprsearch.lang.numeric import Probe, default_probe, evaluate, fingerprint, numerically_equal
+from exprsearch.lang.numeric import (
+    Probe,
+    default_probe,
+    evaluate,
+    fingerprint,
+    numerically_equal,
+)
 from exprsearch.lang.symbolic import prove_equal, to_sympy
-
-from _support import STANDARD_FFN, example_lines
 
 DIST_A = "linear1_2(relu(linear1_2(mul(x,add(x,tanh(x))),wb1)),wb2)"
 DIST_B = "linear1_2(relu(linear1_2(add(square(x),mul(x,tanh(x))),wb1)),wb2)"

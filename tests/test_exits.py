@@ -11,17 +11,30 @@ import json
 
 import pytest
 import torch
+from conftest_kd import quiet
+from conftest_search import easy_glue, kd_cache, one_thread, search_ecfg, tiny_teacher  # noqa: F401
 
-from compiler.exits import EarlyExitBert, EntropyExit, GateExit, PatienceExit, normalized_entropy
+from compiler.exits import (
+    EarlyExitBert,
+    EntropyExit,
+    GateExit,
+    PatienceExit,
+    normalized_entropy,
+)
 from exprsearch.errors import ConfigError
-from exprsearch.kd.exits import (ExitConfig, evaluate_policy, run_exits, settings, sweep, train_exits,
-                              train_gates)
+from exprsearch.kd.exits import (
+    ExitConfig,
+    evaluate_policy,
+    run_exits,
+    settings,
+    sweep,
+    train_exits,
+    train_gates,
+)
 from exprsearch.kd.glue import compute_metrics
 from exprsearch.kd.tokens import Batcher
 from exprsearch.kd.train import predict
-
-from conftest_kd import quiet
-from conftest_search import easy_glue, kd_cache, one_thread, search_ecfg, tiny_teacher  # noqa: F401
+from exprsearch.lang.parsing import parse_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 STD = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
@@ -34,7 +47,7 @@ def trained(search_ecfg, tmp_path_factory):  # noqa: F811
     from exprsearch.kd.evaluate import Evaluator
     ecfg = dataclasses.replace(search_ecfg, layers=4, steps=20, cache_dir=str(tmp_path_factory.mktemp("exits")))
     ev = Evaluator(ecfg, log=quiet)
-    student, st, static = ev.train_student(STD)
+    student, st, static = ev.train_student(parse_spec(STD))
     model = EarlyExitBert(student)
     torch.manual_seed(0)
     curve = train_exits(model, st.train, st.task, ev.device, XCFG, batch_size=16, max_len=32)
@@ -191,12 +204,13 @@ def test_exits_cli_stores_and_reports(tmp_path, search_ecfg, capsys):  # noqa: F
 
 def test_repl_eval_with_an_exit_policy(search_ecfg, monkeypatch):  # noqa: F811
     import io
-    from exprsearch.cli import cmd_eval as cli_eval
+
     from exprsearch.cli.repl import Repl
+    from exprsearch.search.presets import EVAL_PRESETS
     e = search_ecfg
     tiny = dict(data_dir=e.data_dir, teacher=e.teacher, cache_dir=e.cache_dir, layers=3, steps=5, warmup_steps=5,
                 max_train=64, max_dev=32, max_len=32, batch_size=16, teacher_epochs=0.5, device="cpu", latency_batch=0)
-    monkeypatch.setitem(cli_eval.PRESETS, "cpu", tiny)
+    monkeypatch.setitem(EVAL_PRESETS, "cpu", tiny)
     out = io.StringIO()
     Repl(out=out).run_lines([STD, ":eval SST-2 5 exit=patience:1", ":eval SST-2 5 exit=warp:1"])
     text = out.getvalue()
@@ -207,8 +221,8 @@ def test_repl_eval_with_an_exit_policy(search_ecfg, monkeypatch):  # noqa: F811
 def test_regression_tasks_use_patience_and_gates(search_ecfg):  # noqa: F811
     ecfg = dataclasses.replace(search_ecfg, layers=3, steps=5)
     with pytest.raises(ConfigError, match="regression"):  # refused before any training
-        run_exits(STD, "STS-B", ecfg, ExitConfig(policy="entropy"))
-    out = run_exits(STD, "STS-B", ecfg, dataclasses.replace(XCFG, exit_steps=5, gate_steps=4, timing_rows=0),
+        run_exits(parse_spec(STD), "STS-B", ecfg, ExitConfig(policy="entropy"))
+    out = run_exits(parse_spec(STD), "STS-B", ecfg, dataclasses.replace(XCFG, exit_steps=5, gate_steps=4, timing_rows=0),
                     policies=("entropy", "patience", "gate"))
     assert set(out["rows"]) == {"patience", "gate"}
     assert [r["setting"]["patience"] for r in out["rows"]["patience"]] == [2, 1, 0]

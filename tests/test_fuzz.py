@@ -6,15 +6,14 @@ import random
 import re
 
 import pytest
+from _support import example_lines, published_expressions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exprsearch.lang import syntax
 from exprsearch import parse, parse_spec
 from exprsearch.errors import DSLError
+from exprsearch.lang import syntax
 from exprsearch.lang.ops import ALL_NAMES
-
-from _support import example_lines, published_expressions
 
 DSL_CHARS = "()[],;# \t\n\r_0123456789xwbl" + "abcdefghijklmnopqrstuvwxyz" + "XY😀\x00é"
 TOKENS = list(ALL_NAMES) + ["(", ")", ",", ";", "[", "]", " ", "\n", "#c\n", "linear", "linear5_1",

@@ -7,16 +7,15 @@ import math
 import random
 
 import pytest
+from _support import STANDARD_FFN, efficientbert_layers
 
 from exprsearch import Space, count, crossover, enumerate_space, mutate, parse, sample
 from exprsearch.errors import ConfigError
-from exprsearch.space.evolve import MUTATIONS
-from exprsearch.lang.expr import WB1, WB2, X, Expr, node
-from exprsearch.space.generate import random_tree
+from exprsearch.lang.expr import WB1, WB2, Expr, X, node
 from exprsearch.lang.ops import Kind
 from exprsearch.lang.validity import is_valid, validate
-
-from _support import STANDARD_FFN, efficientbert_layers
+from exprsearch.space.evolve import MUTATIONS
+from exprsearch.space.generate import random_tree
 
 
 def brute_force(sp: Space) -> set[Expr]:

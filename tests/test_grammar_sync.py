@@ -4,11 +4,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from _support import ROOT
 
 from exprsearch.lang import syntax
 from exprsearch.lang.ops import OPS, Kind
-
-from _support import ROOT
 
 TERMINAL_KIND = {"UNARY_OP": Kind.UNARY, "BINARY_OP": Kind.BINARY, "LINEAR_OP": Kind.LINEAR,
                  "VAR": Kind.VAR, "SLOT": Kind.SLOT, "ATTN_OP": Kind.ATTN}

@@ -10,16 +10,25 @@ import copy
 
 import pytest
 import torch
+from conftest_kd import (  # noqa: F401
+    OTHER_SPEC,
+    SPEC,
+    easy_glue,
+    easy_teacher,
+    eval_config,
+    kd_cache,
+    one_thread,
+    quiet,
+    tiny_teacher,
+)
 from torch import nn
 
 from exprsearch.kd.distill import KDLoss
 from exprsearch.kd.evaluate import Evaluator
 from exprsearch.kd.group import GroupTrainer, Member
 from exprsearch.kd.tokens import Batcher, Encoded
+from exprsearch.lang.parsing import parse_spec
 from exprsearch.kd.train import TrainConfig
-
-from conftest_kd import (OTHER_SPEC, SPEC, easy_glue, easy_teacher, eval_config, kd_cache,  # noqa: F401
-                         one_thread, quiet, tiny_teacher)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -156,8 +165,8 @@ def test_evaluate_many_scores_each_candidate_like_evaluate(ev_group, monkeypatch
         return student
 
     monkeypatch.setattr(Evaluator, "_student", no_dropout)
-    many = ev_group.evaluate_many(specs)
-    alone = [ev_group.evaluate(s) for s in specs]
+    many = ev_group.evaluate_many([parse_spec(s) for s in specs])
+    alone = [ev_group.evaluate(parse_spec(s)) for s in specs]
     for m, a in zip(many, alone):
         assert m.status == a.status == "ok"
         assert m.params == a.params and m.spec == a.spec
@@ -175,7 +184,7 @@ def test_a_candidate_that_raises_fails_alone_in_its_group(ev_group, monkeypatch)
         return orig(self, student, batch, *shared)
 
     monkeypatch.setattr(KDLoss, "forward", broken_for_relu)
-    res = ev_group.evaluate_many([SPEC, OTHER_SPEC, "linear1_2(gelu(linear1_2(x,wb1)),wb2)"])
+    res = ev_group.evaluate_many([parse_spec(s) for s in (SPEC, OTHER_SPEC, "linear1_2(gelu(linear1_2(x,wb1)),wb2)")])
     assert [r.status for r in res] == ["ok", "failed", "ok"]
     assert "shape mismatch" in res[1].reason and res[1].reason.startswith("SST-2: RuntimeError")
     assert res[0].score is not None and res[1].score is None

@@ -176,7 +176,12 @@ def _check_png(path: Path) -> None:
 
 def test_plots_are_valid_non_blank_images(tmp_path):
     import exprsearch as es
-    from exprsearch.search.plots import plot_nonlinearity, plot_pareto, plot_progress, plot_proxy
+    from exprsearch.search.plots import (
+        plot_nonlinearity,
+        plot_pareto,
+        plot_progress,
+        plot_proxy,
+    )
     from exprsearch.search.stats import kendall_tau
     _check_png(plot_nonlinearity([es.parse(STD), es.parse(L5)], tmp_path / "nl.png"))
     _check_png(plot_progress({"evolution": _rows(), "random": _rows(5)}, tmp_path / "prog.png"))

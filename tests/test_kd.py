@@ -11,21 +11,36 @@ import random
 
 import pytest
 import torch
+from conftest_kd import (  # noqa: F401
+    OTHER_SPEC,
+    SPEC,
+    Recorder,
+    easy_glue,
+    easy_teacher,
+    eval_config,
+    kd_cache,
+    one_thread,
+    quiet,
+    tiny_teacher,
+)
 
 import exprsearch.kd.evaluate as evaluate_mod
 import exprsearch.kd.teacher as teacher_mod
 from compiler import StudentConfig
-from exprsearch.kd.distill import KDConfig, KDLoss, SupernetStudent
 from exprsearch.errors import ConfigError
+from exprsearch.kd.distill import KDConfig, KDLoss, SupernetStudent
 from exprsearch.kd.evaluate import STANDARD_SPEC, CandidateResult, Evaluator
 from exprsearch.kd.glue import read_split, task
-from exprsearch.lang.parsing import parse_spec
-from exprsearch.kd.teacher import TeacherConfig, finetune_teacher, load_teacher, load_tokenizer, teacher_info
+from exprsearch.kd.teacher import (
+    TeacherConfig,
+    finetune_teacher,
+    load_teacher,
+    load_tokenizer,
+    teacher_info,
+)
 from exprsearch.kd.tokens import Batcher, encode
 from exprsearch.kd.train import CandidateFailed, TrainConfig, train_steps
-
-from conftest_kd import (OTHER_SPEC, SPEC, Recorder, easy_glue, easy_teacher, eval_config, kd_cache,  # noqa: F401
-                         one_thread, quiet, tiny_teacher)
+from exprsearch.lang.parsing import parse_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -106,7 +121,7 @@ def test_kd_loss_terms_on_a_student_equal_to_the_teacher(sst2):
 def test_trained_student_beats_chance(ev):
     st = ev.state["SST-2"]
     assert st.teacher_metrics["acc"] >= 0.9  # the fine-tuned teacher learned the easy task
-    r = ev.evaluate(SPEC)
+    r = ev.evaluate(parse_spec(SPEC))
     assert r.status == "ok" and r.reason == ""
     assert r.spec == f"[{SPEC}; {SPEC}]"
     assert set(r.metrics) == {"SST-2"} and set(r.metrics["SST-2"]) == {"acc", "acc_std"}
@@ -119,7 +134,7 @@ def test_trained_student_beats_chance(ev):
     assert r.latency_ms is not None and r.latency_ms > 0
     assert [s for s, _ in r.curves["SST-2"]["loss"]] == list(range(2, 21, 2))
     assert r.curves["SST-2"]["dev"] == [(20, r.metrics["SST-2"]["acc"])]
-    other = ev.evaluate(OTHER_SPEC)
+    other = ev.evaluate(parse_spec(OTHER_SPEC))
     assert other.status == "ok" and other.metrics["SST-2"]["acc"] >= 0.75
     assert other.params < r.params  # half-width FFNs
 
@@ -127,7 +142,7 @@ def test_trained_student_beats_chance(ev):
 # -- (c) failures stay with their candidate ------------------------------------------------------
 
 def test_nan_loss_fails_only_that_candidate(ev, monkeypatch):
-    before = ev.evaluate(OTHER_SPEC)
+    before = ev.evaluate(parse_spec(OTHER_SPEC))
     orig = KDLoss.forward
     calls = {"n": 0}
 
@@ -137,13 +152,13 @@ def test_nan_loss_fails_only_that_candidate(ev, monkeypatch):
         return loss * float("nan") if calls["n"] >= 7 else loss
 
     monkeypatch.setattr(KDLoss, "forward", nan_from_step_7)
-    bad = ev.evaluate(OTHER_SPEC)
+    bad = ev.evaluate(parse_spec(OTHER_SPEC))
     monkeypatch.undo()
     assert bad.status == "failed"
     assert "SST-2" in bad.reason and "loss" in bad.reason and "nan" in bad.reason.lower()
     assert "step 7" in bad.reason
     assert bad.score is None and bad.metrics == {}
-    after = ev.evaluate(OTHER_SPEC)
+    after = ev.evaluate(parse_spec(OTHER_SPEC))
     assert after.status == "ok"
     assert after.metrics == before.metrics and after.curves == before.curves  # the failure left no trace
 
@@ -151,16 +166,16 @@ def test_nan_loss_fails_only_that_candidate(ev, monkeypatch):
 def test_infinite_loss_is_reported(ev, monkeypatch):
     orig = KDLoss.forward
     monkeypatch.setattr(KDLoss, "forward", lambda self, s, b, *t: orig(self, s, b, *t) + float("inf"))
-    r = ev.evaluate(SPEC)
+    r = ev.evaluate(parse_spec(SPEC))
     assert r.status == "failed" and "loss is inf at step 1" in r.reason
 
 
 def test_exploding_gradients_fail_the_candidate(ev, monkeypatch):
     monkeypatch.setattr(evaluate_mod, "TrainConfig", functools.partial(TrainConfig, explode=1e-6))
-    r = ev.evaluate(SPEC)
+    r = ev.evaluate(parse_spec(SPEC))
     assert r.status == "failed" and "exploding" in r.reason and "step 1" in r.reason
     monkeypatch.undo()
-    assert ev.evaluate(SPEC).status == "ok"
+    assert ev.evaluate(parse_spec(SPEC)).status == "ok"
 
 
 def test_train_steps_raises_candidate_failed_with_the_step(sst2):
@@ -188,7 +203,7 @@ def test_candidate_the_supernet_cannot_hold_fails_cleanly(ev):
 def test_spec_with_the_wrong_layer_count_is_a_user_error(ev):
     from exprsearch.errors import DSLError
     with pytest.raises(DSLError, match="3 layers"):
-        ev.evaluate(f"[{SPEC}; {SPEC}; {SPEC}]")
+        ev.evaluate(parse_spec(f"[{SPEC}; {SPEC}; {SPEC}]"))
 
 
 # -- (d) reproducibility ------------------------------------------------------------------------
@@ -197,7 +212,7 @@ def test_same_seed_same_results(ev, easy_glue, easy_teacher, kd_cache):
     log = Recorder()
     ev2 = Evaluator(eval_config(easy_glue, easy_teacher, kd_cache), log=log)
     assert not any("warming up" in m or "fine-tuning" in m for m in log.lines)  # both from the cache
-    a, b = ev.evaluate(OTHER_SPEC), ev2.evaluate(OTHER_SPEC)
+    a, b = ev.evaluate(parse_spec(OTHER_SPEC)), ev2.evaluate(parse_spec(OTHER_SPEC))
     assert a.status == b.status == "ok"
     assert a.metrics == b.metrics and a.curves == b.curves and a.score == b.score
     assert len(set(_losses(a))) > 1  # a real curve, not a constant
@@ -205,7 +220,7 @@ def test_same_seed_same_results(ev, easy_glue, easy_teacher, kd_cache):
 
 def test_other_seed_other_curve(ev, easy_glue, easy_teacher, kd_cache):
     ev1 = Evaluator(eval_config(easy_glue, easy_teacher, kd_cache, seed=1), log=quiet)
-    a, b = ev.evaluate(OTHER_SPEC), ev1.evaluate(OTHER_SPEC)
+    a, b = ev.evaluate(parse_spec(OTHER_SPEC)), ev1.evaluate(parse_spec(OTHER_SPEC))
     assert b.status == "ok" and _losses(a) != _losses(b)
 
 
@@ -320,8 +335,8 @@ def test_no_kd_baseline_runs_and_differs(ev, easy_glue, easy_teacher, kd_cache):
     cfg = eval_config(easy_glue, easy_teacher, kd_cache, no_kd=True)
     k = cfg.kd()
     assert (k.w_logits, k.w_hidden, k.w_attn, k.w_task) == (0.0, 0.0, 0.0, 1.0)
-    base = Evaluator(cfg, log=quiet).evaluate(OTHER_SPEC)
-    kd = ev.evaluate(OTHER_SPEC)
+    base = Evaluator(cfg, log=quiet).evaluate(parse_spec(OTHER_SPEC))
+    kd = ev.evaluate(parse_spec(OTHER_SPEC))
     assert base.status == kd.status == "ok"
     assert set(base.metrics["SST-2"]) == {"acc", "acc_std"} and 0.0 <= base.metrics["SST-2"]["acc"] <= 1.0
     assert _losses(base) != _losses(kd)
@@ -340,20 +355,20 @@ def test_hurdle_stops_a_clearly_worse_candidate(easy_glue, easy_teacher, kd_cach
     def worse(self, student, batch, *shared):
         return orig(self, student, batch, *shared) + 100.0
 
-    good1, good2 = ev_h.evaluate(SPEC), ev_h.evaluate(SPEC)
+    good1, good2 = ev_h.evaluate(parse_spec(SPEC)), ev_h.evaluate(parse_spec(SPEC))
     assert good1.status == good2.status == "ok"
     assert [s for s, _ in good1.curves["SST-2"]["loss"]] == [5, 10]  # logged at the hurdle
     monkeypatch.setattr(KDLoss, "forward", worse)
-    early = ev_h.evaluate(SPEC)
+    early = ev_h.evaluate(parse_spec(SPEC))
     assert early.status == "ok"  # only 2 earlier candidates: no bar yet
-    stopped = ev_h.evaluate(SPEC)  # 3 earlier candidates now
+    stopped = ev_h.evaluate(parse_spec(SPEC))  # 3 earlier candidates now
     monkeypatch.undo()
     assert stopped.status == "stopped"
     assert stopped.reason.startswith("SST-2: hurdle at step 5: loss ")
     assert stopped.score is None and stopped.metrics == {}
     assert [s for s, _ in stopped.curves["SST-2"]["loss"]] == [5]
     assert _losses(stopped)[0] == pytest.approx(_losses(good1)[0] + 100.0, rel=1e-6)
-    again = ev_h.evaluate(SPEC)  # a normal candidate still passes
+    again = ev_h.evaluate(parse_spec(SPEC))  # a normal candidate still passes
     assert again.status == "ok" and again.metrics == good1.metrics
 
 
@@ -367,7 +382,7 @@ def test_stsb_regression_and_multi_task_score(easy_glue, tiny_teacher, kd_cache)
     st = ev2.state["STS-B"]
     assert st.teacher.config.num_labels == 1 and set(st.teacher_metrics) == {"pearson", "spearman"}
     assert st.dev.labels.max() > 1.0  # real-valued targets, not class ids
-    r = ev2.evaluate(SPEC)
+    r = ev2.evaluate(parse_spec(SPEC))
     assert r.status == "ok", r.reason
     m = r.metrics["STS-B"]
     assert set(m) == {"pearson", "spearman", "pearson_std"}
@@ -394,8 +409,8 @@ def test_supernet_warm_up_is_cached(easy_glue, easy_teacher, kd_cache, ev):
 
 
 def test_latency_with_a_short_position_table_bug(easy_glue, tmp_path):
-    from transformers import BertConfig, BertModel
     from conftest_kd import load_base_tokenizer
+    from transformers import BertConfig, BertModel
     tok = load_base_tokenizer()
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -403,5 +418,5 @@ def test_latency_with_a_short_position_table_bug(easy_glue, tmp_path):
     tok.save_pretrained(tmp_path / "t")
     ev64 = Evaluator(eval_config(easy_glue, tmp_path / "t", tmp_path / "cache", steps=2, warmup_steps=2,
                                  teacher_epochs=0.1), log=quiet)
-    r = ev64.evaluate(SPEC)
+    r = ev64.evaluate(parse_spec(SPEC))
     assert r.status == "ok", r.reason

@@ -6,15 +6,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest_kd import (  # noqa: F401
+    OTHER_SPEC,
+    easy_glue,
+    easy_teacher,
+    kd_cache,
+    one_thread,
+    tiny_teacher,
+    write_sst2,
+)
 
 import exprsearch.kd.teacher as teacher_mod
 from exprsearch.cli import main as cli
-from exprsearch.lang.canon import canonicalize_spec
 from exprsearch.kd.evaluate import STANDARD_SPEC
+from exprsearch.lang.canon import canonicalize_spec
 from exprsearch.lang.parsing import parse_spec
-
-from conftest_kd import (OTHER_SPEC, easy_glue, easy_teacher, kd_cache, one_thread, tiny_teacher,  # noqa: F401
-                         write_sst2)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,8 +8,18 @@ import sympy
 import torch
 
 from exprsearch.errors import UnknownNameError
-from exprsearch.lang.ops import (ALL_NAMES, BLOCK_CHOICES, OPS, RATIO_CHOICES, REFERENCE_BINARY,
-                            REFERENCE_UNARY, Kind, linear_op, op, ops_of)
+from exprsearch.lang.ops import (
+    ALL_NAMES,
+    BLOCK_CHOICES,
+    OPS,
+    RATIO_CHOICES,
+    REFERENCE_BINARY,
+    REFERENCE_UNARY,
+    Kind,
+    linear_op,
+    op,
+    ops_of,
+)
 
 UNARY = [o.name for o in OPS.values() if o.kind is Kind.UNARY]
 BINARY = [o.name for o in OPS.values() if o.kind is Kind.BINARY]

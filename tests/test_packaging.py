@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from _support import ROOT, STANDARD_FFN
 
 # What pyproject.toml packages (plus the files setuptools reads to build).

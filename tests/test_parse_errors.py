@@ -7,13 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from _support import ROOT, STANDARD_FFN, assert_caret_matches_span, caret_info
 
 import exprsearch
 from exprsearch import errors as E
 from exprsearch.lang.parsing import parse, parse_spec, read_spec
 from exprsearch.lang.syntax import MAX_CHARS, MAX_NESTING, parse_layers
-
-from _support import ROOT, STANDARD_FFN, assert_caret_matches_span, caret_info
 
 # (input, mode, error class, message substring, hint substring or None, where)
 # where: what the caret must underline -- a substring (its first occurrence), (substring, n) for

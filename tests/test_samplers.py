@@ -10,11 +10,18 @@ import pytest
 
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import ModelSpec
-from exprsearch.space.generate import Space, sample
 from exprsearch.lang.parsing import parse, parse_spec
-from exprsearch.space.samplers import (SAMPLERS, EvolutionSampler, LaNASSampler, RandomSampler, _OP_NAMES, features,
-                                 make_sampler)
 from exprsearch.lang.validity import validate
+from exprsearch.space.generate import Space, sample
+from exprsearch.space.samplers import (
+    _OP_NAMES,
+    SAMPLERS,
+    EvolutionSampler,
+    LaNASSampler,
+    RandomSampler,
+    features,
+    make_sampler,
+)
 
 STANDARD = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
 NAMES = ("random", "evolution", "lanas")

@@ -17,20 +17,30 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest_search import (  # noqa: F401
+    EvalSpy,
+    easy_glue,
+    eval_spy,
+    kd_cache,
+    key_score,
+    one_thread,
+    quiet,
+    run_search,
+    scfg,
+    search_ecfg,
+    tiny_teacher,
+)
 
 from compiler import StudentConfig, build_student
 from exprsearch.cli import main as cli
 from exprsearch.errors import ConfigError
 from exprsearch.kd.evaluate import STANDARD_SPEC
 from exprsearch.lang.expr import ModelSpec
-from exprsearch.search.leaderboard import leaderboard_table, pareto, pareto_table
 from exprsearch.lang.parsing import parse_spec
+from exprsearch.search.leaderboard import leaderboard_table, pareto, pareto_table
 from exprsearch.search.search import Search, eval_hash, parse_budget
 from exprsearch.search.stage3 import with_xy
 from exprsearch.search.store import Store
-
-from conftest_search import (EvalSpy, easy_glue, eval_spy, kd_cache, key_score, one_thread, quiet,  # noqa: F401
-                             run_search, scfg, search_ecfg, tiny_teacher)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

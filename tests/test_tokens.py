@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest_kd import base_tokenizer, load_base_tokenizer  # noqa: F401  (fixture)
 
 from exprsearch.kd.glue import read_split
 from exprsearch.kd.tokens import Batch, Batcher, Encoded, encode, tokenizer_digest
-
-from conftest_kd import base_tokenizer, load_base_tokenizer  # noqa: F401  (fixture)
 
 PAIRS = [("The cat sat on the mat.", "A cat is sitting."),
          ("Stocks fell sharply on Monday after the announcement of new tariffs.", "Markets dropped."),

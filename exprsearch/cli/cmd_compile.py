@@ -5,9 +5,10 @@ import argparse
 
 import torch
 
-from .main import command, emit
 from exprsearch.lang.display import table
 from exprsearch.lang.parsing import parse
+
+from .main import command, emit
 
 
 def _options(p: argparse.ArgumentParser) -> None:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from .main import command, emit
-from .cmd_eval import _common, _eval_config, _log
-from .options import add_dataclass_args, from_args
-from exprsearch.lang.display import table
 from exprsearch.errors import ConfigError
+from exprsearch.lang.display import table
+
+from .common import add_eval_options, eval_config, logger, spec_text
+from .main import command, emit
+from .options import add_dataclass_args, from_args
 
 
 def _exits_options(p: argparse.ArgumentParser) -> None:
@@ -16,8 +18,21 @@ def _exits_options(p: argparse.ArgumentParser) -> None:
                    help="a stored run (its best candidate; 'last' = newest), an expression, '[e1; ...]' or a spec file")
     p.add_argument("--all-policies", action="store_true", help="sweep entropy, patience and gate")
     p.add_argument("--store", help="SQLite file of runs (default: $EXPRSEARCH_STORE or ./exprsearch-runs.db)")
-    _common(p)
+    add_eval_options(p)
     add_dataclass_args(p, ExitConfig)
+
+
+def resolve_target(target: str, store: Any | None) -> tuple[str, str | None]:
+    """RUN_OR_SPEC -> (spec text, run id or None): a stored run ('last' = the newest) gives its
+    best successful candidate; anything else is a spec (text or a file)."""
+    if store is not None and (target == "last" or store.db.execute(
+            "SELECT 1 FROM runs WHERE run_id = ?", (target,)).fetchone()):
+        run = store.latest_run() if target == "last" else target
+        ok = [r for r in store.candidates(run, status="ok") if r["score"] is not None]
+        if not ok:
+            raise ConfigError(f"run {run} has no successful candidate to add exits to")
+        return max(ok, key=lambda r: r["score"])["spec"], run
+    return spec_text(target), None
 
 
 def _fmt(row: dict, chosen: bool) -> list:
@@ -31,16 +46,18 @@ def _fmt(row: dict, chosen: bool) -> list:
 @command("exits", "add exit heads / skipping gates to a student; print accuracy vs layers run vs speed-up")(
     _exits_options)
 def cmd_exits(ns: argparse.Namespace) -> int:
-    from exprsearch.kd.exits import ExitConfig, resolve_target, run_exits
+    from exprsearch.kd.exits import ExitConfig, run_exits
+    from exprsearch.lang.parsing import parse_spec
     from exprsearch.search.store import Store, default_store_path
+
     from .options import to_dict
     if not ns.task or "," in ns.task:
         raise ConfigError("name one task: --task SST-2")
-    ecfg, xcfg = _eval_config(ns), from_args(ExitConfig, ns)
+    ecfg, xcfg = eval_config(ns), from_args(ExitConfig, ns)
     store = Store(ns.store or default_store_path())
     spec, run = resolve_target(ns.target, store)
     policies = ("entropy", "patience", "gate") if ns.all_policies else (xcfg.policy,)
-    out = run_exits(spec, ns.task, ecfg, xcfg, policies=policies, log=_log(ns))
+    out = run_exits(parse_spec(spec, strict=run is None), ns.task, ecfg, xcfg, policies=policies, log=logger(ns))
     if run is None:
         run = store.new_run({"command": "exits", "spec": spec, "eval": to_dict(ecfg), "exits": to_dict(xcfg)})
         store.set_status(run, "done")

@@ -8,17 +8,18 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from exprsearch.errors import DSLError, ExprSearchError
 from exprsearch.lang.canon import canonicalize
-from .main import command, emit
-from .options import add_dataclass_args, from_args, to_dict
 from exprsearch.lang.dag import dag_stats, to_dag
 from exprsearch.lang.dedup import Deduper
 from exprsearch.lang.display import ast_tree, table
-from exprsearch.errors import DSLError, ExprSearchError
-from exprsearch.space.generate import Space, count, enumerate_space, sample
 from exprsearch.lang.numeric import fingerprint
 from exprsearch.lang.parsing import parse
 from exprsearch.lang.validity import width_of
+from exprsearch.space.generate import Space, count, enumerate_space, sample
+
+from .main import command, emit
+from .options import add_dataclass_args, from_args, to_dict
 
 
 def _describe(e, strict: bool) -> dict:

@@ -2,35 +2,15 @@
 from __future__ import annotations
 
 import argparse
-
 import sys
 from pathlib import Path
 
-from .main import command, emit
-from .options import add_dataclass_args, from_args
 from exprsearch.errors import ConfigError
 from exprsearch.search.leaderboard import leaderboard_table, pareto, pareto_table
+from exprsearch.search.presets import SEARCH_PRESETS
 
-SEARCH_PRESETS: dict[str, tuple[dict, dict]] = {  # (search options, eval options)
-    # the README's main job: 2 CPU cores, SST-2 (4,000 training rows, the whole dev set), default
-    # teacher, < 10 minutes; few but long enough candidates that the leaderboard is above noise
-    "quick": (dict(candidates=12, stage2_candidates=6, stage3_candidates=4, supernet_steps=30, multitask_steps=60,
-                   population=6, tournament=3),
-              dict(tasks=("SST-2",), max_train=4000, max_dev=None, max_len=64, batch_size=16, lr=2e-4, steps=60,
-                   warmup_steps=100, teacher_epochs=1.0, teacher_batch=16, latency_batch=4, latency_len=32,
-                   group=4)),
-    # one H200 (BENCHMARKS.md): four tasks, the strong teacher recipe, batch 128, groups of 16 candidates
-    # trained in lock-step with CUDA graphs, two worker processes sharing the GPU
-    "gpu": (dict(candidates=300, stage2_candidates=100, stage3_candidates=32, supernet_steps=300,
-                 multitask_steps=300, workers=2, batch=32, population=32, tournament=8, budget_params="standard"),
-            dict(tasks=("MRPC", "RTE", "CoLA", "SST-2"), batch_size=128, lr=2e-4,
-                 task_steps="MRPC=75,RTE=50,CoLA=100,SST-2=150", warmup_steps=600, teacher_epochs=5.0,
-                 teacher_task_epochs="SST-2=3", teacher_batch=32, group=16)),
-    # the reference method's scale: MNLI, long stages (days on one GPU; use Ray)
-    "paper": (dict(candidates=1000, stage2_candidates=500, stage3_candidates=200, supernet_steps=5000,
-                   multitask_steps=10000),
-              dict(tasks=("MNLI",), steps=3000, warmup_steps=20000, teacher_epochs=3.0)),
-}
+from .main import command, emit
+from .options import add_dataclass_args, from_args
 
 
 def _store(ns: argparse.Namespace):

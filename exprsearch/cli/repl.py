@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import shlex
 import sys
-
 from typing import Any, Callable, TextIO
 
+from exprsearch.errors import DSLError, ExprSearchError, ValidityError
 from exprsearch.lang.canon import canonicalize
 from exprsearch.lang.dag import dag_stats, to_dag
 from exprsearch.lang.dedup import Deduper
 from exprsearch.lang.display import ast_tree
-from exprsearch.errors import DSLError, ExprSearchError, ValidityError
-from exprsearch.lang.expr import Expr
+from exprsearch.lang.expr import Expr, ModelSpec
 from exprsearch.lang.ops import OPS
 from exprsearch.lang.parsing import parse
 from exprsearch.lang.validity import validate
@@ -151,6 +150,7 @@ class Repl:
 
     def cmd_sympy(self, args: list[str]) -> None:
         import sympy
+
         from exprsearch.lang.symbolic import to_sympy
         self.say(str(sympy.simplify(to_sympy(canonicalize(self._expr(args))))))
 
@@ -179,6 +179,7 @@ class Repl:
 
     def cmd_bench(self, args: list[str]) -> None:
         import torch
+
         from compiler import lower
         from compiler.timing import StandardFFN, time_call
         cfg = self._ffn_cfg(args)
@@ -194,8 +195,8 @@ class Repl:
         self.say(f"wrote {path}")
 
     def cmd_eval(self, args: list[str]) -> None:
-        from .cmd_eval import PRESETS
         from exprsearch.kd.evaluate import EvalConfig, Evaluator
+        from exprsearch.search.presets import EVAL_PRESETS as PRESETS
         exit_arg = next((a for a in args if a.startswith("exit=")), None)
         args = [a for a in args if a is not exit_arg]
         if not args:
@@ -204,7 +205,7 @@ class Repl:
         cfg = EvalConfig(**{**PRESETS["cpu"], "tasks": (args[0],), "steps": steps})
         if exit_arg is not None:
             return self._eval_exits(cfg, exit_arg[5:])
-        r = Evaluator(cfg, log=lambda m: self.say(f"  {m}")).evaluate(self._expr([]))
+        r = Evaluator(cfg, log=lambda m: self.say(f"  {m}")).evaluate(ModelSpec((self._expr([]),)))
         self.say(f"{r.status} {r.reason} score {r.score} metrics {r.metrics} params {r.params:,} in {r.seconds:.1f}s")
 
     def _eval_exits(self, cfg: Any, text: str) -> None:
@@ -216,7 +217,7 @@ class Repl:
                               **({field: (int if field == "patience" else float)(value)} if value else {}))
         except ValueError:
             raise ExprSearchError(f"exit={text}: the value after ':' must be a number") from None
-        out = run_exits(str(self._expr([])), cfg.tasks[0], cfg, xcfg, log=lambda m: self.say(f"  {m}"))
+        out = run_exits(ModelSpec((self._expr([]),)), cfg.tasks[0], cfg, xcfg, log=lambda m: self.say(f"  {m}"))
         pick = out["chosen"][policy]
         self.say(f"static {out['layers']} layers: {out['static']}")
         self.say(f"{policy} {pick['setting']}: score {pick['score']:.2f}, {pick['avg_layers']:.2f} layers on average "
@@ -247,6 +248,7 @@ def _prompt_session() -> Any:
     from prompt_toolkit.completion import WordCompleter
     from prompt_toolkit.history import FileHistory
     from prompt_toolkit.validation import ValidationError, Validator
+
     from exprsearch.kd.paths import cache_root
 
     class DSLValidator(Validator):

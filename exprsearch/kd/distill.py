@@ -27,9 +27,9 @@ from compiler.student import ExprBertForSequenceClassification, ExprFFNOutput, _
 from compiler.supernet import MAX_BLOCKS, SuperFFN, load_teacher_ffn, lower_shared
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES
+from exprsearch.lang.parsing import parse
 
 from .glue import Task
-from exprsearch.lang.parsing import parse
 from .tokens import Batch
 
 __all__ = ["KDConfig", "KDLoss", "SupernetStudent", "STANDARD"]

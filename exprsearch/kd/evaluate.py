@@ -21,13 +21,12 @@ from typing import Any, Callable
 import torch
 
 from compiler.student import set_dropout
-
-from .distill import KDLoss
 from exprsearch.errors import ConfigError, ExprSearchError
 from exprsearch.lang.expr import ModelSpec
+
+from .distill import KDLoss
 from .glue import task
 from .group import GroupTrainer, Member
-from exprsearch.lang.parsing import parse_spec
 from .paths import cache_root, resolve_data_dir
 from .prepare import TaskState, prefill, prepare
 from .protocol import STANDARD_SPEC, EvalConfig, teacher_config
@@ -75,12 +74,12 @@ class Evaluator:
                       for t in self.tasks}
 
     # -- candidates ------------------------------------------------------------------------------
-    def evaluate(self, spec: ModelSpec | str, *, steps: int | None = None, seed: int | None = None
+    def evaluate(self, spec: ModelSpec, *, steps: int | None = None, seed: int | None = None
                  ) -> CandidateResult:
         """Train and score one candidate on every task; never raises for a broken candidate."""
         return self.evaluate_many([spec], steps=steps, seed=seed)[0]
 
-    def evaluate_many(self, specs: list[ModelSpec | str], *, steps: int | None = None, seed: int | None = None
+    def evaluate_many(self, specs: list[ModelSpec], *, steps: int | None = None, seed: int | None = None
                       ) -> list[CandidateResult]:
         """Train and score candidates on every task, ``cfg.group`` at a time in lock-step (the same
         batches, one teacher forward per batch); a broken candidate fails alone.  ``seed`` (default
@@ -122,13 +121,14 @@ class Evaluator:
             except _CANDIDATE_ERRORS as err:
                 res.status, res.reason = "failed", f"{name}: {type(err).__name__}: {err}"
 
-    def _canonical(self, spec: ModelSpec | str) -> ModelSpec:
+    def _canonical(self, spec: ModelSpec) -> ModelSpec:
         from exprsearch.lang.canon import canonicalize_spec
-        if isinstance(spec, str):
-            spec = parse_spec(spec)
+        if not isinstance(spec, ModelSpec):  # text is parsed at the edges (CLI, REPL, store), never here
+            raise TypeError(f"the evaluator takes a parsed ModelSpec (exprsearch.parse_spec(text)), "
+                            f"not {type(spec).__name__}")
         return canonicalize_spec(spec if 1 < len(spec) < self.cfg.layers else spec.broadcast(self.cfg.layers))
 
-    def train_student(self, spec: ModelSpec | str, task_name: str | None = None) -> tuple[Any, Any, dict[str, float]]:
+    def train_student(self, spec: ModelSpec, task_name: str | None = None) -> tuple[Any, Any, dict[str, float]]:
         """Train ``spec`` on one task exactly as ``evaluate`` does and keep the model:
         (student, the task's state -- teacher, batches, dev set --, dev metrics).  Raises on failure."""
         name = task_name or next(iter(self.state))

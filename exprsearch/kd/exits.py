@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from compiler.exits import EarlyExitBert, EntropyExit, GateExit, PatienceExit
-from .distill import task_loss
 from exprsearch.errors import ConfigError
+from exprsearch.lang.expr import ModelSpec
+
+from .distill import task_loss
 from .glue import Task, compute_metrics
 from .tokens import Batcher, Encoded
 from .train import TrainConfig, _autocast, train_steps
@@ -240,22 +242,8 @@ def sweep(model: EarlyExitBert, enc: Encoded, t: Task, policy: str, device: torc
     return rows
 
 
-def resolve_target(target: str, store: Any | None) -> tuple[str, str | None]:
-    """RUN_OR_SPEC -> (spec text, run id or None): a stored run ('last' = the newest) gives its
-    best successful candidate; anything else is a spec (text or a file)."""
-    from exprsearch.cli.cmd_eval import _spec_arg
-    if store is not None and (target == "last" or store.db.execute(
-            "SELECT 1 FROM runs WHERE run_id = ?", (target,)).fetchone()):
-        run = store.latest_run() if target == "last" else target
-        ok = [r for r in store.candidates(run, status="ok") if r["score"] is not None]
-        if not ok:
-            raise ConfigError(f"run {run} has no successful candidate to add exits to")
-        return max(ok, key=lambda r: r["score"])["spec"], run
-    return _spec_arg(target), None
-
-
-def run_exits(spec: str, task_name: str, ecfg: Any, xcfg: ExitConfig, *, policies: tuple[str, ...] | None = None,
-              log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+def run_exits(spec: ModelSpec, task_name: str, ecfg: Any, xcfg: ExitConfig, *,
+              policies: tuple[str, ...] | None = None, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Train ``spec`` by warm-up KD on one task, add exit heads (and gates), sweep the policies.
 
     Returns {"spec", "task", "static": dev metrics of the plain student, "rows": {policy: sweep rows},
@@ -281,7 +269,7 @@ def run_exits(spec: str, task_name: str, ecfg: Any, xcfg: ExitConfig, *, policie
         model.reset_gates()
         train_gates(model, st.train, st.task, device, replace(xcfg, gate_cost=cost), **kw)
 
-    out: dict[str, Any] = {"spec": spec, "task": task_name, "static": static, "layers": len(model.layers),
+    out: dict[str, Any] = {"spec": str(spec), "task": task_name, "static": static, "layers": len(model.layers),
                            "rows": {}, "chosen": {}}
     for pol in policies:
         rows = sweep(model, st.dev, st.task, pol, device, xcfg, log, gates_at if pol == "gate" else None)

@@ -38,7 +38,14 @@ import torch
 from torch import nn
 
 from .tokens import Batch, Batcher
-from .train import CandidateFailed, Curve, TrainConfig, bad_reason, lr_factor, param_groups
+from .train import (
+    CandidateFailed,
+    Curve,
+    TrainConfig,
+    bad_reason,
+    lr_factor,
+    param_groups,
+)
 
 __all__ = ["Member", "Outcome", "GroupTrainer"]
 

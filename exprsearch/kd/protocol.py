@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .distill import KDConfig
 from exprsearch.errors import ConfigError
-from .glue import task
 from exprsearch.lang.ops import STANDARD_FFN
+
+from .distill import KDConfig
+from .glue import task
 from .teacher import TeacherConfig
 
 __all__ = ["EvalConfig", "teacher_config", "STANDARD_SPEC", "EXECUTION_FIELDS"]

@@ -21,9 +21,10 @@ from typing import Any
 import torch
 
 from exprsearch.errors import ConfigError, ExprSearchError
+
 from .glue import Task, file_digest, read_split
-from .tokens import Batcher, encode
 from .group import GroupTrainer, Member
+from .tokens import Batcher, encode
 from .train import TrainConfig, dev_metrics
 
 __all__ = ["default_teacher_dir", "load_tokenizer", "load_teacher", "teacher_digest", "finetune_teacher",

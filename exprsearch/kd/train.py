@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from exprsearch.errors import ExprSearchError
+
 from .glue import Task, compute_metrics, metric_std
 from .tokens import Batch, Batcher, Encoded
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 from exprsearch.errors import ExprSearchError
+
 from .expr import Expr, ModelSpec, node, order_key
 from .rewrite import RULES, match, rewrite_once
 

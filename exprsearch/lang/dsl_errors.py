@@ -11,10 +11,21 @@ from __future__ import annotations
 
 import re
 
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+)
 
-from exprsearch.errors import DSLError, DSLSyntaxError, InputTooLargeError, NestingTooDeepError, UnknownNameError
-from .ops import ALL_NAMES
+from exprsearch.errors import (
+    DSLError,
+    DSLSyntaxError,
+    InputTooLargeError,
+    NestingTooDeepError,
+)
+
+from .ops import ALL_NAMES, unknown_name
 
 __all__ = ["MAX_CHARS", "MAX_NESTING", "prepare", "syntax_error"]
 
@@ -77,7 +88,7 @@ def _syntax_error(err: UnexpectedInput, text: str) -> DSLError:
         start -= 1
     word = _WORD.match(text, start)
     if word and word.end() > pos and word.group() not in ALL_NAMES and word.group()[0].isalpha():
-        return UnknownNameError.for_name(word.group(), text=text, span=word.span())
+        return unknown_name(word.group(), text=text, span=word.span())
     if isinstance(err, UnexpectedCharacters):
         ch = text[pos]
         expected = _expected(err.allowed) if err.allowed else "an expression"

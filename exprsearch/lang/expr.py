@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterator
 
 from exprsearch.errors import ArityError, DSLError, NestingTooDeepError, SlotTypeError
-from .ops import Kind, Op, op as lookup_op
+
+from .ops import Kind, Op
+from .ops import op as lookup_op
 
 __all__ = ["Expr", "Var", "Slot", "Unary", "Binary", "Linear", "node", "X", "WB1", "WB2",
            "ModelSpec", "AttnSpec", "MAX_DEPTH", "order_key", "Path"]

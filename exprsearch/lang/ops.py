@@ -15,6 +15,7 @@ all read this table, so adding an operator is one row here plus one grammar alte
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -22,7 +23,9 @@ import sympy
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Kind", "Op", "OPS", "ops_of", "linear_op", "op", "REFERENCE_UNARY", "REFERENCE_BINARY", "STANDARD_FFN",
+from exprsearch.errors import UnknownNameError, suggest
+
+__all__ = ["Kind", "Op", "OPS", "ops_of", "linear_op", "op", "unknown_name", "REFERENCE_UNARY", "REFERENCE_BINARY", "STANDARD_FFN",
            "ALL_NAMES", "BLOCK_CHOICES", "RATIO_CHOICES"]
 
 
@@ -152,5 +155,24 @@ def op(name: str) -> Op:
     try:
         return OPS[name]
     except KeyError:
-        from exprsearch.errors import UnknownNameError
-        raise UnknownNameError.for_name(name) from None
+        raise unknown_name(name) from None
+
+
+_LINEAR_NAME = re.compile(r"linear\d+_\d+")
+
+
+def unknown_name(name: str, *, text: str | None = None, span: tuple[int, int] | None = None) -> UnknownNameError:
+    """The error for a name that is no operator, variable or slot, with a hint: the nearest name,
+    or the allowed X and Y of a linearX_Y.
+
+    >>> unknown_name("gleu").hint
+    "did you mean 'gelu'?"
+    """
+    shown = name if len(name) <= 40 else name[:37] + "..."
+    if _LINEAR_NAME.fullmatch(name):
+        hint: str | None = (f"linearX_Y needs X in {list(BLOCK_CHOICES)} (stacked blocks) and "
+                            f"Y in {list(RATIO_CHOICES)} (width ratio)")
+    else:
+        best = suggest(name, ALL_NAMES)
+        hint = f"did you mean '{best}'?" if best else None
+    return UnknownNameError(f"unknown name '{shown}'", text=text, span=span, hint=hint)

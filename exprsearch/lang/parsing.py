@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exprsearch.errors import DSLError, DSLSyntaxError, ExprSearchError, ValidityError
+
 from .expr import Expr, ModelSpec
 from .syntax import LayerItem, ModelHeader, SourceMap, parse_items, parse_layers
 from .validity import validate

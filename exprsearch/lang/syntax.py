@@ -28,10 +28,11 @@ import lark
 from lark import Transformer
 from lark.exceptions import UnexpectedInput
 
+from exprsearch.errors import DSLError, DSLSyntaxError, ExprSearchError
+
 from .dsl_errors import MAX_CHARS, MAX_NESTING
 from .dsl_errors import prepare as _prepare
 from .dsl_errors import syntax_error as _syntax_error
-from exprsearch.errors import DSLError, DSLSyntaxError, ExprSearchError
 from .expr import AttnSpec, Expr, node
 
 __all__ = ["grammar_text", "grammar_path", "parse_tree", "to_ast", "parse_layers", "parse_items", "LayerItem",

@@ -28,8 +28,17 @@ from __future__ import annotations
 
 import functools
 
-from exprsearch.errors import (LinearMismatchError, NestedActivationError, NestedLinearError, OutputError,
-                     SlotCountError, SlotOrderError, UnreachableInputError, WidthError)
+from exprsearch.errors import (
+    LinearMismatchError,
+    NestedActivationError,
+    NestedLinearError,
+    OutputError,
+    SlotCountError,
+    SlotOrderError,
+    UnreachableInputError,
+    WidthError,
+)
+
 from .expr import Expr, Linear
 from .ops import Kind
 

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from exprsearch.errors import ConfigError
+from exprsearch.lang.parsing import parse_spec
 
 __all__ = ["Backend", "InlineBackend", "PoolBackend", "RayBackend", "make_backend"]
 
@@ -62,7 +63,7 @@ class InlineBackend(Backend):
 
 def _evaluate(ev: Any, items: Batch, worker: str) -> list[tuple[str, dict[str, Any]]]:
     """Evaluate (key, spec) items together (one group); results keyed, tagged with the worker."""
-    results = ev.evaluate_many([spec for _, spec in items])
+    results = ev.evaluate_many([parse_spec(spec) for _, spec in items])  # text crossed a process boundary
     return [(key, {**r.as_dict(), "key": key, "worker": worker}) for (key, _), r in zip(items, results)]
 
 

@@ -19,6 +19,7 @@ import torch
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import Expr
 from exprsearch.lang.numeric import Probe, evaluate_at
+
 from .stats import kendall_tau
 
 __all__ = ["plot_nonlinearity", "plot_progress", "plot_pareto", "plot_proxy", "kendall_tau"]

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .leaderboard import pareto
 from exprsearch.lang.parsing import parse_spec
+
+from .leaderboard import pareto
 
 __all__ = ["write_report", "SECTIONS"]
 
@@ -76,7 +77,13 @@ def _exits_html(tables: list[dict[str, Any]], tmp: Path, plot: Any) -> str:
 
 
 def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> Path:
-    from .plots import plot_exits, plot_nonlinearity, plot_pareto, plot_progress, plot_proxy
+    from .plots import (
+        plot_exits,
+        plot_nonlinearity,
+        plot_pareto,
+        plot_progress,
+        plot_proxy,
+    )
     info, rows = store.run(run_id), store.candidates(run_id)
     ok = sorted((r for r in rows if r["status"] == "ok" and r.get("score") is not None), key=lambda r: -r["score"])
     std = next((r["score"] for r in ok if r["spec"].count("linear1_1(gelu(linear1_1(x,wb1)),wb2)") ==

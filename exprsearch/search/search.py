@@ -20,14 +20,15 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from exprsearch.lang.dedup import Deduper
 from exprsearch.errors import ConfigError
 from exprsearch.kd.protocol import EXECUTION_FIELDS, STANDARD_SPEC, EvalConfig
+from exprsearch.lang.dedup import Deduper
 from exprsearch.lang.expr import ModelSpec
-from exprsearch.space.generate import Space
 from exprsearch.lang.ops import REFERENCE_BINARY, REFERENCE_UNARY
 from exprsearch.lang.parsing import parse_spec
+from exprsearch.space.generate import Space
 from exprsearch.space.samplers import make_sampler
+
 from .store import Store
 
 __all__ = ["SearchConfig", "Search", "eval_hash", "parse_budget"]
@@ -155,6 +156,7 @@ class Search:
     def _teacher_config(self) -> dict[str, Any]:
         if not hasattr(self, "_tc"):
             from pathlib import Path
+
             from exprsearch.kd.teacher import default_teacher_dir
             d = Path(self.ecfg.teacher) if self.ecfg.teacher else default_teacher_dir()
             self._tc = json.loads((d / "config.json").read_text())

@@ -14,12 +14,11 @@ from typing import Any, Iterator
 import torch
 
 from compiler.student import set_dropout
-
 from exprsearch.kd.distill import KDLoss
+from exprsearch.kd.train import TrainConfig, dev_metrics, train_steps
 from exprsearch.lang.expr import Expr, ModelSpec, node
 from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES, Kind, linear_op
 from exprsearch.lang.parsing import parse_spec
-from exprsearch.kd.train import TrainConfig, dev_metrics, train_steps
 
 __all__ = ["run_stage3", "with_xy"]
 

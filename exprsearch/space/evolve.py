@@ -18,9 +18,10 @@ import random
 from typing import Callable
 
 from exprsearch.lang.expr import Expr, Path, node
-from .generate import Space, random_tree, sample
 from exprsearch.lang.ops import Kind
 from exprsearch.lang.validity import is_valid, split_ffn
+
+from .generate import Space, random_tree, sample
 
 __all__ = ["mutate", "crossover", "MUTATIONS"]
 

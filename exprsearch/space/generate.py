@@ -24,9 +24,17 @@ from functools import lru_cache
 from typing import Iterator
 
 from exprsearch.errors import ConfigError
-from exprsearch.lang.expr import WB1, WB2, X, Expr, node
-from exprsearch.lang.ops import (BLOCK_CHOICES, OPS, RATIO_CHOICES, REFERENCE_BINARY, REFERENCE_UNARY, Kind, Op,
-                  linear_op)
+from exprsearch.lang.expr import WB1, WB2, Expr, X, node
+from exprsearch.lang.ops import (
+    BLOCK_CHOICES,
+    OPS,
+    RATIO_CHOICES,
+    REFERENCE_BINARY,
+    REFERENCE_UNARY,
+    Kind,
+    Op,
+    linear_op,
+)
 from exprsearch.lang.validity import is_valid
 
 __all__ = ["Space", "count", "sample", "enumerate_space", "random_tree", "Hole"]

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .evolve import crossover, mutate
 from exprsearch.lang.expr import AttnSpec, ModelSpec
-from .generate import Space, sample
 from exprsearch.lang.ops import OPS, Kind
+
+from .evolve import crossover, mutate
+from .generate import Space, sample
 
 __all__ = ["Sampler", "RandomSampler", "EvolutionSampler", "LaNASSampler", "make_sampler", "features",
            "SAMPLERS", "parse_attn_choices"]

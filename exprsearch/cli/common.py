@@ -1,0 +1,55 @@
+"""what the evaluation commands share: the spec argument (text or file), the evaluation options
+and presets, and the log.  Text becomes a ``ModelSpec`` here, at the edge."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from exprsearch.errors import ExprSearchError
+from exprsearch.lang.expr import ModelSpec
+from exprsearch.lang.parsing import parse_spec
+from exprsearch.search.presets import EVAL_PRESETS
+
+from .options import add_dataclass_args, from_args
+
+__all__ = ["spec_text", "read_spec_arg", "add_eval_options", "eval_config", "logger"]
+
+
+def spec_text(text: str) -> str:
+    """The spec a command-line argument gives: the file's contents if it names a file, else itself."""
+    p = Path(text)
+    if len(text) < 4096 and p.is_file():
+        try:
+            return p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ExprSearchError(f"cannot read {p}: {err}") from None
+    return text
+
+
+def read_spec_arg(text: str) -> ModelSpec:
+    """A spec argument (expression, ``[e1; e2; ...]`` or a file) parsed."""
+    return parse_spec(spec_text(text))
+
+
+def add_eval_options(p: argparse.ArgumentParser) -> None:
+    """--task, --preset and one option per ``EvalConfig`` field."""
+    from exprsearch.kd.protocol import EvalConfig
+    p.add_argument("--task", help="GLUE task(s), comma-separated, e.g. RTE or RTE,MRPC")
+    p.add_argument("--preset", choices=sorted(EVAL_PRESETS), help="a bundle of settings (explicit options win)")
+    add_dataclass_args(p, EvalConfig, skip=("tasks",))
+
+
+def eval_config(ns: argparse.Namespace):
+    """The ``EvalConfig`` of the options given (over the preset, over the defaults)."""
+    from exprsearch.kd.protocol import EvalConfig
+    preset = EVAL_PRESETS.get(ns.preset, {}) if ns.preset else {}
+    given = {k: v for k, v in preset.items() if not hasattr(ns, k)}
+    tasks = tuple(t.strip() for t in ns.task.split(",") if t.strip()) if ns.task else None
+    return from_args(EvalConfig, ns, **given, **({"tasks": tasks} if tasks else {}))
+
+
+def logger(ns: argparse.Namespace) -> Callable[[str], None]:
+    """Progress messages to stderr (none with --quiet)."""
+    return (lambda m: print(m, file=sys.stderr)) if not getattr(ns, "quiet", False) else (lambda m: None)

@@ -1,0 +1,95 @@
+"""Imports point backwards only: the packages are layers in data-flow order.
+
+    exprsearch.errors  <  exprsearch.lang  <  exprsearch.space  <  compiler  <  exprsearch.kd
+                       <  exprsearch.search  <  exprsearch.cli
+
+A module may import its own layer and any earlier one, never a later one -- at module level or
+inside a function.  The package root ``exprsearch`` re-exports the language and the space (its
+layer is ``space``); ``exprsearch.__main__`` belongs to the command line.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ["exprsearch.errors", "exprsearch.lang", "exprsearch.space", "compiler", "exprsearch.kd",
+          "exprsearch.search", "exprsearch.cli"]
+
+
+def layer(module: str) -> int | None:
+    """Index of the layer owning ``module`` (None: not ours, e.g. torch)."""
+    if module in ("exprsearch", "exprsearch.__init__"):
+        return LAYERS.index("exprsearch.space")
+    if module == "exprsearch.__main__":
+        return LAYERS.index("exprsearch.cli")
+    if module == "exprsearch._grammar":
+        return LAYERS.index("exprsearch.lang")
+    best = None
+    for i, name in enumerate(LAYERS):
+        if module == name or module.startswith(name + "."):
+            best = i
+    if best is None and module.startswith(("exprsearch.", "compiler")):
+        raise AssertionError(f"{module} belongs to no layer: add its package to LAYERS")
+    return best
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    return ".".join(rel.parts)
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) of every import in the file, relative ones resolved."""
+    mod = module_name(path)
+    package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+    package = package.removesuffix(".__init__")
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            out.append((node.lineno, target))
+            for a in node.names:  # `from pkg import module` imports that module too
+                sub = ROOT.joinpath(*f"{target}.{a.name}".split("."))
+                if sub.with_suffix(".py").is_file() or (sub / "__init__.py").is_file():
+                    out.append((node.lineno, f"{target}.{a.name}"))
+    return out
+
+
+SOURCES = sorted(p for d in ("exprsearch", "compiler") for p in (ROOT / d).rglob("*.py"))
+
+
+def test_every_package_is_a_layer():
+    pkgs = {module_name(p.parent / "x").rsplit(".", 1)[0] for p in SOURCES}
+    for pkg in pkgs:
+        assert pkg in ("exprsearch",) or layer(pkg) is not None, pkg
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_point_backwards(path: Path):
+    here = layer(module_name(path).removesuffix(".__init__"))
+    forward = []
+    for line, target in imports(path):
+        there = layer(target) if target.startswith(("exprsearch", "compiler")) else None
+        if there is not None and here is not None and there > here:
+            forward.append(f"line {line}: {target} ({LAYERS[there]}) from {LAYERS[here]}")
+    assert not forward, "imports pointing forward:\n" + "\n".join(forward)
+
+
+def test_the_check_sees_a_forward_import(tmp_path):
+    bad = ROOT / "exprsearch" / "lang" / "_probe_forward.py"
+    try:
+        bad.write_text("def f():\n    from ..kd.evaluate import Evaluator\n")
+        found = [t for _, t in imports(bad)]
+        assert "exprsearch.kd.evaluate" in found and layer("exprsearch.kd.evaluate") > layer("exprsearch.lang.x")
+    finally:
+        bad.unlink()
