@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import write_json  # noqa: E402
+
 OUT = Path(__file__).parent / "results" / "bench_canon.json"
 
 
@@ -111,8 +113,7 @@ def main() -> None:
               "profile_top_self_time": runs["profile"],
               "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                           "torch": torch.__version__, "exprsearch": exprsearch.__version__, "cores_used": 1}}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(OUT, result)
     s = runs["numeric"]
     print(f"{s['expressions']} expressions: {s['expr_per_s']:,.0f} expr/s end to end on one core "
           f"(parse {s['seconds']['parse']:.2f}s, validate {s['seconds']['validate']:.2f}s, "

@@ -18,15 +18,14 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import write_json  # noqa: E402  (puts the checkout on sys.path)
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import exprsearch as es  # noqa: E402
 from compiler import FFNConfig, lower  # noqa: E402
 from compiler.lower import block, blocks_of  # noqa: E402
@@ -166,8 +165,7 @@ def main() -> None:
               platform.processor() or "cpu", "torch": torch.__version__, "batch": args.batch, "seq": args.seq,
               "dtype": "bf16 autocast" if dev.type == "cuda" else "fp32",
               "goals": {"eager_ratio": 1.02, "compile_ratio": 1.15}, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"{'case':18} {'H':>4} {'eager/hand':>10} {'compiled/bound':>14} {'graph eager/bound':>17}")
     for r in rows:
         print(f"{r['case']:18} {r['hidden']:>4} {r['eager_ratio']:>10.3f} {r.get('compile_ratio', float('nan')):>14.3f} "

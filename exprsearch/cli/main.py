@@ -45,24 +45,29 @@ def _load_commands() -> None:
     from . import cmd_compile, cmd_eval, cmd_exits, cmd_lang, cmd_search  # noqa: F401  (each registers its commands)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the named command's options are built (building them all
+    imports the whole library, seconds before ``exprsearch parse`` could answer)."""
     _load_commands()
     p = argparse.ArgumentParser(prog="exprsearch", description="Search Transformer FFNs written as "
                                 "symbolic expressions (EfficientBERT).")
     p.add_argument("--version", action="version", version=f"exprsearch {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     for name, (help_, options, _) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.add_argument("--json", action="store_true", help="machine-readable output")
-        options(sp)
+        if wanted is None or wanted == name:
+            options(sp)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from exprsearch import tune_gc
     tune_gc()
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     ns = parser.parse_args(argv)
     if not ns.command:
         parser.print_help()

@@ -2,16 +2,22 @@
 
 Input: any expression.  Output: its canonical form; ``str`` of it is the candidate's identity
 (store key, cache key).  Invariants (checked by ``verify_canonical``, always on in tests):
-operands of commutative operators are in ``order_key`` order, chains of exactly-associative
-operators (max, min) are flattened, sorted and left-folded, and no rule applies anywhere.
-Canonicalisation only uses exact identities, so the canonical form computes exactly what the
-input does; equalities the rules miss are found by ``dedup.py`` (fingerprint + sympy).
+operands of commutative operators are in ``order_key`` order, chains of associative operators
+(add, max, min) are flattened across nesting, sorted and left-folded -- so
+``add(add(x,tanh(x)),sigmoid(x))`` and ``add(x,add(sigmoid(x),tanh(x)))`` are one candidate --
+and no rule applies anywhere.  Canonicalisation only uses identities of real arithmetic: the
+canonical form computes what the input does, exactly for max/min chains and the rules, up to
+floating-point rounding where an add chain is re-associated (mul chains are not flattened: the
+``mul(a, a) -> square(a)`` rule would not stay confluent; the fingerprint merges them).  Equalities the rules miss are
+found by ``dedup.py`` (fingerprint + sympy).
 
 >>> from .validity import parse_one
 >>> str(canonicalize(parse_one("max(tanh(x), max(x, tanh(x)))")))
 'max(x,tanh(x))'
 >>> canonical_key(parse_one("mul(gelu(x),gelu(x))")) == canonical_key(parse_one("square(gelu(x))"))
 True
+>>> str(canonicalize(parse_one("add(x,add(sigmoid(x),tanh(x)))")))
+'add(add(x,sigmoid(x)),tanh(x))'
 """
 from __future__ import annotations
 

@@ -51,7 +51,8 @@ class Op:
     sympy_fn: Callable[..., sympy.Expr] | None = None    # the same function, symbolically
     cost: float = 0.0            # approximate FLOPs per output element (linears: cost model counts MACs)
     commutative: bool = False    # f(a, b) == f(b, a)
-    associative: bool = False    # f(f(a, b), c) == f(a, f(b, c)) *exactly* in IEEE arithmetic
+    associative: bool = False    # f(f(a, b), c) == f(a, f(b, c)): chains are flattened and sorted
+                                 # (exact in IEEE for max/min; for add up to rounding)
     idempotent: bool = False     # unary: f(f(a)) == f(a); binary: f(a, a) == a
     elementwise: bool = True     # acts channel by channel
     is_activation: bool = False  # counts for the "no activation directly inside an activation" rule
@@ -107,7 +108,9 @@ _ROWS: list[Op] = [
     Op("sqrelu", Kind.UNARY, 1, _sqrelu, lambda a: _S.Max(a, 0) ** 2, 2,
        is_activation=True, nonneg=True, reference=False, doc="Primer's squared ReLU"),
     # -- binary ops
-    Op("add", Kind.BINARY, 2, torch.add, lambda a, b: a + b, 1, commutative=True),
+    Op("add", Kind.BINARY, 2, torch.add, lambda a, b: a + b, 1, commutative=True, associative=True),
+    # mul is not flattened: with mul(a, a) -> square(a) the rules would stop being confluent;
+    # re-associated products agree to rounding, so the numeric fingerprint merges them (dedup.py)
     Op("mul", Kind.BINARY, 2, torch.mul, lambda a, b: a * b, 1, commutative=True),
     Op("max", Kind.BINARY, 2, torch.maximum, _S.Max, 1,
        commutative=True, associative=True, idempotent=True),
