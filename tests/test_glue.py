@@ -383,3 +383,12 @@ def test_metrics_reject_bad_lengths():
 def test_metrics_accept_numpy_and_task_objects():
     y, p = np.array([1.0, 0.0, 1.0, 1.0]), np.array([1.0, 0.0, 0.0, 1.0])
     assert compute_metrics(TASKS["CoLA"], y, p) == compute_metrics("cola", list(y), list(p))
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "  \r\n"])
+def test_an_empty_file_says_empty_file(tmp_path, content):
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_text(content)
+    with pytest.raises(DataError, match="empty file") as info:
+        read_split(tmp_path, "SST-2", "train")
+    assert "header" not in str(info.value).split("empty file")[0]  # not reported as a bad header

@@ -258,6 +258,23 @@ def test_teacher_dir_must_be_a_model(tmp_path, easy_glue):
         finetune_teacher(task("SST-2"), easy_glue, tmp_path, TeacherConfig(), tmp_path, CPU)
 
 
+def test_a_non_bert_teacher_is_refused_before_its_weights_load(tmp_path, easy_glue, monkeypatch):
+    gpt = tmp_path / "gpt2"
+    gpt.mkdir()
+    (gpt / "config.json").write_text('{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}')
+    (gpt / "model.safetensors").write_bytes(b"not read")
+
+    def no_loading(*a, **k):
+        raise AssertionError("weights were loaded")
+
+    monkeypatch.setattr("transformers.BertForSequenceClassification.from_pretrained", no_loading)
+    with pytest.raises(ConfigError, match="not a BERT model") as info:
+        finetune_teacher(task("SST-2"), easy_glue, gpt, TeacherConfig(), tmp_path, CPU)
+    assert "gpt2" in str(info.value)
+    with pytest.raises(ConfigError, match="not a BERT model"):
+        load_teacher(gpt)
+
+
 def test_teacher_finetuning_is_reproducible_bug(tiny_teacher, easy_glue, tmp_path):
     cfg = TeacherConfig(epochs=0.2, batch_size=16, max_len=32, seed=0)
     heads = []

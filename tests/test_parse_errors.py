@@ -301,3 +301,25 @@ def test_library_source_never_calls_eval_or_exec():
             if pattern.search(line.split("#", 1)[0])]
     assert not hits, hits
     assert pattern.search("x = eval(s)") and not pattern.search("model.eval()")
+
+
+def test_a_non_ascii_letter_is_the_error_not_the_name_before_it():
+    with pytest.raises(E.DSLSyntaxError) as info:
+        parse("linear1_1(gélu(linear1_1(x,wb1)),wb2)")
+    err = info.value
+    assert not isinstance(err, E.UnknownNameError)
+    assert "unexpected character 'é'" in str(err) and "unknown name" not in str(err)
+    assert err.span == (11, 12)  # under the 'é', not the 'g'
+
+
+def test_deep_nesting_is_rejected_by_the_text_guard_before_the_parser(monkeypatch):
+    import exprsearch.lang.syntax as syntax_mod
+
+    def no_parsing(*a, **k):
+        raise AssertionError("the parser ran on text the nesting guard should have refused")
+
+    monkeypatch.setattr(syntax_mod, "_get", no_parsing)  # the grammar (both parse paths) is never reached
+    text = "tanh(" * 5000 + "x" + ")" * 5000
+    with pytest.raises(E.NestingTooDeepError) as info:
+        parse(text)
+    assert info.value.span == (5 * MAX_NESTING + 4, 5 * MAX_NESTING + 5)  # the first '(' past the limit

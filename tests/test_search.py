@@ -362,8 +362,8 @@ def test_resumed_evolution_is_the_uninterrupted_search(tmp_path, search_ecfg, mo
     search = Search(store, scfg(candidates=6), search_ecfg, log=quiet, progress=False)
     orig, adds = Store.add, []
 
-    def crashing_add(self, *a, **kw):  # the process dies right after the 3rd commit
-        if len(adds) == 3:
+    def crashing_add(self, *a, **kw):  # the process dies right after the first generation's 4 commits
+        if len(adds) == 4:
             raise _Crash
         adds.append(1)
         return orig(self, *a, **kw)
@@ -372,9 +372,14 @@ def test_resumed_evolution_is_the_uninterrupted_search(tmp_path, search_ecfg, mo
     with pytest.raises(_Crash):
         search.run()
     monkeypatch.setattr(Store, "add", orig)
-    assert store.count(search.run_id) == 3
-    Search.resume(store, search.run_id, log=quiet, progress=False).run()
+    assert store.count(search.run_id) == 4
+    lines: list[str] = []
+    Search.resume(store, search.run_id, log=lines.append, progress=True).run()
     assert [r["key"] for r in store.candidates(search.run_id)] == [r["key"] for r in straight]
+    progress = [line for line in lines if line.startswith("[stage")]
+    assert progress and not any("nan" in line or " 0/h" in line for line in progress), progress
+    assert "rate and ETA after the first evaluation" in progress[0]  # the replayed generation
+    assert "/h | stage ETA" in progress[-1]  # then a real rate
 
 
 def test_resume_during_stage3_ranking_ranks_every_assignment(tmp_path, search_ecfg, monkeypatch):
@@ -546,6 +551,14 @@ def test_cli_search_show_export_resume(tmp_path, capsys, search_ecfg, eval_spy):
 
     rc, out, err = _cli(capsys, "show", "no-such-run", "--store", str(store_path))
     assert rc == 2 and "no run 'no-such-run'" in err and run_id in err
+
+    # read-only commands refuse a store that is not there instead of creating an empty one
+    typo = tmp_path / "typo.db"
+    for argv in (["show", "list"], ["show"], ["export"], ["report", "-o", str(tmp_path / "r.html")],
+                 ["search", "--resume", "last"]):
+        rc, out, err = _cli(capsys, *argv, "--store", str(typo))
+        assert rc == 2 and "no such store" in err and str(typo) in err, argv
+        assert not typo.exists()
 
 
 def test_cli_bad_sampler_exits_2_with_a_suggestion(tmp_path, capsys, search_ecfg, eval_spy):

@@ -13,9 +13,10 @@ from .main import command, emit
 from .options import add_dataclass_args, from_args
 
 
-def _store(ns: argparse.Namespace):
+def _store(ns: argparse.Namespace, create: bool = False):
+    """The --store of a command; only ``search`` may create one (``show typo.db`` is an error)."""
     from exprsearch.search.store import Store, default_store_path
-    return Store(ns.store or default_store_path())
+    return Store(ns.store or default_store_path(), create=create)
 
 
 def _store_option(p: argparse.ArgumentParser) -> None:
@@ -48,7 +49,7 @@ def _configs(ns: argparse.Namespace):
 @command("search", "search FFN expressions (3 progressive stages) and store every candidate")(_search_options)
 def cmd_search(ns: argparse.Namespace) -> int:
     from exprsearch.search.search import Search
-    store = _store(ns)
+    store = _store(ns, create=not ns.resume)  # --resume needs the run's store
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if ns.resume:
         run = store.latest_run() if ns.resume == "last" else ns.resume

@@ -124,6 +124,9 @@ def read_split(data_dir: str | Path, t: Task | str, split: str, *, skip_bad_rows
         lines = path.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err})") from None
+    if not any(line.strip() for line in lines):
+        raise DataError(f"{path}: empty file (expected a GLUE {t.name} TSV"
+                        + (f" whose header row names {', '.join(list(t.text) + [str(t.label)])})" if t.header else ")"))
     start = 0
     if t.header:
         header = lines[0].rstrip("\r").split("\t")

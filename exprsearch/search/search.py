@@ -124,6 +124,7 @@ class Search:
             self.budget_params = parse_budget(scfg.budget_params)
         self._backend: Any = None
         self._t0 = time.perf_counter()
+        self._eval_t0: float | None = None  # when this process started evaluating
         for row in store:  # prime class representatives so keys agree with earlier runs
             try:
                 self.key(parse_spec(row["spec"], strict=False))
@@ -157,8 +158,8 @@ class Search:
         if not hasattr(self, "_tc"):
             from pathlib import Path
 
-            from exprsearch.kd.teacher import default_teacher_dir
-            d = Path(self.ecfg.teacher) if self.ecfg.teacher else default_teacher_dir()
+            from exprsearch.kd.teacher import check_teacher_dir, default_teacher_dir
+            d = check_teacher_dir(Path(self.ecfg.teacher) if self.ecfg.teacher else default_teacher_dir())
             self._tc = json.loads((d / "config.json").read_text())
         return self._tc
 
@@ -300,7 +301,10 @@ class Search:
                 if key in results and key not in stored:
                     commit(key, results[key])  # reused from an earlier run
             if todo:
-                results.update(self.backend().run(todo, on_result=commit))
+                backend = self.backend()  # started (workers ready) before the clock of the rate starts
+                if self._eval_t0 is None:
+                    self._eval_t0 = time.perf_counter()
+                results.update(backend.run(todo, on_result=commit))
             for key, spec in gen:  # observe in proposal order: the sampler sees a fixed sequence
                 r = results[key]
                 self.seen.add(key)
@@ -312,13 +316,15 @@ class Search:
         if not self.progress:
             return
         best = self.best()
-        el = time.perf_counter() - self._t0
-        rate = self.stats["evaluated"] / el if el > 0 else 0.0
-        eta = (budget - count) / rate if rate else float("nan")
-        self.log(f"[stage {stage}] {count}/{budget} done | evaluated {self.stats['evaluated']} "
+        n = self.stats["evaluated"]  # in this process: a resumed run's replayed rows do not count
+        if n and self._eval_t0 is not None:
+            rate = n / max(1e-9, time.perf_counter() - self._eval_t0)
+            speed = f"{3600 * rate:.0f}/h | stage ETA {(budget - count) / rate:.0f}s"
+        else:
+            speed = "rate and ETA after the first evaluation"
+        self.log(f"[stage {stage}] {count}/{budget} done | evaluated {n} "
                  f"failed {self.stats['failed']} dup {self.stats['duplicates']} reused {self.stats['reused']} "
-                 f"over-budget {self.stats['over_budget']} | best {best['score']:.2f} | "
-                 f"{3600 * rate:.0f}/h | stage ETA {eta:.0f}s" if best else
+                 f"over-budget {self.stats['over_budget']} | best {best['score']:.2f} | {speed}" if best else
                  f"[stage {stage}] {count}/{budget} done (no successful candidate yet)")
 
     def best(self, stage: int | None = None) -> dict[str, Any] | None:

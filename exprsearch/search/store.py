@@ -67,8 +67,12 @@ def default_store_path() -> Path:
 class Store:
     """A SQLite file holding runs and their candidates."""
 
-    def __init__(self, path: str | Path, timeout: float = 120.0) -> None:
+    def __init__(self, path: str | Path, timeout: float = 120.0, *, create: bool = True) -> None:
+        """Open (or, with ``create``, make) the store at ``path``; read-only commands pass
+        ``create=False`` so that a mistyped path is an error, not a new empty store."""
         self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreError(f"{self.path}: no such store (a search creates it; --store names another file)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
