@@ -129,21 +129,24 @@ def test_non_commutative_ops_do_not_commute(name):
     assert not torch.equal(f(X1, X2), f(X2, X1))
 
 
-@pytest.mark.parametrize("name", [n for n in BINARY if OPS[n].associative])
+@pytest.mark.parametrize("name", [n for n in BINARY if OPS[n].associative and n != "add"])
 def test_associative_ops_are_exactly_associative(name):
     f = OPS[name].torch_fn
     x3 = _random_inputs(2)
     assert torch.equal(f(f(X1, X2), x3), f(X1, f(X2, x3)))
 
 
-def test_add_and_mul_are_not_flagged_exactly_associative():
-    # float addition is not associative: the table must not claim it (the canonicaliser would
-    # reorder sums and change values)
+def test_add_is_associative_up_to_rounding_and_mul_is_not_flattened():
+    # float addition is not exactly associative, yet add chains are flattened (issue 13: one
+    # candidate whatever the association): re-associating a sum only moves its rounding
     x = torch.tensor([1e16], dtype=torch.float64)
     y = torch.tensor([-1e16], dtype=torch.float64)
     z = torch.tensor([1.0], dtype=torch.float64)
     assert not torch.equal((x + y) + z, x + (y + z))
-    assert not OPS["add"].associative and not OPS["mul"].associative
+    assert OPS["add"].associative
+    a, b, c = (t.double() for t in (X1, X2, _random_inputs(2)))
+    assert torch.allclose((a + b) + c, a + (b + c), rtol=1e-14, atol=1e-14)
+    assert not OPS["mul"].associative  # with mul(a, a) -> square(a) flattening would not be confluent
 
 
 @pytest.mark.parametrize("name", [n for n in UNARY + BINARY if OPS[n].idempotent])
