@@ -1,14 +1,16 @@
-"""model spec --> fitness: warm-up KD of a candidate on GLUE tasks, robust to failures.
+"""model specs --> fitness: warm-up KD of candidates on GLUE tasks, a group at a time, robust to failures.
 
-Input: a ``ModelSpec`` (or one expression for every layer) and an ``EvalConfig``.  Output: a
-``CandidateResult`` -- per-task dev metrics, the score (mean of the tasks' main metrics, x100),
-params, FLOPs per token, seconds, learning curves -- or status ``failed``/``stopped`` with the
-reason.  Pipeline per task (EfficientBERT's warm-up KD): fine-tuned teacher (cached) -> supernet
-student warmed up by KD once (cached) -> the candidate inherits it (first X blocks, first d
-channels) -> a short KD run of ``steps`` steps -> dev metric.  Invariants: everything a task
-needs (teacher, tokenised data on the device, warm supernet) is built once per ``Evaluator``;
-a NaN/Inf loss, exploding gradients or CUDA OOM in one candidate fails only that candidate and
-frees its memory; with the same seed a run is reproducible on CPU.
+Input: parsed ``ModelSpec`` s (one expression broadcasts to every layer) and an ``EvalConfig``.
+Output: one ``CandidateResult`` each -- per-task dev metrics with their bootstrap std, the score
+(mean of the tasks' main metrics, x100), params, FLOPs per token, seconds, learning curves -- or
+status ``failed``/``stopped`` with the reason.  Pipeline per task (EfficientBERT's warm-up KD):
+fine-tuned teacher (cached) -> supernet student warmed up by KD once (cached, ``prepare.py``) ->
+each candidate inherits it (first X blocks, first d channels) -> ``cfg.group`` candidates trained
+in lock-step for ``steps`` KD steps (``group.py``: one batch, one teacher pass, CUDA graphs) ->
+dev metric.  Invariants: everything a task needs is built once per ``Evaluator``; a NaN/Inf loss,
+exploding gradients, an exception or CUDA OOM in one candidate fails only that candidate (a group
+that breaks is re-run one candidate at a time); with ``dropout`` 0 a candidate's result does not
+depend on its group, and with the same seed a run is reproducible on CPU.
 """
 from __future__ import annotations
 
