@@ -31,6 +31,12 @@ OUT = Path(__file__).parent / "results" / "bench_fidelity.json"
 FINAL_STEPS = "MRPC=150,RTE=100,CoLA=250,SST-2=500"
 
 
+def final_config(cfg, steps: str = FINAL_STEPS, **kw):
+    """The final protocol: a full KD fine-tune from the same warm supernet (the teacher's dropout,
+    no hurdles, no latency timing), the same teachers and supernets as ``cfg``."""
+    return replace(cfg, task_steps=steps, dropout=None, hurdles=(), latency_batch=0, **kw)
+
+
 def candidates(layers: int, n_random: int, n_evolved: int, budget: float, price, key, seed: int = 0
                ) -> list[tuple[str, str]]:
     """(name, spec) of the named candidates, then random and evolved ones: distinct, within budget."""
@@ -124,7 +130,7 @@ def main() -> None:
     from exprsearch.search.store import Store
     log = Log()
     cfg = eval_config(args, teacher_task_epochs=args.teacher_task_epochs, group=args.group, latency_batch=0)
-    final_cfg = replace(cfg, task_steps=args.final_steps, dropout=None)
+    final_cfg = final_config(cfg, args.final_steps)
     pricer = Search(Store(":memory:"), SearchConfig(), cfg, log=lambda m: None, progress=False)
     budget = pricer.price(parse_spec(STANDARD).broadcast(cfg.layers))[0]
     cands = candidates(cfg.layers, args.random, args.evolved, budget, pricer.price,

@@ -22,7 +22,7 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from _common import Log, device_name, write_json
-from bench_fidelity import FINAL_STEPS
+from bench_fidelity import FINAL_STEPS, final_config
 
 OUT = Path(__file__).parent / "results" / "bench_search.json"
 
@@ -72,7 +72,7 @@ def main() -> None:
     log(f"best of {runs[0]} within {budget} parameters: {best['score']:.2f} {best['spec']}")
 
     # 1. final protocol, seeds
-    final = replace(ecfg, task_steps=args.final_steps, dropout=None, hurdles=(), latency_batch=0, group=2)
+    final = final_config(ecfg, args.final_steps, group=2)
     ev = Evaluator(final, log=log)
     per_seed = []
     for seed in range(args.seeds):
