@@ -50,7 +50,10 @@ def _parser_for(tp: Any) -> tuple[Any, str]:
         return (lambda s: tuple(conv(v.strip()) for v in s.split(",") if v.strip())), "A,B,..."
     if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _parser_for(args[0])
+        conv, metavar = _parser_for(args[0])
+        if len(args) < len(typing.get_args(tp)):  # Optional: 'none' gives None
+            return (lambda s: None if s.strip().lower() == "none" else conv(s)), f"{metavar}|none"
+        return conv, metavar
     if tp in (int, float, str):
         return tp, tp.__name__.upper()
     return str, "VALUE"

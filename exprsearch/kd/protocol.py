@@ -59,8 +59,7 @@ class EvalConfig:
     bf16_teacher: bool = True           # keep the (frozen) teacher in bf16 on CUDA
     layerdrop: float = 0.0              # LayerDrop rate of the supernet warm-up (shallower candidates)
     head_importance_steps: int = 0      # batches for head importance when a spec prunes heads (0: keep first)
-    dropout: float | None = 0.0         # student dropout in candidate training (None: the teacher's); at 0 a
-                                        # candidate's result does not depend on its group or worker
+    dropout: float | None = 0.0         # student dropout in candidate training (none: the teacher's; 0: results independent of the group)
     group: int = 8                      # candidates trained together in lock-step (one batch, one teacher pass)
     cuda_graphs: bool = True            # on CUDA: capture each length bucket's training step once, then replay
     streams: bool = True                # on CUDA: each candidate of a group on its own stream (concurrent kernels)
