@@ -188,3 +188,41 @@ def test_a_candidate_that_raises_fails_alone_in_its_group(ev_group, monkeypatch)
     assert [r.status for r in res] == ["ok", "failed", "ok"]
     assert "shape mismatch" in res[1].reason and res[1].reason.startswith("SST-2: RuntimeError")
     assert res[0].score is not None and res[1].score is None
+
+
+def test_an_out_of_memory_group_is_freed_then_retried_one_by_one(ev_group, monkeypatch):
+    import gc
+    import weakref
+
+    import exprsearch.kd.evaluate as evaluate_mod
+    attempts: list[list] = []
+    orig_init = evaluate_mod.GroupTrainer.__init__
+
+    def watching_init(self, members, *a, **kw):
+        if attempts:  # the retry starts only after the failed group's models are gone
+            gc.collect()
+            assert all(ref() is None for ref in attempts[0]), "the failed group's models are still alive"
+        attempts.append([weakref.ref(m.model) for m in members])
+        orig_init(self, members, *a, **kw)
+
+    orig_forward = KDLoss.forward
+
+    def oom_in_a_big_group(self, student, batch, *shared):
+        if len(attempts[-1]) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return orig_forward(self, student, batch, *shared)
+
+    monkeypatch.setattr(evaluate_mod.GroupTrainer, "__init__", watching_init)
+    monkeypatch.setattr(KDLoss, "forward", oom_in_a_big_group)
+    res = ev_group.evaluate_many([parse_spec(s) for s in (SPEC, OTHER_SPEC, "linear1_2(gelu(linear1_2(x,wb1)),wb2)")])
+    assert [r.status for r in res] == ["ok", "ok", "ok"]
+    assert [len(a) for a in attempts] == [3, 1, 1, 1]
+
+
+def test_a_cuda_error_that_breaks_the_device_stops_the_run(ev_group, monkeypatch):
+    def broken_device(self, student, batch, *shared):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(KDLoss, "forward", broken_device)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        ev_group.evaluate_many([parse_spec(SPEC)])

@@ -198,26 +198,36 @@ class Evaluator:
                      ) -> list["_Run"]:
         """Train ``specs`` together on one task; an error that breaks the whole group (a candidate
         whose forward raises, out of memory) is retried one candidate at a time, so only the
-        culprit fails."""
+        culprit fails.  A CUDA error that poisons the device is not a candidate's: it propagates."""
+        seed = self.cfg.seed if seed is None else seed
+        why = None
         try:
-            return self._group(st, specs, steps, self.cfg.seed if seed is None else seed)
+            return self._group(st, specs, steps, seed)
         except _CANDIDATE_ERRORS as err:
-            self._free()
-            if len(specs) == 1:
-                why = "CUDA out of memory" if isinstance(err, cuda_oom_types()) else f"{type(err).__name__}: {err}"
-                return [_Run("failed", why)]
-            return [run for spec in specs for run in self._train_group(st, [spec], steps, seed)]
+            if _device_broken(err):
+                raise
+            why = "CUDA out of memory" if isinstance(err, cuda_oom_types()) else f"{type(err).__name__}: {err}"
+        # outside the except block: its traceback no longer holds the failed group's tensors
+        self._free()
+        if len(specs) == 1:
+            return [_Run("failed", why)]
+        return [run for spec in specs for run in self._train_group(st, [spec], steps, seed)]
 
     def _group(self, st: TaskState, specs: list[ModelSpec], steps: int, seed: int) -> list["_Run"]:
         cfg = self.cfg
         runs: list[_Run | None] = [None] * len(specs)
         members, index = [], []
         st.supernet.use(4, 1)
+        st.train.seed = seed  # every candidate sees the same batches in the same order (head importance too)
         for i, spec in enumerate(specs):
             torch.manual_seed(seed)  # a candidate's start does not depend on its group
             try:
                 student = self._student(st, spec)
+            except cuda_oom_types():
+                raise  # the group's other students took the memory: retry one by one
             except _CANDIDATE_ERRORS as err:
+                if _device_broken(err):
+                    raise
                 runs[i] = _Run("failed", f"{type(err).__name__}: {err}")
                 continue
             kd = KDLoss(st.teacher, student, st.task, cfg.kd()).to(self.device)
@@ -228,39 +238,47 @@ class Evaluator:
             log_every = min([steps] + hurdle_steps) if hurdle_steps else max(1, steps // 10)
             tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, seed=seed, max_len=cfg.max_len,
                              log_every=max(1, log_every))
-            checked: set[int] = set()
+            seen: dict[int, list[float]] = {}  # this group's losses at each hurdle, kept once it succeeds
 
             def hurdle(step: int, means: dict[int, float]) -> dict[int, str]:
                 """Stop members whose loss is above the quantile of earlier candidates' at a hurdle."""
                 stop: dict[int, str] = {}
                 for h in hurdle_steps:
-                    if step >= h and h not in checked:
-                        checked.add(h)
-                        earlier = st.losses.setdefault(h, [])
+                    if step >= h and h not in seen:
+                        earlier = st.losses.get(h, [])
                         bar = _quantile(earlier, cfg.hurdle_quantile) if len(earlier) >= 3 else None
                         for k, loss in means.items():
                             if bar is not None and loss > bar:
                                 stop[k] = f"hurdle at step {h}: loss {loss:.4g} > {bar:.4g}"
-                        earlier.extend(means.values())
+                        seen[h] = list(means.values())
                 return stop
 
             kd0 = members[0].loss
             trainer = GroupTrainer(members, tc, self.device, shared=kd0.teacher_outputs if kd0.needs_teacher else None,
                                    graphs=cfg.cuda_graphs, streams=cfg.streams, log=self.log)
-            st.train.seed = seed  # every candidate sees the same batches in the same order
             outs = trainer.train(st.train, on_log=hurdle if hurdle_steps else None)
+            for h, losses in seen.items():
+                st.losses.setdefault(h, []).extend(losses)
             for i, m, o in zip(index, members, outs):
-                if o.failed is not None:
-                    runs[i] = _Run("failed", str(o.failed))
-                elif o.stopped is not None:
-                    runs[i] = _Run("stopped", o.stopped, curve=o.curve)
-                else:
-                    metrics = dev_metrics(m.model, st.dev, st.task, self.device, std=True)
-                    o.curve.dev.append((steps, metrics[st.task.main]))
-                    runs[i] = _Run("ok", metrics=metrics, curve=o.curve, student=m.model)
+                runs[i] = self._outcome(st, m.model, o, steps)
             del trainer, members
             self._free()
         return [r for r in runs if r is not None]
+
+    def _outcome(self, st: TaskState, model: Any, o: Any, steps: int) -> "_Run":
+        """One member's result: failed, stopped, or its dev metrics (an error there is its own)."""
+        if o.failed is not None:
+            return _Run("failed", str(o.failed))
+        if o.stopped is not None:
+            return _Run("stopped", o.stopped, curve=o.curve)
+        try:
+            metrics = dev_metrics(model, st.dev, st.task, self.device, std=True)
+        except _CANDIDATE_ERRORS as err:
+            if _device_broken(err):
+                raise
+            return _Run("failed", f"dev set: {type(err).__name__}: {err}")
+        o.curve.dev.append((steps, metrics[st.task.main]))
+        return _Run("ok", metrics=metrics, curve=o.curve, student=model)
 
     def _free(self) -> None:
         gc.collect()
@@ -277,6 +295,14 @@ class _Run:
     metrics: dict[str, float] = field(default_factory=dict)
     curve: Curve | None = None
     student: Any = None
+
+
+def _device_broken(err: BaseException) -> bool:
+    """A CUDA error that leaves the device unusable (device-side assert, illegal access): every
+    later candidate would fail too, so it stops the run instead of failing one candidate."""
+    text = str(err)
+    return (isinstance(err, getattr(torch, "AcceleratorError", ())) or "CUDA error" in text
+            or "device-side assert" in text) and not isinstance(err, cuda_oom_types())
 
 
 _CANDIDATE_ERRORS: tuple[type[BaseException], ...] = (

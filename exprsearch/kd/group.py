@@ -199,21 +199,23 @@ class GroupTrainer:
         outs = [Outcome() for _ in self.members]
         stream = batches.forever()
         last = 0  # step of the last curve point
-        for step in range(1, cfg.steps + 1):
-            if self.lr is not None:
-                self.lr.fill_(cfg.lr * factor(step - 1))
-            else:
-                for g in self.opt.param_groups:
-                    g["lr"] = cfg.lr * factor(step - 1)
-            self.step_id.fill_(step)
-            self._step(next(stream))
-            point = step % cfg.log_every == 0 or step == cfg.steps
-            if point or self.device.type != "cuda":  # on the CPU a check costs nothing: fail fast
-                self._check(step, outs, step - last if point else 0, on_log)
-                last = step if point else last
-                if not any(o.running for o in outs):
-                    break
-        self.release()
+        try:
+            for step in range(1, cfg.steps + 1):
+                if self.lr is not None:
+                    self.lr.fill_(cfg.lr * factor(step - 1))
+                else:
+                    for g in self.opt.param_groups:
+                        g["lr"] = cfg.lr * factor(step - 1)
+                self.step_id.fill_(step)
+                self._step(next(stream))
+                point = step % cfg.log_every == 0 or step == cfg.steps
+                if point or self.device.type != "cuda":  # on the CPU a check costs nothing: fail fast
+                    self._check(step, outs, step - last if point else 0, on_log)
+                    last = step if point else last
+                    if not any(o.running for o in outs):
+                        break
+        finally:  # graphs, their memory pool and the gradients go even when a step raises
+            self.release()
         return outs
 
     def _check(self, step: int, outs: list[Outcome], n: int, on_log: OnLog | None) -> None:

@@ -131,13 +131,13 @@ def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherCon
     train = read_split(data_dir, t, "train", limit=cfg.max_train, skip_bad_rows=cfg.skip_bad_rows)
     dev = read_split(data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=cfg.skip_bad_rows)
     key = hashlib.sha256(json.dumps([teacher_digest(teacher_dir), t.name, file_digest(train.path),
-                                     file_digest(dev.path), _recipe(cfg), "v2"], sort_keys=True).encode()).hexdigest()[:20]
+                                     file_digest(dev.path), _recipe(cfg), "v3"], sort_keys=True).encode()).hexdigest()[:20]
     out = cache_dir / "teachers" / f"{t.name}-{key}"
     if (out / "exprsearch.json").is_file():
         return out
     tok = load_tokenizer(teacher_dir)
     torch.manual_seed(cfg.seed)  # the new classifier head is drawn here: make it reproducible
-    model = load_teacher(teacher_dir, t.num_labels).to(device)
+    model = load_teacher(teacher_dir, t.num_labels).to(device).train()  # from_pretrained returns eval mode
     tr, dv = encode(train, tok, cfg.max_len, cache_dir), encode(dev, tok, cfg.max_len, cache_dir)
     graphs = cfg.cuda_graphs and device.type == "cuda"
     batches = Batcher(tr, cfg.batch_size, seed=cfg.seed, device=device, fill=True,

@@ -98,7 +98,9 @@ class SearchConfig:
 def eval_hash(cfg: EvalConfig) -> str:
     """Identity of an evaluation protocol: results are reusable across runs only under the same."""
     d = asdict(cfg)
-    for k in EXECUTION_FIELDS + ("teacher_task_epochs",) * (not cfg.teacher_task_epochs):
+    # hurdles compare a candidate with those of earlier groups: then the group size changes results
+    execution = tuple(f for f in EXECUTION_FIELDS if not (cfg.hurdles and f == "group"))
+    for k in execution + ("teacher_task_epochs",) * (not cfg.teacher_task_epochs):
         d.pop(k, None)  # a field added with a neutral default keeps older stores' hashes
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
