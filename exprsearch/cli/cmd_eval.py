@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from exprsearch.errors import ConfigError
 from exprsearch.lang.display import table
@@ -53,17 +52,17 @@ def _teacher_options(p: argparse.ArgumentParser) -> None:
 def cmd_teacher(ns: argparse.Namespace) -> int:
     from exprsearch.kd.evaluate import teacher_config
     from exprsearch.kd.glue import task
-    from exprsearch.kd.paths import cache_root, resolve_data_dir
-    from exprsearch.kd.teacher import default_teacher_dir, finetune_teacher
+    from exprsearch.kd.prepare import locations
+    from exprsearch.kd.teacher import finetune_teacher
     cfg = eval_config(ns)
     if not ns.task:
         raise ConfigError("name the task(s): --task RTE or --task RTE,MRPC")
     device = cfg.torch_device()
+    data_dir, teacher_dir, cache = locations(cfg)
     out = {}
     for name in cfg.tasks:
-        path = finetune_teacher(task(name), resolve_data_dir(cfg.data_dir),
-                                Path(cfg.teacher) if cfg.teacher else default_teacher_dir(), teacher_config(cfg, name),
-                                cache_root(cfg.cache_dir), device, logger(ns))
+        path = finetune_teacher(task(name), data_dir, teacher_dir, teacher_config(cfg, name), cache, device,
+                                logger(ns))
         out[name] = {"path": str(path), **json.loads((path / "exprsearch.json").read_text())}
     rows = [[t, ", ".join(f"{k} {100 * v:.2f}" for k, v in o["dev"].items()), f"{o['seconds']:.1f}s", o["path"]]
             for t, o in out.items()]

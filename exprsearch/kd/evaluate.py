@@ -17,7 +17,6 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -29,10 +28,8 @@ from exprsearch.lang.expr import ModelSpec
 from .distill import KDLoss
 from .glue import task
 from .group import GroupTrainer, Member
-from .paths import cache_root, resolve_data_dir
-from .prepare import TaskState, prefill, prepare
+from .prepare import TaskState, locations, prefill, prepare
 from .protocol import STANDARD_SPEC, EvalConfig, teacher_config
-from .teacher import default_teacher_dir
 from .train import CandidateFailed, Curve, TrainConfig, cuda_oom_types, dev_metrics
 
 __all__ = ["EvalConfig", "CandidateResult", "Evaluator", "STANDARD_SPEC", "teacher_config"]
@@ -63,9 +60,7 @@ class Evaluator:
         self.device = cfg.torch_device()
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
-        self.cache = cache_root(cfg.cache_dir)
-        self.data_dir = resolve_data_dir(cfg.data_dir)
-        self.teacher_dir = Path(cfg.teacher) if cfg.teacher else default_teacher_dir()
+        self.data_dir, self.teacher_dir, self.cache = locations(cfg)
         self.tasks = [task(t) for t in cfg.tasks]
         if not self.tasks:
             raise ConfigError("no tasks to evaluate on")

@@ -28,7 +28,7 @@ from .teacher import finetune_teacher, load_teacher, load_tokenizer
 from .tokens import Batcher, Encoded, encode
 from .train import TrainConfig, train_steps
 
-__all__ = ["TaskState", "prepare", "student_config", "prefill"]
+__all__ = ["TaskState", "prepare", "student_config", "prefill", "locations"]
 
 
 @dataclass
@@ -133,13 +133,19 @@ def prefill(cfg: EvalConfig, log: Callable[[str], None] = print) -> None:
     log(f"tasks prepared in {time.perf_counter() - t0:.0f}s")
 
 
-def _prepare_one(cfg: EvalConfig) -> tuple[str, float]:
-    from .glue import task
+def locations(cfg: EvalConfig) -> tuple[Path, Path, Path]:
+    """(GLUE data folder, teacher directory, cache folder) a protocol names, defaults resolved."""
     from .paths import cache_root, resolve_data_dir
     from .teacher import default_teacher_dir
+    return (resolve_data_dir(cfg.data_dir), Path(cfg.teacher) if cfg.teacher else default_teacher_dir(),
+            cache_root(cfg.cache_dir))
+
+
+def _prepare_one(cfg: EvalConfig) -> tuple[str, float]:
+    from .glue import task
     t0 = time.perf_counter()
     name = cfg.tasks[0]
-    prepare(cfg, task(name), cfg.torch_device(), resolve_data_dir(cfg.data_dir),
-            Path(cfg.teacher) if cfg.teacher else default_teacher_dir(), cache_root(cfg.cache_dir),
+    data_dir, teacher_dir, cache = locations(cfg)
+    prepare(cfg, task(name), cfg.torch_device(), data_dir, teacher_dir, cache,
             lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
     return name, time.perf_counter() - t0

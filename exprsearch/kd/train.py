@@ -124,7 +124,7 @@ def train_steps(params: list[tuple[str, nn.Parameter]], loss_fn: Callable[[Batch
         bad = ~torch.isfinite(norm) | (norm > cfg.explode) | ~torch.isfinite(loss)
         if device.type != "cuda":
             if bool(bad):
-                _raise_bad(float(loss.detach()), float(norm), cfg, step)
+                raise bad_reason(float(loss.detach()), float(norm), cfg, step)
         else:
             here = torch.stack([step_ids[step], loss.detach().float(), norm.float()])
             first_bad = torch.where(bad & (first_bad[0] == 0), here, first_bad)
@@ -135,7 +135,7 @@ def train_steps(params: list[tuple[str, nn.Parameter]], loss_fn: Callable[[Batch
         if step % cfg.log_every == 0 or step == cfg.steps:
             if device.type == "cuda" and float(first_bad[0]) > 0:
                 s, lo, no = first_bad.tolist()
-                _raise_bad(lo, no, cfg, int(s))
+                raise bad_reason(lo, no, cfg, int(s))
             n = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
             mean = float(acc) / n
             if not math.isfinite(mean):
@@ -155,9 +155,6 @@ def bad_reason(loss: float, norm: float, cfg: TrainConfig, step: int) -> Candida
         return CandidateFailed(f"gradient norm is {norm}", step)
     return CandidateFailed(f"exploding gradients (norm {norm:.3g} > {cfg.explode:g})", step)
 
-
-def _raise_bad(loss: float, norm: float, cfg: TrainConfig, step: int) -> None:
-    raise bad_reason(loss, norm, cfg, step)
 
 
 @torch.no_grad()
