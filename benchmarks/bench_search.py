@@ -1,18 +1,21 @@
-"""Does the search find a better FFN?  Final-protocol re-training of a stored search's best student.
+"""Does the search find a better FFN?  Final-protocol re-training of a stored search's best students.
 
 Takes stored runs of `exprsearch search --preset gpu` (the first is the evolution run; an optional
-second is a random-search run with the same protocol).  Then
-1. the best candidate of the first run at most the standard student's parameters, and the
-   standard-FFN student, are re-trained with the final protocol of bench_fidelity.py (a full KD
-   fine-tune, MRPC 600 x 32 ... SST-2 2000 x 32 training examples, dropout 0.1) over ``--seeds``
-   seeds: mean +- std of each and of the difference;
-2. evolution vs random at equal budget: the best stage-1 score of each run within the first N
-   stage-1 candidates, N = the smaller run's count.
-Writes benchmarks/results/bench_search.json.  The searches themselves are plain CLI runs, e.g.
+second is a random-search run with the same protocol, in the same or another store).  Then
+1. the best candidate of the first run at most the standard student's parameters (by the search's
+   own proxy score), its next ``--top``-1 runners-up, the random run's best, and the standard-FFN
+   student are re-trained together with the final protocol of bench_fidelity.py (a full KD
+   fine-tune, MRPC 600 x 32 ... SST-2 2000 x 32 training examples, the teacher's dropout) over
+   ``--seeds`` seeds: mean +- std of each and of its difference to the standard FFN (paired by seed);
+2. evolution vs random at equal budget: the best stage-1 proxy score of each run within the first N
+   stage-1 candidates, N = the smaller run's count, and (from 1) the two bests' final scores.
+Writes benchmarks/results/bench_search.json after every seed.  The searches are plain CLI runs, e.g.
 
-    exprsearch search --preset gpu --store runs.db --data-dir GLUE --teacher MINILM
-    exprsearch search --preset gpu --sampler random --stages 1 --candidates 150 --seed 1 --store runs.db ...
-    PYTHONPATH=. python benchmarks/bench_search.py --store runs.db --runs EVO_RUN,RANDOM_RUN --data-dir GLUE --teacher MINILM
+    exprsearch search --preset gpu --store evo.db --data-dir GLUE --teacher MINILM
+    exprsearch search --preset gpu --sampler random --stages 1 --candidates 100 --seed 1 --store rnd.db ...
+    PYTHONPATH=. python benchmarks/bench_search.py --store evo.db --runs last,rnd.db:last --data-dir GLUE --teacher MINILM
+
+A run is ``RUN``, ``last`` (the store's newest) or ``STORE:RUN`` / ``STORE:last`` for another store.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import argparse
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+from typing import Any
 
 from _common import Log, device_name, write_json
 from bench_fidelity import FINAL_STEPS, final_config
@@ -27,15 +31,33 @@ from bench_fidelity import FINAL_STEPS, final_config
 OUT = Path(__file__).parent / "results" / "bench_search.json"
 
 
+def open_run(ref: str, default_store: str) -> tuple[Any, str]:
+    """``[STORE:]RUN`` --> (Store, run id); ``last`` is the store's newest run."""
+    from exprsearch.search.store import Store
+    path, _, run = ref.rpartition(":")
+    store = Store(path or default_store, create=False)
+    return store, (store.latest_run() if run == "last" else run)
+
+
+def eligible(rows: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """Successful, per-candidate-trained rows (no stage-3 supernet scores) within the parameter
+    budget, not the standard FFN itself, best proxy score first."""
+    from exprsearch.search.leaderboard import is_standard
+    ok = [r for r in rows if r["status"] == "ok" and (r["params"] or 0) <= budget
+          and not is_standard(r["spec"]) and "@" not in r["key"]]
+    return sorted(ok, key=lambda r: -r["score"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", required=True)
-    ap.add_argument("--runs", required=True, help="EVOLUTION_RUN[,RANDOM_RUN] ('last' = the newest)")
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--store", required=True, help="the store of runs given without STORE:")
+    ap.add_argument("--runs", required=True, help="EVOLUTION_RUN[,RANDOM_RUN], each [STORE:]RUN or 'last'")
+    ap.add_argument("--data-dir", default=None, help="GLUE folder (default: the run's own)")
+    ap.add_argument("--teacher", default=None, help="teacher folder (default: the run's own)")
     ap.add_argument("--cache-dir", default="/tmp/exprsearch-cache")
     ap.add_argument("--final-steps", default=FINAL_STEPS)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--top", type=int, default=3, help="evolution-run candidates re-trained (best first)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     import torch
@@ -43,60 +65,72 @@ def main() -> None:
     from exprsearch.kd.evaluate import EvalConfig, Evaluator
     from exprsearch.lang.ops import STANDARD_FFN
     from exprsearch.lang.parsing import parse_spec
-    from exprsearch.search.leaderboard import is_standard
     from exprsearch.search.search import Search
     from exprsearch.search.stats import mean_std
-    from exprsearch.search.store import Store
     log = Log()
-    store = Store(args.store)
-    runs = [store.latest_run() if r == "last" else r for r in args.runs.split(",")]
-    stored = store.run(runs[0])["config"]["eval"]
+    runs = [open_run(r, args.store) for r in args.runs.split(",")]
+    store, run = runs[0]
+    stored = store.run(run)["config"]["eval"]
     ecfg = EvalConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()
                          if k in {f.name for f in fields(EvalConfig)}})
-    ecfg = replace(ecfg, data_dir=args.data_dir, teacher=args.teacher, cache_dir=args.cache_dir)
-    search = Search.resume(store, runs[0], log=lambda m: None, progress=False)
+    ecfg = replace(ecfg, data_dir=args.data_dir or ecfg.data_dir, teacher=args.teacher or ecfg.teacher,
+                   cache_dir=args.cache_dir)
+    search = Search.resume(store, run, log=lambda m: None, progress=False)
     standard = str(parse_spec(STANDARD_FFN).broadcast(ecfg.layers))
     budget = search.price(parse_spec(standard))[0]
-    result = {"benchmark": "bench_search", "device": device_name(), "torch": torch.__version__, "runs": {},
-              "budget_params": budget, "eval": asdict(ecfg), "log": log.lines}
-    for run in runs:
-        rows = store.candidates(run)
-        ok = [r for r in rows if r["status"] == "ok"]
-        cfg = store.run(run)["config"]["search"]
-        result["runs"][run] = {"sampler": cfg["sampler"], "candidates": len(rows), "ok": len(ok),
-                               "stage1": [r["score"] for r in rows if r["stage"] == 1 and r["status"] == "ok"],
-                               "best": max(ok, key=lambda r: r["score"]) if ok else None}
-    rows = [r for r in store.candidates(runs[0]) if r["status"] == "ok" and (r["params"] or 0) <= budget
-            and not is_standard(r["spec"]) and "@" not in r["key"]]
-    best = max(rows, key=lambda r: r["score"])
-    log(f"best of {runs[0]} within {budget} parameters: {best['score']:.2f} {best['spec']}")
+    result: dict[str, Any] = {"benchmark": "bench_search", "device": device_name(), "torch": torch.__version__,
+                              "runs": {}, "budget_params": budget, "eval": asdict(ecfg), "log": log.lines}
+    best_of: dict[str, list[dict[str, Any]]] = {}
+    for st, r in runs:
+        rows = st.candidates(r)
+        if st.run(r)["config"]["eval"] != stored:
+            log(f"warning: run {r} was evaluated with another protocol than {run}")
+        cfg = st.run(r)["config"]["search"]
+        best_of[r] = eligible(rows, budget)
+        result["runs"][r] = {"sampler": cfg["sampler"], "candidates": len(rows),
+                             "ok": sum(x["status"] == "ok" for x in rows), "status": st.run(r)["status"],
+                             "per_stage": {s: sum(x["stage"] == s for x in rows) for s in (1, 2, 3)},
+                             "stage1": [x["score"] for x in rows if x["stage"] == 1 and x["status"] == "ok"],
+                             "best": best_of[r][0] if best_of[r] else None}
+    members = [(f"evolution#{i + 1}", row["spec"], row) for i, row in enumerate(best_of[run][:args.top])]
+    if len(runs) > 1 and best_of[runs[1][1]]:
+        members.append(("random#1", best_of[runs[1][1]][0]["spec"], best_of[runs[1][1]][0]))
+    members.append(("standard", standard, None))
+    for name, spec, row in members:
+        log(f"{name}: proxy {row['score']:.2f}, {row['params']} params  {spec}" if row else f"{name}: {spec}")
 
-    # 1. final protocol, seeds
-    final = final_config(ecfg, args.final_steps, group=2)
+    # 1. final protocol, seeds: every member trained in one group per seed
+    final = final_config(ecfg, args.final_steps, group=len(members))
     ev = Evaluator(final, log=log)
     per_seed = []
     for seed in range(args.seeds):
         t0 = time.perf_counter()
-        b, s = ev.evaluate_many([parse_spec(best["spec"]), parse_spec(standard)], seed=seed)
-        per_seed.append({"seed": seed, "best": b.score, "standard": s.score, "best_metrics": b.metrics,
-                         "standard_metrics": s.metrics, "seconds": time.perf_counter() - t0})
-        log(f"final seed {seed}: best {b.score:.2f} standard {s.score:.2f}")
-        write_json(args.out, result | {"final": per_seed})
-    bm, bs = mean_std([p["best"] for p in per_seed])
-    sm, ss = mean_std([p["standard"] for p in per_seed])
-    dm, ds = mean_std([p["best"] - p["standard"] for p in per_seed])
-    result["final"] = per_seed
-    result["win"] = {"spec": best["spec"], "params": best["params"], "standard_params": budget,
-                     "best_mean": bm, "best_std": bs, "standard_mean": sm, "standard_std": ss,
-                     "diff_mean": dm, "diff_std": ds}
-    log(f"final protocol, {args.seeds} seeds: best {bm:.2f} ± {bs:.2f}, standard {sm:.2f} ± {ss:.2f}, "
-        f"difference {dm:+.2f} ± {ds:.2f}")
+        res = ev.evaluate_many([parse_spec(spec) for _, spec, _ in members], seed=seed)
+        per_seed.append({"seed": seed, "seconds": time.perf_counter() - t0,
+                         "scores": {name: r.score for (name, _, _), r in zip(members, res)},
+                         "metrics": {name: r.metrics for (name, _, _), r in zip(members, res)}})
+        log(f"final seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in per_seed[-1]["scores"].items()))
+        result["final"] = per_seed
+        write_json(args.out, result)
+    summary = {}
+    for name, spec, row in members:
+        xs = [p["scores"][name] for p in per_seed]
+        diffs = [p["scores"][name] - p["scores"]["standard"] for p in per_seed]
+        summary[name] = {"spec": spec, "params": row["params"] if row else budget,
+                         "proxy": row["score"] if row else None, "final_mean": mean_std(xs)[0],
+                         "final_std": mean_std(xs)[1], "diff_mean": mean_std(diffs)[0], "diff_std": mean_std(diffs)[1]}
+        log(f"final protocol, {args.seeds} seeds: {name:13s} {summary[name]['final_mean']:.2f} ± "
+            f"{summary[name]['final_std']:.2f}  vs standard {summary[name]['diff_mean']:+.2f} ± "
+            f"{summary[name]['diff_std']:.2f}")
+    result["summary"] = summary
+    result["win"] = summary[members[0][0]] | {"standard_params": budget}
 
     # 2. evolution vs random at equal budget
     if len(runs) > 1:
-        a, r = (result["runs"][x]["stage1"] for x in runs[:2])
+        a, r = (result["runs"][x[1]]["stage1"] for x in runs[:2])
         n = min(len(a), len(r))
-        result["equal_budget"] = {"n": n, runs[0]: max(a[:n]), runs[1]: max(r[:n])}
+        result["equal_budget"] = {"n": n, "evolution_best_proxy": max(a[:n]), "random_best_proxy": max(r[:n]),
+                                  "evolution_mean_proxy": mean_std(a[:n])[0], "random_mean_proxy": mean_std(r[:n])[0]}
         log(f"equal budget ({n} stage-1 candidates): {result['equal_budget']}")
     write_json(args.out, result)
 

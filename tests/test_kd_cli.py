@@ -151,3 +151,13 @@ def test_skip_bad_rows_option_exists_bug(capsys, tiny_teacher, tmp_path):
                        tiny_teacher, "--teacher-epochs", "0.2", "--max-len", "32", "--cache-dir", tmp_path / "cache",
                        "--skip-bad-rows")
     assert rc == 0, err
+
+
+def test_teacher_command_with_a_preset_takes_task_from_task_option_bug(capsys, tiny_teacher, easy_glue, tmp_path):
+    """--task wins over the preset's tasks (was: an internal TypeError, 'tasks' given twice)."""
+    rc, out, err = run(capsys, "teacher", "--preset", "quick", "--task", "SST-2", "--data-dir", easy_glue,
+                       "--teacher", tiny_teacher, "--teacher-epochs", "0.2", "--max-len", "32", "--cache-dir",
+                       tmp_path, "--json")
+    assert rc == 0, err
+    config = json.loads(out)["SST-2"]["config"]
+    assert config["batch_size"] == 16 and config["epochs"] == 0.2  # the preset's batch, the option's epochs

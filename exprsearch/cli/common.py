@@ -46,8 +46,9 @@ def eval_config(ns: argparse.Namespace):
     from exprsearch.kd.protocol import EvalConfig
     preset = EVAL_PRESETS.get(ns.preset, {}) if ns.preset else {}
     given = {k: v for k, v in preset.items() if not hasattr(ns, k)}
-    tasks = tuple(t.strip() for t in ns.task.split(",") if t.strip()) if ns.task else None
-    return from_args(EvalConfig, ns, **given, **({"tasks": tasks} if tasks else {}))
+    if ns.task:  # --task wins over the preset's tasks
+        given["tasks"] = tuple(t.strip() for t in ns.task.split(",") if t.strip())
+    return from_args(EvalConfig, ns, **given)
 
 
 def logger(ns: argparse.Namespace) -> Callable[[str], None]:
