@@ -94,7 +94,13 @@ def main() -> None:
                              "best": best_of[r][0] if best_of[r] else None}
     members = [(f"evolution#{i + 1}", row["spec"], row) for i, row in enumerate(best_of[run][:args.top])]
     if len(runs) > 1 and best_of[runs[1][1]]:
-        members.append(("random#1", best_of[runs[1][1]][0]["spec"], best_of[runs[1][1]][0]))
+        rnd = best_of[runs[1][1]][0]
+        same = [name for name, spec, _ in members if spec == rnd["spec"]]
+        if same:  # both samplers start from the same seeded random population
+            log(f"random#1 is {same[0]}: trained once")
+            result["random_is"] = same[0]
+        else:
+            members.append(("random#1", rnd["spec"], rnd))
     members.append(("standard", standard, None))
     for name, spec, row in members:
         log(f"{name}: proxy {row['score']:.2f}, {row['params']} params  {spec}" if row else f"{name}: {spec}")
