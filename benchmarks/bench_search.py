@@ -7,7 +7,7 @@ second is a random-search run with the same protocol, in the same or another sto
    student are re-trained together with the final protocol of bench_fidelity.py (a full KD
    fine-tune, MRPC 600 x 32 ... SST-2 2000 x 32 training examples, the teacher's dropout) over
    ``--seeds`` seeds: mean +- std of each and of its difference to the standard FFN (paired by seed);
-2. evolution vs random at equal budget: the best stage-1 proxy score of each run within the first N
+2. evolution vs random at equal budget: the best, mean and top-10 mean stage-1 proxy score of each run within the first N
    stage-1 candidates, N = the smaller run's count, and (from 1) the two bests' final scores.
 Writes benchmarks/results/bench_search.json after every seed.  The searches are plain CLI runs, e.g.
 
@@ -46,6 +46,16 @@ def eligible(rows: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
     ok = [r for r in rows if r["status"] == "ok" and (r["params"] or 0) <= budget
           and not is_standard(r["spec"]) and "@" not in r["key"]]
     return sorted(ok, key=lambda r: -r["score"])
+
+
+def top_mean(xs: list[float], k: int = 10) -> float:
+    """Mean of the ``k`` best scores: a steadier 'what did the sampler find' than the single best.
+
+    >>> top_mean([1.0, 5.0, 3.0, 4.0], k=2)
+    4.5
+    """
+    best = sorted(xs, reverse=True)[:k]
+    return sum(best) / len(best)
 
 
 def main() -> None:
@@ -92,6 +102,15 @@ def main() -> None:
                              "per_stage": {s: sum(x["stage"] == s for x in rows) for s in (1, 2, 3)},
                              "stage1": [x["score"] for x in rows if x["stage"] == 1 and x["status"] == "ok"],
                              "best": best_of[r][0] if best_of[r] else None}
+    # evolution vs random at equal budget (first, so that even a cut-off run's JSON has it)
+    if len(runs) > 1:
+        a, r = (result["runs"][x[1]]["stage1"] for x in runs[:2])
+        n = min(len(a), len(r))
+        result["equal_budget"] = {"n": n, "evolution_best_proxy": max(a[:n]), "random_best_proxy": max(r[:n]),
+                                  "evolution_mean_proxy": mean_std(a[:n])[0], "random_mean_proxy": mean_std(r[:n])[0],
+                                  "evolution_top10_proxy": top_mean(a[:n]), "random_top10_proxy": top_mean(r[:n])}
+        log(f"equal budget ({n} stage-1 candidates): {result['equal_budget']}")
+        write_json(args.out, result)
     members = [(f"evolution#{i + 1}", row["spec"], row) for i, row in enumerate(best_of[run][:args.top])]
     if len(runs) > 1 and best_of[runs[1][1]]:
         rnd = best_of[runs[1][1]][0]
@@ -105,7 +124,7 @@ def main() -> None:
     for name, spec, row in members:
         log(f"{name}: proxy {row['score']:.2f}, {row['params']} params  {spec}" if row else f"{name}: {spec}")
 
-    # 1. final protocol, seeds: every member trained in one group per seed
+    # final protocol, seeds: every member trained in one group per seed
     final = final_config(ecfg, args.final_steps, group=len(members))
     ev = Evaluator(final, log=log)
     per_seed = []
@@ -131,13 +150,6 @@ def main() -> None:
     result["summary"] = summary
     result["win"] = summary[members[0][0]] | {"standard_params": budget}
 
-    # 2. evolution vs random at equal budget
-    if len(runs) > 1:
-        a, r = (result["runs"][x[1]]["stage1"] for x in runs[:2])
-        n = min(len(a), len(r))
-        result["equal_budget"] = {"n": n, "evolution_best_proxy": max(a[:n]), "random_best_proxy": max(r[:n]),
-                                  "evolution_mean_proxy": mean_std(a[:n])[0], "random_mean_proxy": mean_std(r[:n])[0]}
-        log(f"equal budget ({n} stage-1 candidates): {result['equal_budget']}")
     write_json(args.out, result)
 
 
