@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--teacher", default=None, help="teacher folder (default: the run's own)")
     ap.add_argument("--cache-dir", default="/tmp/exprsearch-cache")
     ap.add_argument("--final-steps", default=FINAL_STEPS)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="final-protocol seeds (0: only summarise the runs)")
     ap.add_argument("--top", type=int, default=3, help="evolution-run candidates re-trained (best first)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
@@ -121,9 +121,15 @@ def main() -> None:
         else:
             members.append(("random#1", rnd["spec"], rnd))
     members.append(("standard", standard, None))
+    result["members"] = [{"name": name, "spec": spec, "proxy": row["score"] if row else None,
+                          "params": row["params"] if row else budget} for name, spec, row in members]
     for name, spec, row in members:
         log(f"{name}: proxy {row['score']:.2f}, {row['params']} params  {spec}" if row else f"{name}: {spec}")
 
+    if args.seeds <= 0:  # the runs' summary and the members, no re-training
+        result["device"] = None
+        write_json(args.out, result)
+        return
     # final protocol, seeds: every member trained in one group per seed
     final = final_config(ecfg, args.final_steps, group=len(members))
     ev = Evaluator(final, log=log)

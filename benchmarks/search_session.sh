@@ -9,7 +9,9 @@
 # Every phase copies consistent snapshots of both stores and the logs to $OUT (sqlite backup: the
 # WAL is folded in), so a lost machine loses nothing but time: `--resume` continues from them.
 # Environment: DATA, TEACHER, CACHE (folders), PRESET (gpu), EXTRA (options of every command), EVO_ARGS / RND_ARGS (extra search options),
-# FINAL_S (seconds kept for the re-training, default 230).
+# FINAL_S (seconds kept for the re-training, default 230), BENCH_ARGS (bench_search.py options), RESUME_FROM (a folder of evo.db / rnd.db snapshots,
+# e.g. an earlier call's $OUT or benchmarks/results/item3: copied into $ES_WORK when it has none, so a fresh
+# machine resumes the runs).
 set -u
 phase=${1:?start|watch|finish}
 stop_s=${2:?seconds}
@@ -22,6 +24,9 @@ FINAL_S=${FINAL_S:-230}
 # shellcheck disable=SC2206
 COMMON=(--preset "${PRESET:-gpu}" --data-dir "$DATA" --teacher "$TEACHER" --cache-dir "$CACHE" ${EXTRA:-})
 mkdir -p "$W" "$OUT"
+for name in evo.db rnd.db; do
+  [ -n "${RESUME_FROM:-}" ] && [ -f "$RESUME_FROM/$name" ] && [ ! -f "$W/$name" ] && cp "$RESUME_FROM/$name" "$W/"
+done
 export PYTHONUNBUFFERED=1
 
 snapshot() {
@@ -40,12 +45,11 @@ EOF
 running() { [ -f "$W/$1.pid" ] && kill -0 "$(cat "$W/$1.pid")" 2>/dev/null; }
 
 watch_until() {  # $1: seconds since the call began; prints each search's latest progress line
-  while [ "$SECONDS" -lt "$1" ]; do
+  while [ "$SECONDS" -lt "$1" ] && { running evo || running rnd; }; do
     sleep 20
     for r in evo rnd; do
       [ -f "$W/$r.log" ] && echo "[$SECONDS s] $r: $(grep -a '\[stage\|stage [0-9]:\|error\|Error' "$W/$r.log" | tail -1)"
     done
-    running evo || running rnd || break
   done
   snapshot
 }
@@ -77,8 +81,9 @@ case $phase in
     sleep 3
     snapshot
     tail -30 "$W/evo.log"
+    # shellcheck disable=SC2086
     python3 benchmarks/bench_search.py --store "$W/evo.db" --runs "last,$W/rnd.db:last" --data-dir "$DATA" \
-      --teacher "$TEACHER" --cache-dir "$CACHE" --out "$OUT/bench_search.json" 2>&1 | tee "$W/bench.log"
+      --teacher "$TEACHER" --cache-dir "$CACHE" --out "$OUT/bench_search.json" ${BENCH_ARGS:-} 2>&1 | tee "$W/bench.log"
     snapshot ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac
