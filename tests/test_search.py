@@ -465,6 +465,36 @@ def test_search_does_not_depend_on_the_worker_count(local_rows, pool_rows):
     assert sorted(key_score(pool_rows)) == sorted(key_score(local_rows))
 
 
+def test_pool_backend_restarts_after_a_worker_is_killed(search_ecfg, local_rows):
+    from exprsearch.search.backends import PoolBackend
+    logs: list[str] = []
+    backend = PoolBackend(search_ecfg, workers=2, log=logs.append)
+    try:
+        victim = next(iter(backend.pool._processes))
+        os.kill(victim, signal.SIGKILL)  # as the OOM killer would, while the pool is idle
+        batch = [(r["key"], r["spec"]) for r in local_rows[:3]]
+        arrived: list[str] = []
+        out = backend.run(batch, lambda key, r: arrived.append(key))
+    finally:
+        backend.close()
+    assert sorted(arrived) == sorted(out) == sorted(k for k, _ in batch)  # nothing lost, nothing twice
+    assert any("worker process died" in m and "restarting" in m for m in logs)
+    scores = {r["key"]: r["score"] for r in local_rows}  # dropout 0: a group's or a lone retry's score
+    assert all(r["status"] == "ok" and r["score"] == pytest.approx(scores[k], abs=1e-9) for k, r in out.items())
+
+
+def test_prefill_prepares_every_task_in_its_own_process(tmp_path, search_ecfg):
+    from exprsearch.kd.evaluate import Evaluator
+    from exprsearch.kd.prepare import prefill
+    cfg = dataclasses.replace(search_ecfg, tasks=("SST-2", "STS-B"), setup_workers=2, cache_dir=str(tmp_path))
+    logs: list[str] = []
+    prefill(cfg, log=logs.append)
+    assert sorted(m.split()[0] for m in logs if m.endswith("s)") and "ready" in m) == ["SST-2", "STS-B"]
+    again: list[str] = []
+    Evaluator(dataclasses.replace(cfg, setup_workers=1), log=again.append)  # everything is cached now
+    assert not any("warming up" in m or "fine-tuning" in m for m in again), again
+
+
 # -- (g) the Ray backend -------------------------------------------------------------------------
 
 @pytest.fixture

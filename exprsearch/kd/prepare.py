@@ -15,6 +15,8 @@ import os
 import random
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -126,10 +128,14 @@ def prefill(cfg: EvalConfig, log: Callable[[str], None] = print) -> None:
         return
     log(f"preparing {len(cfg.tasks)} tasks in {min(workers, len(cfg.tasks))} processes")
     t0 = time.perf_counter()
-    with mp.get_context("spawn").Pool(min(workers, len(cfg.tasks))) as pool:
-        for name, seconds in pool.imap_unordered(_prepare_one, [replace(cfg, tasks=(t,), setup_workers=1)
-                                                                 for t in cfg.tasks]):
-            log(f"{name} ready ({seconds:.0f}s)")
+    with ProcessPoolExecutor(min(workers, len(cfg.tasks)), mp_context=mp.get_context("spawn")) as pool:
+        try:
+            for fut in as_completed([pool.submit(_prepare_one, replace(cfg, tasks=(t,), setup_workers=1))
+                                     for t in cfg.tasks]):
+                name, seconds = fut.result()
+                log(f"{name} ready ({seconds:.0f}s)")
+        except BrokenProcessPool:  # a killed worker (out of memory?) must not hang the search
+            log("a task-preparation process died (out of memory?): the rest is prepared in this process")
     log(f"tasks prepared in {time.perf_counter() - t0:.0f}s")
 
 

@@ -5,14 +5,16 @@ batch.  A batch is cut into groups of ``cfg.group`` candidates that one worker t
 (``Evaluator.evaluate_many``).  Invariants: each worker builds its ``Evaluator`` (teachers, data,
 warm supernets) once; results come back to the caller -- the store's one writer; the groups do
 not depend on the backend or the worker count and evaluation is seeded, so every backend gives
-the same results for the same seed; a worker that dies is replaced and its candidates are
-retried one by one (``max_retries``), then reported as failed.
+the same results for the same seed; a worker that fails or dies is replaced and its candidates
+are retried one by one (``max_retries``), then reported as failed.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -95,57 +97,89 @@ def _work(items: Batch) -> list[tuple[str, dict[str, Any]]]:
 
 
 class PoolBackend(Backend):
-    """N worker processes on this machine (they share the GPU: their CPU-side work overlaps)."""
+    """N worker processes on this machine (they share the GPU: their CPU-side work overlaps).
+
+    A worker that raises fails only its own group's first try; a worker that dies (killed by the
+    OS, out of memory, a CUDA fault) breaks the whole pool, so the pool is restarted and every
+    group then in flight is retried.  Retries run one candidate at a time, alone in the pool, so
+    a candidate that kills its worker again is the one reported failed, never its group-mates.
+    """
 
     def __init__(self, cfg: Any, workers: int, log: Any = print, max_retries: int = 1,
                  start_timeout: float = 1800.0) -> None:
         from exprsearch.kd.evaluate import Evaluator
         Evaluator(cfg, log=log)  # fill the caches (teachers, tokens, supernets) once, here
-        self.cfg, self.capacity, self.retries = cfg, workers, max_retries
+        self.cfg, self.capacity, self.retries, self.log = cfg, workers, max_retries, log
+        self.start_timeout = start_timeout
+        self.pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        """A pool whose every worker holds its Evaluator: start-up is not search time."""
         ctx = mp.get_context("spawn")
         ready = ctx.Value("i", 0)
-        self.pool = ctx.Pool(workers, initializer=_init_worker,
-                             initargs=(replace(cfg, setup_workers=1), ready))  # caches are warm
-        deadline = time.monotonic() + start_timeout
-        while ready.value < workers:  # wait until every worker can evaluate: start-up is not search time
-            if time.monotonic() > deadline:
-                self.pool.terminate()
-                raise ConfigError(f"the {workers} worker processes did not start within {start_timeout:.0f}s "
-                                  "(run with --workers 1 to see the error)")
+        pool = ProcessPoolExecutor(self.capacity, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(replace(self.cfg, setup_workers=1), ready))  # caches are warm
+        probes = [pool.submit(os.getpid) for _ in range(self.capacity)]  # workers spawn on demand
+        deadline = time.monotonic() + self.start_timeout
+        while ready.value < self.capacity:
+            broken = any(f.done() and f.exception() is not None for f in probes)
+            if broken or time.monotonic() > deadline:
+                pool.shutdown(wait=False, cancel_futures=True)
+                why = "failed to start" if broken else f"did not start within {self.start_timeout:.0f}s"
+                raise ConfigError(f"the {self.capacity} worker processes {why} (run with --workers 1 to see the error)")
             time.sleep(0.1)
+        return pool
+
+    def _restart(self, why: str) -> None:
+        self.log(f"a worker process died ({why}): restarting the pool of {self.capacity}")
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._start()
+
+    def _submit(self, chunk: Batch) -> Future:
+        try:
+            return self.pool.submit(_work, chunk)
+        except BrokenProcessPool as err:  # died while idle: noticed at the next submit
+            self._restart(str(err))
+            return self.pool.submit(_work, chunk)
 
     def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        todo = _chunks(list(batch), self.cfg.group)
-        for attempt in range(self.retries + 1):
-            pending = [(chunk, self.pool.apply_async(_work, (chunk,))) for chunk in todo]
-            todo = []
-            while pending:  # hand results over as they finish, whatever their order
-                still = []
-                for chunk, res in pending:
-                    if not res.ready():
-                        still.append((chunk, res))
-                        continue
-                    try:
-                        done = res.get()
-                    except Exception as err:  # noqa: BLE001 - a worker crash fails (then retries) its chunk
-                        if attempt < self.retries:
-                            todo += [[item] for item in chunk]  # retried one by one: the culprit fails alone
-                            continue
-                        done = [(k, _failed(k, f"worker error: {type(err).__name__}: {err}")) for k, _ in chunk]
-                    for key, r in done:
-                        out[key] = r
-                        on_result(key, r)
-                pending = still
-                if pending:
-                    pending[0][1].wait(0.05)
-            if not todo:
-                break
+
+        def deliver(done: list[tuple[str, dict[str, Any]]]) -> None:
+            for key, r in done:
+                out[key] = r
+                on_result(key, r)
+
+        retry: list[tuple[tuple[str, str], BaseException]] = []
+        futures = {self._submit(chunk): chunk for chunk in _chunks(list(batch), self.cfg.group)}
+        broken = ""
+        for fut in as_completed(futures):  # hand results over as they finish, whatever their order
+            try:
+                deliver(fut.result())
+            except Exception as err:  # noqa: BLE001 - a worker's error or death fails (then retries) its group
+                broken = broken or (str(err) if isinstance(err, BrokenProcessPool) else "")
+                retry += [(item, err) for item in futures[fut]]
+        if broken:
+            self._restart(broken)
+        for item, err in retry:  # one at a time: a failure is this candidate's own
+            deliver(self._retry(item, err))
         return out
 
+    def _retry(self, item: tuple[str, str], err: BaseException) -> list[tuple[str, dict[str, Any]]]:
+        for _ in range(self.retries):
+            try:
+                return self._submit([item]).result()
+            except BrokenProcessPool as e:
+                err = e
+                self._restart(f"{e}; while evaluating {item[0]} alone")
+            except Exception as e:  # noqa: BLE001
+                err = e
+        reason = ("worker process died (killed by the OS? out of memory?)" if isinstance(err, BrokenProcessPool)
+                  else f"worker error: {type(err).__name__}: {err}")
+        return [(item[0], _failed(item[0], reason))]
+
     def close(self) -> None:
-        self.pool.close()
-        self.pool.join()
+        self.pool.shutdown(wait=True)
 
 
 class RayBackend(Backend):
