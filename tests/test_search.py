@@ -559,6 +559,12 @@ def test_cli_search_show_export_resume(tmp_path, capsys, search_ecfg, eval_spy):
     assert "leaderboard:" in out and "Pareto front:" in out
     assert f"{round(summary['best']['score'], 2)}" in out
 
+    assert "not finished" not in out
+    store.set_status(run_id, "running")  # as a killed search leaves it
+    rc, out, err = _cli(capsys, "show", "--store", str(store_path))
+    assert rc == 0 and f"exprsearch search --resume {run_id} --store {store_path}" in out
+    store.set_status(run_id, "done")
+
     rc, out, err = _cli(capsys, "show", "list", "--store", str(store_path))
     assert rc == 0 and run_id in out and "done" in out
 

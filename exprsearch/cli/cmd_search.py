@@ -88,7 +88,9 @@ def cmd_show(ns: argparse.Namespace) -> int:
     run = store.latest_run() if ns.run == "last" else ns.run
     info, rows = store.run(run), store.candidates(run)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "stopped")}
-    human = "\n".join([f"run {run} ({info['status']}): {len(rows)} candidates {counts}",
+    hint = ([f"not finished: still running, or stopped (continue it: exprsearch search --resume {run} "
+             f"--store {store.path})"] if info["status"] == "running" else [])
+    human = "\n".join([f"run {run} ({info['status']}): {len(rows)} candidates {counts}", *hint,
                        "leaderboard:", leaderboard_table(rows, ns.top), "Pareto front:", pareto_table(rows)])
     emit(ns, human, {"run": info, "counts": counts, "pareto": pareto(rows),
                      "leaderboard": sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -r["score"])[:ns.top]})
