@@ -155,10 +155,12 @@ class PoolBackend(Backend):
         broken = ""
         for fut in as_completed(futures):  # hand results over as they finish, whatever their order
             try:
-                deliver(fut.result())
+                done = fut.result()
             except Exception as err:  # noqa: BLE001 - a worker's error or death fails (then retries) its group
                 broken = broken or (str(err) if isinstance(err, BrokenProcessPool) else "")
                 retry += [(item, err) for item in futures[fut]]
+            else:
+                deliver(done)  # outside the try: the caller's own errors are not worker errors
         if broken:
             self._restart(broken)
         for item, err in retry:  # one at a time: a failure is this candidate's own
