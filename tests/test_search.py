@@ -382,6 +382,22 @@ def test_resumed_evolution_is_the_uninterrupted_search(tmp_path, search_ecfg, mo
     assert "/h | stage ETA" in progress[-1]  # then a real rate
 
 
+def test_resume_matches_stored_rows_by_spec_not_by_key_string(tmp_path, search_ecfg, eval_spy):
+    # the process that stored a row may have named its equivalence class after another member (one it
+    # met first but never stored): a resume must still find the row, not evaluate it again
+    search, _, rows = run_search(tmp_path / "runs.db", search_ecfg, candidates=6)
+    store = search.store
+    with store.db:
+        store.db.execute("UPDATE candidates SET key = 'another-rep:' || key WHERE run_id = ?", (search.run_id,))
+    store.set_status(search.run_id, "running")
+    eval_spy.specs.clear()
+    resumed = Search.resume(store, search.run_id, log=quiet, progress=False)
+    summary = resumed.run()
+    assert eval_spy.specs == [] and summary["stats"]["evaluated"] == 0
+    assert store.count(search.run_id) == 6
+    assert [r["spec"] for r in store.candidates(search.run_id)] == [r["spec"] for r in rows]
+
+
 def test_resume_during_stage3_ranking_ranks_every_assignment(tmp_path, search_ecfg, monkeypatch):
     kw = dict(stages="1,2,3", candidates=2, stage2_candidates=1, stage3_candidates=4, supernet_steps=2,
               multitask_steps=2)

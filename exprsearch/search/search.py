@@ -156,6 +156,18 @@ class Search:
             reps.append(self._reps[k])
         return str(ModelSpec(tuple(reps), spec.attn, spec.hidden))
 
+    def _rekey(self, row: dict[str, Any]) -> str:
+        """A stored row's key under this process's class representatives.  A class is named by the
+        member met first, and the process that stored the row may have met another member first
+        (a proposal never stored: over budget, or arrival order on several workers), so a resumed
+        run matches its stored rows by their specs, not by the stored key strings."""
+        if "@" in row["key"]:  # stage 3's assignment keys keep theirs
+            return row["key"]
+        try:
+            return self.key(parse_spec(row["spec"], strict=False))
+        except Exception:  # noqa: BLE001 - a row of another version keeps its key
+            return row["key"]
+
     def _teacher_config(self) -> dict[str, Any]:
         if not hasattr(self, "_tc"):
             from pathlib import Path
@@ -252,8 +264,8 @@ class Search:
                                **({"population": self.scfg.population, "tournament": self.scfg.tournament}
                                   if self.scfg.sampler == "evolution" else {}))
         rows = self.store.candidates(self.run_id)
-        stored = {r["key"]: r for r in rows if r["stage"] == stage}  # a resumed run's own results
-        self.seen = {r["key"] for r in rows if r["stage"] != stage}
+        stored = {self._rekey(r): r for r in rows if r["stage"] == stage}  # a resumed run's own results
+        self.seen = {self._rekey(r) for r in rows if r["stage"] != stage}
         count, misses = 0, 0
         self.log(f"stage {stage}: {budget} candidates with the {sampler.name} sampler"
                  + (f" ({len(stored)} already stored: replaying them)" if stored else ""))
