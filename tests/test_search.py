@@ -207,6 +207,17 @@ def test_results_are_reused_across_runs_under_the_same_protocol(tmp_path, search
     assert [r["key"] for r in rows4][:2] == [r["key"] for r in rows1][:2]  # the same proposals, evaluated again
 
 
+def test_reuse_across_runs_does_not_depend_on_the_stored_key_strings(tmp_path, search_ecfg, eval_spy):
+    # an earlier run may have named a class after another member (met first, never stored)
+    first, _, rows1 = run_search(tmp_path / "runs.db", search_ecfg, candidates=3)
+    with first.store.db:
+        first.store.db.execute("UPDATE candidates SET key = 'another-rep:' || key")
+    eval_spy.specs.clear()
+    second, s2, rows2 = run_search(tmp_path / "runs.db", search_ecfg, candidates=3)
+    assert eval_spy.specs == [] and s2["stats"]["reused"] == 3 and s2["stats"]["evaluated"] == 0
+    assert [r["score"] for r in rows2] == [r["score"] for r in rows1]
+
+
 def test_eval_hash_ignores_where_and_how_fast_but_not_what():
     from exprsearch.kd.evaluate import EvalConfig
     base = EvalConfig(tasks=("SST-2",), layers=2)

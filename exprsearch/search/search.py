@@ -127,11 +127,11 @@ class Search:
         self._backend: Any = None
         self._t0 = time.perf_counter()
         self._eval_t0: float | None = None  # when this process started evaluating
+        self._prior: dict[str, dict[str, Any]] = {}  # this protocol's stored results, by this process's keys
         for row in store:  # prime class representatives so keys agree with earlier runs
-            try:
-                self.key(parse_spec(row["spec"], strict=False))
-            except Exception:  # noqa: BLE001 - a stored row of another version is not fatal
-                pass
+            key = self._rekey(row)
+            if row["eval_hash"] == self.hash and row["status"] != "failed" and "@" not in row["key"]:
+                self._prior.setdefault(key, row)
         self.seen = {r["key"] for r in store.candidates(self.run_id)}
 
     @classmethod
@@ -297,7 +297,7 @@ class Search:
             for key, spec in gen:
                 if key in stored:
                     results[key] = stored[key]
-                elif (prior := self.store.lookup(key, self.hash)) is not None:
+                elif (prior := self._prior.get(key) or self.store.lookup(key, self.hash)) is not None:
                     results[key] = {**prior, "worker": "reused"}
                     self.stats["reused"] += 1
                 else:
