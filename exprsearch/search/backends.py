@@ -181,7 +181,7 @@ class PoolBackend(Backend):
         return [(item[0], _failed(item[0], reason))]
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)  # after Ctrl-C: queued groups are dropped
 
 
 class RayBackend(Backend):
