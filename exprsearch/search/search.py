@@ -130,9 +130,10 @@ class Search:
         self._prior: dict[str, dict[str, Any]] = {}  # this protocol's stored results, by this process's keys
         for row in store:  # prime class representatives so keys agree with earlier runs
             key = self._rekey(row)
+            if row["run_id"] == self.run_id:
+                self.seen.add(key)
             if row["eval_hash"] == self.hash and row["status"] != "failed" and "@" not in row["key"]:
                 self._prior.setdefault(key, row)
-        self.seen = {r["key"] for r in store.candidates(self.run_id)}
 
     @classmethod
     def resume(cls, store: Store, run_id: str, **kw: Any) -> "Search":
