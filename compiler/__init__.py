@@ -6,7 +6,7 @@ inheritance), ``cost`` (params/FLOPs/memory by an fx Interpreter), ``student`` (
 """
 from __future__ import annotations
 
-from .cost import Cost, ffn_cost, graph_cost, student_cost
+from .cost import Cost, ffn_cost, graph_cost, linear_cost, student_cost
 from .execute import ModuleCache, autocast, maybe_compile
 from .lower import CompileError, FFNConfig, lower
 from .student import (
@@ -21,6 +21,6 @@ from .student import (
 from .supernet import SuperFFN, inherit, load_teacher_ffn, lower_shared
 
 __all__ = ["FFNConfig", "lower", "CompileError", "SuperFFN", "lower_shared", "inherit", "load_teacher_ffn",
-           "Cost", "ffn_cost", "graph_cost", "student_cost", "StudentConfig", "ExprBertConfig",
+           "Cost", "ffn_cost", "graph_cost", "linear_cost", "student_cost", "StudentConfig", "ExprBertConfig",
            "ExprBertForSequenceClassification", "build_student", "ffn_modules", "init_from_teacher",
            "layer_map", "ModuleCache", "maybe_compile", "autocast"]

@@ -19,6 +19,7 @@ from compiler import (
     ffn_cost,
     ffn_modules,
     graph_cost,
+    linear_cost,
     lower,
     student_cost,
 )
@@ -72,6 +73,27 @@ def test_matrix_flops_equal_flop_counter(text, relaxed, cfg):
     total = fc.get_total_flops()
     assert total > 0
     assert ffn_cost(e, cfg).mm_flops_per_token == total / (batch * length)
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=["H24", "H16_D64"])
+@pytest.mark.parametrize("text,relaxed", CASES, ids=[c[0] for c in CASES])
+def test_linear_cost_equals_the_lowered_graphs_cost(text, relaxed, cfg):
+    e = es.parse(text, strict=not relaxed)
+    c = ffn_cost(e, cfg)
+    assert linear_cost(e, cfg) == (c.params, c.mm_flops_per_token)
+
+
+def test_linear_cost_equals_graph_cost_on_sampled_expressions():
+    """The search's pricing shortcut agrees with lowering on 150 random valid FFNs (every X_Y)."""
+    import random
+
+    from exprsearch.space.generate import Space, sample
+    rng, sp, cfg = random.Random(0), Space(), FFNConfig(hidden=24, base_width=48)
+    exprs = {sample(sp, rng) for _ in range(150)}
+    assert len({(x.linears()[0].op.blocks, x.linears()[0].op.ratio) for x in exprs}) == 16
+    for e in exprs:
+        c = ffn_cost(e, cfg)
+        assert linear_cost(e, cfg) == (c.params, c.mm_flops_per_token), str(e)
 
 
 def test_standard_ffn_cost_by_hand():

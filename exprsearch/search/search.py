@@ -183,7 +183,7 @@ class Search:
         building a model; the same quantities the evaluator stores (first task's head, sequence
         length min(max_len, 128))."""
         from compiler import FFNConfig
-        from compiler.cost import ffn_cost, head_flops, spec_params
+        from compiler.cost import head_flops, linear_cost, spec_params
         from exprsearch.kd.glue import task
         tc = self._teacher_config()
         from compiler.attention import layer_attention_flops
@@ -192,7 +192,7 @@ class Search:
         params = spec_params(list(spec.layers), cfg, vocab=tc["vocab_size"], max_position=tc["max_position_embeddings"],
                              type_vocab=tc.get("type_vocab_size", 2), num_labels=labels, attn=spec.attn, heads=heads)
         seq = min(self.ecfg.max_len, 128)
-        flops = sum(ffn_cost(e, cfg).mm_flops_per_token for e in spec.layers) + head_flops(h, labels, seq)
+        flops = sum(linear_cost(e, cfg)[1] for e in spec.layers) + head_flops(h, labels, seq)
         flops += sum(layer_attention_flops(a, h, heads, seq) for a in spec.attn or (None,) * len(spec.layers))
         return params, flops
 
