@@ -117,6 +117,25 @@ def test_evolution_proposes_children_of_the_population():
     assert shared["random"] < steps // 4
 
 
+def test_local_evolution_starts_from_the_seed_not_from_random():
+    """Stage 2 refines stage 1's best: with ``local=True`` the first population is grown from the
+    seed (every proposal keeps all but at most one layer of some member); without it, random."""
+    seed = ModelSpec((parse(STANDARD), parse("linear2_3(relu(linear2_3(x,wb1)),wb2)")))
+    kept = {}
+    for local in (True, False):
+        s = EvolutionSampler(SPACES, random.Random(3), [seed], population=8, tournament=3, local=local)
+        kept[local] = 0
+        for _ in range(8):  # the initial population only
+            members = [m for m, _ in s.population]
+            spec = s.propose()
+            if members:
+                new_layers = [i for i, e in enumerate(spec.layers) if all(e != m.layers[i] for m in members)]
+                kept[local] += len(new_layers) <= 1
+            s.observe(spec, score(spec))
+    assert kept[True] == 7
+    assert kept[False] <= 2
+
+
 def test_evolution_population_is_the_latest_successes_oldest_dies():
     s = new("evolution", seed=2, population=4)
     observed = []

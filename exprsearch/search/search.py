@@ -4,7 +4,8 @@ The loop reads as the pipeline: sample -> (valid by construction) -> canonicalis
 against this run and the store -> price (params/FLOPs budget) -> evaluate (warm-up KD, on a
 backend) -> store -> update the sampler.  Stages (EfficientBERT): 1 searches each layer's
 expression, X and Y jointly; 2 searches the expressions with each layer's X_Y fixed from stage 1's
-best; 3 searches X_Y per layer with the bodies fixed, on a weight-sharing supernet (``stage3.py``).
+best (evolution starts from mutations of that best, not from a random population: the H200 run's
+random-started stage 2 spent its 50 candidates well below stage 1's level); 3 searches X_Y per layer with the bodies fixed, on a weight-sharing supernet (``stage3.py``).
 Invariants: every completed evaluation is committed before the next batch starts, so
 ``resume`` after ``kill -9`` loses nothing and re-evaluates nothing; batches are proposed and
 observed in a fixed order, so a seed gives the same search on every backend.
@@ -262,8 +263,8 @@ class Search:
         if stage == 2:  # sizes, attention and depth fixed from stage 1's best
             arch = {"fixed_attn": seeds[0].attn} if seeds[0].attn is not None else {}
         sampler = make_sampler(self.scfg.sampler, spaces, rng, seeds, **arch,
-                               **({"population": self.scfg.population, "tournament": self.scfg.tournament}
-                                  if self.scfg.sampler == "evolution" else {}))
+                               **({"population": self.scfg.population, "tournament": self.scfg.tournament,
+                                   "local": stage == 2} if self.scfg.sampler == "evolution" else {}))
         rows = self.store.candidates(self.run_id)
         stored = {self._rekey(r): r for r in rows if r["stage"] == stage}  # a resumed run's own results
         self.seen = {self._rekey(r) for r in rows if r["stage"] != stage}
