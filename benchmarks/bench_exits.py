@@ -34,13 +34,18 @@ def main() -> None:
     ap.add_argument("--exit-steps", type=int, default=400)
     ap.add_argument("--gate-steps", type=int, default=300)
     ap.add_argument("--timing-rows", type=int, default=64)
+    ap.add_argument("--policies", default="entropy,patience,gate", help="policies swept (gate: the slowest, "
+                    "it retrains the gates at each compute price)")
     args = ap.parse_args()
     import torch
 
-    from exprsearch.kd.exits import ExitConfig, run_exits
+    from exprsearch.kd.exits import POLICIES, ExitConfig, run_exits
     from exprsearch.kd.glue import task
     from exprsearch.lang.parsing import parse_spec
     ecfg = eval_config(args, latency_batch=0)
+    policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
+    if bad := [p for p in policies if p not in POLICIES]:
+        ap.error(f"unknown policy {bad[0]!r}; choose from {', '.join(POLICIES)}")
     xcfg = ExitConfig(exit_steps=args.exit_steps, gate_steps=args.gate_steps, timing_rows=args.timing_rows,
                       threshold=0.3, patience=2)
     log = Log()
@@ -48,7 +53,7 @@ def main() -> None:
               "exits": asdict(xcfg), "tasks": {}, "log": log.lines}
     for name in ecfg.tasks:
         t0 = time.perf_counter()
-        out = run_exits(parse_spec(args.spec), name, ecfg, xcfg, policies=("entropy", "patience", "gate"), log=log)
+        out = run_exits(parse_spec(args.spec), name, ecfg, xcfg, policies=policies, log=log)
         static = 100 * out["static"][task(name).main]
         out["seconds"] = time.perf_counter() - t0
         out["best_within_1pt"] = {p: best_within(rows, static) for p, rows in out["rows"].items()}
