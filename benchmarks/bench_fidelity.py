@@ -12,12 +12,15 @@ Seeds change the batch order and the candidate's random draws; teachers (strong 
 supernets are shared.  Reports per candidate mean +- std of both, the mean seed std of each, and
 Kendall's tau of proxy vs final -- overall, per task, for one proxy seed, and for cheaper proxies
 read off the same runs (subsets of tasks).  Writes benchmarks/results/bench_fidelity.json after
-every pass, so a run cut short keeps what it finished.
+every pass, so a run cut short keeps what it finished; ``--resume`` continues such a file (its
+candidates, the passes it lacks), e.g. with more final seeds for a less noisy reference:
 
     PYTHONPATH=. python benchmarks/bench_fidelity.py --data-dir DIR --teacher DIR [--random 8 --evolved 8]
+    PYTHONPATH=. python benchmarks/bench_fidelity.py --data-dir DIR --teacher DIR --resume --seeds 3 --final-seeds 6
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import asdict, replace
@@ -112,6 +115,25 @@ def summarise(names: list[str], proxy: dict[int, list], final: dict[int, list], 
     return out
 
 
+def resumed(path: Path, fresh: dict, log: Log) -> dict:
+    """The result file at ``path`` to continue: its candidates and passes (seed keys back to int),
+    this run's log appended; an error if it was made with other protocols (paths may differ)."""
+    old = json.loads(path.read_text())
+    paths = {"data_dir", "teacher", "cache_dir"}
+    for key in ("proxy_config", "final_config"):
+        a, b = ({k: v for k, v in json.loads(json.dumps(c, default=str)).items() if k not in paths}
+                for c in (old[key], fresh[key]))
+        if a != b:
+            diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            raise SystemExit(f"{path}: made with another {key.split('_')[0]} protocol ({', '.join(diff)} differ); "
+                             f"use another --out or the same options")
+    for label in ("proxy", "final"):
+        old[label] = {int(k): v for k, v in old[label].items()}
+    log.lines[:0] = old.get("log", [])
+    log(f"resuming {path}: proxy seeds {sorted(old['proxy'])}, final seeds {sorted(old['final'])}")
+    return {**old, "device": fresh["device"], "torch": fresh["torch"], "log": log.lines}
+
+
 def main() -> None:
     ap = glue_parser(__doc__, tasks="MRPC,RTE,CoLA,SST-2", warmup_steps=600, out=OUT)
     ap.set_defaults(teacher_epochs=5.0, teacher_batch=32)
@@ -119,7 +141,10 @@ def main() -> None:
     ap.add_argument("--final-steps", default=FINAL_STEPS)
     ap.add_argument("--random", type=int, default=8)
     ap.add_argument("--evolved", type=int, default=8)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="proxy seeds")
+    ap.add_argument("--final-seeds", type=int, default=None, help="final-protocol seeds (default: --seeds)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue --out: its candidates, only the passes it lacks (same protocols required)")
     ap.add_argument("--group", type=int, default=12)
     args = ap.parse_args()
     import torch
@@ -133,18 +158,25 @@ def main() -> None:
     final_cfg = final_config(cfg, args.final_steps)
     pricer = Search(Store(":memory:"), SearchConfig(), cfg, log=lambda m: None, progress=False)
     budget = pricer.price(parse_spec(STANDARD).broadcast(cfg.layers))[0]
-    cands = candidates(cfg.layers, args.random, args.evolved, budget, pricer.price,
-                       lambda s: pricer.key(s))
-    names, specs = [n for n, _ in cands], [s for _, s in cands]
-    log(f"{len(specs)} candidates, at most {budget} parameters")
     result = {"benchmark": "bench_fidelity", "device": device_name(), "torch": torch.__version__,
               "proxy_config": asdict(cfg), "final_config": asdict(final_cfg), "budget_params": budget,
-              "names": names, "proxy": {}, "final": {}, "seconds": {}, "log": log.lines}
+              "names": [], "proxy": {}, "final": {}, "seconds": {}, "log": log.lines}
+    if args.resume and Path(args.out).exists():
+        result = resumed(Path(args.out), result, log)
+        names, specs = result["names"], [r["spec"] for r in next(iter(result["proxy"].values()))]
+    else:
+        cands = candidates(cfg.layers, args.random, args.evolved, budget, pricer.price, lambda s: pricer.key(s))
+        names, specs = [n for n, _ in cands], [s for _, s in cands]
+        result["names"] = names
+    log(f"{len(specs)} candidates, at most {budget} parameters")
     tasks = list(cfg.tasks)
     evs = {"proxy": Evaluator(cfg, log=log), "final": Evaluator(final_cfg, log=log)}
     result["teacher_dev"] = {t: s.teacher_metrics for t, s in evs["proxy"].state.items()}
-    for seed in range(args.seeds):  # interleaved: a run cut short still pairs proxy and final seeds
+    n_seeds = {"proxy": args.seeds, "final": args.seeds if args.final_seeds is None else args.final_seeds}
+    for seed in range(max(n_seeds.values())):  # interleaved: a run cut short still pairs proxy and final seeds
         for label, ev in evs.items():
+            if seed >= n_seeds[label] or seed in result[label]:
+                continue
             t0 = time.perf_counter()
             with GpuUtil() as util:
                 res = ev.evaluate_many([parse_spec(s) for s in specs], seed=seed)
