@@ -71,8 +71,14 @@ def test_pool_backend_restarts_after_a_worker_is_killed(search_ecfg, local_rows)
         batch = [(r["key"], r["spec"]) for r in local_rows[:3]]
         arrived: list[str] = []
         out = backend.run(batch, lambda key, r: arrived.append(key))
+        reseeded = backend.run(batch[:2], seed=1)  # the training seed reaches the workers
     finally:
         backend.close()
+    from exprsearch.search.backends import InlineBackend
+    inline = InlineBackend(search_ecfg, log=logs.append)
+    want, first = inline.run(batch[:2], seed=1), inline.run(batch[:2])
+    assert {k: r["curves"] for k, r in reseeded.items()} == {k: r["curves"] for k, r in want.items()} \
+        != {k: r["curves"] for k, r in first.items()}
     assert sorted(arrived) == sorted(out) == sorted(k for k, _ in batch)  # nothing lost, nothing twice
     assert any("worker process died" in m and "restarting" in m for m in logs)
     scores = {r["key"]: r["score"] for r in local_rows}  # dropout 0: a group's or a lone retry's score

@@ -34,9 +34,10 @@ def _noop(key: str, r: dict[str, Any]) -> None:
 class Backend:
     capacity = 1
 
-    def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
-        """Evaluate a batch; ``on_result(key, result)`` is called as each result arrives (the
-        caller commits it there, so a crash loses no finished evaluation)."""
+    def run(self, batch: Batch, on_result: OnResult = _noop, seed: int | None = None) -> dict[str, dict[str, Any]]:
+        """Evaluate a batch (with training seed ``seed``; None: the config's); ``on_result(key,
+        result)`` is called as each result arrives (the caller commits it there, so a crash loses
+        no finished evaluation)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -54,18 +55,18 @@ class InlineBackend(Backend):
         from exprsearch.kd.evaluate import Evaluator
         self.evaluator = Evaluator(cfg, log=log)
 
-    def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
+    def run(self, batch: Batch, on_result: OnResult = _noop, seed: int | None = None) -> dict[str, dict[str, Any]]:
         out = {}
         for chunk in _chunks(list(batch), self.evaluator.cfg.group):  # a group's results are committed together
-            for key, r in _evaluate(self.evaluator, chunk, "inline"):
+            for key, r in _evaluate(self.evaluator, chunk, "inline", seed):
                 out[key] = r
                 on_result(key, r)
         return out
 
 
-def _evaluate(ev: Any, items: Batch, worker: str) -> list[tuple[str, dict[str, Any]]]:
+def _evaluate(ev: Any, items: Batch, worker: str, seed: int | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Evaluate (key, spec) items together (one group); results keyed, tagged with the worker."""
-    results = ev.evaluate_many([parse_spec(spec) for _, spec in items])  # text crossed a process boundary
+    results = ev.evaluate_many([parse_spec(spec) for _, spec in items], seed=seed)  # text crossed a process boundary
     return [(key, {**r.as_dict(), "key": key, "worker": worker}) for (key, _), r in zip(items, results)]
 
 
@@ -92,8 +93,8 @@ def _init_worker(cfg: Any, ready: Any) -> None:
         ready.value += 1
 
 
-def _work(items: Batch) -> list[tuple[str, dict[str, Any]]]:
-    return _evaluate(_WORKER, items, f"pid{os.getpid()}")
+def _work(items: Batch, seed: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    return _evaluate(_WORKER, items, f"pid{os.getpid()}", seed)
 
 
 class PoolBackend(Backend):
@@ -135,14 +136,14 @@ class PoolBackend(Backend):
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = self._start()
 
-    def _submit(self, chunk: Batch) -> Future:
+    def _submit(self, chunk: Batch, seed: int | None) -> Future:
         try:
-            return self.pool.submit(_work, chunk)
+            return self.pool.submit(_work, chunk, seed)
         except BrokenProcessPool as err:  # died while idle: noticed at the next submit
             self._restart(str(err))
-            return self.pool.submit(_work, chunk)
+            return self.pool.submit(_work, chunk, seed)
 
-    def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
+    def run(self, batch: Batch, on_result: OnResult = _noop, seed: int | None = None) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
 
         def deliver(done: list[tuple[str, dict[str, Any]]]) -> None:
@@ -151,7 +152,7 @@ class PoolBackend(Backend):
                 on_result(key, r)
 
         retry: list[tuple[tuple[str, str], BaseException]] = []
-        futures = {self._submit(chunk): chunk for chunk in _chunks(list(batch), self.cfg.group)}
+        futures = {self._submit(chunk, seed): chunk for chunk in _chunks(list(batch), self.cfg.group)}
         broken = ""
         for fut in as_completed(futures):  # hand results over as they finish, whatever their order
             try:
@@ -164,13 +165,13 @@ class PoolBackend(Backend):
         if broken:
             self._restart(broken)
         for item, err in retry:  # one at a time: a failure is this candidate's own
-            deliver(self._retry(item, err))
+            deliver(self._retry(item, err, seed))
         return out
 
-    def _retry(self, item: tuple[str, str], err: BaseException) -> list[tuple[str, dict[str, Any]]]:
+    def _retry(self, item: tuple[str, str], err: BaseException, seed: int | None) -> list[tuple[str, dict[str, Any]]]:
         for _ in range(self.retries):
             try:
-                return self._submit([item]).result()
+                return self._submit([item], seed).result()
             except BrokenProcessPool as e:
                 err = e
                 self._restart(f"{e}; while evaluating {item[0]} alone")
@@ -206,14 +207,14 @@ class RayBackend(Backend):
             def __init__(self, c: Any) -> None:
                 self.ev = Evaluator(c, log=lambda m: None)
 
-            def evaluate(self, items: Batch) -> list[tuple[str, dict[str, Any]]]:
-                return _evaluate(self.ev, items, f"ray-pid{os.getpid()}")
+            def evaluate(self, items: Batch, seed: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+                return _evaluate(self.ev, items, f"ray-pid{os.getpid()}", seed)
 
         self.actors = [_Actor.remote(replace(cfg, setup_workers=1)) for _ in range(workers)]  # caches are warm
         self.capacity, self.group = workers, cfg.group
 
-    def run(self, batch: Batch, on_result: OnResult = _noop) -> dict[str, dict[str, Any]]:
-        refs = {self.actors[i % len(self.actors)].evaluate.remote(chunk): chunk
+    def run(self, batch: Batch, on_result: OnResult = _noop, seed: int | None = None) -> dict[str, dict[str, Any]]:
+        refs = {self.actors[i % len(self.actors)].evaluate.remote(chunk, seed): chunk
                 for i, chunk in enumerate(_chunks(list(batch), self.group))}
         out: dict[str, dict[str, Any]] = {}
         remaining = list(refs)

@@ -68,8 +68,14 @@ def is_standard(spec: str) -> bool:
 
 
 def _score(r: dict[str, Any]) -> str:
+    """Score ± bootstrap std; a row re-scored over several seeds says so, with their std.
+
+    >>> _score({"score": 61.0, "metrics": {}, "seed_scores": [60.0, 62.0], "seed_std": 1.41})
+    '61.00 (2 seeds ± 1.41)'
+    """
     sd = score_std(r)
-    return f"{r['score']:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+    out = f"{r['score']:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+    return out + (f" ({len(r['seed_scores'])} seeds ± {r['seed_std']:.2f})" if r.get("seed_scores") else "")
 
 
 def _row(i: int | str, r: dict[str, Any]) -> list[Any]:
@@ -79,7 +85,7 @@ def _row(i: int | str, r: dict[str, Any]) -> list[Any]:
             r.get("stage"), ("standard FFN: " if is_standard(r["spec"]) else "") + spec]
 
 
-_HEAD = ["#", "score ± boot. std", "dev (main metric)", "params", "FLOPs/tok", "ms", "stage", "spec"]
+_HEAD = ["#", "score ± boot. std (seeds)", "dev (main metric)", "params", "FLOPs/tok", "ms", "stage", "spec"]
 
 
 def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -78,6 +78,8 @@ class SearchConfig:
                                          # not depend on the number of workers)
     ray_address: str = ""                # Ray cluster address ('' = start a local one)
     gpus_per_worker: float = 0.0         # Ray: GPUs per actor (e.g. 0.33 to share one GPU by three)
+    rerank: int = 0                      # after stages 1 and 2: re-score the top N with more seeds (0: off)
+    rerank_seeds: int = 2                # extra training seeds of each re-scored candidate
     seed: int = 0                        # the search's random seed
 
     def __post_init__(self) -> None:
@@ -91,6 +93,8 @@ class SearchConfig:
         for name in ("candidates", "batch", "workers", "population", "tournament"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.rerank < 0 or self.rerank_seeds < 0:
+            raise ConfigError("rerank and rerank_seeds must be >= 0")
         if self.budget_params.strip().lower() != "standard":
             parse_budget(self.budget_params)
         parse_budget(self.budget_flops)
@@ -237,6 +241,8 @@ class Search:
                         self.log("stage 2 skipped: no successful stage-1 candidate")
                         continue
                     self.stage(stage, n)
+                    from .rerank import rerank
+                    rerank(self)
                 else:
                     from .stage3 import run_stage3
                     run_stage3(self)
@@ -265,7 +271,7 @@ class Search:
         sampler = make_sampler(self.scfg.sampler, spaces, rng, seeds, **arch,
                                **({"population": self.scfg.population, "tournament": self.scfg.tournament,
                                    "local": stage == 2} if self.scfg.sampler == "evolution" else {}))
-        rows = self.store.candidates(self.run_id)
+        rows = self.store.candidates(self.run_id, seeds=False)  # first-seed scores: what the sampler saw
         stored = {self._rekey(r): r for r in rows if r["stage"] == stage}  # a resumed run's own results
         self.seen = {self._rekey(r) for r in rows if r["stage"] != stage}
         count, misses = 0, 0

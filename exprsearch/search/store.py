@@ -1,6 +1,7 @@
 """evaluated candidates --> SQLite (WAL): the durable record of every run.
 
-Input: ``CandidateResult``s and run configs.  Output: rows in ``runs`` and ``candidates`` that
+Input: ``CandidateResult``s and run configs.  Output: rows in ``runs``, ``candidates`` (and
+``reseeds``: top candidates re-evaluated with more training seeds) that
 survive ``kill -9`` at any moment: each result is committed in its own transaction before the
 search moves on, and SQLite's write-ahead log makes the commit atomic.  Invariants: one row per
 (run, candidate key); a key evaluated under the same evaluation config in *any* run is found by
@@ -49,6 +50,10 @@ CREATE TABLE IF NOT EXISTS candidates (
     PRIMARY KEY (run_id, key)
 );
 CREATE INDEX IF NOT EXISTS candidates_by_key ON candidates (key, eval_hash);
+CREATE TABLE IF NOT EXISTS reseeds (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, seed INTEGER NOT NULL, status TEXT, score REAL, metrics TEXT,
+    created REAL, PRIMARY KEY (run_id, key, seed)
+);
 CREATE TABLE IF NOT EXISTS exits (
     run_id TEXT NOT NULL, created REAL, spec TEXT, task TEXT, policy TEXT, config TEXT, rows TEXT
 );
@@ -158,9 +163,30 @@ class Store:
                               "ORDER BY created LIMIT 1", (key, eval_hash)).fetchone()
         return _decode(row) if row else None
 
-    def candidates(self, run_id: str, *, status: str | None = None) -> list[dict[str, Any]]:
+    def candidates(self, run_id: str, *, status: str | None = None, seeds: bool = True) -> list[dict[str, Any]]:
+        """The run's rows in arrival order.  A row re-scored with more seeds (``add_reseed``) has
+        its ``score`` and metrics averaged over all its seeds, ``seed_scores`` (its first score
+        first) and ``seed_std``; ``seeds=False`` gives the first-seed rows as evaluated (what a
+        resumed search replays)."""
         q = "SELECT * FROM candidates WHERE run_id = ?" + (" AND status = ?" if status else "") + " ORDER BY seq"
-        return [_decode(r) for r in self.db.execute(q, (run_id, status) if status else (run_id,))]
+        rows = [_decode(r) for r in self.db.execute(q, (run_id, status) if status else (run_id,))]
+        extra = self.reseeds(run_id) if seeds else {}
+        return [_with_seeds(r, extra[r["key"]]) if r["key"] in extra and r["status"] == "ok" else r for r in rows]
+
+    def add_reseed(self, run_id: str, key: str, seed: int, result: dict[str, Any]) -> bool:
+        """Record candidate ``key`` re-evaluated with training seed ``seed``; False if already there."""
+        cur = self._write("INSERT OR IGNORE INTO reseeds VALUES (?,?,?,?,?,?,?)",
+                          (run_id, key, seed, result.get("status", "ok"), result.get("score"),
+                           json.dumps(result.get("metrics", {})), time.time()))
+        return cur.rowcount == 1
+
+    def reseeds(self, run_id: str) -> dict[str, dict[int, dict[str, Any]]]:
+        """{key: {seed: {"status", "score", "metrics"}}} of the run's re-evaluations."""
+        out: dict[str, dict[int, dict[str, Any]]] = {}
+        for r in self.db.execute("SELECT * FROM reseeds WHERE run_id = ? ORDER BY seed", (run_id,)):
+            out.setdefault(r["key"], {})[r["seed"]] = {"status": r["status"], "score": r["score"],
+                                                       "metrics": json.loads(r["metrics"] or "{}")}
+        return out
 
     def count(self, run_id: str) -> int:
         return self.db.execute("SELECT COUNT(*) FROM candidates WHERE run_id = ?", (run_id,)).fetchone()[0]
@@ -196,6 +222,30 @@ class Store:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for r in self.db.execute("SELECT * FROM candidates ORDER BY created"):
             yield _decode(r)
+
+
+def _with_seeds(row: dict[str, Any], more: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """``row`` with score and numeric metrics averaged over its first seed and the successful
+    re-evaluations ``more``.
+
+    >>> r = _with_seeds({"score": 60.0, "metrics": {"RTE": {"acc": 0.6}}},
+    ...                 {1: {"status": "ok", "score": 62.0, "metrics": {"RTE": {"acc": 0.62}}},
+    ...                  2: {"status": "failed", "score": None, "metrics": {}}})
+    >>> r["score"], r["seed_scores"], round(r["seed_std"], 3), round(r["metrics"]["RTE"]["acc"], 3)
+    (61.0, [60.0, 62.0], 1.414, 0.61)
+    """
+    ok = [m for m in more.values() if m["status"] == "ok" and m["score"] is not None]
+    if not ok:
+        return row
+    scores = [row["score"], *(m["score"] for m in ok)]
+    mean = sum(scores) / len(scores)
+    metrics = {}
+    for task, first in (row.get("metrics") or {}).items():
+        runs = [first, *(m["metrics"].get(task, {}) for m in ok)]
+        metrics[task] = {k: (sum(r[k] for r in runs) / len(runs) if all(isinstance(r.get(k), (int, float)) for r in runs)
+                             else v) for k, v in first.items()}
+    std = (sum((x - mean) ** 2 for x in scores) / (len(scores) - 1)) ** 0.5
+    return {**row, "score": mean, "metrics": metrics, "seed_scores": scores, "seed_std": std}
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:

@@ -1,0 +1,46 @@
+"""a stage's leaderboard --> its top candidates re-scored over more training seeds.
+
+Input: a ``Search`` whose stage just finished.  Output: stored re-evaluations (``Store.add_reseed``)
+of the run's ``rerank`` best candidates with ``rerank_seeds`` more training seeds each (the
+protocol's seed + 1, + 2, ...; same teachers and warm supernets); the store then reports those rows'
+scores as means over their seeds.  Why: one proxy score carries ~0.5 points of seed noise, so the
+best of a few hundred near-equal candidates is mostly the luckiest draw (BENCHMARKS.md, "Search":
+a +0.9 proxy lead that vanished under re-training).  Invariants: after a re-rank the run's top
+``rerank`` rows all have every extra seed (rows that climb in are re-scored too, a few rounds at
+most); each re-evaluation is committed as it arrives, so a resumed run re-evaluates nothing;
+stage-3 rows (supernet scores) are never re-scored.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["rerank"]
+
+
+def rerank(search: Any, rounds: int = 4) -> int:
+    """Re-score the top ``search.scfg.rerank`` candidates with ``rerank_seeds`` more seeds;
+    returns how many evaluations it ran."""
+    n, extra = search.scfg.rerank, search.scfg.rerank_seeds
+    if n <= 0 or extra <= 0:
+        return 0
+    store, run = search.store, search.run_id
+    seeds = [search.ecfg.seed + k for k in range(1, extra + 1)]
+    ran = 0
+    for _ in range(rounds):
+        rows = [r for r in store.candidates(run, status="ok") if "@" not in r["key"]]
+        top = sorted(rows, key=lambda r: -r["score"])[:n]
+        done = store.reseeds(run)
+        todo = {s: [(r["key"], r["spec"]) for r in top if s not in done.get(r["key"], {})] for s in seeds}
+        if not any(todo.values()):
+            break
+        backend = search.backend()
+        for seed, batch in todo.items():
+            if batch:
+                backend.run(batch, on_result=lambda key, r, s=seed: store.add_reseed(run, key, s, r), seed=seed)
+                ran += len(batch)
+    search.stats["reseeded"] = search.stats.get("reseeded", 0) + ran
+    if ran:
+        best = search.best()
+        search.log(f"re-ranked the top {n} over {1 + extra} seeds ({ran} evaluations): best "
+                   f"{best['score']:.2f} ± {best.get('seed_std', 0.0):.2f} (seed std)")
+    return ran
