@@ -5,7 +5,8 @@ against this run and the store -> price (params/FLOPs budget) -> evaluate (warm-
 backend) -> store -> update the sampler.  Stages (EfficientBERT): 1 searches each layer's
 expression, X and Y jointly; 2 searches the expressions with each layer's X_Y fixed from stage 1's
 best (evolution starts from mutations of that best, not from a random population: the H200 run's
-random-started stage 2 spent its 50 candidates well below stage 1's level); 3 searches X_Y per layer with the bodies fixed, on a weight-sharing supernet (``stage3.py``).
+random-started stage 2 spent its 50 candidates well below stage 1's level); after each of them
+the top candidates may be re-scored over more seeds (``rerank.py``); 3 searches X_Y per layer with the bodies fixed, on a weight-sharing supernet (``stage3.py``).
 Invariants: every completed evaluation is committed before the next batch starts, so
 ``resume`` after ``kill -9`` loses nothing and re-evaluates nothing; batches are proposed and
 observed in a fixed order, so a seed gives the same search on every backend.
