@@ -5,17 +5,7 @@ Every evaluation is a real warm-up KD run on the tiny teacher (see conftest_sear
 from __future__ import annotations
 
 import pytest
-from conftest_search import (  # noqa: F401
-    easy_glue,
-    eval_spy,
-    kd_cache,
-    one_thread,
-    quiet,
-    run_search,
-    scfg,
-    search_ecfg,
-    tiny_teacher,
-)
+from conftest_search import easy_glue, kd_cache, one_thread, quiet, run_search, scfg, search_ecfg, tiny_teacher  # noqa: F401
 
 from exprsearch.errors import ConfigError
 from exprsearch.kd.evaluate import STANDARD_SPEC, Evaluator
@@ -24,6 +14,7 @@ from exprsearch.search.leaderboard import leaderboard_table
 from exprsearch.search.search import Search
 from exprsearch.search.store import Store
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _row(key: str, score: float, acc: float) -> dict:
     return {"key": key, "spec": key, "status": "ok", "score": score, "metrics": {"SST-2": {"acc": acc, "acc_std": 0.01}}}
