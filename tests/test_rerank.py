@@ -1,4 +1,4 @@
-"""Re-ranking: a stage's top candidates re-scored over more training seeds (store, search, CLI).
+"""Re-ranking: a stage's top candidates re-scored over more training seeds (store, backend, search).
 
 Every evaluation is a real warm-up KD run on the tiny teacher (see conftest_search).
 """
@@ -15,6 +15,7 @@ from exprsearch.search.search import Search
 from exprsearch.search.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _row(key: str, score: float, acc: float) -> dict:
     return {"key": key, "spec": key, "status": "ok", "score": score, "metrics": {"SST-2": {"acc": acc, "acc_std": 0.01}}}
