@@ -544,3 +544,15 @@ def test_cli_bad_sampler_leaves_no_run_behind(tmp_path, capsys, search_ecfg):
     assert rc == 2
     store = Store(store_path)
     assert [r["run_id"] for r in store.runs()] == ["real-run"] and store.latest_run() == "real-run"
+
+
+def test_a_run_stored_before_stage2_start_resumes_with_a_random_stage2(tmp_path, search_ecfg):
+    store = Store(tmp_path / "runs.db")
+    new = Search(store, scfg(stages="1,2"), search_ecfg, log=quiet, progress=False)
+    assert new.scfg.stage2_start == "local"  # the default now: stage 2 refines stage 1's best
+    config = store.run(new.run_id)["config"]
+    del config["search"]["stage2_start"]  # as an older version stored it
+    store.db.execute("UPDATE runs SET config = ? WHERE run_id = ?", (json.dumps(config), new.run_id))
+    assert Search.resume(store, new.run_id, log=quiet, progress=False).scfg.stage2_start == "random"
+    with pytest.raises(ConfigError, match="stage2_start"):
+        scfg(stage2_start="greedy")

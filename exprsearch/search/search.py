@@ -79,6 +79,7 @@ class SearchConfig:
                                          # not depend on the number of workers)
     ray_address: str = ""                # Ray cluster address ('' = start a local one)
     gpus_per_worker: float = 0.0         # Ray: GPUs per actor (e.g. 0.33 to share one GPU by three)
+    stage2_start: str = "local"          # stage 2's first population: local (mutations of stage 1's best) | random
     rerank: int = 0                      # after stages 1 and 2: re-score the top N with more seeds (0: off)
     rerank_seeds: int = 2                # extra training seeds of each re-scored candidate
     seed: int = 0                        # the search's random seed
@@ -94,6 +95,8 @@ class SearchConfig:
         for name in ("candidates", "batch", "workers", "population", "tournament"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.stage2_start not in ("local", "random"):
+            raise ConfigError(f"stage2_start {self.stage2_start!r}: choose local or random")
         if self.rerank < 0 or self.rerank_seeds < 0:
             raise ConfigError("rerank and rerank_seeds must be >= 0")
         if self.budget_params.strip().lower() != "standard":
@@ -144,6 +147,7 @@ class Search:
     @classmethod
     def resume(cls, store: Store, run_id: str, **kw: Any) -> "Search":
         cfg = store.run(run_id)["config"]
+        cfg["search"].setdefault("stage2_start", "random")  # a run stored before the option began randomly
         fields = lambda c: {f.name for f in dataclasses.fields(c)}  # noqa: E731
         scfg = SearchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["search"].items()
                                if k in fields(SearchConfig)})
@@ -271,7 +275,8 @@ class Search:
             arch = {"fixed_attn": seeds[0].attn} if seeds[0].attn is not None else {}
         sampler = make_sampler(self.scfg.sampler, spaces, rng, seeds, **arch,
                                **({"population": self.scfg.population, "tournament": self.scfg.tournament,
-                                   "local": stage == 2} if self.scfg.sampler == "evolution" else {}))
+                                   "local": stage == 2 and self.scfg.stage2_start == "local"}
+                                  if self.scfg.sampler == "evolution" else {}))
         rows = self.store.candidates(self.run_id, seeds=False)  # first-seed scores: what the sampler saw
         stored = {self._rekey(r): r for r in rows if r["stage"] == stage}  # a resumed run's own results
         self.seen = {self._rekey(r) for r in rows if r["stage"] != stage}
