@@ -556,3 +556,18 @@ def test_a_run_stored_before_stage2_start_resumes_with_a_random_stage2(tmp_path,
     assert Search.resume(store, new.run_id, log=quiet, progress=False).scfg.stage2_start == "random"
     with pytest.raises(ConfigError, match="stage2_start"):
         scfg(stage2_start="greedy")
+
+
+def test_stage2_evolution_grows_from_stage1s_best(tmp_path, search_ecfg):
+    """Each stage-2 proposal keeps all but at most one layer of stage 1's best or of an earlier
+    stage-2 candidate (mutation, crossover): a search around the best, not a random restart."""
+    search, _, rows = run_search(tmp_path / "runs.db", search_ecfg, stages="1,2", candidates=6,
+                                 stage2_candidates=5, population=4)
+    best = parse_spec(max((r for r in rows if r["stage"] == 1), key=lambda r: r["score"])["spec"], strict=False)
+    members = [best]
+    stage2 = [parse_spec(r["spec"], strict=False) for r in rows if r["stage"] == 2]
+    assert len(stage2) == 5
+    for spec in stage2:
+        new_layers = [i for i, e in enumerate(spec.layers) if all(e != m.layers[i] for m in members)]
+        assert len(new_layers) <= 1, (str(spec), [str(m) for m in members])
+        members.append(spec)

@@ -273,10 +273,12 @@ class Search:
         arch = {"attn_choices": parse_attn_choices(self.scfg.attn_choices), "depths": list(self.scfg.depths)}
         if stage == 2:  # sizes, attention and depth fixed from stage 1's best
             arch = {"fixed_attn": seeds[0].attn} if seeds[0].attn is not None else {}
-        sampler = make_sampler(self.scfg.sampler, spaces, rng, seeds, **arch,
+        local = stage == 2 and self.scfg.stage2_start == "local" and self.scfg.sampler == "evolution"
+        sampler = make_sampler(self.scfg.sampler, spaces, rng, [] if local else seeds, **arch,
                                **({"population": self.scfg.population, "tournament": self.scfg.tournament,
-                                   "local": stage == 2 and self.scfg.stage2_start == "local"}
-                                  if self.scfg.sampler == "evolution" else {}))
+                                   "local": local} if self.scfg.sampler == "evolution" else {}))
+        if local:  # stage 1's best is already evaluated (a duplicate if proposed): the sampler starts from it
+            sampler.observe(seeds[0], self.best(stage=1)["score"])
         rows = self.store.candidates(self.run_id, seeds=False)  # first-seed scores: what the sampler saw
         stored = {self._rekey(r): r for r in rows if r["stage"] == stage}  # a resumed run's own results
         self.seen = {self._rekey(r) for r in rows if r["stage"] != stage}
