@@ -129,6 +129,11 @@ def resumed(path: Path, fresh: dict, log: Log) -> dict:
                              f"use another --out or the same options")
     for label in ("proxy", "final"):
         old[label] = {int(k): v for k, v in old[label].items()}
+    if "specs" not in old:  # files written before the list was stored: the specs of a finished pass
+        passes = [p for label in ("proxy", "final") for p in old[label].values()]
+        if not passes:
+            raise SystemExit(f"{path}: no candidates and no finished pass to take them from; run without --resume")
+        old["specs"] = [r["spec"] for r in passes[0]]
     log.lines[:0] = old.get("log", [])
     log(f"resuming {path}: proxy seeds {sorted(old['proxy'])}, final seeds {sorted(old['final'])}")
     return {**old, "device": fresh["device"], "torch": fresh["torch"], "log": log.lines}
@@ -144,7 +149,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="proxy seeds")
     ap.add_argument("--final-seeds", type=int, default=None, help="final-protocol seeds (default: --seeds)")
     ap.add_argument("--resume", action="store_true",
-                    help="continue --out: its candidates, only the passes it lacks (same protocols required)")
+                    help="continue --out: its candidates (--random/--evolved ignored), only the passes it lacks "
+                         "(same protocols required)")
     ap.add_argument("--group", type=int, default=12)
     args = ap.parse_args()
     import torch
@@ -161,13 +167,13 @@ def main() -> None:
     result = {"benchmark": "bench_fidelity", "device": device_name(), "torch": torch.__version__,
               "proxy_config": asdict(cfg), "final_config": asdict(final_cfg), "budget_params": budget,
               "names": [], "proxy": {}, "final": {}, "seconds": {}, "log": log.lines}
-    if args.resume and Path(args.out).exists():
+    if args.resume and Path(args.out).exists():  # its candidates (--random / --evolved do not apply)
         result = resumed(Path(args.out), result, log)
-        names, specs = result["names"], [r["spec"] for r in next(iter(result["proxy"].values()))]
+        names, specs = result["names"], result["specs"]
     else:
         cands = candidates(cfg.layers, args.random, args.evolved, budget, pricer.price, lambda s: pricer.key(s))
         names, specs = [n for n, _ in cands], [s for _, s in cands]
-        result["names"] = names
+        result["names"], result["specs"] = names, specs
     log(f"{len(specs)} candidates, at most {budget} parameters")
     tasks = list(cfg.tasks)
     evs = {"proxy": Evaluator(cfg, log=log), "final": Evaluator(final_cfg, log=log)}

@@ -92,11 +92,11 @@ def main() -> None:
                               "runs": {}, "budget_params": budget, "eval": asdict(ecfg), "log": log.lines}
     best_of: dict[str, list[dict[str, Any]]] = {}
     for st, r in runs:
-        rows = st.candidates(r)
+        rows = st.candidates(r, seeds=False)  # first-seed scores: runs with and without re-ranking compare alike
         if st.run(r)["config"]["eval"] != stored:
             log(f"warning: run {r} was evaluated with another protocol than {run}")
         cfg = st.run(r)["config"]["search"]
-        best_of[r] = eligible(rows, budget)
+        best_of[r] = eligible(st.candidates(r), budget)  # re-ranked rows by their mean over seeds
         result["runs"][r] = {"sampler": cfg["sampler"], "candidates": len(rows),
                              "ok": sum(x["status"] == "ok" for x in rows), "status": st.run(r)["status"],
                              "per_stage": {s: sum(x["stage"] == s for x in rows) for s in (1, 2, 3)},

@@ -32,7 +32,7 @@ def test_fidelity_resume_keeps_passes_and_candidates_on_another_machine(tmp_path
     log = Log()
     r = bench_fidelity.resumed(_file(tmp_path), fresh, log)
     assert sorted(r["proxy"]) == [0, 1] and sorted(r["final"]) == [0]  # seeds are ints again: passes skipped
-    assert r["names"] == ["standard", "random1"]
+    assert r["names"] == ["standard", "random1"] and r["specs"] == ["a", "b"]  # an older file: from a pass
     assert (r["device"], r["torch"]) == ("new gpu", "new")
     assert r["log"] is log.lines and r["log"][0] == "[0 s] old line" and "resuming" in r["log"][-1]
 
@@ -42,3 +42,13 @@ def test_fidelity_resume_refuses_another_protocol(tmp_path):
              "final_config": {**CFG, "task_steps": "MRPC=150,RTE=100"}}
     with pytest.raises(SystemExit, match=r"another proxy protocol \(task_steps differ\)"):
         bench_fidelity.resumed(_file(tmp_path), fresh, Log())
+
+
+def test_fidelity_resume_without_any_pass_says_so(tmp_path):
+    path = _file(tmp_path)
+    data = json.loads(path.read_text())
+    data["proxy"], data["final"] = {}, {}
+    path.write_text(json.dumps(data))
+    fresh = {"device": "gpu", "torch": "x", "proxy_config": CFG, "final_config": data["final_config"]}
+    with pytest.raises(SystemExit, match="no finished pass"):
+        bench_fidelity.resumed(path, fresh, Log())

@@ -379,6 +379,10 @@ def test_hurdle_stops_a_clearly_worse_candidate(easy_glue, easy_teacher, kd_cach
     early = ev_h.evaluate(parse_spec(SPEC))
     assert early.status == "ok"  # only 2 earlier candidates: no bar yet
     stopped = ev_h.evaluate(parse_spec(SPEC))  # 3 earlier candidates now
+    bar = list(ev_h.state["SST-2"].losses[5])
+    rescored = ev_h.evaluate_many([parse_spec(SPEC)], seed=ev_h.cfg.seed + 1)[0]
+    assert rescored.status == "ok"  # a re-rank's extra seed runs to the end ...
+    assert ev_h.state["SST-2"].losses[5] == bar  # ... and leaves the hurdle bars alone
     monkeypatch.undo()
     assert stopped.status == "stopped"
     assert stopped.reason.startswith("SST-2: hurdle at step 5: loss ")

@@ -78,3 +78,25 @@ def test_search_reranks_its_top_candidates_and_a_resume_repeats_nothing(tmp_path
 def test_rerank_options_are_checked():
     with pytest.raises(ConfigError, match="rerank"):
         scfg(rerank=-1)
+
+
+def test_rerank_also_rescores_the_standard_ffn_and_logs_failures(tmp_path, search_ecfg, monkeypatch):
+    from exprsearch.search.leaderboard import is_standard
+    orig = Evaluator.evaluate_many
+
+    def flaky(ev, specs, seed=None, **kw):  # every re-evaluation with seed + 2 fails
+        res = orig(ev, specs, seed=seed, **kw)
+        if seed == search_ecfg.seed + 2:
+            for r in res:
+                r.status, r.score, r.reason = "failed", None, "boom"
+        return res
+
+    monkeypatch.setattr(Evaluator, "evaluate_many", flaky)
+    lines: list[str] = []
+    store = Store(tmp_path / "runs.db")
+    search = Search(store, scfg(candidates=4, rerank=1, rerank_seeds=2), search_ecfg, log=lines.append, progress=False)
+    search.run()
+    reseeds = store.reseeds(search.run_id)
+    standard = next(r for r in store.candidates(search.run_id) if is_standard(r["spec"]))
+    assert standard["key"] in reseeds and len(standard["seed_scores"]) == 2  # seed + 2 failed: left out
+    assert any("re-rank:" in m and "failed" in m for m in lines)

@@ -166,7 +166,7 @@ def test_export_csv_parses_as_header_and_rows(store):
     run = _filled(store)
     rows = list(csv.reader(io.StringIO(store.export(run, "csv"))))
     header, body = rows[0], rows[1:]
-    assert header == [c for c in COLUMNS if c not in ("curves", "config")]
+    assert header == [c for c in COLUMNS if c not in ("curves", "config")] + ["seeds", "seed_std"]
     assert len(body) == 2 and all(len(r) == len(header) for r in body)
     d = [dict(zip(header, r)) for r in body]
     assert d[0]["key"] == "[linear1_1(gelu(linear1_1(x,wb1)),wb2)]" and float(d[0]["score"]) == 60.0
@@ -174,6 +174,11 @@ def test_export_csv_parses_as_header_and_rows(store):
     assert json.loads(d[0]["metrics"]) == {"SST-2": {"acc": 0.6}}
     assert d[1]["key"] == "[b, with comma]" and d[1]["status"] == "failed" and d[1]["reason"] == 'bad "quote"'
     assert d[1]["score"] == ""  # NULL
+    assert d[0]["seeds"] == "1" and d[0]["seed_std"] == ""
+    store.add_reseed(run, d[0]["key"], 1, {"status": "ok", "score": 62.0, "metrics": {"SST-2": {"acc": 0.62}}})
+    again = dict(zip(header, list(csv.reader(io.StringIO(store.export(run, "csv"))))[1]))
+    assert (again["seeds"], float(again["score"]), float(again["seed_std"])) == ("2", 61.0, pytest.approx(2 ** 0.5))
+    assert next(r for r in store.runs() if r["run_id"] == run)["best"] == 61.0  # the mean, not the lucky seed
 
 
 def test_export_json(store):

@@ -229,7 +229,9 @@ class Evaluator:
             members.append(Member(student, kd, list(kd.named_parameters())))
             index.append(i)
         if members:
-            hurdle_steps = sorted({max(1, int(f * steps)) for f in cfg.hurdles})
+            # a re-evaluation with another seed (a re-rank) runs to the end and leaves the bars alone
+            rescore = seed != cfg.seed
+            hurdle_steps = [] if rescore else sorted({max(1, int(f * steps)) for f in cfg.hurdles})
             log_every = min([steps] + hurdle_steps) if hurdle_steps else max(1, steps // 10)
             tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, seed=seed, max_len=cfg.max_len,
                              log_every=max(1, log_every))

@@ -7,12 +7,16 @@ scores as means over their seeds.  Why: one proxy score carries ~0.5 points of s
 best of a few hundred near-equal candidates is mostly the luckiest draw (BENCHMARKS.md, "Search":
 a +0.9 proxy lead that vanished under re-training).  Invariants: after a re-rank the run's top
 ``rerank`` rows all have every extra seed (rows that climb in are re-scored too, a few rounds at
-most); each re-evaluation is committed as it arrives, so a resumed run re-evaluates nothing;
-stage-3 rows (supernet scores) are never re-scored.
+most), and so does the standard FFN's row if the run has one (the leaderboard's "best - standard"
+then compares means); each re-evaluation is committed as it arrives, so a resumed run
+re-evaluates nothing; a failed one is logged and left out of the mean; stage-3 rows (supernet
+scores) are never re-scored.
 """
 from __future__ import annotations
 
 from typing import Any
+
+from .leaderboard import is_standard
 
 __all__ = ["rerank"]
 
@@ -29,6 +33,7 @@ def rerank(search: Any, rounds: int = 4) -> int:
     for _ in range(rounds):
         rows = [r for r in store.candidates(run, status="ok") if "@" not in r["key"]]
         top = sorted(rows, key=lambda r: -r["score"])[:n]
+        top += [r for r in rows if is_standard(r["spec"]) and r not in top][:1]  # "best - standard" compares means
         done = store.reseeds(run)
         todo = {s: [(r["key"], r["spec"]) for r in top if s not in done.get(r["key"], {})] for s in seeds}
         if not any(todo.values()):
@@ -43,4 +48,12 @@ def rerank(search: Any, rounds: int = 4) -> int:
         best = search.best()
         search.log(f"re-ranked the top {n} over {1 + extra} seeds ({ran} evaluations): best "
                    f"{best['score']:.2f} ± {best.get('seed_std', 0.0):.2f} (seed std)")
+    done = store.reseeds(run)
+    failed = sum(m["status"] != "ok" for by_seed in done.values() for m in by_seed.values())
+    rows = sorted((r for r in store.candidates(run, status="ok") if "@" not in r["key"]), key=lambda r: -r["score"])
+    short = sum(len(done.get(r["key"], {})) < extra for r in rows[:n])
+    if failed or short:
+        search.log(f"re-rank: {failed} re-evaluation(s) failed or were stopped (not counted in the means)"
+                   + (f"; {short} of the top {n} still have fewer than {extra} extra seeds after {rounds} rounds"
+                      if short else ""))
     return ran

@@ -127,9 +127,14 @@ class Store:
         return d
 
     def runs(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute(
+        """Every run: id, created, status, candidate count and best score (re-scored rows: their mean)."""
+        out = [dict(r) for r in self.db.execute(
             "SELECT r.run_id, r.created, r.status, COUNT(c.key) AS candidates, MAX(c.score) AS best "
             "FROM runs r LEFT JOIN candidates c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created")]
+        for r in out:
+            if self.db.execute("SELECT 1 FROM reseeds WHERE run_id = ? LIMIT 1", (r["run_id"],)).fetchone():
+                r["best"] = max(x["score"] for x in self.candidates(r["run_id"], status="ok"))
+        return out
 
     def set_status(self, run_id: str, status: str) -> None:
         self._write("UPDATE runs SET status = ?, updated = ? WHERE run_id = ?", (status, time.time(), run_id))
@@ -213,9 +218,10 @@ class Store:
             return json.dumps({"run": self.run(run_id), "candidates": rows}, indent=2, default=str)
         buf = io.StringIO()
         w = csv.writer(buf)
-        flat = [c for c in COLUMNS if c not in ("curves", "config")]
-        w.writerow(flat)
+        flat = [c for c in COLUMNS if c not in ("curves", "config")] + ["seeds", "seed_std"]
+        w.writerow(flat)  # score: the mean over the seeds of a re-scored row (seeds > 1)
         for r in rows:
+            r = {**r, "seeds": len(r.get("seed_scores") or [0]), "seed_std": r.get("seed_std")}
             w.writerow([json.dumps(r[c]) if isinstance(r[c], (dict, list)) else r[c] for c in flat])
         return buf.getvalue()
 
@@ -241,7 +247,7 @@ def _with_seeds(row: dict[str, Any], more: dict[int, dict[str, Any]]) -> dict[st
     mean = sum(scores) / len(scores)
     metrics = {}
     for task, first in (row.get("metrics") or {}).items():
-        runs = [first, *(m["metrics"].get(task, {}) for m in ok)]
+        runs = [first, *(m["metrics"][task] for m in ok if task in m["metrics"])]
         metrics[task] = {k: (sum(r[k] for r in runs) / len(runs) if all(isinstance(r.get(k), (int, float)) for r in runs)
                              else v) for k, v in first.items()}
     std = (sum((x - mean) ** 2 for x in scores) / (len(scores) - 1)) ** 0.5
