@@ -237,3 +237,15 @@ def test_features_shape_and_content():
     assert list(features(lsra, layers=2)[len(_OP_NAMES) + 5:]) == [3.0, 1.0] + [0.0] * per_layer  # padded
     assert features(parse_spec(f"[{STANDARD}]")).shape == (per_layer,)
     assert features(ModelSpec((std,) * 6)).shape == (6 * per_layer,)
+
+
+def test_local_evolution_turns_random_when_stuck_on_duplicates():
+    seed = ModelSpec((parse(STANDARD), parse("linear2_3(relu(linear2_3(x,wb1)),wb2)")))
+    s = EvolutionSampler(SPACES, random.Random(5), population=8, local=True)
+    s.observe(seed, 1.0)
+    for _ in range(EvolutionSampler.STUCK):
+        s.duplicate(seed)  # the search found each proposal already evaluated
+    assert s.propose() == EvolutionSampler(SPACES, random.Random(5)).random_spec()  # exploration
+    s.observe(seed, 1.0)  # an evaluation resets the streak: local proposals again
+    child = s.propose()
+    assert sum(a != b for a, b in zip(child.layers, seed.layers)) <= 1

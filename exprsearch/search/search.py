@@ -295,6 +295,8 @@ class Search:
                     misses += 1
                     if self.scfg.sampler == "lanas":
                         sampler.observe(spec, None)
+                    if hasattr(sampler, "duplicate"):  # samplers of the Sampler interface
+                        sampler.duplicate(spec)
                     continue
                 if self.over_budget(spec):
                     self.stats["over_budget"] += 1

@@ -68,6 +68,9 @@ class Sampler:
     def observe(self, spec: ModelSpec, score: float | None) -> None:
         self.history.append((spec, score))
 
+    def duplicate(self, spec: ModelSpec) -> None:
+        """``spec`` was not evaluated: an equivalent one already was (the search's dedup)."""
+
 
 class RandomSampler(Sampler):
     """Uniform over each layer's valid trees: the baseline every NAS claim must beat."""
@@ -78,7 +81,9 @@ class RandomSampler(Sampler):
 class EvolutionSampler(Sampler):
     """Regularised evolution (Real et al.): tournament selection, mutation or crossover of one
     layer, the oldest member dies.  The first population is random, or with ``local=True`` (a
-    refining stage) mutations of the seeds and of what grew from them: a search around the seeds.
+    refining stage) mutations of the seeds and of what grew from them: a search around the seeds,
+    which turns to random proposals while ``STUCK`` proposals in a row were duplicates (a small or
+    exhausted neighbourhood).
 
     >>> from exprsearch.lang.parsing import parse_spec
     >>> seed = parse_spec("linear1_1(gelu(linear1_1(x,wb1)),wb2)").broadcast(2)
@@ -90,6 +95,7 @@ class EvolutionSampler(Sampler):
     """
 
     name = "evolution"
+    STUCK = 50
 
     def __init__(self, spaces: list[Space], rng: random.Random, seeds: list[ModelSpec] | None = None,
                  population: int = 16, tournament: int = 4, p_crossover: float = 0.3, local: bool = False,
@@ -97,12 +103,18 @@ class EvolutionSampler(Sampler):
         super().__init__(spaces, rng, seeds, **arch)
         self.population: deque[tuple[ModelSpec, float]] = deque()
         self.size, self.tournament, self.p_crossover, self.local = population, tournament, p_crossover, local
+        self._dups = 0  # duplicates proposed in a row (local mode)
+
+    def duplicate(self, spec: ModelSpec) -> None:
+        self._dups += 1
 
     def _pick(self) -> ModelSpec:
         group = [self.rng.choice(self.population) for _ in range(min(self.tournament, len(self.population)))]
         return max(group, key=lambda m: m[1])[0]
 
     def _propose(self) -> ModelSpec:
+        if self.local and self._dups >= self.STUCK:
+            return self.random_spec()
         if len(self.population) < self.size:
             if not (self.local and self.population):
                 return self.random_spec()
@@ -133,6 +145,7 @@ class EvolutionSampler(Sampler):
 
     def observe(self, spec: ModelSpec, score: float | None) -> None:
         super().observe(spec, score)
+        self._dups = 0
         if score is not None:
             self.population.append((spec, score))
             if len(self.population) > self.size:
