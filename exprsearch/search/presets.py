@@ -12,7 +12,7 @@ SEARCH_PRESETS: dict[str, tuple[dict, dict]] = {  # (search options, eval option
     # the README's main job: 2 CPU cores, SST-2 (4,000 training rows, the whole dev set), default
     # teacher, < 10 minutes; few but long enough candidates that the leaderboard is above noise
     "quick": (dict(candidates=12, stage2_candidates=6, stage3_candidates=4, supernet_steps=30, multitask_steps=60,
-                   population=6, tournament=3, rerank=3, rerank_seeds=1),
+                   population=6, tournament=3, rerank=1, rerank_seeds=1),
               dict(tasks=("SST-2",), max_train=4000, max_dev=None, max_len=64, batch_size=16, lr=2e-4, steps=60,
                    warmup_steps=100, teacher_epochs=1.0, teacher_batch=16, latency_batch=4, latency_len=32,
                    group=4)),
