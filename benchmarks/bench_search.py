@@ -35,7 +35,7 @@ def open_run(ref: str, default_store: str) -> tuple[Any, str]:
     """``[STORE:]RUN`` --> (Store, run id); ``last`` is the store's newest run."""
     from exprsearch.search.store import Store
     path, _, run = ref.rpartition(":")
-    store = Store(path or default_store, create=False)
+    store = Store(path or default_store, readonly=True)
     return store, (store.latest_run() if run == "last" else run)
 
 

@@ -233,3 +233,26 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     # the file is a consistent database
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     st.close()
+
+
+def test_readonly_open_leaves_an_older_store_untouched(tmp_path):
+    """``show`` / ``export`` of a store committed to git (an older schema without ``reseeds``,
+    rollback journal): it reads, and the directory and the file's bytes stay as they were."""
+    import sqlite3
+    path = tmp_path / "old.db"
+    st = Store(path)
+    run = st.new_run({"sampler": "random"})
+    st.add(run, _result("[x]", 61.5), eval_hash="h")
+    st.db.execute("DROP TABLE reseeds")
+    st.db.execute("PRAGMA journal_mode=DELETE")
+    st.close()
+    before, files = path.read_bytes(), sorted(p.name for p in tmp_path.iterdir())
+    ro = Store(path, readonly=True)
+    assert [r["score"] for r in ro.candidates(run)] == [61.5] and ro.reseeds(run) == {}
+    assert ro.runs()[0]["best"] == 61.5 and "61.5" in ro.export(run)
+    with pytest.raises(sqlite3.OperationalError):
+        ro.db.execute("DELETE FROM candidates")
+    ro.close()
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == files
+    with pytest.raises(StoreError, match="no such store"):
+        Store(tmp_path / "typo.db", readonly=True)

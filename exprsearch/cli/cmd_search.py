@@ -13,10 +13,11 @@ from .main import command, emit
 from .options import add_dataclass_args, from_args
 
 
-def _store(ns: argparse.Namespace, create: bool = False):
-    """The --store of a command; only ``search`` may create one (``show typo.db`` is an error)."""
+def _store(ns: argparse.Namespace, create: bool = False, readonly: bool = False):
+    """The --store of a command; only ``search`` may create one (``show typo.db`` is an error),
+    and the commands that only read open it read-only (the file is left as it is)."""
     from exprsearch.search.store import Store, default_store_path
-    return Store(ns.store or default_store_path(), create=create)
+    return Store(ns.store or default_store_path(), create=create, readonly=readonly)
 
 
 def _store_option(p: argparse.ArgumentParser) -> None:
@@ -79,7 +80,7 @@ def _show_options(p: argparse.ArgumentParser) -> None:
 @command("show", "leaderboard and Pareto front of a stored run (or 'list' the runs)")(_show_options)
 def cmd_show(ns: argparse.Namespace) -> int:
     from exprsearch.lang.display import table
-    store = _store(ns)
+    store = _store(ns, readonly=True)
     if ns.run == "list":
         runs = store.runs()
         emit(ns, table([[r["run_id"], r["status"], r["candidates"], None if r["best"] is None else round(r["best"], 2)]
@@ -106,7 +107,7 @@ def _export_options(p: argparse.ArgumentParser) -> None:
 
 @command("export", "export a stored run as CSV or JSON")(_export_options)
 def cmd_export(ns: argparse.Namespace) -> int:
-    store = _store(ns)
+    store = _store(ns, readonly=True)
     run = store.latest_run() if ns.run == "last" else ns.run
     text = store.export(run, ns.format)
     if ns.output:
@@ -132,7 +133,7 @@ def _report_options(p: argparse.ArgumentParser) -> None:
 @command("report", "write a self-contained HTML report of a stored run")(_report_options)
 def cmd_report(ns: argparse.Namespace) -> int:
     from exprsearch.search.report import write_report
-    store = _store(ns)
+    store = _store(ns, readonly=True)
     run = store.latest_run() if ns.run == "last" else ns.run
     path = write_report(store, run, ns.output, top=ns.top)
     emit(ns, f"wrote {path}", {"report": str(path), "run": run})

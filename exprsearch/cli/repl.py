@@ -227,7 +227,7 @@ class Repl:
         from exprsearch.search.store import Store, default_store_path
         if not args:
             raise ExprSearchError("usage: :load RUN [STORE]  (RUN may be 'last')")
-        store = Store(args[1] if len(args) > 1 else default_store_path())
+        store = Store(args[1] if len(args) > 1 else default_store_path(), readonly=True)
         run = store.latest_run() if args[0] == "last" else args[0]
         store.run(run)
         self.run = (store, run)

@@ -72,12 +72,24 @@ def default_store_path() -> Path:
 class Store:
     """A SQLite file holding runs and their candidates."""
 
-    def __init__(self, path: str | Path, timeout: float = 120.0, *, create: bool = True) -> None:
-        """Open (or, with ``create``, make) the store at ``path``; read-only commands pass
-        ``create=False`` so that a mistyped path is an error, not a new empty store."""
+    def __init__(self, path: str | Path, timeout: float = 120.0, *, create: bool = True,
+                 readonly: bool = False) -> None:
+        """Open (or, with ``create``, make) the store at ``path``; commands that need an existing
+        store pass ``create=False`` so that a mistyped path is an error, not a new empty store, and
+        those that only read pass ``readonly=True``: the file is not touched (no schema upgrade, no
+        journal change), e.g. a store committed to git stays clean."""
         self.path = Path(path)
-        if not create and not self.path.is_file():
+        if (readonly or not create) and not self.path.is_file():
             raise StoreError(f"{self.path}: no such store (a search creates it; --store names another file)")
+        if readonly:
+            try:
+                self.db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=timeout,
+                                          isolation_level=None)
+                self.db.row_factory = sqlite3.Row
+                self.db.execute("SELECT 1 FROM runs LIMIT 1")
+            except sqlite3.DatabaseError as err:
+                raise StoreError(f"{self.path}: not a usable exprsearch store ({err})") from None
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
@@ -132,7 +144,8 @@ class Store:
             "SELECT r.run_id, r.created, r.status, COUNT(c.key) AS candidates, MAX(c.score) AS best "
             "FROM runs r LEFT JOIN candidates c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created")]
         for r in out:
-            if self.db.execute("SELECT 1 FROM reseeds WHERE run_id = ? LIMIT 1", (r["run_id"],)).fetchone():
+            if self._has_reseeds() and self.db.execute("SELECT 1 FROM reseeds WHERE run_id = ? LIMIT 1",
+                                                       (r["run_id"],)).fetchone():
                 r["best"] = max(x["score"] for x in self.candidates(r["run_id"], status="ok"))
         return out
 
@@ -178,6 +191,11 @@ class Store:
         extra = self.reseeds(run_id) if seeds else {}
         return [_with_seeds(r, extra[r["key"]]) if r["key"] in extra and r["status"] == "ok" else r for r in rows]
 
+    def _has_reseeds(self) -> bool:
+        """False for a store of an older version opened read-only (its schema was not upgraded)."""
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'reseeds'").fetchone() \
+            is not None
+
     def add_reseed(self, run_id: str, key: str, seed: int, result: dict[str, Any]) -> bool:
         """Record candidate ``key`` re-evaluated with training seed ``seed``; False if already there."""
         cur = self._write("INSERT OR IGNORE INTO reseeds VALUES (?,?,?,?,?,?,?)",
@@ -188,6 +206,8 @@ class Store:
     def reseeds(self, run_id: str) -> dict[str, dict[int, dict[str, Any]]]:
         """{key: {seed: {"status", "score", "metrics"}}} of the run's re-evaluations."""
         out: dict[str, dict[int, dict[str, Any]]] = {}
+        if not self._has_reseeds():
+            return out
         for r in self.db.execute("SELECT * FROM reseeds WHERE run_id = ? ORDER BY seed", (run_id,)):
             out.setdefault(r["key"], {})[r["seed"]] = {"status": r["status"], "score": r["score"],
                                                        "metrics": json.loads(r["metrics"] or "{}")}
