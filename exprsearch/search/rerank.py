@@ -21,6 +21,11 @@ from .leaderboard import is_standard
 __all__ = ["rerank"]
 
 
+def _ranked(store: Any, run: str) -> list[dict[str, Any]]:
+    """The run's successful per-candidate rows (no stage-3 supernet scores), best mean first."""
+    return sorted((r for r in store.candidates(run, status="ok") if "@" not in r["key"]), key=lambda r: -r["score"])
+
+
 def rerank(search: Any, rounds: int = 4) -> int:
     """Re-score the top ``search.scfg.rerank`` candidates with ``rerank_seeds`` more seeds;
     returns how many evaluations it ran."""
@@ -31,8 +36,8 @@ def rerank(search: Any, rounds: int = 4) -> int:
     seeds = [search.ecfg.seed + k for k in range(1, extra + 1)]
     ran = 0
     for _ in range(rounds):
-        rows = [r for r in store.candidates(run, status="ok") if "@" not in r["key"]]
-        top = sorted(rows, key=lambda r: -r["score"])[:n]
+        rows = _ranked(store, run)
+        top = rows[:n]
         top += [r for r in rows if is_standard(r["spec"]) and r not in top][:1]  # "best - standard" compares means
         done = store.reseeds(run)
         todo = {s: [(r["key"], r["spec"]) for r in top if s not in done.get(r["key"], {})] for s in seeds}
@@ -44,13 +49,12 @@ def rerank(search: Any, rounds: int = 4) -> int:
                 backend.run(batch, on_result=lambda key, r, s=seed: store.add_reseed(run, key, s, r), seed=seed)
                 ran += len(batch)
     search.stats["reseeded"] = search.stats.get("reseeded", 0) + ran
-    if ran:
-        best = search.best()
-        search.log(f"re-ranked the top {n} over {1 + extra} seeds ({ran} evaluations): best "
-                   f"{best['score']:.2f} ± {best.get('seed_std', 0.0):.2f} (seed std)")
-    done = store.reseeds(run)
+    rows, done = _ranked(store, run), store.reseeds(run)
+    if ran and rows:
+        best = rows[0]
+        spread = f" ± {best['seed_std']:.2f} (seed std)" if "seed_std" in best else " (one seed)"
+        search.log(f"re-ranked the top {n} over {1 + extra} seeds ({ran} evaluations): best {best['score']:.2f}{spread}")
     failed = sum(m["status"] != "ok" for by_seed in done.values() for m in by_seed.values())
-    rows = sorted((r for r in store.candidates(run, status="ok") if "@" not in r["key"]), key=lambda r: -r["score"])
     short = sum(len(done.get(r["key"], {})) < extra for r in rows[:n])
     if failed or short:
         search.log(f"re-rank: {failed} re-evaluation(s) failed or were stopped (not counted in the means)"
