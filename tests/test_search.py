@@ -144,6 +144,9 @@ class ScriptedSampler:
     def observe(self, spec: ModelSpec, score: float | None) -> None:
         self.observed.append((str(spec), score))
 
+    def duplicate(self, spec: ModelSpec) -> None:  # the Sampler interface: nothing to learn here
+        pass
+
 
 def test_equivalent_specs_are_evaluated_once(tmp_path, search_ecfg, eval_spy, monkeypatch):
     import exprsearch.search.search as search_mod

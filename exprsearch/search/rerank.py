@@ -48,12 +48,13 @@ def rerank(search: Any, rounds: int = 4) -> int:
             if batch:
                 backend.run(batch, on_result=lambda key, r, s=seed: store.add_reseed(run, key, s, r), seed=seed)
                 ran += len(batch)
-    search.stats["reseeded"] = search.stats.get("reseeded", 0) + ran
+    search.stats["reseeded"] += ran
     rows, done = _ranked(store, run), store.reseeds(run)
     if ran and rows:
         best = rows[0]
         spread = f" ± {best['seed_std']:.2f} (seed std)" if "seed_std" in best else " (one seed)"
-        search.log(f"re-ranked the top {n} over {1 + extra} seeds ({ran} evaluations): best {best['score']:.2f}{spread}")
+        search.log(f"re-ranked the top {n} over {1 + extra} seeds ({ran} evaluations): "
+                   f"best {best['score']:.2f}{spread}")
     failed = sum(m["status"] != "ok" for by_seed in done.values() for m in by_seed.values())
     short = sum(len(done.get(r["key"], {})) < extra for r in rows[:n])
     if failed or short:

@@ -6,7 +6,8 @@ backend) -> store -> update the sampler.  Stages (EfficientBERT): 1 searches eac
 expression, X and Y jointly; 2 searches the expressions with each layer's X_Y fixed from stage 1's
 best (evolution starts from mutations of that best, not from a random population: the H200 run's
 random-started stage 2 spent its 50 candidates well below stage 1's level); after each of them
-the top candidates may be re-scored over more seeds (``rerank.py``); 3 searches X_Y per layer with the bodies fixed, on a weight-sharing supernet (``stage3.py``).
+the top candidates may be re-scored over more seeds (``rerank.py``); 3 searches X_Y per layer
+with the bodies fixed, on a weight-sharing supernet (``stage3.py``).
 Invariants: every completed evaluation is committed before the next batch starts, so
 ``resume`` after ``kill -9`` loses nothing and re-evaluates nothing; batches are proposed and
 observed in a fixed order, so a seed gives the same search on every backend.
@@ -127,7 +128,7 @@ class Search:
         self.dedup = Deduper(use_sympy=False)
         self._reps: dict[str, Any] = {}
         self.seen: set[str] = set()
-        self.stats = {"evaluated": 0, "reused": 0, "duplicates": 0, "over_budget": 0, "failed": 0}
+        self.stats = {"evaluated": 0, "reused": 0, "duplicates": 0, "over_budget": 0, "failed": 0, "reseeded": 0}
         self.budget_params, self.budget_flops = None, parse_budget(scfg.budget_flops)
         if scfg.budget_params.strip().lower() == "standard":  # the standard-FFN student, priced like any other
             self.budget_params = float(self.price(parse_spec(STANDARD_SPEC).broadcast(ecfg.layers))[0])
@@ -268,7 +269,8 @@ class Search:
         if stage == 1 and self.scfg.seed_standard:
             seeds = [parse_spec(STANDARD_SPEC).broadcast(self.ecfg.layers)]
         elif stage == 2:
-            seeds = [parse_spec(self.best(stage=1)["spec"], strict=False)]
+            best1 = self.best(stage=1)
+            seeds = [parse_spec(best1["spec"], strict=False)]
         from exprsearch.space.samplers import parse_attn_choices
         arch = {"attn_choices": parse_attn_choices(self.scfg.attn_choices), "depths": list(self.scfg.depths)}
         if stage == 2:  # sizes, attention and depth fixed from stage 1's best
@@ -278,7 +280,7 @@ class Search:
                                **({"population": self.scfg.population, "tournament": self.scfg.tournament,
                                    "local": local} if self.scfg.sampler == "evolution" else {}))
         if local:  # stage 1's best is already evaluated (a duplicate if proposed): the sampler starts from it
-            sampler.observe(seeds[0], self.best(stage=1)["score"])
+            sampler.observe(seeds[0], best1["score"])
         rows = self.store.candidates(self.run_id, seeds=False)  # first-seed scores: what the sampler saw
         stored = {self._rekey(r): r for r in rows if r["stage"] == stage}  # a resumed run's own results
         self.seen = {self._rekey(r) for r in rows if r["stage"] != stage}
@@ -295,8 +297,7 @@ class Search:
                     misses += 1
                     if self.scfg.sampler == "lanas":
                         sampler.observe(spec, None)
-                    if hasattr(sampler, "duplicate"):  # samplers of the Sampler interface
-                        sampler.duplicate(spec)
+                    sampler.duplicate(spec)
                     continue
                 if self.over_budget(spec):
                     self.stats["over_budget"] += 1

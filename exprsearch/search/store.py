@@ -143,9 +143,10 @@ class Store:
         out = [dict(r) for r in self.db.execute(
             "SELECT r.run_id, r.created, r.status, COUNT(c.key) AS candidates, MAX(c.score) AS best "
             "FROM runs r LEFT JOIN candidates c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created")]
+        rescored = ({x[0] for x in self.db.execute("SELECT DISTINCT run_id FROM reseeds")}
+                    if self._has_reseeds() else set())
         for r in out:
-            if self._has_reseeds() and self.db.execute("SELECT 1 FROM reseeds WHERE run_id = ? LIMIT 1",
-                                                       (r["run_id"],)).fetchone():
+            if r["run_id"] in rescored:
                 r["best"] = max(x["score"] for x in self.candidates(r["run_id"], status="ok"))
         return out
 
@@ -268,8 +269,8 @@ def _with_seeds(row: dict[str, Any], more: dict[int, dict[str, Any]]) -> dict[st
     metrics = {}
     for task, first in (row.get("metrics") or {}).items():
         runs = [first, *(m["metrics"][task] for m in ok if task in m["metrics"])]
-        metrics[task] = {k: (sum(r[k] for r in runs) / len(runs) if all(isinstance(r.get(k), (int, float)) for r in runs)
-                             else v) for k, v in first.items()}
+        numeric = {k for k in first if all(isinstance(r.get(k), (int, float)) for r in runs)}
+        metrics[task] = {k: sum(r[k] for r in runs) / len(runs) if k in numeric else v for k, v in first.items()}
     std = (sum((x - mean) ** 2 for x in scores) / (len(scores) - 1)) ** 0.5
     return {**row, "score": mean, "metrics": metrics, "seed_scores": scores, "seed_std": std}
 
