@@ -40,7 +40,7 @@ __all__ = ["ExitConfig", "POLICIES", "GATE_COSTS", "make_policy", "settings", "t
            "time_policy", "sweep"]
 
 POLICIES = ("entropy", "patience", "gate")
-ENTROPY_SWEEP = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.01)
+ENTROPY_SWEEP = (0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1.01)
 GATE_COSTS = (0.02, 0.05, 0.1, 0.2, 0.5)  # the gate sweep: gates retrained at each compute price
 
 
