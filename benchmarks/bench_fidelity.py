@@ -13,19 +13,23 @@ supernets are shared.  Reports per candidate mean +- std of both, the mean seed 
 Kendall's tau of proxy vs final -- overall, per task, for one proxy seed, and for cheaper proxies
 read off the same runs (subsets of tasks).  Writes benchmarks/results/bench_fidelity.json after
 every pass, so a run cut short keeps what it finished; ``--resume`` continues such a file (its
-candidates, the passes it lacks), e.g. with more final seeds for a less noisy reference:
+candidates, the passes it lacks), e.g. with more final seeds for a less noisy reference;
+``--report`` recomputes the summary of a finished file without training:
 
     PYTHONPATH=. python benchmarks/bench_fidelity.py --data-dir DIR --teacher DIR [--random 8 --evolved 8]
-    PYTHONPATH=. python benchmarks/bench_fidelity.py --data-dir DIR --teacher DIR --resume --seeds 3 --final-seeds 6
+    PYTHONPATH=. python benchmarks/bench_fidelity.py --data-dir DIR --teacher DIR --resume --seeds 6 --final-seeds 6
+    PYTHONPATH=. python benchmarks/bench_fidelity.py --report
 """
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import time
 from dataclasses import asdict, replace
 from itertools import combinations
 from pathlib import Path
+from typing import Callable
 
 from _common import GpuUtil, Log, device_name, eval_config, glue_parser, write_json
 from bench_kd import NAMED, STANDARD
@@ -105,6 +109,7 @@ def summarise(names: list[str], proxy: dict[int, list], final: dict[int, list], 
                                               for a, b in combinations(sorted(final), 2)
                                               if all(scores({a: final[a]}, i) and scores({b: final[b]}, i) for i in ok)],
            "per_task": {}, "task_subsets": {}}
+    out.update(reliability(proxy, final, ok, scores))
     for t in tasks:  # each task's proxy vs that task's final
         out["per_task"][t] = kendall_tau([mean_std(scores(proxy, i, [t]))[0] for i in ok],
                                          [mean_std(scores(final, i, [t]))[0] for i in ok])
@@ -113,6 +118,48 @@ def summarise(names: list[str], proxy: dict[int, list], final: dict[int, list], 
             out["task_subsets"][",".join(sub)] = kendall_tau([mean_std(scores(proxy, i, list(sub)))[0] for i in ok],
                                                              fmean)
     return out
+
+
+def reliability(proxy: dict[int, list], final: dict[int, list], ok: list[int],
+                scores: Callable[[dict[int, list], int], list[float]]) -> dict:
+    """How far the tau can be trusted: tau against the full final mean for the first k proxy seeds,
+    the final protocol against itself (first half of its seeds vs the second), a bootstrap 90 %
+    interval over candidates, and each pass's mean score (a shift between passes is a teacher or
+    supernet that differs between device sessions; it moves every candidate alike).
+
+    >>> p = {0: [{"s": 1.0}, {"s": 2.0}, {"s": 3.0}]}
+    >>> f = {0: [{"s": 1.0}, {"s": 3.0}, {"s": 2.0}], 1: [{"s": 1.0}, {"s": 2.0}, {"s": 4.0}]}
+    >>> r = reliability(p, f, [0, 1, 2], lambda runs, i: [res[i]["s"] for res in runs.values()])
+    >>> r["kendall_tau_by_proxy_seeds"], r["final_split_half_tau"], r["pass_means"]["final0"]
+    ({1: 1.0}, 0.3333333333333333, 2.0)
+    """
+    from exprsearch.search.stats import kendall_tau
+    fmean = [sum(scores(final, i)) / len(scores(final, i)) for i in ok]
+    by_k = {}
+    for k in range(1, len(proxy) + 1):
+        first = {s: proxy[s] for s in sorted(proxy)[:k]}
+        by_k[k] = kendall_tau([sum(scores(first, i)) / len(scores(first, i)) for i in ok], fmean)
+    seeds = sorted(final)
+    halves = [{s: final[s] for s in part} for part in (seeds[:len(seeds) // 2], seeds[len(seeds) // 2:])]
+    split = (kendall_tau(*[[sum(scores(h, i)) / len(scores(h, i)) for i in ok] for h in halves])
+             if len(seeds) > 1 else None)
+    pmean = [sum(scores(proxy, i)) / len(scores(proxy, i)) for i in ok]
+    rng, boot = random.Random(0), []
+    for _ in range(1000):
+        idx = [rng.randrange(len(ok)) for _ in ok]
+        boot.append(kendall_tau([pmean[j] for j in idx], [fmean[j] for j in idx]))
+    boot.sort()
+    passes = {f"{label}{s}": runs[s] for label, runs in (("proxy", proxy), ("final", final)) for s in sorted(runs)}
+    means = {k: sum(v) / len(v) for k, res in passes.items() if (v := [x for i in ok for x in scores({0: res}, i)])}
+    return {"kendall_tau_by_proxy_seeds": by_k, "final_split_half_tau": split,
+            "kendall_tau_ci90": [boot[50], boot[949]] if len(ok) > 1 else None, "pass_means": means}
+
+
+def passes_by_seed(result: dict) -> dict:
+    """``result`` with its passes keyed by int seed again (JSON made them strings)."""
+    for label in ("proxy", "final"):
+        result[label] = {int(k): v for k, v in result[label].items()}
+    return result
 
 
 def resumed(path: Path, fresh: dict, log: Log) -> dict:
@@ -127,8 +174,7 @@ def resumed(path: Path, fresh: dict, log: Log) -> dict:
             diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
             raise SystemExit(f"{path}: made with another {key.split('_')[0]} protocol ({', '.join(diff)} differ); "
                              f"use another --out or the same options")
-    for label in ("proxy", "final"):
-        old[label] = {int(k): v for k, v in old[label].items()}
+    passes_by_seed(old)
     if "specs" not in old:  # files written before the list was stored: the specs of a finished pass
         passes = [p for label in ("proxy", "final") for p in old[label].values()]
         if not passes:
@@ -140,6 +186,12 @@ def resumed(path: Path, fresh: dict, log: Log) -> dict:
 
 
 def main() -> None:
+    pre = argparse.ArgumentParser(add_help=False)  # --report needs no data, teacher or GPU
+    pre.add_argument("--report", action="store_true")
+    pre.add_argument("--out", default=OUT)
+    early, _ = pre.parse_known_args()
+    if early.report:
+        return report(Path(early.out))
     ap = glue_parser(__doc__, tasks="MRPC,RTE,CoLA,SST-2", warmup_steps=600, out=OUT)
     ap.set_defaults(teacher_epochs=5.0, teacher_batch=32)
     ap.add_argument("--teacher-task-epochs", default="SST-2=3")
@@ -152,6 +204,7 @@ def main() -> None:
                     help="continue --out: its candidates (--random/--evolved ignored), only the passes it lacks "
                          "(same protocols required)")
     ap.add_argument("--group", type=int, default=12)
+    ap.add_argument("--report", action="store_true", help="recompute and print the summary of --out; trains nothing")
     args = ap.parse_args()
     import torch
 
@@ -198,11 +251,30 @@ def main() -> None:
             log(f"{label} seed {seed}: {secs:.0f}s ({secs / len(specs):.1f}s a candidate), "
                 f"{sum(r.status == 'ok' for r in res)} ok")
             write_json(args.out, result)
-    s = result.get("summary", {})
+    print_summary(result.get("summary", {}))
+
+
+def print_summary(s: dict) -> None:
+    """The candidates by final score, then the headline numbers."""
     for r in sorted(s.get("candidates", []), key=lambda r: -r["final_mean"]):
         print(f"{r['name']:20} proxy {r['proxy_mean']:6.2f} +- {r['proxy_std']:4.2f}   "
               f"final {r['final_mean']:6.2f} +- {r['final_std']:4.2f}   {r['params'] / 1e6:.2f}M")
-    print({k: s.get(k) for k in ("kendall_tau", "proxy_seed_std", "final_seed_std", "per_task")})
+    print({k: s.get(k) for k in ("kendall_tau", "kendall_tau_ci90", "kendall_tau_by_proxy_seeds", "final_split_half_tau",
+                                 "proxy_seed_std", "final_seed_std", "per_task")})
+
+
+def report(path: Path) -> None:
+    """``--report``: the summary of a result file recomputed from its passes (new statistics for old
+    runs), written back and printed; trains nothing."""
+    if not path.exists():
+        raise SystemExit(f"{path}: no such result file")
+    result = passes_by_seed(json.loads(path.read_text()))
+    if not (result["proxy"] and result["final"]):
+        raise SystemExit(f"{path}: needs at least one proxy and one final pass")
+    result["summary"] = summarise(result["names"], result["proxy"], result["final"],
+                                  list(result["proxy_config"]["tasks"]))
+    write_json(path, result)
+    print_summary(result["summary"])
 
 
 if __name__ == "__main__":

@@ -52,3 +52,36 @@ def test_fidelity_resume_without_any_pass_says_so(tmp_path):
     fresh = {"device": "gpu", "torch": "x", "proxy_config": CFG, "final_config": data["final_config"]}
     with pytest.raises(SystemExit, match="no finished pass"):
         bench_fidelity.resumed(path, fresh, Log())
+
+
+def test_fidelity_doctests():
+    import doctest
+    res = doctest.testmod(bench_fidelity, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted >= 4 and res.failed == 0
+
+
+def _result(spec: str, mrpc: float, rte: float) -> dict:
+    return {"spec": spec, "status": "ok", "params": 10, "metrics": {"MRPC": {"f1": mrpc}, "RTE": {"acc": rte}}}
+
+
+def test_fidelity_report_recomputes_the_summary_without_training(tmp_path, capsys, monkeypatch):
+    path = _file(tmp_path)
+    data = json.loads(path.read_text())
+    data["names"] = ["a", "b", "c"]
+    data["proxy"] = {str(s): [_result("a", .8, .6), _result("b", .7 + s / 100, .5), _result("c", .6, .5)]
+                     for s in range(2)}
+    data["final"] = {str(s): [_result("a", .8, .6), _result("b", .6, .5), _result("c", .7, .55 - s * .2)]
+                     for s in range(2)}
+    path.write_text(json.dumps(data))
+    monkeypatch.setattr(sys, "argv", ["bench_fidelity.py", "--report", "--out", str(path)])
+    bench_fidelity.main()  # no --data-dir / --teacher needed
+    s = json.loads(path.read_text())["summary"]
+    assert s["n"] == 3 and s["kendall_tau_by_proxy_seeds"] == {"1": 1 / 3, "2": 1 / 3}  # JSON keys
+    assert s["final_split_half_tau"] == pytest.approx(1 / 3)  # c falls below b in the second final seed
+    assert set(s["pass_means"]) == {"proxy0", "proxy1", "final0", "final1"}
+    assert "kendall_tau" in capsys.readouterr().out
+
+
+def test_fidelity_report_of_a_missing_file_says_so(tmp_path):
+    with pytest.raises(SystemExit, match="no such result file"):
+        bench_fidelity.report(tmp_path / "none.json")
