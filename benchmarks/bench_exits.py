@@ -38,6 +38,7 @@ def main() -> None:
                     help="exit-head training: frozen backbone, or backbone and exits together (the static "
                          "reference stays the student before it)")
     ap.add_argument("--exit-label-weight", type=float, default=1.0, help="weight of the exits' own label loss")
+    ap.add_argument("--backbone-lr", type=float, default=5e-5, help="joint schedule: the backbone's learning rate")
     ap.add_argument("--policies", default="entropy,patience,gate", help="policies swept (gate: the slowest, "
                     "it retrains the gates at each compute price)")
     args = ap.parse_args()
@@ -51,7 +52,8 @@ def main() -> None:
     if bad := [p for p in policies if p not in POLICIES]:
         ap.error(f"unknown policy {bad[0]!r}; choose from {', '.join(POLICIES)}")
     xcfg = ExitConfig(exit_steps=args.exit_steps, gate_steps=args.gate_steps, timing_rows=args.timing_rows,
-                      threshold=0.3, patience=2, schedule=args.schedule, exit_label_weight=args.exit_label_weight)
+                      threshold=0.3, patience=2, schedule=args.schedule, exit_label_weight=args.exit_label_weight,
+                      backbone_lr=args.backbone_lr)
     log = Log()
     result = {"benchmark": "bench_exits", "device": device_name(), "torch": torch.__version__, "eval": asdict(ecfg),
               "exits": asdict(xcfg), "tasks": {}, "log": log.lines}

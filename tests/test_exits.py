@@ -244,3 +244,33 @@ def test_schedules_freeze_or_train_the_backbone(trained, schedule, backbone_move
     moved = any(not torch.equal(a, b) for a, b in zip(before, m.student.parameters()))
     assert moved is backbone_moves
     assert any(not torch.equal(a, b) for a, b in zip(heads, m.exits.parameters()))
+
+
+def test_joint_schedule_trains_the_backbone_at_its_own_rate(trained, monkeypatch):
+    import copy
+
+    import exprsearch.kd.exits as exits_mod
+    model, st, *_, ev = trained
+    m = EarlyExitBert(copy.deepcopy(model.student))
+    seen = {}
+    real = exits_mod.train_steps
+
+    def spy(params, loss, batches, tc, device, **kw):
+        seen["rates"] = {n: kw["lr_of"](n) for n, _ in params} if kw.get("lr_of") else None
+        return real(params, loss, batches, tc, device, **kw)
+
+    monkeypatch.setattr(exits_mod, "train_steps", spy)
+    xcfg = dataclasses.replace(XCFG, schedule="joint", exit_steps=2, exit_lr=1e-3, backbone_lr=2e-5)
+    train_exits(m, st.train, st.task, ev.device, xcfg, batch_size=16, max_len=32)
+    rates = seen["rates"]
+    assert {r for n, r in rates.items() if n.startswith("exits.")} == {1e-3}
+    assert {r for n, r in rates.items() if n.startswith("student.")} == {2e-5}
+    assert not any(n.startswith("gates.") for n in rates)
+    train_exits(m, st.train, st.task, ev.device, dataclasses.replace(xcfg, schedule="two-stage"),
+                batch_size=16, max_len=32)
+    assert seen["rates"] is None  # two-stage: the heads alone, at exit_lr
+
+
+def test_exit_config_refuses_a_non_positive_rate():
+    with pytest.raises(ConfigError, match="backbone_lr"):
+        ExitConfig(backbone_lr=0)

@@ -65,18 +65,34 @@ def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
     return lambda s: min((s + 1) / warm, max(0.0, (cfg.steps - s) / max(1, cfg.steps - warm)))
 
 
-def param_groups(params: Iterator[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices, none on biases and LayerNorms."""
-    decay, no_decay = [], []
+def param_groups(params: Iterator[tuple[str, nn.Parameter]], weight_decay: float,
+                 lr_of: Callable[[str], float] | None = None) -> list[dict]:
+    """AdamW groups: weight decay on matrices, none on biases and LayerNorms; ``lr_of(name)``, if
+    given, sets each parameter's peak learning rate (one group per rate).
+
+    >>> ps = [("enc.w", nn.Parameter(torch.ones(2, 2))), ("enc.b", nn.Parameter(torch.ones(2))),
+    ...       ("head.w", nn.Parameter(torch.ones(2, 2)))]
+    >>> [(len(g["params"]), g["weight_decay"]) for g in param_groups(iter(ps), 0.01)]
+    [(2, 0.01), (1, 0.0)]
+    >>> [(len(g["params"]), g["lr"]) for g in param_groups(iter(ps), 0.01, lambda n: 1e-3 if n[0] == "h" else 5e-5)]
+    [(1, 5e-05), (1, 0.001), (1, 5e-05)]
+    """
+    groups: dict[tuple[bool, float | None], list[nn.Parameter]] = {}
     for name, p in params:
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "ln" in name.lower() or "layernorm" in name.lower() else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            decay = not (p.ndim < 2 or "ln" in name.lower() or "layernorm" in name.lower())
+            groups.setdefault((decay, lr_of(name) if lr_of else None), []).append(p)
+    if lr_of is None:  # both groups, even when one is empty
+        return [{"params": groups.get((d, None), []), "weight_decay": weight_decay if d else 0.0}
+                for d in (True, False)]
+    return [{"params": ps, "weight_decay": weight_decay if d else 0.0, "lr": lr}
+            for (d, lr), ps in sorted(groups.items(), key=lambda kv: not kv[0][0])]
 
 
-def make_optimizer(params: Iterator[tuple[str, nn.Parameter]], cfg: TrainConfig, device: torch.device
+def make_optimizer(params: Iterator[tuple[str, nn.Parameter]], cfg: TrainConfig, device: torch.device,
+                   lr_of: Callable[[str], float] | None = None
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    groups = param_groups(params, cfg.weight_decay)
+    groups = param_groups(params, cfg.weight_decay, lr_of)
     fused = device.type == "cuda"
     opt = torch.optim.AdamW(groups, lr=cfg.lr, fused=fused) if fused else torch.optim.AdamW(groups, lr=cfg.lr)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
@@ -103,12 +119,14 @@ def _autocast(device: torch.device, on: bool):
 
 def train_steps(params: list[tuple[str, nn.Parameter]], loss_fn: Callable[[Batch], torch.Tensor],
                 batches: Batcher, cfg: TrainConfig, device: torch.device, *, curve: Curve | None = None,
-                on_log: Callable[[int, float], None] | None = None) -> Curve:
+                on_log: Callable[[int, float], None] | None = None,
+                lr_of: Callable[[str], float] | None = None) -> Curve:
     """Run ``cfg.steps`` optimisation steps of ``loss_fn`` over ``batches``.
 
-    ``on_log(step, loss)`` runs every ``log_every`` steps (hurdles raise ``CandidateFailed`` there)."""
+    ``on_log(step, loss)`` runs every ``log_every`` steps (hurdles raise ``CandidateFailed`` there);
+    ``lr_of(name)``: a parameter's own peak learning rate (default ``cfg.lr`` for all)."""
     curve = curve or Curve()
-    opt, sched = make_optimizer(iter(params), cfg, device)
+    opt, sched = make_optimizer(iter(params), cfg, device, lr_of)
     plist = [p for _, p in params if p.requires_grad]
     stream = batches.forever()
     acc = torch.zeros((), device=device)
