@@ -28,7 +28,7 @@ from .glue import Task, read_split
 from .protocol import EvalConfig, teacher_config
 from .teacher import finetune_teacher, load_teacher, load_tokenizer
 from .tokens import Batcher, Encoded, encode
-from .train import TrainConfig, train_steps
+from .train import Progress, TrainConfig, train_steps
 
 __all__ = ["TaskState", "prepare", "student_config", "prefill", "locations"]
 
@@ -106,7 +106,8 @@ def _supernet(cfg: EvalConfig, t: Task, teacher: Any, tdir: Path, batches: Batch
 
     tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.warmup_steps, seed=cfg.seed,
                      max_len=cfg.max_len, log_every=max(1, cfg.warmup_steps // 10))
-    train_steps(sup.trainable() + list(kd.named_parameters()), loss, batches, tc, device)
+    train_steps(sup.trainable() + list(kd.named_parameters()), loss, batches, tc, device,
+                on_log=Progress(log, f"warm-up {t.name}", cfg.warmup_steps))
     sup.use(4, 1)
     if cfg.layerdrop:
         from compiler.layerdrop import set_skips

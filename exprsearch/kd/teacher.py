@@ -25,7 +25,7 @@ from exprsearch.errors import ConfigError, ExprSearchError
 from .glue import Task, file_digest, read_split
 from .group import GroupTrainer, Member
 from .tokens import Batcher, encode
-from .train import TrainConfig, dev_metrics
+from .train import Progress, TrainConfig, dev_metrics
 
 __all__ = ["check_teacher_dir", "default_teacher_dir", "load_tokenizer", "load_teacher", "teacher_digest", "finetune_teacher",
            "TeacherConfig", "offline", "fp32_kwargs"]
@@ -148,7 +148,8 @@ def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherCon
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     log(f"fine-tuning teacher on {t.name}: {len(tr)} examples, {steps} steps on {device}")
-    outcome = GroupTrainer([Member(model, _task_loss(t))], tcfg, device, graphs=graphs, log=log).train(batches)[0]
+    outcome = GroupTrainer([Member(model, _task_loss(t))], tcfg, device, graphs=graphs, log=log).train(
+        batches, on_log=Progress(log, f"teacher {t.name}", steps))[0]
     if outcome.failed is not None:
         raise ExprSearchError(f"teacher fine-tuning on {t.name} failed: {outcome.failed}")
     seconds = time.perf_counter() - t0

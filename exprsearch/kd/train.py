@@ -25,7 +25,7 @@ from .glue import Task, compute_metrics, metric_std
 from .tokens import Batch, Batcher, Encoded
 
 __all__ = ["TrainConfig", "CandidateFailed", "train_steps", "predict", "dev_metrics", "make_optimizer",
-           "Curve", "cuda_oom_types", "lr_factor", "param_groups", "bad_reason"]
+           "Curve", "cuda_oom_types", "lr_factor", "param_groups", "bad_reason", "Progress"]
 
 
 class CandidateFailed(ExprSearchError):
@@ -213,3 +213,29 @@ class Stopwatch:
 
     def __call__(self) -> float:
         return time.perf_counter() - self.t
+
+
+class Progress:
+    """An ``on_log`` callback for long training loops: one line at most every ``every_s`` seconds
+    (a GPU warm-up of a few seconds prints none; a CPU one minutes long shows it is alive).
+    Takes a loss or ``GroupTrainer``'s {member: loss} and stops nothing.
+
+    >>> lines = []
+    >>> p = Progress(lines.append, "warm-up MRPC", 600, every_s=0)
+    >>> p(60, 1.2345), p(120, {0: 1.0, 1: 3.0}), lines[1].split(",")[:2]
+    ({}, {}, ['  warm-up MRPC: step 120/600', ' loss 2.000'])
+    """
+
+    def __init__(self, log: Callable[[str], None], what: str, total: int, every_s: float = 30.0) -> None:
+        self.log, self.what, self.total, self.every_s = log, what, total, every_s
+        self.clock, self.last = Stopwatch(), 0.0
+
+    def __call__(self, step: int, loss: float | dict[int, float]) -> dict[int, str]:
+        now = self.clock()
+        if now - self.last >= self.every_s and step < self.total:
+            self.last = now
+            mean = sum(loss.values()) / len(loss) if isinstance(loss, dict) else loss
+            left = now * (self.total - step) / max(1, step)
+            self.log(f"  {self.what}: step {step}/{self.total}, loss {mean:.3f}, {now:.0f}s, ~{left:.0f}s left")
+        return {}
+
