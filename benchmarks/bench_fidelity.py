@@ -109,7 +109,7 @@ def summarise(names: list[str], proxy: dict[int, list], final: dict[int, list], 
                                               for a, b in combinations(sorted(final), 2)
                                               if all(scores({a: final[a]}, i) and scores({b: final[b]}, i) for i in ok)],
            "per_task": {}, "task_subsets": {}}
-    out.update(reliability(proxy, final, ok, scores))
+    out.update(reliability(proxy, final, ok, scores, pmean, fmean))
     for t in tasks:  # each task's proxy vs that task's final
         out["per_task"][t] = kendall_tau([mean_std(scores(proxy, i, [t]))[0] for i in ok],
                                          [mean_std(scores(final, i, [t]))[0] for i in ok])
@@ -121,38 +121,45 @@ def summarise(names: list[str], proxy: dict[int, list], final: dict[int, list], 
 
 
 def reliability(proxy: dict[int, list], final: dict[int, list], ok: list[int],
-                scores: Callable[[dict[int, list], int], list[float]]) -> dict:
-    """How far the tau can be trusted: tau against the full final mean for the first k proxy seeds,
-    the final protocol against itself (first half of its seeds vs the second), a bootstrap 90 %
-    interval over candidates, and each pass's mean score (a shift between passes is a teacher or
-    supernet that differs between device sessions; it moves every candidate alike).
+                scores: Callable[[dict[int, list], int], list[float]], pmean: list[float],
+                fmean: list[float]) -> dict:
+    """How far the tau can be trusted: tau against the full final mean (``fmean``) for the first k
+    proxy seeds, the final protocol against itself (first half of its seeds vs the second), a
+    bootstrap 90 % interval over candidates, and each pass's mean score (a shift between passes is
+    a teacher or supernet that differs between device sessions; it moves every candidate alike).
+    A subset of passes in which some candidate has no successful result is left out.
 
     >>> p = {0: [{"s": 1.0}, {"s": 2.0}, {"s": 3.0}]}
     >>> f = {0: [{"s": 1.0}, {"s": 3.0}, {"s": 2.0}], 1: [{"s": 1.0}, {"s": 2.0}, {"s": 4.0}]}
-    >>> r = reliability(p, f, [0, 1, 2], lambda runs, i: [res[i]["s"] for res in runs.values()])
+    >>> r = reliability(p, f, [0, 1, 2], lambda runs, i: [res[i]["s"] for res in runs.values()],
+    ...                 [1.0, 2.0, 3.0], [1.0, 2.5, 3.0])
     >>> r["kendall_tau_by_proxy_seeds"], r["final_split_half_tau"], r["pass_means"]["final0"]
     ({1: 1.0}, 0.3333333333333333, 2.0)
     """
-    from exprsearch.search.stats import kendall_tau
-    fmean = [sum(scores(final, i)) / len(scores(final, i)) for i in ok]
-    by_k = {}
-    for k in range(1, len(proxy) + 1):
-        first = {s: proxy[s] for s in sorted(proxy)[:k]}
-        by_k[k] = kendall_tau([sum(scores(first, i)) / len(scores(first, i)) for i in ok], fmean)
+    from exprsearch.search.stats import kendall_tau, mean_std
+
+    def means(runs: dict[int, list]) -> list[float] | None:
+        per = [scores(runs, i) for i in ok]
+        return [mean_std(v)[0] for v in per] if all(per) else None
+
+    def some(runs: dict[int, list], seeds: list[int]) -> dict[int, list]:
+        return {s: runs[s] for s in seeds}
+
+    by_k = {k: kendall_tau(m, fmean) for k in range(1, len(proxy) + 1)
+            if (m := means(some(proxy, sorted(proxy)[:k]))) is not None}
     seeds = sorted(final)
-    halves = [{s: final[s] for s in part} for part in (seeds[:len(seeds) // 2], seeds[len(seeds) // 2:])]
-    split = (kendall_tau(*[[sum(scores(h, i)) / len(scores(h, i)) for i in ok] for h in halves])
-             if len(seeds) > 1 else None)
-    pmean = [sum(scores(proxy, i)) / len(scores(proxy, i)) for i in ok]
+    halves = [means(some(final, part)) for part in (seeds[:len(seeds) // 2], seeds[len(seeds) // 2:])]
+    split = kendall_tau(*halves) if len(seeds) > 1 and None not in halves else None
     rng, boot = random.Random(0), []
     for _ in range(1000):
         idx = [rng.randrange(len(ok)) for _ in ok]
         boot.append(kendall_tau([pmean[j] for j in idx], [fmean[j] for j in idx]))
     boot.sort()
     passes = {f"{label}{s}": runs[s] for label, runs in (("proxy", proxy), ("final", final)) for s in sorted(runs)}
-    means = {k: sum(v) / len(v) for k, res in passes.items() if (v := [x for i in ok for x in scores({0: res}, i)])}
+    pass_means = {k: mean_std(v)[0] for k, res in passes.items()
+                  if (v := [x for i in ok for x in scores({0: res}, i)])}
     return {"kendall_tau_by_proxy_seeds": by_k, "final_split_half_tau": split,
-            "kendall_tau_ci90": [boot[50], boot[949]] if len(ok) > 1 else None, "pass_means": means}
+            "kendall_tau_ci90": [boot[50], boot[949]] if len(ok) > 1 else None, "pass_means": pass_means}
 
 
 def passes_by_seed(result: dict) -> dict:

@@ -85,3 +85,14 @@ def test_fidelity_report_recomputes_the_summary_without_training(tmp_path, capsy
 def test_fidelity_report_of_a_missing_file_says_so(tmp_path):
     with pytest.raises(SystemExit, match="no such result file"):
         bench_fidelity.report(tmp_path / "none.json")
+
+
+def test_fidelity_reliability_leaves_out_seed_subsets_where_a_candidate_failed():
+    def scores(runs, i):
+        return [res[i]["s"] for res in runs.values() if res[i]["s"] is not None]
+
+    proxy = {0: [{"s": 1.0}, {"s": None}, {"s": 3.0}], 1: [{"s": 1.0}, {"s": 2.0}, {"s": 3.0}]}
+    final = {0: [{"s": 1.0}, {"s": 2.0}, {"s": 3.0}], 1: [{"s": 1.0}, {"s": 2.0}, {"s": 3.0}]}
+    r = bench_fidelity.reliability(proxy, final, [0, 1, 2], scores, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert r["kendall_tau_by_proxy_seeds"] == {2: 1.0}  # seed 0 alone lacks candidate 1
+    assert r["final_split_half_tau"] == 1.0 and r["pass_means"]["proxy0"] == 2.0

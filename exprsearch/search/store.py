@@ -32,6 +32,7 @@ from typing import Any, Iterator
 
 from exprsearch import __version__
 from exprsearch.errors import ExprSearchError
+from exprsearch.search.stats import mean_std
 
 __all__ = ["Store", "default_store_path", "StoreError", "COLUMNS"]
 
@@ -265,13 +266,12 @@ def _with_seeds(row: dict[str, Any], more: dict[int, dict[str, Any]]) -> dict[st
     if not ok:
         return row
     scores = [row["score"], *(m["score"] for m in ok)]
-    mean = sum(scores) / len(scores)
+    mean, std = mean_std(scores)
     metrics = {}
     for task, first in (row.get("metrics") or {}).items():
         runs = [first, *(m["metrics"][task] for m in ok if task in m["metrics"])]
         numeric = {k for k in first if all(isinstance(r.get(k), (int, float)) for r in runs)}
         metrics[task] = {k: sum(r[k] for r in runs) / len(runs) if k in numeric else v for k, v in first.items()}
-    std = (sum((x - mean) ** 2 for x in scores) / (len(scores) - 1)) ** 0.5
     return {**row, "score": mean, "metrics": metrics, "seed_scores": scores, "seed_std": std}
 
 
