@@ -18,7 +18,7 @@ import unicodedata
 from typing import Any
 
 __all__ = [
-    "ExprSearchError", "ConfigError", "DSLError", "DSLSyntaxError", "UnknownNameError", "ArityError",
+    "ExprSearchError", "ConfigError", "DeviceError", "RunAborted", "DSLError", "DSLSyntaxError", "UnknownNameError", "ArityError",
     "SlotTypeError", "InputTooLargeError", "NestingTooDeepError", "ValidityError", "SlotCountError",
     "SlotOrderError", "LinearMismatchError", "NestedActivationError", "NestedLinearError",
     "UnreachableInputError", "OutputError", "WidthError", "suggest",
@@ -33,6 +33,16 @@ class ExprSearchError(Exception):
 
 class ConfigError(ExprSearchError):
     """A configuration value or command-line option is invalid."""
+
+
+class DeviceError(ExprSearchError):
+    """The accelerator is in a state no candidate caused (a CUDA fault, a poisoned generator):
+    it stops the work of its process instead of failing candidate after candidate."""
+
+
+class RunAborted(ExprSearchError):
+    """A search stopped because its failures are not the candidates' (the message names the
+    cause and the fix; ``--resume`` continues once it is fixed)."""
 
 
 def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str | None:

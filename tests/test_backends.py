@@ -22,6 +22,8 @@ from conftest_search import (  # noqa: F401
     tiny_teacher,
 )
 
+from exprsearch.lang.parsing import parse_spec
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # -- (f) determinism -----------------------------------------------------------------------------
@@ -68,7 +70,7 @@ def test_pool_backend_restarts_after_a_worker_is_killed(search_ecfg, local_rows)
     try:
         victim = next(iter(backend.pool._processes))
         os.kill(victim, signal.SIGKILL)  # as the OOM killer would, while the pool is idle
-        batch = [(r["key"], r["spec"]) for r in local_rows[:3]]
+        batch = [(r["key"], parse_spec(r["spec"], strict=False)) for r in local_rows[:3]]
         arrived: list[str] = []
         out = backend.run(batch, lambda key, r: arrived.append(key))
         reseeded = backend.run(batch[:2], seed=1)  # the training seed reaches the workers

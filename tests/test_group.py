@@ -23,6 +23,7 @@ from conftest_kd import (  # noqa: F401
 )
 from torch import nn
 
+from exprsearch.errors import DeviceError
 from exprsearch.kd.distill import KDLoss
 from exprsearch.kd.evaluate import Evaluator
 from exprsearch.kd.group import GroupTrainer, Member
@@ -190,7 +191,7 @@ def test_a_candidate_that_raises_fails_alone_in_its_group(ev_group, monkeypatch)
     assert res[0].score is not None and res[1].score is None
 
 
-def test_an_out_of_memory_group_is_freed_then_retried_one_by_one(ev_group, monkeypatch):
+def test_an_out_of_memory_group_is_freed_then_halved_until_it_fits(ev_group, monkeypatch):
     import gc
     import weakref
 
@@ -214,9 +215,11 @@ def test_an_out_of_memory_group_is_freed_then_retried_one_by_one(ev_group, monke
 
     monkeypatch.setattr(evaluate_mod.GroupTrainer, "__init__", watching_init)
     monkeypatch.setattr(KDLoss, "forward", oom_in_a_big_group)
+    monkeypatch.setattr(ev_group, "_group_size", 3)
     res = ev_group.evaluate_many([parse_spec(s) for s in (SPEC, OTHER_SPEC, "linear1_2(gelu(linear1_2(x,wb1)),wb2)")])
     assert [r.status for r in res] == ["ok", "ok", "ok"]
-    assert [len(a) for a in attempts] == [3, 1, 1, 1]
+    assert [len(a) for a in attempts] == [3, 2, 1, 1, 1]  # 3 -> halves of 2 and 1 -> 2 -> 1 + 1
+    assert ev_group.group == 1  # and the evaluator keeps the size that fits
 
 
 def test_a_cuda_error_that_breaks_the_device_stops_the_run(ev_group, monkeypatch):
@@ -224,5 +227,5 @@ def test_a_cuda_error_that_breaks_the_device_stops_the_run(ev_group, monkeypatch
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(KDLoss, "forward", broken_device)
-    with pytest.raises(RuntimeError, match="illegal memory access"):
+    with pytest.raises(DeviceError, match="illegal memory access"):
         ev_group.evaluate_many([parse_spec(SPEC)])

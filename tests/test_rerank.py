@@ -10,6 +10,7 @@ from conftest_search import easy_glue, kd_cache, one_thread, quiet, run_search, 
 from exprsearch.errors import ConfigError
 from exprsearch.kd.evaluate import STANDARD_SPEC, Evaluator
 from exprsearch.search.backends import InlineBackend
+from exprsearch.lang.parsing import parse_spec
 from exprsearch.search.leaderboard import leaderboard_table
 from exprsearch.search.search import Search
 from exprsearch.search.store import Store
@@ -43,8 +44,8 @@ def test_inline_backend_passes_the_seed_to_the_evaluator(search_ecfg, monkeypatc
     monkeypatch.setattr(Evaluator, "evaluate_many", lambda ev, specs, seed=None, **kw: seen.append(seed) or [])
     backend = InlineBackend(search_ecfg, log=quiet)
     backend.run([], seed=5)
-    backend.run([("k", STANDARD_SPEC)], seed=7)
-    backend.run([("k", STANDARD_SPEC)])
+    backend.run([("k", parse_spec(STANDARD_SPEC))], seed=7)
+    backend.run([("k", parse_spec(STANDARD_SPEC))])
     assert seen == [7, None]
 
 

@@ -83,19 +83,26 @@ def cmd_show(ns: argparse.Namespace) -> int:
     store = _store(ns, readonly=True)
     if ns.run == "list":
         runs = store.runs()
-        emit(ns, table([[r["run_id"], r["status"], r["candidates"], None if r["best"] is None else round(r["best"], 2)]
-                        for r in runs], ["run", "status", "candidates", "best"]), runs)
+        emit(ns, table([[r["run_id"], r["status"], r["candidates"], None if r["best"] is None else round(r["best"], 2),
+                         _clip(r.get("notes") or "", 70)] for r in runs], ["run", "status", "candidates", "best", "why"]),
+             runs)
         return 0
     run = store.latest_run() if ns.run == "last" else ns.run
     info, rows = store.run(run), store.candidates(run)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "stopped")}
     hint = ([f"not finished: still running, or stopped (continue it: exprsearch search --resume {run} "
-             f"--store {store.path})"] if info["status"] == "running" else [])
+             f"--store {store.path})"] if info["status"] == "running" else
+            [f"{info['status']}: {info.get('notes') or 'no reason recorded'}"] if info["status"] in ("failed", "interrupted")
+            else [])
     human = "\n".join([f"run {run} ({info['status']}): {len(rows)} candidates {counts}", *hint,
                        "leaderboard:", leaderboard_table(rows, ns.top), "Pareto front:", pareto_table(rows)])
     emit(ns, human, {"run": info, "counts": counts, "pareto": pareto(rows),
                      "leaderboard": sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -r["score"])[:ns.top]})
     return 0
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n - 3] + "..."
 
 
 def _export_options(p: argparse.ArgumentParser) -> None:

@@ -7,10 +7,15 @@ status ``failed``/``stopped`` with the reason.  Pipeline per task (EfficientBERT
 fine-tuned teacher (cached) -> supernet student warmed up by KD once (cached, ``prepare.py``) ->
 each candidate inherits it (first X blocks, first d channels) -> ``cfg.group`` candidates trained
 in lock-step for ``steps`` KD steps (``group.py``: one batch, one teacher pass, CUDA graphs) ->
-dev metric.  Invariants: everything a task needs is built once per ``Evaluator``; a NaN/Inf loss,
-exploding gradients, an exception or CUDA OOM in one candidate fails only that candidate (a group
-that breaks is re-run one candidate at a time); with ``dropout`` 0 a candidate's result does not
-depend on its group, and with the same seed a run is reproducible on CPU.
+dev metric.  Group size: ``cfg.group``, or (0) sized to the GPU's free memory on first use
+(``sizing.py``; 8 on the CPU).  Invariants: everything a task needs is built once per
+``Evaluator``; what a candidate causes -- a NaN/Inf loss, exploding gradients, an error from its
+expression (``RuntimeError``, our ``ExprSearchError`` s) -- fails only that candidate (a group that
+breaks is re-run one candidate at a time); running out of memory is the group's: it is halved
+(and stays halved) and retried, and a lone candidate is retried without CUDA graphs before it
+fails; any other exception (a bug, a device fault: ``DeviceError``) propagates.  With
+``dropout`` 0 a candidate's result does not depend on its group, and with the same seed a run is
+reproducible on CPU.
 """
 from __future__ import annotations
 
@@ -22,15 +27,18 @@ from typing import Any, Callable
 import torch
 
 from compiler.student import set_dropout
-from exprsearch.errors import ConfigError, ExprSearchError
+from exprsearch.errors import ConfigError, DeviceError, ExprSearchError
 from exprsearch.lang.expr import ModelSpec
 
 from .distill import KDLoss
 from .glue import task
-from .group import GroupTrainer, Member
+from .group import GroupTrainer, Member, is_oom
 from .prepare import TaskState, locations, prefill, prepare
 from .protocol import STANDARD_SPEC, EvalConfig, teacher_config
-from .train import CandidateFailed, Curve, TrainConfig, cuda_oom_types, dev_metrics
+from .sizing import Plan
+from .train import CandidateFailed, Curve, TrainConfig, dev_metrics
+
+CPU_GROUP = 8  # group size on the CPU when the config leaves it to the evaluator (0)
 
 __all__ = ["EvalConfig", "CandidateResult", "Evaluator", "STANDARD_SPEC", "teacher_config"]
 
@@ -69,6 +77,41 @@ class Evaluator:
         prefill(cfg, log)
         self.state = {t.name: prepare(cfg, t, self.device, self.data_dir, self.teacher_dir, self.cache, log)
                       for t in self.tasks}
+        self._group_size: int | None = cfg.group if cfg.group > 0 else None
+        self.graphs = cfg.cuda_graphs
+
+    # -- execution sizes -----------------------------------------------------------------------------
+    @property
+    def group(self) -> int:
+        """Candidates trained at once: ``cfg.group``, or sized to the GPU on first use."""
+        if self._group_size is None:
+            self.size()
+        return self._group_size or CPU_GROUP
+
+    def size(self, workers: int = 0, log: bool = True) -> Plan:
+        """Plan group size, worker count and CUDA graphs for this protocol on this device (on CUDA
+        measured: ``sizing.measure``); this evaluator adopts the group size and graphs setting.
+        Explicit ``cfg.group`` / ``workers`` are kept (with a warning when they will not fit)."""
+        from .sizing import free_memory, measure, plan
+        if self.device.type != "cuda":
+            p = Plan(self.cfg.group or CPU_GROUP, workers or 1, False)
+        else:
+            fp = measure(self, graphs=self.graphs)
+            p = plan(free_memory(self.device) + torch.cuda.memory_reserved(self.device), fp,
+                     group=self.cfg.group, workers=workers)
+            if self.graphs and p.group <= 1 and fp.need(1, p.workers) > p.free:  # graphs do not fit: try eager
+                fp = measure(self, graphs=False)
+                p = plan(free_memory(self.device) + torch.cuda.memory_reserved(self.device), fp,
+                         group=self.cfg.group, workers=workers)
+            if log:
+                name = torch.cuda.get_device_name(self.device)
+                self.log(f"sized to the GPU ({name}): {p.describe()}; measured a worker at "
+                         f"{fp.process / 2**30:.1f} GiB, a step at {fp.base / 2**30:.1f} GiB + "
+                         f"{fp.per_member / 2**30:.2f} GiB per candidate")
+                for note in p.notes:
+                    self.log(f"warning: {note}")
+        self._group_size, self.graphs = p.group, p.graphs
+        return p
 
     # -- candidates ------------------------------------------------------------------------------
     def evaluate(self, spec: ModelSpec, *, steps: int | None = None, seed: int | None = None
@@ -78,7 +121,7 @@ class Evaluator:
 
     def evaluate_many(self, specs: list[ModelSpec], *, steps: int | None = None, seed: int | None = None
                       ) -> list[CandidateResult]:
-        """Train and score candidates on every task, ``cfg.group`` at a time in lock-step (the same
+        """Train and score candidates on every task, ``self.group`` at a time in lock-step (the same
         batches, one teacher forward per batch); a broken candidate fails alone.  ``seed`` (default
         ``cfg.seed``) orders the batches and seeds the candidates' training; the teachers and warm
         supernets stay those of ``cfg.seed``.  Each result's ``seconds`` is its share of the wall
@@ -88,9 +131,8 @@ class Evaluator:
         t0 = time.perf_counter()
         for name, st in self.state.items():
             alive = [i for i, r in enumerate(res) if r.status == "ok"]
-            size = max(1, self.cfg.group)
-            for c in range(0, len(alive), size):
-                chunk = alive[c:c + size]
+            while alive:  # the group size may shrink on the way (out of memory)
+                chunk, alive = alive[:self.group], alive[self.group:]
                 n_steps = steps or self.cfg.steps_for(name)
                 for i, run in zip(chunk, self._train_group(st, [parsed[i] for i in chunk], n_steps, seed)):
                     self._record(res[i], name, run)
@@ -115,8 +157,8 @@ class Evaluator:
                 cost = student_cost(run.student, min(self.cfg.max_len, 128))
                 res.params, res.flops_per_token = cost["params"], cost["mm_flops_per_token"]
                 res.latency_ms = self._latency(run.student)
-            except _CANDIDATE_ERRORS as err:
-                res.status, res.reason = "failed", f"{name}: {type(err).__name__}: {err}"
+            except Exception as err:  # noqa: BLE001 - the candidate's, or re-raised
+                res.status, res.reason = "failed", f"{name}: {_candidates(err)}"
 
     def _canonical(self, spec: ModelSpec) -> ModelSpec:
         from exprsearch.lang.canon import canonicalize_spec
@@ -128,10 +170,8 @@ class Evaluator:
     def train_student(self, spec: ModelSpec, task_name: str | None = None) -> tuple[Any, Any, dict[str, float]]:
         """Train ``spec`` on one task exactly as ``evaluate`` does and keep the model:
         (student, the task's state -- teacher, batches, dev set --, dev metrics).  Raises on failure."""
-        name = task_name or next(iter(self.state))
-        if name not in self.state:
-            raise ConfigError(f"task {name} is not loaded; the evaluator has {', '.join(self.state)}")
-        st = self.state[name]
+        st = self._task(task_name or next(iter(self.state)))
+        name = st.task.name
         run = self._train_group(st, [self._canonical(spec)], self.cfg.steps_for(name))[0]
         if run.status != "ok":
             raise CandidateFailed(f"{name}: {run.reason}")
@@ -189,44 +229,70 @@ class Evaluator:
             set_dropout(student, self.cfg.dropout)
         return student
 
-    def _train_group(self, st: TaskState, specs: list[ModelSpec], steps: int, seed: int | None = None
-                     ) -> list["_Run"]:
-        """Train ``specs`` together on one task; an error that breaks the whole group (a candidate
-        whose forward raises, out of memory) is retried one candidate at a time, so only the
-        culprit fails.  A CUDA error that poisons the device is not a candidate's: it propagates."""
+    def _task(self, name: str) -> TaskState:
+        if name not in self.state:
+            raise ConfigError(f"task {name} is not loaded; the evaluator has {', '.join(self.state)}")
+        return self.state[name]
+
+    def student(self, task_name: str, spec: ModelSpec) -> Any:
+        """``spec``'s student for task ``task_name``, inheriting the warm supernet (untrained)."""
+        return self._student(self._task(task_name), self._canonical(spec))
+
+    def members(self, st: TaskState, specs: list[ModelSpec], seed: int | None = None) -> list[Member]:
+        """``specs`` as members of a group (student + its KD loss), each started from ``seed``
+        (default ``cfg.seed``): a candidate's start does not depend on its group."""
+        out = []
+        for spec in specs:
+            torch.manual_seed(self.cfg.seed if seed is None else seed)
+            student = self._student(st, spec)
+            kd = KDLoss(st.teacher, student, st.task, self.cfg.kd()).to(self.device)
+            out.append(Member(student, kd, list(kd.named_parameters())))
+        return out
+
+    def _train_group(self, st: TaskState, specs: list[ModelSpec], steps: int, seed: int | None = None,
+                     graphs: bool | None = None) -> list["_Run"]:
+        """Train ``specs`` together on one task.  Out of memory halves the group (for good) and
+        retries; a lone candidate is retried without CUDA graphs, then fails.  Another candidate
+        error that breaks the whole group (a forward that raises) is retried one candidate at a
+        time, so only the culprit fails; anything else propagates."""
         seed = self.cfg.seed if seed is None else seed
-        why = None
+        graphs = self.graphs if graphs is None else graphs
         try:
-            return self._group(st, specs, steps, seed)
-        except _CANDIDATE_ERRORS as err:
-            if _device_broken(err):
-                raise
-            why = "CUDA out of memory" if isinstance(err, cuda_oom_types()) else f"{type(err).__name__}: {err}"
+            return self._train_together(st, specs, steps, seed, graphs)
+        except Exception as err:  # noqa: BLE001 - the candidates', or re-raised
+            why, oom = _candidates(err), is_oom(err)
         # outside the except block: its traceback no longer holds the failed group's tensors
         self._free()
+        if oom and len(specs) > 1:
+            half = (len(specs) + 1) // 2
+            if half < self.group:
+                self.log(f"out of memory training {len(specs)} candidates at once ({why}): "
+                         f"groups of {half} from now on")
+                self._group_size = half
+            return [r for i in range(0, len(specs), half)
+                    for r in self._train_group(st, specs[i:i + half], steps, seed, graphs)]
+        if oom and graphs:
+            self.log("out of memory for one candidate with CUDA graphs: retrying it without")
+            return self._train_group(st, specs, steps, seed, graphs=False)
         if len(specs) == 1:
             return [_Run("failed", why)]
-        return [run for spec in specs for run in self._train_group(st, [spec], steps, seed)]
+        return [run for spec in specs for run in self._train_group(st, [spec], steps, seed, graphs)]
 
-    def _group(self, st: TaskState, specs: list[ModelSpec], steps: int, seed: int) -> list["_Run"]:
+    def _train_together(self, st: TaskState, specs: list[ModelSpec], steps: int, seed: int, graphs: bool
+                        ) -> list["_Run"]:
         cfg = self.cfg
         runs: list[_Run | None] = [None] * len(specs)
         members, index = [], []
         st.supernet.use(4, 1)
         st.train.seed = seed  # every candidate sees the same batches in the same order (head importance too)
         for i, spec in enumerate(specs):
-            torch.manual_seed(seed)  # a candidate's start does not depend on its group
             try:
-                student = self._student(st, spec)
-            except cuda_oom_types():
-                raise  # the group's other students took the memory: retry one by one
-            except _CANDIDATE_ERRORS as err:
-                if _device_broken(err):
-                    raise
-                runs[i] = _Run("failed", f"{type(err).__name__}: {err}")
+                members += self.members(st, [spec], seed)
+            except Exception as err:  # noqa: BLE001 - the candidate's, or re-raised
+                if is_oom(err):
+                    raise  # the group's other students took the memory: the group shrinks
+                runs[i] = _Run("failed", _candidates(err))
                 continue
-            kd = KDLoss(st.teacher, student, st.task, cfg.kd()).to(self.device)
-            members.append(Member(student, kd, list(kd.named_parameters())))
             index.append(i)
         if members:
             # a re-evaluation with another seed (a re-rank) runs to the end and leaves the bars alone
@@ -252,7 +318,7 @@ class Evaluator:
 
             kd0 = members[0].loss
             trainer = GroupTrainer(members, tc, self.device, shared=kd0.teacher_outputs if kd0.needs_teacher else None,
-                                   graphs=cfg.cuda_graphs, streams=cfg.streams, log=self.log)
+                                   graphs=graphs, streams=cfg.streams, log=self.log)
             outs = trainer.train(st.train, on_log=hurdle if hurdle_steps else None)
             for h, losses in seen.items():
                 st.losses.setdefault(h, []).extend(losses)
@@ -270,10 +336,8 @@ class Evaluator:
             return _Run("stopped", o.stopped, curve=o.curve)
         try:
             metrics = dev_metrics(model, st.dev, st.task, self.device, std=True)
-        except _CANDIDATE_ERRORS as err:
-            if _device_broken(err):
-                raise
-            return _Run("failed", f"dev set: {type(err).__name__}: {err}")
+        except Exception as err:  # noqa: BLE001 - the candidate's, or re-raised
+            return _Run("failed", f"dev set: {_candidates(err)}")
         o.curve.dev.append((steps, metrics[st.task.main]))
         return _Run("ok", metrics=metrics, curve=o.curve, student=model)
 
@@ -299,11 +363,31 @@ def _device_broken(err: BaseException) -> bool:
     later candidate would fail too, so it stops the run instead of failing one candidate."""
     text = str(err)
     return (isinstance(err, getattr(torch, "AcceleratorError", ())) or "CUDA error" in text
-            or "device-side assert" in text) and not isinstance(err, cuda_oom_types())
+            or "device-side assert" in text) and not is_oom(err)
 
 
-_CANDIDATE_ERRORS: tuple[type[BaseException], ...] = (
-    ExprSearchError, RuntimeError, ValueError, AttributeError, IndexError, TypeError, KeyError) + cuda_oom_types()
+def _candidates(err: BaseException) -> str:
+    """The failure reason when ``err`` is one a candidate causes -- an error of its expression or
+    its training (``RuntimeError``: shapes, NaN/Inf, out of memory; our own ``ExprSearchError`` s) --
+    else re-raise it: a device fault as ``DeviceError``, anything else (a bug) as it is.
+
+    >>> _candidates(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    'RuntimeError: mat1 and mat2 shapes cannot be multiplied'
+    >>> _candidates(KeyError("typo"))
+    Traceback (most recent call last):
+    KeyError: 'typo'
+    """
+    if isinstance(err, DeviceError):
+        raise err
+    if _device_broken(err):
+        raise DeviceError(f"the GPU reported an error no candidate can cause ({type(err).__name__}: {err})") from err
+    if is_oom(err):
+        return "CUDA out of memory"
+    if isinstance(err, CandidateFailed):
+        return str(err)
+    if isinstance(err, (ExprSearchError, RuntimeError)):
+        return f"{type(err).__name__}: {err}"
+    raise err
 
 
 def _quantile(xs: list[float], q: float) -> float:

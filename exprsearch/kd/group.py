@@ -11,6 +11,13 @@ One step for K candidates shares the batch and the teacher forward, and on CUDA 
 of a length bucket (teacher forward, K forwards and backwards, per-candidate clipping, one fused
 AdamW update) is captured once in a CUDA graph and replayed: a step is then one launch.
 
+Memory: the warm-up step's cached memory is released before the first capture (it was allocated
+on a side stream, of no use to the graph pool); a capture that fails is cleaned up -- graphs and
+pool released, the CUDA generator repaired if the aborted capture left it mid-capture -- and
+then either re-raises an out-of-memory error (the caller shrinks the group and retries) or falls
+back to eager steps (an op that cannot be captured).  ``faults.check`` marks the points where
+tests inject failures.
+
 Invariants: members never interact -- their losses are summed only to run one backward, each has
 its own gradient clip and failure flag, and a failed member keeps running (its numbers are
 discarded) so a captured graph never changes; the learning rate, the step id and the batch live
@@ -37,6 +44,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from exprsearch.errors import DeviceError
+
+from . import faults
 from .tokens import Batch, Batcher
 from .train import (
     CandidateFailed,
@@ -47,7 +57,7 @@ from .train import (
     param_groups,
 )
 
-__all__ = ["Member", "Outcome", "GroupTrainer"]
+__all__ = ["Member", "Outcome", "GroupTrainer", "is_oom", "repair_cuda_rng"]
 
 LossFn = Callable[[nn.Module, Batch, Any], torch.Tensor]
 
@@ -85,6 +95,7 @@ class GroupTrainer:
         self.device = torch.device(device)
         self.log = log or (lambda m: None)
         cuda = self.device.type == "cuda"
+        self.want_graphs = graphs                                 # capture points are passed on the CPU too
         self.use_graphs, self.streams = graphs and cuda, streams and cuda
         named = [[(n, p) for n, p in list(m.model.named_parameters()) + list(m.extra) if p.requires_grad]
                  for m in members]
@@ -100,7 +111,8 @@ class GroupTrainer:
         self.acc = torch.zeros(k, device=self.device)            # summed loss since the last log point
         self.first_bad = torch.zeros(k, 3, device=self.device)   # (step, loss, norm) of the first bad step
         self.step_id = torch.zeros((), device=self.device)
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Batch]] = {}
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Batch] | None] = {}
+        self._captured = False
         self._pool: Any = None
         self._warm = False
         self._side = [torch.cuda.Stream(self.device) for _ in members] if self.streams else []
@@ -159,26 +171,45 @@ class GroupTrainer:
         self.counts["eager"] += 1
 
     def _step(self, batch: Batch) -> None:
-        if not self.use_graphs or not self._warm:
+        faults.check("step", self.device)
+        if not self.want_graphs or not self._warm:
             return self._eager(batch)
         key = tuple(batch.input_ids.shape)
         if key not in self._graphs:
-            try:
-                self._graphs[key] = self._capture(batch)
-            except Exception as err:  # noqa: BLE001 - a step that cannot be captured runs eagerly
-                self.log(f"CUDA graph capture failed ({type(err).__name__}: {err}); training eagerly")
-                self.use_graphs, self.mode = False, "eager (capture failed)"
-                self._graphs.clear()
-                torch.cuda.synchronize(self.device)
-                self.opt.zero_grad(set_to_none=True)
-                return self._eager(batch)
-        graph, static = self._graphs[key]
+            self._graphs[key] = self._capture(batch)
+        entry = self._graphs[key]
+        if entry is None or not self.use_graphs:  # this bucket (or, after a failed capture, every one) runs eagerly
+            return self._eager(batch)
+        graph, static = entry
         for dst, src in zip(_fields(static), _fields(batch)):
             dst.copy_(src)
         graph.replay()
         self.counts["replayed"] += 1
 
-    def _capture(self, batch: Batch) -> tuple[torch.cuda.CUDAGraph, Batch]:
+    def _capture(self, batch: Batch) -> tuple[torch.cuda.CUDAGraph, Batch] | None:
+        """The step of ``batch``'s shape as a graph (None: run it eagerly).  Out of memory is
+        re-raised once the failed capture is cleaned up; another failure turns graphs off."""
+        try:
+            if not self.use_graphs:  # the CPU: no graph, but the point a test's fault is injected at
+                faults.check("capture", self.device)
+                return None
+            return self._record(batch)
+        except Exception as err:  # noqa: BLE001 - cleaned up below, then re-raised or eager
+            self.release()
+            repair_cuda_rng(self.device)
+            if is_oom(err):
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory while capturing a CUDA graph of "
+                                                  f"{len(self.members)} candidates at width {batch.input_ids.shape[1]}"
+                                                  ) from err
+            self.log(f"CUDA graph capture failed ({type(err).__name__}: {err}); training eagerly")
+            self.use_graphs, self.mode = False, "eager (capture failed)"
+            return None
+
+    def _record(self, batch: Batch) -> tuple[torch.cuda.CUDAGraph, Batch]:
+        if not self._captured:  # the warm-up step's blocks are cached for its side stream: no use to the pool
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            self._captured = True
         static = Batch(*(t.clone() for t in _fields(batch)))
         self.opt.zero_grad(set_to_none=True)  # gradients are allocated (and written, not summed) in the graph
         if self._pool is None:
@@ -186,6 +217,7 @@ class GroupTrainer:
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize(self.device)
         with torch.cuda.graph(graph, pool=self._pool):
+            faults.check("capture", self.device)
             self._body(static)
         self.counts["captured"] += 1
         return graph, static
@@ -243,6 +275,53 @@ class GroupTrainer:
         self._graphs.clear()
         self._pool = None
         self.opt.zero_grad(set_to_none=True)
+
+
+def is_oom(err: BaseException | None) -> bool:
+    """Whether ``err`` or an exception it was raised from is an out-of-memory error (a failed
+    capture's own error often hides the allocator's under "operation failed during capture").
+
+    >>> try:
+    ...     try:
+    ...         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+    ...     except RuntimeError:
+    ...         raise RuntimeError("operation not permitted when stream is capturing")
+    ... except RuntimeError as e:
+    ...     print(is_oom(e), is_oom(ValueError("x")))
+    True False
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower():
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def repair_cuda_rng(device: torch.device) -> None:
+    """After an aborted capture: a CUDA generator whose capture never ended refuses every later
+    random draw ("Offset increment outside graph capture encountered unexpectedly").  Probe it;
+    if it refuses, give it a fresh state (same seed); if it still refuses, the process cannot
+    train any more (``DeviceError``: replace the worker).  No-op on the CPU."""
+    if device.type != "cuda":
+        return
+    torch.cuda.synchronize(device)
+    try:
+        torch.rand(1, device=device)
+        return
+    except RuntimeError:
+        pass
+    gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    fresh = torch.Generator(device=device)
+    fresh.manual_seed(gen.initial_seed())
+    try:
+        gen.graphsafe_set_state(fresh)
+        torch.rand(1, device=device)
+        torch.cuda.synchronize(device)
+    except RuntimeError as err:
+        raise DeviceError(f"the CUDA generator is unusable after an aborted graph capture ({err}); "
+                          f"the process must be replaced") from err
 
 
 def _fields(b: Batch) -> tuple[torch.Tensor, ...]:

@@ -25,6 +25,7 @@ import torch
 
 from .distill import KDLoss, SupernetStudent
 from .glue import Task, read_split
+from .processes import how_it_ended, pool_processes
 from .protocol import EvalConfig, teacher_config
 from .teacher import finetune_teacher, load_teacher, load_tokenizer
 from .tokens import Batcher, Encoded, encode
@@ -130,13 +131,14 @@ def prefill(cfg: EvalConfig, log: Callable[[str], None] = print) -> None:
     log(f"preparing {len(cfg.tasks)} tasks in {min(workers, len(cfg.tasks))} processes")
     t0 = time.perf_counter()
     with ProcessPoolExecutor(min(workers, len(cfg.tasks)), mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_prepare_one, replace(cfg, tasks=(t,), setup_workers=1)) for t in cfg.tasks]
+        procs = pool_processes(pool)
         try:
-            for fut in as_completed([pool.submit(_prepare_one, replace(cfg, tasks=(t,), setup_workers=1))
-                                     for t in cfg.tasks]):
+            for fut in as_completed(futures):
                 name, seconds = fut.result()
                 log(f"{name} ready ({seconds:.0f}s)")
-        except BrokenProcessPool:  # a killed worker (out of memory?) must not hang the search
-            log("a task-preparation process died (out of memory?): the rest is prepared in this process")
+        except BrokenProcessPool:  # a dead worker must not hang the search: say how it died, go on here
+            log(f"a task-preparation process {how_it_ended(procs)}: the rest is prepared in this process")
     log(f"tasks prepared in {time.perf_counter() - t0:.0f}s")
 
 

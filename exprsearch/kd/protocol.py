@@ -60,7 +60,7 @@ class EvalConfig:
     layerdrop: float = 0.0              # LayerDrop rate of the supernet warm-up (shallower candidates)
     head_importance_steps: int = 0      # batches for head importance when a spec prunes heads (0: keep first)
     dropout: float | None = 0.0         # student dropout in candidate training (none: the teacher's; 0: results independent of the group)
-    group: int = 8                      # candidates trained together in lock-step (one batch, one teacher pass)
+    group: int = 0                      # candidates trained in lock-step (one batch, one teacher pass); 0: sized to the GPU (8 on the CPU)
     cuda_graphs: bool = True            # on CUDA: capture each length bucket's training step once, then replay
     streams: bool = True                # on CUDA: each candidate of a group on its own stream (concurrent kernels)
     bucket_widths: tuple[int, ...] = (32, 64, 128)  # padded lengths of training batches with CUDA graphs

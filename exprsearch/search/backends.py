@@ -1,12 +1,16 @@
 """candidate specs --> evaluation results, on one process, a process pool, or a Ray cluster.
 
-Input: an ``EvalConfig`` and batches of (key, spec text).  Output: ``{key: result dict}`` for each
-batch.  A batch is cut into groups of ``cfg.group`` candidates that one worker trains together
-(``Evaluator.evaluate_many``).  Invariants: each worker builds its ``Evaluator`` (teachers, data,
-warm supernets) once; results come back to the caller -- the store's one writer; the groups do
-not depend on the backend or the worker count and evaluation is seeded, so every backend gives
-the same results for the same seed; a worker that fails or dies is replaced and its candidates
-are retried one by one (``max_retries``), then reported as failed.
+Input: an ``EvalConfig`` and batches of (key, parsed ``ModelSpec``; specs pickle across processes).
+Output: ``{key: result dict}`` for each batch.  A batch is cut into groups that one worker trains
+together (``Evaluator.evaluate_many``).  ``make_backend`` prepares every task once in this process,
+then sizes the work to the device (``Evaluator.size``: on a GPU, group size, worker count and CUDA
+graphs from its free memory; explicit ``--group``/``--workers`` win).  Invariants: each worker
+builds its ``Evaluator`` (teachers, data, warm supernets) once; results come back to the caller --
+the store's one writer; evaluation is seeded and (dropout 0) a result does not depend on its
+group, so every backend gives the same results for the same seed.  A worker that dies is replaced
+and its candidates are retried one by one (``max_retries``), then reported as failed; a worker
+that raises (a bug, a device fault: never a candidate's failure, which comes back as a result) is
+replaced and its group retried one by one once; raising again stops the run with its error.
 """
 from __future__ import annotations
 
@@ -19,11 +23,12 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from exprsearch.errors import ConfigError
-from exprsearch.lang.parsing import parse_spec
+from exprsearch.kd.processes import how_it_ended, pool_processes
+from exprsearch.lang.expr import ModelSpec
 
 __all__ = ["Backend", "InlineBackend", "PoolBackend", "RayBackend", "make_backend"]
 
-Batch = list[tuple[str, str]]
+Batch = list[tuple[str, ModelSpec]]
 OnResult = Callable[[str, dict[str, Any]], None]
 
 
@@ -49,15 +54,15 @@ def _failed(key: str, reason: str) -> dict[str, Any]:
 
 
 class InlineBackend(Backend):
-    """Evaluate in this process (the default; what stage 3 and the CPU presets use)."""
+    """Evaluate in this process (one worker; what stage 3 and the CPU presets use)."""
 
-    def __init__(self, cfg: Any, log: Any = print) -> None:
+    def __init__(self, cfg: Any, log: Any = print, evaluator: Any = None) -> None:
         from exprsearch.kd.evaluate import Evaluator
-        self.evaluator = Evaluator(cfg, log=log)
+        self.evaluator = evaluator or Evaluator(cfg, log=log)
 
     def run(self, batch: Batch, on_result: OnResult = _noop, seed: int | None = None) -> dict[str, dict[str, Any]]:
         out = {}
-        for chunk in _chunks(list(batch), self.evaluator.cfg.group):  # a group's results are committed together
+        for chunk in _chunks(list(batch), self.evaluator.group):  # a group's results are committed together
             for key, r in _evaluate(self.evaluator, chunk, "inline", seed):
                 out[key] = r
                 on_result(key, r)
@@ -66,7 +71,7 @@ class InlineBackend(Backend):
 
 def _evaluate(ev: Any, items: Batch, worker: str, seed: int | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Evaluate (key, spec) items together (one group); results keyed, tagged with the worker."""
-    results = ev.evaluate_many([parse_spec(spec) for _, spec in items], seed=seed)  # text crossed a process boundary
+    results = ev.evaluate_many([spec for _, spec in items], seed=seed)
     return [(key, {**r.as_dict(), "key": key, "worker": worker}) for (key, _), r in zip(items, results)]
 
 
@@ -75,7 +80,7 @@ def _chunks(batch: Batch, size: int) -> list[Batch]:
     the number of workers, so a candidate trains with the same group-mates (and the same random
     draws) everywhere.
 
-    >>> [len(c) for c in _chunks([("k", "s")] * 10, 4)]
+    >>> [len(c) for c in _chunks([("k", None)] * 10, 4)]
     [4, 4, 2]
     """
     size = max(1, size)
@@ -100,16 +105,20 @@ def _work(items: Batch, seed: int | None = None) -> list[tuple[str, dict[str, An
 class PoolBackend(Backend):
     """N worker processes on this machine (they share the GPU: their CPU-side work overlaps).
 
-    A worker that raises fails only its own group's first try; a worker that dies (killed by the
-    OS, out of memory, a CUDA fault) breaks the whole pool, so the pool is restarted and every
-    group then in flight is retried.  Retries run one candidate at a time, alone in the pool, so
-    a candidate that kills its worker again is the one reported failed, never its group-mates.
+    A worker that dies (killed by the OS, out of host memory, a CUDA fault) breaks the whole pool,
+    and one that raises may hold a poisoned device: either way the pool is restarted and every
+    group then in flight is retried, one candidate at a time, alone in the pool, so a candidate
+    that kills its worker again is the one reported failed, never its group-mates; a retry that
+    raises again stops the run with that error (it is not the candidate's).  ``cfg.group`` must be
+    set (``make_backend`` sizes it); ``warm``: the caches are filled already.
     """
 
     def __init__(self, cfg: Any, workers: int, log: Any = print, max_retries: int = 1,
-                 start_timeout: float = 1800.0) -> None:
-        from exprsearch.kd.evaluate import Evaluator
-        Evaluator(cfg, log=log)  # fill the caches (teachers, tokens, supernets) once, here
+                 start_timeout: float = 1800.0, warm: bool = False) -> None:
+        from exprsearch.kd.evaluate import CPU_GROUP, Evaluator
+        if not warm:
+            Evaluator(cfg, log=log)  # fill the caches (teachers, tokens, supernets) once, here
+        cfg = replace(cfg, group=cfg.group or CPU_GROUP)
         self.cfg, self.capacity, self.retries, self.log = cfg, workers, max_retries, log
         self.start_timeout = start_timeout
         self.pool = self._start()
@@ -129,10 +138,13 @@ class PoolBackend(Backend):
                 why = "failed to start" if broken else f"did not start within {self.start_timeout:.0f}s"
                 raise ConfigError(f"the {self.capacity} worker processes {why} (run with --workers 1 to see the error)")
             time.sleep(0.1)
+        self._procs = pool_processes(pool)
         return pool
 
     def _restart(self, why: str) -> None:
-        self.log(f"a worker process died ({why}): restarting the pool of {self.capacity}")
+        if "terminated abruptly" in why:  # BrokenProcessPool's words: say how the process ended
+            why = f"it {how_it_ended(self._procs)}"
+        self.log(f"a worker process died or failed ({why}): restarting the pool of {self.capacity}")
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.pool = self._start()
 
@@ -151,14 +163,15 @@ class PoolBackend(Backend):
                 out[key] = r
                 on_result(key, r)
 
-        retry: list[tuple[tuple[str, str], BaseException]] = []
+        retry: list[tuple[tuple[str, ModelSpec], BaseException]] = []
         futures = {self._submit(chunk, seed): chunk for chunk in _chunks(list(batch), self.cfg.group)}
         broken = ""
         for fut in as_completed(futures):  # hand results over as they finish, whatever their order
             try:
                 done = fut.result()
-            except Exception as err:  # noqa: BLE001 - a worker's error or death fails (then retries) its group
-                broken = broken or (str(err) if isinstance(err, BrokenProcessPool) else "")
+            except Exception as err:  # noqa: BLE001 - a worker's error or death: its group is retried
+                broken = broken or (str(err) if isinstance(err, BrokenProcessPool) else
+                                    f"it raised {type(err).__name__}: {err}")
                 retry += [(item, err) for item in futures[fut]]
             else:
                 deliver(done)  # outside the try: the caller's own errors are not worker errors
@@ -168,18 +181,18 @@ class PoolBackend(Backend):
             deliver(self._retry(item, err, seed))
         return out
 
-    def _retry(self, item: tuple[str, str], err: BaseException, seed: int | None) -> list[tuple[str, dict[str, Any]]]:
+    def _retry(self, item: tuple[str, ModelSpec], err: BaseException, seed: int | None
+               ) -> list[tuple[str, dict[str, Any]]]:
         for _ in range(self.retries):
             try:
                 return self._submit([item], seed).result()
             except BrokenProcessPool as e:
                 err = e
                 self._restart(f"{e}; while evaluating {item[0]} alone")
-            except Exception as e:  # noqa: BLE001
-                err = e
-        reason = ("worker process died (killed by the OS? out of memory?)" if isinstance(err, BrokenProcessPool)
-                  else f"worker error: {type(err).__name__}: {err}")
-        return [(item[0], _failed(item[0], reason))]
+            # any other exception: raised again alone, in a fresh process -- ours, not the candidate's
+        if not isinstance(err, BrokenProcessPool):
+            raise err
+        return [(item[0], _failed(item[0], "worker process died (killed by the OS? out of memory?)"))]
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)  # after Ctrl-C: queued groups are dropped
@@ -210,7 +223,9 @@ class RayBackend(Backend):
             def evaluate(self, items: Batch, seed: int | None = None) -> list[tuple[str, dict[str, Any]]]:
                 return _evaluate(self.ev, items, f"ray-pid{os.getpid()}", seed)
 
-        self.actors = [_Actor.remote(replace(cfg, setup_workers=1)) for _ in range(workers)]  # caches are warm
+        from exprsearch.kd.evaluate import CPU_GROUP
+        cfg = replace(cfg, setup_workers=1, group=cfg.group or CPU_GROUP)  # caches are warm; not sized: --group
+        self.actors = [_Actor.remote(cfg) for _ in range(workers)]
         self.capacity, self.group = workers, cfg.group
 
     def run(self, batch: Batch, on_result: OnResult = _noop, seed: int | None = None) -> dict[str, dict[str, Any]]:
@@ -223,8 +238,10 @@ class RayBackend(Backend):
             for ref in ready:
                 try:
                     done = self.ray.get(ref)
-                except Exception as err:  # noqa: BLE001 - actor died past its retries
-                    done = [(k, _failed(k, f"ray worker error: {type(err).__name__}: {err}")) for k, _ in refs[ref]]
+                except self.ray.exceptions.RayTaskError:
+                    raise  # the evaluator raised: a bug or a device fault, not a candidate's failure
+                except Exception as err:  # noqa: BLE001 - the actor died past its retries
+                    done = [(k, _failed(k, f"ray worker died: {type(err).__name__}: {err}")) for k, _ in refs[ref]]
                 for key, r in done:
                     out[key] = r
                     on_result(key, r)
@@ -235,10 +252,23 @@ class RayBackend(Backend):
             self.ray.kill(a)
 
 
-def make_backend(name: str, cfg: Any, workers: int = 1, address: str | None = None,
+def make_backend(name: str, cfg: Any, workers: int = 0, address: str | None = None,
                  gpus_per_worker: float = 0.0, log: Any = print) -> Backend:
-    if name == "local":
-        return InlineBackend(cfg, log) if workers <= 1 else PoolBackend(cfg, workers, log)
+    """The backend ``name`` with ``workers`` workers (0: sized to the device, like ``cfg.group``
+    0; Ray: 1 worker, group 8 unless given).  Local: every task is prepared here first, and one
+    worker evaluates in this process."""
     if name == "ray":
-        return RayBackend(cfg, workers, address, gpus_per_worker, log=log)
-    raise ConfigError(f"unknown backend {name!r}; choose local or ray")
+        return RayBackend(cfg, workers or 1, address, gpus_per_worker, log=log)
+    if name != "local":
+        raise ConfigError(f"unknown backend {name!r}; choose local or ray")
+    from exprsearch.kd.evaluate import Evaluator
+    ev = Evaluator(cfg, log=log)
+    plan = ev.size(workers)
+    if plan.workers <= 1:
+        return InlineBackend(cfg, log, evaluator=ev)
+    device = ev.device
+    del ev  # the workers hold their own; this process's memory goes back to the GPU
+    if device.type == "cuda":
+        from exprsearch.kd.sizing import free_memory
+        free_memory(device)
+    return PoolBackend(replace(cfg, group=plan.group, cuda_graphs=plan.graphs), plan.workers, log, warm=True)

@@ -16,14 +16,15 @@ SEARCH_PRESETS: dict[str, tuple[dict, dict]] = {  # (search options, eval option
               dict(tasks=("SST-2",), max_train=4000, max_dev=None, max_len=64, batch_size=16, lr=2e-4, steps=60,
                    warmup_steps=100, teacher_epochs=1.0, teacher_batch=16, latency_batch=4, latency_len=32,
                    group=4)),
-    # one H200 (BENCHMARKS.md): four tasks, the strong teacher recipe, batch 128, groups of 16 candidates
-    # trained in lock-step with CUDA graphs, two worker processes sharing the GPU
+    # one GPU (BENCHMARKS.md): four tasks, the strong teacher recipe, batch 128, candidates trained in
+    # lock-step with CUDA graphs; group size and worker processes sized to the card's free memory
+    # (up to 2 workers x 16: what an H200 fits)
     "gpu": (dict(candidates=300, stage2_candidates=100, stage3_candidates=32, supernet_steps=300,
-                 multitask_steps=300, workers=2, batch=32, population=32, tournament=8, budget_params="standard",
+                 multitask_steps=300, batch=32, population=32, tournament=8, budget_params="standard",
                  rerank=10, rerank_seeds=2),
             dict(tasks=("MRPC", "RTE", "CoLA", "SST-2"), batch_size=128, lr=2e-4,
                  task_steps="MRPC=75,RTE=50,CoLA=100,SST-2=150", warmup_steps=600, teacher_epochs=5.0,
-                 teacher_task_epochs="SST-2=3", teacher_batch=32, group=16)),
+                 teacher_task_epochs="SST-2=3", teacher_batch=32)),
     # the reference method's scale: MNLI, long stages (days on one GPU; use Ray)
     "paper": (dict(candidates=1000, stage2_candidates=500, stage3_candidates=200, supernet_steps=5000,
                    multitask_steps=10000),

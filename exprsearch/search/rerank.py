@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from exprsearch.lang.parsing import parse_spec
+
 from .leaderboard import is_standard
 
 __all__ = ["rerank"]
@@ -40,7 +42,8 @@ def rerank(search: Any, rounds: int = 4) -> int:
         top = rows[:n]
         top += [r for r in rows if is_standard(r["spec"]) and r not in top][:1]  # "best - standard" compares means
         done = store.reseeds(run)
-        todo = {s: [(r["key"], r["spec"]) for r in top if s not in done.get(r["key"], {})] for s in seeds}
+        todo = {s: [(r["key"], parse_spec(r["spec"], strict=False)) for r in top if s not in done.get(r["key"], {})]
+                for s in seeds}  # rows read from the store: their text is parsed here
         if not any(todo.values()):
             break
         backend = search.backend()

@@ -32,6 +32,7 @@ from exprsearch.lang.parsing import parse_spec
 from exprsearch.space.generate import Space
 from exprsearch.space.samplers import make_sampler
 
+from .failures import FailureWatch
 from .store import Store
 
 __all__ = ["SearchConfig", "Search", "eval_hash", "parse_budget"]
@@ -75,7 +76,7 @@ class SearchConfig:
     supernet_steps: int = 300            # stage 3: supernet training steps per task
     multitask_steps: int = 300           # stage 3: multi-task fine-tuning steps of the winner
     backend: str = "local"               # local | ray
-    workers: int = 1                     # parallel evaluations (processes or Ray actors)
+    workers: int = 0                     # parallel evaluations (processes or Ray actors; 0: sized to the GPU, 1 on the CPU)
     batch: int = 4                       # candidates proposed per generation (fixed: the search does
                                          # not depend on the number of workers)
     ray_address: str = ""                # Ray cluster address ('' = start a local one)
@@ -93,9 +94,11 @@ class SearchConfig:
             raise ConfigError(f"unknown backend {self.backend!r}; choose local or ray")
         if any(x.strip() not in ("1", "2", "3") for x in self.stages.split(",") if x.strip()):
             raise ConfigError(f"stages {self.stages!r}: choose from 1,2,3")
-        for name in ("candidates", "batch", "workers", "population", "tournament"):
+        for name in ("candidates", "batch", "population", "tournament"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.workers < 0:
+            raise ConfigError("workers must be at least 1 (or 0: sized to the device)")
         if self.stage2_start not in ("local", "random"):
             raise ConfigError(f"stage2_start {self.stage2_start!r}: choose local or random")
         if self.rerank < 0 or self.rerank_seeds < 0:
@@ -135,6 +138,7 @@ class Search:
         else:
             self.budget_params = parse_budget(scfg.budget_params)
         self._backend: Any = None
+        self.watch = FailureWatch(store, self.run_id)
         self._t0 = time.perf_counter()
         self._eval_t0: float | None = None  # when this process started evaluating
         self._prior: dict[str, dict[str, Any]] = {}  # this protocol's stored results, by this process's keys
@@ -237,6 +241,7 @@ class Search:
         stages = [int(x) for x in self.scfg.stages.split(",") if x.strip()]
         if any(s not in (1, 2, 3) for s in stages):
             raise ConfigError(f"stages {self.scfg.stages!r}: choose from 1,2,3")
+        self.store.set_status(self.run_id, "running")
         try:
             for stage in stages:
                 if stage in (1, 2):
@@ -253,6 +258,12 @@ class Search:
                     from .stage3 import run_stage3
                     run_stage3(self)
             self.store.set_status(self.run_id, "done")
+        except KeyboardInterrupt:
+            self.store.set_status(self.run_id, "interrupted", "stopped by the user (Ctrl-C)")
+            raise
+        except BaseException as err:  # the run is marked failed, with why; the error goes on to the caller
+            self.store.set_status(self.run_id, "failed", f"{type(err).__name__}: {err}"[:2000])
+            raise
         finally:
             if self._backend is not None:
                 self._backend.close()
@@ -320,7 +331,7 @@ class Search:
                     results[key] = {**prior, "worker": "reused"}
                     self.stats["reused"] += 1
                 else:
-                    todo.append((key, str(spec)))
+                    todo.append((key, spec))
             specs = dict(gen)
 
             def commit(key: str, r: dict[str, Any]) -> None:  # as soon as each result exists
@@ -329,6 +340,7 @@ class Search:
                 if r.get("worker") != "reused":
                     self.stats["evaluated"] += 1
                     self.stats["failed"] += r["status"] == "failed"
+                    self.watch.observe(key, r)  # a run of one systemic failure stops the run here
 
             for key, spec in gen:
                 if key in results and key not in stored:
@@ -344,6 +356,7 @@ class Search:
                 count += 1
                 sampler.observe(spec, r["score"] if r["status"] == "ok" else None)
             self._report(stage, count, budget)
+        self.watch.stage_done(stage)
 
     def _report(self, stage: int, count: int, budget: int) -> None:
         if not self.progress:

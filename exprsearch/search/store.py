@@ -142,7 +142,7 @@ class Store:
     def runs(self) -> list[dict[str, Any]]:
         """Every run: id, created, status, candidate count and best score (re-scored rows: their mean)."""
         out = [dict(r) for r in self.db.execute(
-            "SELECT r.run_id, r.created, r.status, COUNT(c.key) AS candidates, MAX(c.score) AS best "
+            "SELECT r.run_id, r.created, r.status, r.notes, COUNT(c.key) AS candidates, MAX(c.score) AS best "
             "FROM runs r LEFT JOIN candidates c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created")]
         rescored = ({x[0] for x in self.db.execute("SELECT DISTINCT run_id FROM reseeds")}
                     if self._has_reseeds() else set())
@@ -151,8 +151,16 @@ class Store:
                 r["best"] = max(x["score"] for x in self.candidates(r["run_id"], status="ok"))
         return out
 
-    def set_status(self, run_id: str, status: str) -> None:
-        self._write("UPDATE runs SET status = ?, updated = ? WHERE run_id = ?", (status, time.time(), run_id))
+    def set_status(self, run_id: str, status: str, notes: str = "") -> None:
+        """A run's status (running | done | failed | interrupted) and why (``notes``, shown by ``show``)."""
+        self._write("UPDATE runs SET status = ?, updated = ?, notes = ? WHERE run_id = ?",
+                    (status, time.time(), notes, run_id))
+
+    def forget(self, run_id: str, keys: list[str]) -> None:
+        """Delete the run's rows of ``keys`` (failures that were not the candidates': a resumed
+        run evaluates them again)."""
+        for key in keys:
+            self._write("DELETE FROM candidates WHERE run_id = ? AND key = ?", (run_id, key))
 
     def latest_run(self) -> str:
         row = self.db.execute("SELECT run_id FROM runs ORDER BY created DESC LIMIT 1").fetchone()
@@ -171,7 +179,7 @@ class Store:
                eval_hash, json.dumps(config or {}, default=str), __version__, time.time(), worker, run_id)
         # seq (arrival order) is computed inside the same write transaction, so it is unique per run
         cur = self._write(f"INSERT OR IGNORE INTO candidates VALUES ({','.join('?' * (len(COLUMNS) - 1))}, "
-                          f"(SELECT COUNT(*) FROM candidates WHERE run_id = ?))", row)
+                          f"(SELECT COALESCE(MAX(seq) + 1, 0) FROM candidates WHERE run_id = ?))", row)
         return cur.rowcount == 1
 
     def has(self, run_id: str, key: str) -> bool:
