@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _support import STANDARD_FFN, example_lines
+from _support import STANDARD_FFN, efficientbert_layers, example_lines
 
 import exprsearch
 from exprsearch.cli import main as cli
@@ -135,6 +135,25 @@ def test_canon_expressions_as_arguments_and_stdin(capsys, monkeypatch):
     data = json.loads(out)
     assert [it["source"] for it in data["items"]] == ["<stdin>:1", "<stdin>:2"]
     assert data["summary"]["duplicates"] == 1
+
+
+def test_long_inline_specs_are_text_not_file_names(capsys):
+    """A six-layer spec is longer than a file name may be: asking the file system about it raised
+    'File name too long' (issue 23); it is text, for canon as for eval and exits."""
+    from exprsearch.cli.common import as_file, read_spec_arg, spec_text
+    spec = "[" + "; ".join(efficientbert_layers()) + "]"
+    assert 255 < len(spec) < 4096
+    assert as_file(spec) is None and spec_text(spec) == spec
+    assert len(read_spec_arg(spec)) == 6
+    rc, _, err = run(capsys, "canon", spec)
+    assert rc == 2 and "expected one expression, got a model spec of 6 layers" in err
+    inner = "x"
+    for _ in range(40):
+        inner = f"add(x,tanh({inner}))"
+    long_expr = f"linear1_1(gelu(linear1_1({inner},wb1)),wb2)"
+    assert len(long_expr) > 255
+    rc, out, err = run(capsys, "canon", long_expr)
+    assert rc == 0 and "1 distinct candidates" in out
 
 
 # -- space -------------------------------------------------------------------------------------

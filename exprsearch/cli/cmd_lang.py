@@ -6,7 +6,6 @@ import random
 import sys
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 from exprsearch.errors import DSLError, ExprSearchError
 from exprsearch.lang.canon import canonicalize
@@ -18,6 +17,7 @@ from exprsearch.lang.parsing import parse
 from exprsearch.lang.validity import width_of
 from exprsearch.space.generate import Space, count, enumerate_space, sample
 
+from .common import as_file
 from .main import command, emit
 from .options import add_dataclass_args, from_args, to_dict
 
@@ -69,13 +69,13 @@ def _read_inputs(args: list[str]) -> list[_Item]:
         print(f"(no input given: canonicalising the bundled examples, {path})", file=sys.stderr)
         args = [str(path)]
     for a in args:
-        path = Path(a)
-        if a == "-" or (len(a) < 4096 and path.is_file()):
+        path = as_file(a)
+        if a == "-" or path is not None:
             try:
-                text = sys.stdin.read() if a == "-" else path.read_text(encoding="utf-8")
+                text = sys.stdin.read() if path is None else path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as err:
                 raise ExprSearchError(f"cannot read {a}: {err}") from None
-            name = "<stdin>" if a == "-" else path.name
+            name = "<stdin>" if path is None else path.name
             for i, line in enumerate(text.splitlines(), 1):
                 if line.strip() and not line.lstrip().startswith("#"):
                     items.append(_Item(f"{name}:{i}", line, name, i - 1))

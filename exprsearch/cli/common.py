@@ -14,13 +14,28 @@ from exprsearch.search.presets import EVAL_PRESETS
 
 from .options import add_dataclass_args, from_args
 
-__all__ = ["spec_text", "read_spec_arg", "add_eval_options", "eval_config", "logger"]
+__all__ = ["as_file", "spec_text", "read_spec_arg", "add_eval_options", "eval_config", "logger"]
+
+_MAX_PATH = 4096  # longer arguments are never file names (Linux's PATH_MAX)
+
+
+def as_file(arg: str) -> Path | None:
+    """The file a command-line argument names, or None when it is no existing file (inline text:
+    an expression or ``[e1; e2; ...]``).  Only a plausible path is asked about, and a file system
+    that refuses the name (too long, a component over 255 bytes, a NUL) means "not a file"."""
+    if not arg or len(arg) >= _MAX_PATH or "\n" in arg:
+        return None
+    p = Path(arg)
+    try:
+        return p if p.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def spec_text(text: str) -> str:
     """The spec a command-line argument gives: the file's contents if it names a file, else itself."""
-    p = Path(text)
-    if len(text) < 4096 and p.is_file():
+    p = as_file(text)
+    if p is not None:
         try:
             return p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
