@@ -60,6 +60,15 @@ def test_errors_never_end_the_session():
     assert "nodes 6" in text  # the session went on after every error
 
 
+def test_bad_sizes_and_lone_slots_never_end_the_session():
+    """`:cost -1` ended the REPL with a RuntimeError, `wb1` with an IndexError (issue 23)."""
+    text = run([L5, ":cost -1", ":fx 0", ":cost 384 100000", "wb1", ":dag"])
+    assert text.count("is out of range: numbers here are 1 to 16,384") == 3
+    assert "error: slot 'wb1' alone is no FFN" in text
+    assert "internal error" not in text
+    assert "nodes 7, edges 7" in text  # the session went on, the expression kept
+
+
 def test_commands_table_is_complete():
     for c in COMMANDS:
         if c not in (":quit",):

@@ -59,6 +59,10 @@ TABLE = [
     ("linear1_1(x,x)", "strict", E.SlotTypeError, "argument 2 must be a slot (wb1 or wb2), got 'x'", None, ("x", 1)),
     ("linear1_1(gelu(wb1),wb2)", "strict", E.SlotTypeError, "gelu: argument 1 must be a tensor", None, "wb1"),
     ("linear1_1(wb1,wb2)", "strict", E.SlotTypeError, "linear1_1: argument 1", None, "wb1"),
+    # a lone slot has no value (the fingerprint's evaluator failed on it: issue 23)
+    ("wb1", "relaxed", E.SlotTypeError, "slot 'wb1' alone is no FFN", "an FFN maps x", "wb1"),
+    ("[x; wb2]", "spec", E.SlotTypeError, "slot 'wb2' alone is no FFN", None, "wb2"),
+    ("layer(ffn=wb1)", "spec", E.SlotTypeError, "slot 'wb1' alone is no FFN", None, "wb1"),
     # -- validity rules, one class each --------------------------------------------------------
     ("linear1_1(add(linear1_1(x,wb1),linear1_1(tanh(x),wb1)),wb2)", "strict", E.SlotCountError,
      "found 2 wb1 and 1 wb2", "--relaxed", "linear1_1(tanh(x),wb1)"),
@@ -98,6 +102,14 @@ TABLE = [
      "unknown name 'gleu'", "gelu", "gleu"),
     (STANDARD_FFN + "\n" + "linear1_1(gelu(linear1_1(x,wb1)),wb2,\n  x)\n", "spec", E.ArityError,
      "linear1_1 takes 2 arguments, got 3", None, None),
+    # -- model and attention fields are bounded like other sizes (issue 23) ---------------------
+    ("model(hidden=" + "9" * 4400 + ")\nx", "spec", E.DSLError,
+     "hidden=99999999999999999... is too large; the limit is 16,384", None, "9" * 4400),
+    ("model(layers=99999999999999999999); x", "spec", E.DSLError,
+     "layers=99999999999999999999 is too large; the limit is 256", None, "99999999999999999999"),
+    ("model(layers=100000000); x", "spec", E.DSLError, "layers=100000000 is too large", None, "100000000"),
+    ("layer(attn=lsra(heads=6, kernel=0100000), ffn=x)", "spec", E.DSLError, "kernel=100000 is too large",
+     None, "0100000"),
 ]
 
 

@@ -25,12 +25,15 @@ from exprsearch.lang.canon import canonicalize
 from exprsearch.lang.dag import dag_stats, to_dag
 from exprsearch.lang.dedup import Deduper
 from exprsearch.lang.display import ast_tree
+from exprsearch.lang.dsl_errors import FIELD_MAX
 from exprsearch.lang.expr import Expr, ModelSpec
 from exprsearch.lang.ops import OPS
 from exprsearch.lang.parsing import parse
 from exprsearch.lang.validity import validate
 
 __all__ = ["Repl", "COMMANDS", "main"]
+
+MAX_SIZE = FIELD_MAX["hidden"]  # largest H, D, L, step or row count a command takes (a spec's widest model)
 
 COMMANDS: dict[str, str] = {
     ":ast": "[EXPR]          the typed AST as a tree",
@@ -88,6 +91,8 @@ class Repl:
             self.say(f"error: {err}")
         except KeyboardInterrupt:
             self.say("interrupted")
+        except Exception as err:  # noqa: BLE001 - our bug, but the session (and its state) goes on
+            self.say(f"internal error: {type(err).__name__}: {err} (please report it)")
         return True
 
     def run_lines(self, lines: Any) -> None:
@@ -102,11 +107,15 @@ class Repl:
             raise ExprSearchError("no expression yet: type one, or give it after the command")
         return self.current
 
-    def _ints(self, args: list[str], defaults: list[int | None]) -> list[int | None]:
+    def _ints(self, args: list[str], defaults: list[int | None], most: int = MAX_SIZE) -> list[int | None]:
+        """Whole numbers from 1 to ``most`` (sizes, steps, counts), then the defaults of the rest."""
         try:
             vals = [int(a) for a in args]
         except ValueError:
             raise ExprSearchError(f"expected numbers, got {' '.join(args)}") from None
+        bad = [v for v in vals if not 1 <= v <= most]
+        if bad:
+            raise ExprSearchError(f"{bad[0]} is out of range: numbers here are 1 to {most:,}")
         return vals + defaults[len(vals):]
 
     # -- typing an expression ------------------------------------------------------------------
@@ -201,7 +210,7 @@ class Repl:
         args = [a for a in args if a is not exit_arg]
         if not args:
             raise ExprSearchError("usage: :eval TASK [STEPS] [exit=POLICY[:VALUE]]")
-        steps = self._ints(args[1:2], [PRESETS["cpu"]["steps"]])[0]
+        steps = self._ints(args[1:2], [PRESETS["cpu"]["steps"]], most=10**6)[0]
         cfg = EvalConfig(**{**PRESETS["cpu"], "tasks": (args[0],), "steps": steps})
         if exit_arg is not None:
             return self._eval_exits(cfg, exit_arg[5:])

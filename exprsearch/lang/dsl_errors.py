@@ -27,10 +27,13 @@ from exprsearch.errors import (
 
 from .ops import ALL_NAMES, unknown_name
 
-__all__ = ["MAX_CHARS", "MAX_NESTING", "prepare", "syntax_error"]
+__all__ = ["MAX_CHARS", "MAX_NESTING", "FIELD_MAX", "prepare", "syntax_error"]
 
 MAX_CHARS = 100_000   # longest text accepted (a 24-layer spec of long expressions is ~5 kB)
 MAX_NESTING = 100     # deepest parenthesis nesting accepted
+# largest value of each model(...) / attention field: far above any BERT, far below a spec that
+# fills memory (model(layers=10**8) is a 1 GB tuple) or a number no C integer holds
+FIELD_MAX = {"layers": 256, "hidden": 16_384, "heads": 256, "kernel": 512}
 
 
 def _prepare(text: str) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exprsearch.errors import DSLError, DSLSyntaxError, ExprSearchError, ValidityError
+from exprsearch.errors import DSLError, DSLSyntaxError, ExprSearchError, SlotTypeError, ValidityError
 
-from .expr import Expr, ModelSpec
+from .expr import Expr, ModelSpec, Slot
 from .syntax import LayerItem, ModelHeader, SourceMap, parse_items, parse_layers
 from .validity import validate
 
@@ -40,12 +40,26 @@ def check(e: Expr, text: str | None = None, *, strict: bool = True, layer: int |
         raise
 
 
+def _tensors(items: list, text: str) -> list:
+    """``items``, once each FFN is known to be a tensor: a lone slot (``wb1``) names weights and
+    has no value (the AST allows it, as a node does; a layer may not be one)."""
+    for i, item in enumerate(items):
+        e = item.ffn if isinstance(item, LayerItem) else item
+        if isinstance(e, Slot):
+            spans = SourceMap()
+            parse_items(text, spans)
+            raise SlotTypeError(f"slot '{e}' alone is no FFN: a slot is only valid as a linear's second argument",
+                                text=text, span=spans.locate(e, i) or spans.layers[i],
+                                hint="an FFN maps x, e.g. linear1_1(gelu(linear1_1(x,wb1)),wb2)")
+    return items
+
+
 def parse(text: str, *, strict: bool = True, validate: bool = True) -> Expr:
     """Text -> one validated FFN expression.
 
     ``strict=False`` applies the relaxed rules; ``validate=False`` only checks syntax and typing.
     """
-    layers = parse_items(text)
+    layers = _tensors(parse_items(text), text)
     if any(not isinstance(i, Expr) for i in layers):
         raise DSLSyntaxError("layer(...) and model(...) items make a model spec, not one expression",
                              text=text, span=(0, 1), hint="use parse_spec() / a spec file")
@@ -59,7 +73,7 @@ def parse_spec(text: str, *, strict: bool = True, validate: bool = True) -> Mode
     """Text -> a per-layer model spec: one item per line, or ``[i1; i2; ...]``, where an item is an
     FFN expression or ``layer(attn=mha(heads=6), ffn=EXPR)``, optionally after
     ``model(layers=N, hidden=H)`` (one layer item with ``layers=N`` applies to all N layers)."""
-    items = parse_items(text)
+    items = _tensors(parse_items(text), text)
     header = next((i for i in items if isinstance(i, ModelHeader)), None)
     if header is not None and not isinstance(items[0], ModelHeader) or \
             sum(isinstance(i, ModelHeader) for i in items) > 1:

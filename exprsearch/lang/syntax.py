@@ -30,7 +30,7 @@ from lark.exceptions import UnexpectedInput
 
 from exprsearch.errors import DSLError, DSLSyntaxError, ExprSearchError
 
-from .dsl_errors import MAX_CHARS, MAX_NESTING
+from .dsl_errors import FIELD_MAX, MAX_CHARS, MAX_NESTING
 from .dsl_errors import prepare as _prepare
 from .dsl_errors import syntax_error as _syntax_error
 from .expr import AttnSpec, Expr, node
@@ -140,7 +140,12 @@ class _Builder(Transformer):
         return DSLSyntaxError(msg, span=span)
 
     def kwarg(self, c: list) -> tuple:
-        return (str(c[0]), int(str(c[1])), c[0])
+        key, digits, limit = str(c[0]), str(c[1]).lstrip("0") or "0", FIELD_MAX[str(c[0])]
+        if len(digits) > len(str(limit)) or int(digits) > limit:  # int() of 4,301+ digits raises
+            shown = digits if len(digits) <= 20 else digits[:17] + "..."
+            raise DSLError(f"{key}={shown} is too large; the limit is {limit:,}",
+                           span=(c[1].start_pos, c[1].end_pos))
+        return (key, int(digits), c[0])
 
     def attn(self, c: list) -> AttnSpec:
         kw = {k: v for k, v, _ in (x for x in c[1:-1] if x is not None)}
