@@ -66,6 +66,48 @@ def test_numeric_merge_when_sympy_is_off_or_cannot_prove():
     assert (r.is_new, r.proof, r.key) == (False, "numeric", ABS_A)
 
 
+def _nest(op: str, text: str, times: int) -> str:
+    for _ in range(times):
+        text = f"{op}({text})"
+    return text
+
+
+@pytest.mark.parametrize("op, base, n", [
+    ("sqrelu", "linear4_4(sigmoid(linear4_4(square(elu(x)),wb1)),wb2)", 10),  # 5e-192 vs 0: underflow
+    ("square", STANDARD_FFN, 20),                                            # 0 .. inf: overflow
+    ("sqrt_abs", "x", 50),                                                   # 1.0 everywhere
+])
+def test_saturated_values_never_merge_different_functions(op, base, n):
+    """Issue 23: all-0 / all-inf / constant values agreed on every probe, so a nest of n and of
+    n + 1 (different functions) became one candidate."""
+    a, b = parse(_nest(op, base, n), strict=False), parse(_nest(op, base, n + 1), strict=False)
+    assert not numerically_equal(a, b)
+    assert fingerprint(a) != fingerprint(b)
+    dd = Deduper(use_sympy=False)
+    assert dd.add(a).is_new and dd.add(b).is_new and len(dd) == 2
+    assert dd.add(b).proof == "identical"  # the same canonical form still merges
+
+
+def test_sympy_gives_up_on_large_or_slow_proofs_and_the_pair_stays_apart(monkeypatch):
+    """Issue 23: sqrt_abs nested 50 vs 99 times kept sympy busy for minutes; proofs are now limited
+    in size and time, and a pair sympy gives up on stays two classes."""
+    import exprsearch.lang.symbolic as symbolic
+    deep_a, deep_b = parse(_nest("sqrt_abs", "x", 50), strict=False), parse(_nest("sqrt_abs", "x", 99), strict=False)
+    assert max(deep_a.size, deep_b.size) > symbolic.PROOF_MAX_SIZE
+    assert prove_equal(deep_a, deep_b) is None
+    dd = Deduper(full_proofs=True)
+    assert dd.add(deep_a).is_new and dd.add(deep_b).is_new
+    # a pair the probes agree on, over the size limit: distinct instead of a numeric merge
+    monkeypatch.setattr(symbolic, "PROOF_MAX_SIZE", 3)
+    dd = Deduper(full_proofs=True)
+    assert dd.add(parse(DIST_A)).is_new and dd.add(parse(DIST_B)).is_new
+    # the time limit: a proof simplify needs seconds for, given a fraction of one
+    monkeypatch.setattr(symbolic, "PROOF_MAX_SIZE", 40)
+    monkeypatch.setattr(symbolic, "PROOF_SECONDS", 0.05)
+    slow_a, slow_b = (parse(_nest("sqrt_abs", STANDARD_FFN, n), strict=False) for n in (10, 11))
+    assert prove_equal(slow_a, slow_b, simplify=True) is None
+
+
 def test_lookup_and_contains_do_not_add():
     dd = Deduper()
     dd.add(parse(DIST_A))

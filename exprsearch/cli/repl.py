@@ -158,10 +158,11 @@ class Repl:
             self.say(f"   = {m}")
 
     def cmd_sympy(self, args: list[str]) -> None:
-        import sympy
-
-        from exprsearch.lang.symbolic import to_sympy
-        self.say(str(sympy.simplify(to_sympy(canonicalize(self._expr(args))))))
+        from exprsearch.lang.symbolic import PROOF_SECONDS, simplified
+        algebra = simplified(canonicalize(self._expr(args)))
+        if algebra is None:
+            raise ExprSearchError(f"too large for sympy: building its algebra took over {PROOF_SECONDS:g} s")
+        self.say(str(algebra))
 
     def cmd_dag(self, args: list[str]) -> None:
         s = dag_stats(to_dag(self._expr(args)))

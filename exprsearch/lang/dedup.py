@@ -5,7 +5,9 @@ first member seen) and how equivalence was established.  Invariants: two members
 (1) identical canonical forms, or (2) equal fingerprints *and* agree on fresh numeric probes (64
 points, two seeds, rtol 1e-9) -- the final test -- labelled 'sympy' where sympy also proves the
 identity; different fingerprints are never merged, and a fingerprint match that the fresh probes
-reject stays a separate class (a counted collision).
+reject stays a separate class (a counted collision).  Saturated values (non-finite, or constant
+in x) decide nothing: such expressions merge only by canonical form; nor does a pair on which
+sympy, asked, gives up (too large or too slow): it stays two classes.
 The reference code's "string + rounded sum" key merges unequal expressions; this does not.
 
 >>> from .validity import parse_one
@@ -71,9 +73,10 @@ class Deduper:
         Fresh numeric probes decide; sympy then labels the merge as proved where it can."""
         if not numerically_equal(c, rep, self.base_ratio):
             return None
-        if self.use_sympy and prove_equal(c, rep, simplify=self.full_proofs):
-            return "sympy"
-        return "numeric"
+        proved = prove_equal(c, rep, simplify=self.full_proofs) if self.use_sympy else False
+        if proved is None:  # too large or too slow for sympy: merging would be a guess
+            return None
+        return "sympy" if proved else "numeric"
 
     def add(self, e: Expr) -> DedupResult:
         c = canonicalize(e)

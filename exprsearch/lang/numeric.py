@@ -26,7 +26,9 @@ import torch
 from .expr import Expr
 from .ops import Kind
 
-__all__ = ["Probe", "evaluate", "evaluate_at", "fingerprint", "default_probe", "numerically_equal"]
+__all__ = ["Probe", "evaluate", "evaluate_at", "fingerprint", "default_probe", "numerically_equal", "informative"]
+
+ATOL = 1e-12  # absolute tolerance of numeric agreement (and the least spread of informative values)
 
 
 @dataclass(frozen=True)
@@ -133,23 +135,43 @@ def _quantised(v: torch.Tensor) -> bytes:
 _LINEAR = re.compile(r"linear\d+_\d+")
 
 
+def informative(v: torch.Tensor) -> bool:
+    """Whether values (points x channels) can tell functions apart: all finite, and some channel
+    varies with x.  Saturated values -- inf, 0 after underflow, a constant (plus wb2's bias) --
+    are the same for different functions.
+
+    >>> informative(torch.tensor([[0.0, 2.0], [1.0, 2.0]])), informative(torch.tensor([[0.0, 2.0], [0.0, 2.0]]))
+    (True, False)
+    >>> informative(torch.tensor([[0.0], [float("inf")]]))
+    False
+    """
+    return bool(torch.isfinite(v).all()) and float((v.amax(0) - v.amin(0)).max()) > ATOL
+
+
 def fingerprint(e: Expr, probe: Probe | None = None) -> str:
-    """Hash of ``e``'s rounded outputs and its linears' X_Y (X does not change one block's values)."""
+    """Hash of ``e``'s rounded outputs and its linears' X_Y (X does not change one block's values).
+    Values that are not ``informative`` are hashed with ``e`` itself, so that different functions
+    saturated alike never share a fingerprint (and are never merged)."""
     p = probe or default_probe()
     h = hashlib.blake2b(repr((p.base_ratio, p.hidden, p.points, p.seed)).encode(), digest_size=16)
     h.update(",".join(sorted(set(_LINEAR.findall(str(e))))).encode())
-    h.update(_quantised(evaluate(e, p)))
+    v = evaluate(e, p)
+    h.update(_quantised(v))
+    if not informative(v):
+        h.update(b"saturated:" + str(e).encode())
     return h.hexdigest()
 
 
 def numerically_equal(a: Expr, b: Expr, base_ratio: float = 1.0, seeds: tuple[int, ...] = (1, 2)) -> bool:
-    """Agreement (rtol 1e-9) on fresh probes with more points: the last word on equivalence."""
+    """Agreement (rtol 1e-9) on fresh probes with more points: the last word on equivalence.  Values
+    that are not ``informative`` (non-finite, constant) prove nothing: False."""
     if sorted(n.name for n in a.linears()) != sorted(n.name for n in b.linears()):
         return False
     for s in seeds:
         p = Probe(base_ratio=base_ratio, points=64, seed=s)
         va, vb = evaluate(a, p), evaluate(b, p)
-        if va.shape != vb.shape or not torch.allclose(va, vb, rtol=1e-9, atol=1e-12, equal_nan=True):
+        if va.shape != vb.shape or not (informative(va) and informative(vb)) or \
+                not torch.allclose(va, vb, rtol=1e-9, atol=ATOL):
             return False
     return True
 

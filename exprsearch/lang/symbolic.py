@@ -13,16 +13,53 @@ True
 """
 from __future__ import annotations
 
+import signal
+import threading
+import time
+from contextlib import contextmanager
 from functools import lru_cache
+from typing import Iterator
 
 import sympy
 
 from .expr import Expr
 from .ops import Kind
 
-__all__ = ["to_sympy", "prove_equal", "X_SYMBOL"]
+__all__ = ["to_sympy", "prove_equal", "simplified", "X_SYMBOL", "PROOF_MAX_SIZE", "PROOF_SECONDS"]
 
 X_SYMBOL = sympy.Symbol("x", real=True)
+PROOF_MAX_SIZE = 40    # larger expressions are not sent to sympy (deep nests take it minutes)
+PROOF_SECONDS = 5.0    # wall-clock limit of one proof (in the main thread, where a timer can interrupt)
+
+
+class _OutOfTime(BaseException):
+    """Raised by the proof timer; a BaseException so that sympy's ``except Exception`` lets it by."""
+
+
+def _out_of_time(signum: int, frame: object) -> None:
+    raise _OutOfTime()
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise ``_OutOfTime`` in the block after ``seconds`` (SIGALRM: main thread, POSIX only; an
+    earlier outer deadline, e.g. a test timeout, is left alone and restored after)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    outer_left, outer_every = signal.getitimer(signal.ITIMER_REAL)
+    if outer_left and outer_left <= seconds:
+        yield
+        return
+    start, outer = time.monotonic(), signal.signal(signal.SIGALRM, _out_of_time)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, outer)
+        if outer_left:
+            signal.setitimer(signal.ITIMER_REAL, max(1e-3, outer_left - (time.monotonic() - start)), outer_every)
 
 
 @lru_cache(maxsize=50_000)
@@ -37,13 +74,33 @@ def to_sympy(e: Expr) -> sympy.Expr:
     return e.op.sympy_fn(*(to_sympy(a) for a in e.args))  # type: ignore[misc]
 
 
-def prove_equal(a: Expr, b: Expr, simplify: bool = True) -> bool:
-    """True if sympy proves ``a == b`` as functions; False means "not proved" (not "different").
-    ``simplify=False`` tries only ``expand`` (milliseconds); ``simplify`` can take seconds."""
+def prove_equal(a: Expr, b: Expr, simplify: bool = True) -> bool | None:
+    """True if sympy proves ``a == b`` as functions; False means "not proved" (not "different");
+    None: sympy was not asked or gave up -- an expression over ``PROOF_MAX_SIZE`` nodes, or a proof
+    over ``PROOF_SECONDS``.  ``simplify=False`` tries only ``expand`` (milliseconds); ``simplify``
+    can take seconds."""
+    if max(a.size, b.size) > PROOF_MAX_SIZE:
+        return None
     try:
-        diff = sympy.expand(to_sympy(a) - to_sympy(b))
-        if diff == 0:
-            return True
-        return simplify and bool(sympy.simplify(diff) == 0)
+        with _time_limit(PROOF_SECONDS):
+            diff = sympy.expand(to_sympy(a) - to_sympy(b))
+            if diff == 0:
+                return True
+            return simplify and bool(sympy.simplify(diff) == 0)
+    except _OutOfTime:
+        return None
     except (TypeError, ValueError, RecursionError, NotImplementedError, AttributeError):
         return False
+
+
+
+def simplified(e: Expr) -> sympy.Expr | None:
+    """The algebra of ``e``, simplified where sympy manages within the proof limits (else as built);
+    None if building it alone takes longer than ``PROOF_SECONDS``."""
+    built = None
+    try:
+        with _time_limit(PROOF_SECONDS):
+            built = to_sympy(e)
+            return built if e.size > PROOF_MAX_SIZE else sympy.simplify(built)
+    except _OutOfTime:
+        return built
