@@ -42,9 +42,9 @@ def open_run(ref: str, default_store: str) -> tuple[Any, str]:
 def eligible(rows: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
     """Successful, per-candidate-trained rows (no stage-3 supernet scores) within the parameter
     budget, not the standard FFN itself, best proxy score first."""
-    from exprsearch.search.leaderboard import is_standard
+    from exprsearch.search.leaderboard import standard_row
     ok = [r for r in rows if r["status"] == "ok" and (r["params"] or 0) <= budget
-          and not is_standard(r["spec"]) and "@" not in r["key"]]
+          and not standard_row(r) and "@" not in r["key"]]
     return sorted(ok, key=lambda r: -r["score"])
 
 
@@ -73,8 +73,8 @@ def main() -> None:
     import torch
 
     from exprsearch.kd.evaluate import EvalConfig, Evaluator
-    from exprsearch.lang.ops import STANDARD_FFN
     from exprsearch.lang.parsing import parse_spec
+    from exprsearch.lang.standard import STANDARD_SPEC
     from exprsearch.search.search import Search
     from exprsearch.search.stats import mean_std
     log = Log()
@@ -86,8 +86,8 @@ def main() -> None:
     ecfg = replace(ecfg, data_dir=args.data_dir or ecfg.data_dir, teacher=args.teacher or ecfg.teacher,
                    cache_dir=args.cache_dir)
     search = Search.resume(store, run, log=lambda m: None, progress=False)
-    standard = str(parse_spec(STANDARD_FFN).broadcast(ecfg.layers))
-    budget = search.price(parse_spec(standard))[0]
+    standard = str(STANDARD_SPEC.broadcast(ecfg.layers))
+    budget = search.price(STANDARD_SPEC.broadcast(ecfg.layers))[0]
     result: dict[str, Any] = {"benchmark": "bench_search", "device": device_name(), "torch": torch.__version__,
                               "runs": {}, "budget_params": budget, "eval": asdict(ecfg), "log": log.lines}
     best_of: dict[str, list[dict[str, Any]]] = {}

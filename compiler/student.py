@@ -4,8 +4,11 @@ Input: a ``ModelSpec`` (one expression per layer, or one for all) and a ``Studen
 optionally a teacher (any HF BERT) to initialise from.  Output: an
 ``ExprBertForSequenceClassification`` -- a ``BertForSequenceClassification`` whose layers'
 ``intermediate`` is the identity and whose ``output`` runs the lowered FFN (which owns its
-residual and LayerNorm, exactly like BERT's own FFN).  Invariant: the spec lives in the config
-(``ffn_spec``), so ``save_pretrained``/``from_pretrained`` round-trip the architecture and weights.
+residual and LayerNorm, exactly like BERT's own FFN).  Each layer's FFN is built once, by a factory
+(``lower`` for a fresh student; ``SupernetStudent.extract`` passes ``inherit`` for a supernet
+slice).  Invariants: the model holds its parsed ``spec``; the text form lives in the config
+(``ffn_spec``), written for ``save_pretrained`` and parsed only by ``from_pretrained``, so the pair
+round-trips the architecture and weights.
 
 >>> import exprsearch as es, torch
 >>> spec = es.parse_spec("[linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2); tanh(linear2_2(gelu(linear2_2(x,wb1)),wb2))]")
@@ -17,21 +20,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import fx, nn
 from transformers import BertConfig, BertForSequenceClassification, PreTrainedModel
 
 from exprsearch.errors import ConfigError
-from exprsearch.lang.expr import ModelSpec
+from exprsearch.lang.expr import Expr, ModelSpec
 from exprsearch.lang.parsing import parse_spec
 
 from .lower import FFNConfig, lower
 from .supernet import load_teacher_ffn
 
 __all__ = ["StudentConfig", "ExprBertConfig", "ExprBertForSequenceClassification", "ExprFFNOutput",
-           "build_student", "ffn_modules", "layer_map", "init_from_teacher", "set_dropout", "SPEC_FILE"]
+           "build_student", "ffn_modules", "layer_map", "init_from_teacher", "set_dropout", "SPEC_FILE", "FFNFactory"]
+
+FFNFactory = Callable[[int, Expr, FFNConfig], fx.GraphModule]  # (layer index, expression, shape) -> FFN
 
 SPEC_FILE = "model.ffn"  # the model spec saved next to the weights, one expression per line
 
@@ -78,23 +83,29 @@ class ExprFFNOutput(nn.Module):
 class ExprBertForSequenceClassification(BertForSequenceClassification):
     config_class = ExprBertConfig
 
-    def __init__(self, config: ExprBertConfig) -> None:
+    def __init__(self, config: ExprBertConfig, spec: ModelSpec | None = None, ffn: FFNFactory | None = None) -> None:
+        """``spec``: the parsed spec (None: ``from_pretrained``, which has only the saved config's
+        text); ``ffn(i, e, cfg)`` builds layer i's FFN (default: ``lower(e, cfg)``)."""
         super().__init__(config)
-        spec = parse_spec(config.ffn_spec, strict=False).broadcast(config.num_hidden_layers)
+        if spec is None:
+            spec = parse_spec(config.ffn_spec, strict=False)
+        self.spec = spec.broadcast(config.num_hidden_layers)
         cfg = FFNConfig(hidden=config.hidden_size, base_width=config.ffn_base_width,
                         dropout=config.hidden_dropout_prob, ln_eps=config.layer_norm_eps)
         from .attention import apply_attn
-        for layer, e, a in zip(self.bert.encoder.layer, spec.layers, spec.attn or (None,) * len(spec.layers)):
+        attn = self.spec.attn or (None,) * len(self.spec)
+        for layer, e, a in zip(self.bert.encoder.layer, self.spec.layers, attn):
             layer.intermediate = nn.Identity()
-            layer.output = ExprFFNOutput(lower(e, cfg))
+            if ffn is None:
+                layer.output = ExprFFNOutput(lower(e, cfg))
             apply_attn(layer, a, config)
         self.post_init()
-
-    @property
-    def spec(self) -> ModelSpec:
-        return parse_spec(self.config.ffn_spec, strict=False).broadcast(self.config.num_hidden_layers)
+        if ffn is not None:  # FFNs that come with their weights (supernet slices): after the init, which redraws
+            for i, (layer, e) in enumerate(zip(self.bert.encoder.layer, self.spec.layers)):
+                layer.output = ExprFFNOutput(ffn(i, e, cfg))
 
     def save_pretrained(self, save_directory: str | Path, **kw) -> None:  # type: ignore[override]
+        self.config.ffn_spec = str(self.spec)  # the text form is written here (pruned heads included)
         super().save_pretrained(save_directory, **kw)
         (Path(save_directory) / SPEC_FILE).write_text(self.spec.to_lines(), encoding="utf-8")
 
@@ -142,15 +153,25 @@ def _hf_config(spec: ModelSpec, cfg: StudentConfig) -> ExprBertConfig:
 
 
 @torch.no_grad()
-def _copy(dst: nn.Module, src: nn.Module, sliced: bool = False) -> int:
+def _copy(dst: nn.Module, src: nn.Module, sliced: bool = False, layers: list[int] | None = None,
+          skip: str | None = None) -> int:
     """Copy same-named tensors of ``src`` into ``dst``: same shape, or with ``sliced`` the leading
-    block of a larger tensor (pruned heads keep the first heads); returns how many."""
+    block of a larger tensor (pruned heads keep the first heads); ``layers[i]``: the ``src`` layer
+    that ``dst``'s encoder layer i comes from (a shallower copy); names holding ``skip`` are left
+    alone.  Returns how many tensors were copied."""
     theirs = src.state_dict()
     n = 0
     for name, t in dst.state_dict().items():
-        if name not in theirs:
+        if skip is not None and skip in name:
             continue
-        src_t = theirs[name]
+        src_name = name
+        if layers is not None and ".encoder.layer." in name:
+            head, rest = name.split(".encoder.layer.", 1)
+            j, tail = rest.split(".", 1)
+            src_name = f"{head}.encoder.layer.{layers[int(j)]}.{tail}"
+        if src_name not in theirs:
+            continue
+        src_t = theirs[src_name]
         if src_t.shape == t.shape:
             t.copy_(src_t)
             n += 1
@@ -180,16 +201,19 @@ def init_from_teacher(student: ExprBertForSequenceClassification, teacher: PreTr
     return counts
 
 
-def build_student(spec: ModelSpec | str, cfg: StudentConfig, teacher: PreTrainedModel | None = None
-                  ) -> ExprBertForSequenceClassification:
-    """A BERT student whose layer i FFN is ``spec[i]`` (a one-layer spec applies to every layer)."""
+def build_student(spec: ModelSpec | str, cfg: StudentConfig, teacher: PreTrainedModel | None = None,
+                  ffn: FFNFactory | None = None) -> ExprBertForSequenceClassification:
+    """A BERT student whose layer i FFN is ``spec[i]`` (a one-layer spec applies to every layer),
+    built by ``ffn`` (default ``lower``), initialised from ``teacher`` where shapes allow.  A
+    text spec is a library user's input and is parsed here; the library passes parsed specs."""
     if isinstance(spec, str):
         spec = parse_spec(spec, strict=False)
     if teacher is not None:
         tc = teacher.config
         cfg = StudentConfig(**{**cfg.__dict__, "vocab_size": tc.vocab_size, "type_vocab": tc.type_vocab_size,
                                "max_position": tc.max_position_embeddings})
-    model = ExprBertForSequenceClassification(_hf_config(spec, cfg))
+    spec = spec.broadcast(cfg.layers)
+    model = ExprBertForSequenceClassification(_hf_config(spec, cfg), spec=spec, ffn=ffn)
     if teacher is not None:
         init_from_teacher(model, teacher, cfg.layer_map)
     return model

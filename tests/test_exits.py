@@ -253,13 +253,13 @@ def test_joint_schedule_trains_the_backbone_at_its_own_rate(trained, monkeypatch
     model, st, *_, ev = trained
     m = EarlyExitBert(copy.deepcopy(model.student))
     seen = {}
-    real = exits_mod.train_steps
+    real = exits_mod.train_one
 
-    def spy(params, loss, batches, tc, device, **kw):
+    def spy(loss, params, batches, tc, device, **kw):
         seen["rates"] = {n: kw["lr_of"](n) for n, _ in params} if kw.get("lr_of") else None
-        return real(params, loss, batches, tc, device, **kw)
+        return real(loss, params, batches, tc, device, **kw)
 
-    monkeypatch.setattr(exits_mod, "train_steps", spy)
+    monkeypatch.setattr(exits_mod, "train_one", spy)
     xcfg = dataclasses.replace(XCFG, schedule="joint", exit_steps=2, exit_lr=1e-3, backbone_lr=2e-5)
     train_exits(m, st.train, st.task, ev.device, xcfg, batch_size=16, max_len=32)
     rates = seen["rates"]

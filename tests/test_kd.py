@@ -5,6 +5,7 @@ and a few dozen steps: every run is seconds on a CPU.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import random
@@ -29,7 +30,8 @@ import exprsearch.kd.teacher as teacher_mod
 from compiler import StudentConfig
 from exprsearch.errors import ConfigError
 from exprsearch.kd.distill import KDConfig, KDLoss, SupernetStudent
-from exprsearch.kd.evaluate import STANDARD_SPEC, CandidateResult, Evaluator
+from exprsearch.kd.evaluate import CandidateResult, Evaluator
+from exprsearch.lang.standard import STANDARD_FFN
 from exprsearch.kd.glue import read_split, task
 from exprsearch.kd.teacher import (
     TeacherConfig,
@@ -39,8 +41,11 @@ from exprsearch.kd.teacher import (
     teacher_info,
 )
 from exprsearch.kd.tokens import Batcher, encode
-from exprsearch.kd.train import CandidateFailed, TrainConfig, train_steps
+from exprsearch.kd.group import train_one
+from exprsearch.kd.train import CandidateFailed, TrainConfig
 from exprsearch.lang.parsing import parse_spec
+
+STANDARD_SPEC = str(STANDARD_FFN)  # the standard FFN's text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -82,8 +87,8 @@ def test_kd_loss_decreases_when_training_an_extracted_student(sst2):
     student = sup.extract(parse_spec(OTHER_SPEC)).train()
     kd = KDLoss(teacher, student, task("SST-2"), KDConfig())
     assert isinstance(kd.proj, torch.nn.Identity)  # same width: no projection
-    curve = train_steps(list(student.named_parameters()) + list(kd.named_parameters()), lambda b: kd(student, b),
-                        Batcher(enc, 16, seed=0), TrainConfig(lr=1e-3, steps=60, log_every=10), CPU)
+    curve = train_one(lambda b: kd(student, b), list(student.named_parameters()) + list(kd.named_parameters()),
+                      Batcher(enc, 16, seed=0), TrainConfig(lr=1e-3, steps=60, log_every=10), CPU)
     losses = [v for _, v in curve.loss]
     assert [s for s, _ in curve.loss] == [10, 20, 30, 40, 50, 60]
     assert all(math.isfinite(v) and v > 0 for v in losses)
@@ -171,21 +176,23 @@ def test_infinite_loss_is_reported(ev, monkeypatch):
 
 
 def test_exploding_gradients_fail_the_candidate(ev, monkeypatch):
-    monkeypatch.setattr(evaluate_mod, "TrainConfig", functools.partial(TrainConfig, explode=1e-6))
+    real = TrainConfig.from_eval
+    monkeypatch.setattr(TrainConfig, "from_eval",
+                        classmethod(lambda cls, *a, **kw: dataclasses.replace(real(*a, **kw), explode=1e-6)))
     r = ev.evaluate(parse_spec(SPEC))
     assert r.status == "failed" and "exploding" in r.reason and "step 1" in r.reason
     monkeypatch.undo()
     assert ev.evaluate(parse_spec(SPEC)).status == "ok"
 
 
-def test_train_steps_raises_candidate_failed_with_the_step(sst2):
+def test_train_one_raises_candidate_failed_with_the_step(sst2):
     teacher, enc = sst2
     torch.manual_seed(0)
     student = SupernetStudent(_student_config(teacher), teacher).extract(parse_spec(SPEC)).train()
     kd = KDLoss(teacher, student, task("SST-2"), KDConfig())
     with pytest.raises(CandidateFailed) as info:
-        train_steps(list(student.named_parameters()), lambda b: kd(student, b), Batcher(enc, 16),
-                    TrainConfig(steps=5, explode=1e-9), CPU)
+        train_one(lambda b: kd(student, b), list(student.named_parameters()), Batcher(enc, 16),
+                  TrainConfig(steps=5, explode=1e-9), CPU)
     assert info.value.step == 1 and "exploding gradients" in str(info.value)
 
 

@@ -18,9 +18,11 @@ from conftest_kd import (  # noqa: F401
 
 import exprsearch.kd.teacher as teacher_mod
 from exprsearch.cli import main as cli
-from exprsearch.kd.evaluate import STANDARD_SPEC
+from exprsearch.lang.standard import STANDARD_FFN
 from exprsearch.lang.canon import canonicalize_spec
 from exprsearch.lang.parsing import parse_spec
+
+STANDARD_SPEC = str(STANDARD_FFN)  # the standard FFN's text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

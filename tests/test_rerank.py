@@ -8,12 +8,15 @@ import pytest
 from conftest_search import easy_glue, kd_cache, one_thread, quiet, run_search, scfg, search_ecfg, tiny_teacher  # noqa: F401
 
 from exprsearch.errors import ConfigError
-from exprsearch.kd.evaluate import STANDARD_SPEC, Evaluator
+from exprsearch.kd.evaluate import Evaluator
+from exprsearch.lang.standard import STANDARD_FFN
 from exprsearch.search.backends import InlineBackend
 from exprsearch.lang.parsing import parse_spec
 from exprsearch.search.leaderboard import leaderboard_table
 from exprsearch.search.search import Search
 from exprsearch.search.store import Store
+
+STANDARD_SPEC = str(STANDARD_FFN)  # the standard FFN's text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,7 +85,7 @@ def test_rerank_options_are_checked():
 
 
 def test_rerank_also_rescores_the_standard_ffn_and_logs_failures(tmp_path, search_ecfg, monkeypatch):
-    from exprsearch.search.leaderboard import is_standard
+    from exprsearch.search.leaderboard import standard_row
     orig = Evaluator.evaluate_many
 
     def flaky(ev, specs, seed=None, **kw):  # every re-evaluation with seed + 2 fails
@@ -98,6 +101,6 @@ def test_rerank_also_rescores_the_standard_ffn_and_logs_failures(tmp_path, searc
     search = Search(store, scfg(candidates=4, rerank=1, rerank_seeds=2), search_ecfg, log=lines.append, progress=False)
     search.run()
     reseeds = store.reseeds(search.run_id)
-    standard = next(r for r in store.candidates(search.run_id) if is_standard(r["spec"]))
+    standard = next(r for r in store.candidates(search.run_id) if standard_row(r))
     assert standard["key"] in reseeds and len(standard["seed_scores"]) == 2  # seed + 2 failed: left out
     assert any("re-rank:" in m and "failed" in m for m in lines)

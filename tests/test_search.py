@@ -34,7 +34,7 @@ from conftest_search import (  # noqa: F401
 from compiler import StudentConfig, build_student
 from exprsearch.cli import main as cli
 from exprsearch.errors import ConfigError
-from exprsearch.kd.evaluate import STANDARD_SPEC
+from exprsearch.lang.standard import STANDARD_FFN
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.parsing import parse_spec
 from exprsearch.search.leaderboard import leaderboard_table, pareto, pareto_table
@@ -45,6 +45,7 @@ from exprsearch.search.store import Store
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parent.parent
+STANDARD_SPEC = str(STANDARD_FFN)  # the standard FFN's text
 STD2 = f"[{STANDARD_SPEC}; {STANDARD_SPEC}]"
 
 

@@ -32,7 +32,7 @@ def cmd_compile(ns: argparse.Namespace) -> int:
     cfg = FFNConfig(hidden=ns.hidden, base_width=ns.base_width)
     gm = lower(e, cfg)
     cost = ffn_cost(e, cfg)
-    std = ffn_cost(parse("linear1_1(gelu(linear1_1(x,wb1)),wb2)"), cfg)
+    std = ffn_cost(STANDARD_FFN, cfg)
     out: dict = {"expression": str(e), "hidden": cfg.hidden, "base_width": cfg.D,
                  "cost": cost.as_dict(), "standard_ffn_cost": std.as_dict()}
     lines = [f"expression  {e}   (H = {cfg.hidden}, D = {cfg.D})"]

@@ -21,14 +21,15 @@ def _eval_options(p: argparse.ArgumentParser) -> None:
 
 @command("eval", "train one candidate by warm-up KD and print its dev metrics, params, FLOPs, time")(_eval_options)
 def cmd_eval(ns: argparse.Namespace) -> int:
-    from exprsearch.kd.evaluate import STANDARD_SPEC, Evaluator
+    from exprsearch.kd.evaluate import Evaluator
+    from exprsearch.lang.standard import STANDARD_SPEC
     from exprsearch.lang.parsing import parse_spec
     cfg = eval_config(ns)
     spec = read_spec_arg(ns.spec)
     ev = Evaluator(cfg, log=logger(ns))
     results = [ev.evaluate(spec)]
     if ns.baseline:
-        results.append(ev.evaluate(parse_spec(STANDARD_SPEC)))
+        results.append(ev.evaluate(STANDARD_SPEC))
     rows = []
     for r in results:
         metrics = "; ".join(f"{t}: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in m.items())

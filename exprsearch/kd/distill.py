@@ -25,16 +25,15 @@ from torch import nn
 from compiler import FFNConfig, StudentConfig, build_student, inherit, layer_map
 from compiler.student import ExprBertForSequenceClassification, ExprFFNOutput, _copy
 from compiler.supernet import MAX_BLOCKS, SuperFFN, load_teacher_ffn, lower_shared
+from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES
-from exprsearch.lang.parsing import parse
+from exprsearch.lang.standard import standard_ffn
 
 from .glue import Task
 from .tokens import Batch
 
-__all__ = ["KDConfig", "KDLoss", "SupernetStudent", "STANDARD"]
-
-STANDARD = "linear{x}_{y}(gelu(linear{x}_{y}(x,wb1)),wb2)"
+__all__ = ["KDConfig", "KDLoss", "SupernetStudent"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class KDLoss(nn.Module):
         self.map = layer_map(cfg.layer_map, s.num_hidden_layers, t.num_hidden_layers)
         self.proj = nn.Linear(s.hidden_size, t.hidden_size) if s.hidden_size != t.hidden_size else nn.Identity()
         if cfg.w_attn and s.num_attention_heads != t.num_attention_heads:
-            raise ValueError("attention KD needs the same number of heads in student and teacher")
+            raise ConfigError("attention KD needs the same number of heads in student and teacher")
 
     @property
     def needs_teacher(self) -> bool:
@@ -129,7 +128,7 @@ class SupernetStudent(nn.Module):
             cfg = replace(cfg, vocab_size=tc.vocab_size, max_position=tc.max_position_embeddings,
                           type_vocab=tc.type_vocab_size)
         self.cfg = cfg
-        self.model = build_student(STANDARD.format(x=1, y=1), cfg, teacher)
+        self.model = build_student(ModelSpec((standard_ffn(),)), cfg, teacher)
         fcfg = FFNConfig(hidden=cfg.hidden, base_width=cfg.base_width, dropout=cfg.dropout,
                          ln_eps=self.model.config.layer_norm_eps)
         self.supers = nn.ModuleList(SuperFFN(fcfg) for _ in range(cfg.layers))
@@ -151,13 +150,13 @@ class SupernetStudent(nn.Module):
 
     def use_spec(self, spec: ModelSpec) -> None:
         for i, (layer, e) in enumerate(zip(self.model.bert.encoder.layer, spec.broadcast(self.cfg.layers))):
-            key = (str(e), i)
+            key = (e, i)  # interned: equal expressions are one object
             if key not in self._views:
                 self._views[key] = lower_shared(e, self.supers[i])
             layer.output = ExprFFNOutput(self._views[key])
 
     def use(self, x: int, y: int) -> None:
-        self.use_spec(ModelSpec((parse(STANDARD.format(x=x, y=y)),)))
+        self.use_spec(ModelSpec((standard_ffn(x, y),)))
 
     def sample(self, rng: random.Random, layerdrop: float = 0.0) -> tuple[int, int]:
         """Use a uniformly drawn (X, Y) sub-model; with ``layerdrop`` also skip random layers."""
@@ -172,16 +171,20 @@ class SupernetStudent(nn.Module):
         return self.model(**kw)
 
     @torch.no_grad()
-    def extract(self, spec: ModelSpec) -> ExprBertForSequenceClassification:
+    def extract(self, spec: ModelSpec, keep_layers: list[int] | None = None) -> ExprBertForSequenceClassification:
         """A standalone student for ``spec`` inheriting every weight: embeddings, attention, pooler
-        and classifier copied, each FFN the supernet slice it uses (``inherit``).  Built on the
-        supernet's device (the random initialisation it overwrites is cheap there)."""
-        spec = spec.broadcast(self.cfg.layers)
+        and classifier copied, each FFN the supernet slice it uses (``inherit``: each layer built
+        once).  ``keep_layers``: a shallower student made of these supernet layers (LayerDrop),
+        ``spec`` giving one expression per kept layer.  Built on the supernet's device."""
+        keep = list(range(self.cfg.layers)) if keep_layers is None else list(keep_layers)
+        if not keep or len(set(keep)) != len(keep) or not all(0 <= k < self.cfg.layers for k in keep):
+            raise ConfigError(f"keep_layers {keep}: distinct layers of 0..{self.cfg.layers - 1}")
+        spec = spec.broadcast(len(keep))
+        cfg = replace(self.cfg, layers=len(keep), type_vocab=self.model.config.type_vocab_size)
         with torch.device(next(self.parameters()).device):
-            student = build_student(spec, replace(self.cfg, type_vocab=self.model.config.type_vocab_size))
-            _copy(student, self.model, sliced=True)  # all but the FFNs; pruned heads keep the first heads
-            for layer, sup, e in zip(student.bert.encoder.layer, self.supers, spec.layers):
-                layer.output = ExprFFNOutput(inherit(sup, e))
+            student = build_student(spec, cfg, ffn=lambda i, e, _: inherit(self.supers[keep[i]], e))
+            # all but the FFNs; pruned heads keep the first heads
+            _copy(student, self.model, sliced=True, layers=keep, skip=".output.ffn.")
         student.config._attn_implementation = self.model.config._attn_implementation
         return student
 

@@ -31,16 +31,16 @@ from exprsearch.errors import ConfigError, DeviceError, ExprSearchError
 from exprsearch.lang.expr import ModelSpec
 
 from .distill import KDLoss
-from .glue import task
-from .group import GroupTrainer, Member, is_oom
+from .glue import score, task
+from .group import GroupTrainer, Member, is_oom, train_one
 from .prepare import TaskState, locations, prefill, prepare
-from .protocol import STANDARD_SPEC, EvalConfig, teacher_config
+from .protocol import EvalConfig, teacher_config
 from .sizing import Plan
 from .train import CandidateFailed, Curve, TrainConfig, dev_metrics
 
 CPU_GROUP = 8  # group size on the CPU when the config leaves it to the evaluator (0)
 
-__all__ = ["EvalConfig", "CandidateResult", "Evaluator", "STANDARD_SPEC", "teacher_config"]
+__all__ = ["EvalConfig", "CandidateResult", "Evaluator", "teacher_config", "CPU_GROUP"]
 
 
 @dataclass
@@ -140,7 +140,7 @@ class Evaluator:
         for r in res:
             r.seconds = share
             if r.status == "ok":
-                r.score = 100.0 * sum(r.metrics[t.name][t.main] for t in self.tasks) / len(self.tasks)
+                r.score = score(r.metrics, self.tasks)
         return res
 
     def _record(self, res: CandidateResult, name: str, run: "_Run") -> None:
@@ -194,7 +194,7 @@ class Evaluator:
         """The candidate, inheriting the warm supernet: shallower specs keep the layers of the
         LayerDrop every-other rule (or evenly spaced ones); pruned heads are chosen by importance
         on the extracted student when ``head_importance_steps`` > 0, else the first heads are kept."""
-        from compiler.layerdrop import every_other, extract_layers
+        from compiler.layerdrop import every_other
         from compiler.student import layer_map
         n, full = len(spec), self.cfg.layers
         attn = spec.attn or (None,) * n
@@ -202,29 +202,22 @@ class Evaluator:
             raise ConfigError("attention-map KD (w_attn > 0) needs standard attention in every layer; "
                               "LSRA and pruned heads have no teacher-shaped attention maps")
         prune = self.cfg.head_importance_steps > 0 and any(a is not None and a.kind == "mha" and a.heads for a in attn)
-        # the supernet-shaped spec: full heads where importance will choose, depth padded to the supernet's
-        build = [None if prune and a is not None and a.kind == "mha" else a for a in attn]
-        keep = list(range(full))
-        if n < full:
+        # full heads where importance will choose
+        build = ModelSpec(spec.layers, tuple(None if prune and a is not None and a.kind == "mha" else a
+                                             for a in attn), spec.hidden)
+        keep = None
+        if n < full:  # the supernet layers a shallower student keeps
             keep = every_other(self.cfg.layerdrop, full) if 0 < self.cfg.layerdrop <= 0.5 else []
             if len(keep) != n:
                 keep = sorted(set(layer_map("uniform", n, full)))
-            layers, padded = [spec.layers[0]] * full, [None] * full
-            for i, j in enumerate(keep):
-                layers[j], padded[j] = spec.layers[i], build[i]
-            base = ModelSpec(tuple(layers), tuple(padded), spec.hidden)
-        else:
-            base = ModelSpec(spec.layers, tuple(build), spec.hidden)
-        student = st.supernet.extract(base).to(self.device).train()
-        if len(keep) < full:
-            student = extract_layers(student, keep).to(self.device).train()
+        student = st.supernet.extract(build, keep_layers=keep).to(self.device).train()
         if prune:
             from compiler.heads import head_importance, keep_top, prune_heads
             kd = KDLoss(st.teacher, student, st.task, self.cfg.kd()).to(self.device)
             imp = head_importance(student, st.train, lambda b: kd(student, b), self.cfg.head_importance_steps)
             prune_heads(student, keep_top(imp, [a.heads if a is not None and a.kind == "mha" and a.heads else None
                                                 for a in attn]))
-            student.config.ffn_spec = str(spec)
+            student.spec = spec
         if self.cfg.dropout is not None:
             set_dropout(student, self.cfg.dropout)
         return student
@@ -237,6 +230,14 @@ class Evaluator:
     def student(self, task_name: str, spec: ModelSpec) -> Any:
         """``spec``'s student for task ``task_name``, inheriting the warm supernet (untrained)."""
         return self._student(self._task(task_name), self._canonical(spec))
+
+    def train(self, loss: Callable[[Any], torch.Tensor], params: list[tuple[str, torch.nn.Parameter]],
+              batches: Any, steps: int) -> Curve:
+        """Train ``params`` on ``loss(batch)`` for ``steps`` steps with this protocol's settings
+        (``TrainConfig.from_eval``): the one loop, one model (stage 3's supernets and multi-task
+        student).  Raises ``CandidateFailed`` on a broken step."""
+        return train_one(loss, params, batches, TrainConfig.from_eval(self.cfg, steps=steps, log_every=max(1, steps // 5)),
+                         self.device, log=self.log)
 
     def members(self, st: TaskState, specs: list[ModelSpec], seed: int | None = None) -> list[Member]:
         """``specs`` as members of a group (student + its KD loss), each started from ``seed``
@@ -299,8 +300,7 @@ class Evaluator:
             rescore = seed != cfg.seed
             hurdle_steps = [] if rescore else sorted({max(1, int(f * steps)) for f in cfg.hurdles})
             log_every = min([steps] + hurdle_steps) if hurdle_steps else max(1, steps // 10)
-            tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, seed=seed, max_len=cfg.max_len,
-                             log_every=max(1, log_every))
+            tc = TrainConfig.from_eval(cfg, steps=steps, seed=seed, log_every=log_every)
             seen: dict[int, list[float]] = {}  # this group's losses at each hurdle, kept once it succeeds
 
             def hurdle(step: int, means: dict[int, float]) -> dict[int, str]:

@@ -36,7 +36,8 @@ from exprsearch.lang.expr import ModelSpec
 from .distill import task_loss
 from .glue import Task, compute_metrics
 from .tokens import Batcher, Encoded
-from .train import TrainConfig, _autocast, train_steps
+from .group import train_one
+from .train import TrainConfig, _autocast
 
 __all__ = ["ExitConfig", "POLICIES", "GATE_COSTS", "make_policy", "settings", "train_exits", "train_gates", "evaluate_policy",
            "time_policy", "sweep"]
@@ -123,8 +124,8 @@ def train_exits(model: EarlyExitBert, batches: Batcher, t: Task, device: torch.d
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("gates.")]
     tc = TrainConfig(lr=cfg.exit_lr, batch_size=batch_size, steps=cfg.exit_steps, seed=seed, max_len=max_len,
                      log_every=max(1, cfg.exit_steps // 5))
-    curve = train_steps(params, loss, batches, tc, device,
-                        lr_of=(lambda n: cfg.exit_lr if n.startswith("exits.") else cfg.backbone_lr) if joint else None)
+    curve = train_one(loss, params, batches, tc, device,
+                      lr_of=(lambda n: cfg.exit_lr if n.startswith("exits.") else cfg.backbone_lr) if joint else None)
     for p in model.student.parameters():
         p.requires_grad_(True)
     model.eval()
@@ -153,8 +154,8 @@ def train_gates(model: EarlyExitBert, batches: Batcher, t: Task, device: torch.d
 
         tc = TrainConfig(lr=cfg.gate_lr, batch_size=batch_size, steps=steps, seed=seed, max_len=max_len,
                          log_every=max(1, steps // 3))
-        curve += train_steps([(n, p) for n, p in model.named_parameters() if n.startswith("gates.")],
-                             loss, batches, tc, device).loss
+        curve += train_one(loss, [(n, p) for n, p in model.named_parameters() if n.startswith("gates.")],
+                           batches, tc, device).loss
     for p in frozen:
         p.requires_grad_(True)
     model.gate_mode = "hard"

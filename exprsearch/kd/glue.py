@@ -24,7 +24,7 @@ import numpy as np
 
 from exprsearch.errors import ConfigError, ExprSearchError, suggest
 
-__all__ = ["metric_std", "Task", "TASKS", "Examples", "DataError", "read_split", "compute_metrics", "task",
+__all__ = ["metric_std", "Task", "TASKS", "Examples", "DataError", "read_split", "compute_metrics", "score", "task",
            "file_digest"]
 
 
@@ -213,6 +213,15 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a - a.mean(), b - b.mean()
     den = math.sqrt(float(np.sum(a * a) * np.sum(b * b)))
     return float(np.sum(a * b) / den) if den else 0.0
+
+
+def score(metrics: dict[str, dict[str, float]], tasks: Sequence[Task]) -> float:
+    """The fitness of a candidate: the mean of the tasks' main metrics, x100 (the one formula).
+
+    >>> score({"RTE": {"acc": 0.6}, "CoLA": {"mcc": 0.3}}, [task("RTE"), task("CoLA")])
+    45.0
+    """
+    return 100.0 * sum(metrics[t.name][t.main] for t in tasks) / len(tasks)
 
 
 def compute_metrics(t: Task | str, labels: Sequence[float], preds: Sequence[float]) -> dict[str, float]:

@@ -1,8 +1,12 @@
-"""K models + one batch stream --> K models trained in lock-step: one step trains them all.
+"""K models + one batch stream --> K models trained in lock-step: the one training loop.
 
 Input: K ``Member`` s (a model, its loss ``loss(model, batch, shared)`` and any extra trainable
-parameters), an optional ``shared(batch)`` computed once per batch under ``no_grad`` and handed
-to every loss (the teacher's logits and hidden states), a ``Batcher`` and a ``TrainConfig``.
+parameters, or an explicit parameter list), an optional ``shared(batch)`` computed once per batch
+under ``no_grad`` and handed to every loss (the teacher's logits and hidden states), a batch
+source (``forever()``: a ``Batcher``, or anything the losses understand) and a ``TrainConfig``;
+optionally ``lr_of(name)``, a parameter's own peak learning rate.  Every training in exprsearch
+runs here: candidates (K of them), the teacher, supernet warm-ups, stage 3, exit heads and gates
+(``train_one``: K = 1, raising ``CandidateFailed``).
 Output: per member an ``Outcome`` -- its learning curve and, if its training broke, the
 ``CandidateFailed`` (NaN/Inf loss or gradient norm, exploding gradients) with the step.
 
@@ -57,7 +61,7 @@ from .train import (
     param_groups,
 )
 
-__all__ = ["Member", "Outcome", "GroupTrainer", "is_oom", "repair_cuda_rng"]
+__all__ = ["Member", "Outcome", "GroupTrainer", "train_one", "is_oom", "repair_cuda_rng"]
 
 LossFn = Callable[[nn.Module, Batch, Any], torch.Tensor]
 
@@ -66,9 +70,15 @@ LossFn = Callable[[nn.Module, Batch, Any], torch.Tensor]
 class Member:
     """One model trained in the group."""
 
-    model: nn.Module
+    model: nn.Module | None
     loss: LossFn                                                     # (model, batch, shared) -> loss
     extra: list[tuple[str, nn.Parameter]] = field(default_factory=list)  # e.g. a KD projection
+    params: list[tuple[str, nn.Parameter]] | None = None             # trained instead of model's + extra
+
+    def named(self) -> list[tuple[str, nn.Parameter]]:
+        """The (name, parameter) pairs this member trains."""
+        pairs = self.params if self.params is not None else list(self.model.named_parameters()) + list(self.extra)
+        return [(n, p) for n, p in pairs if p.requires_grad]
 
 
 @dataclass
@@ -90,23 +100,21 @@ class GroupTrainer:
 
     def __init__(self, members: list[Member], cfg: TrainConfig, device: torch.device | str = "cpu",
                  shared: Callable[[Batch], Any] | None = None, graphs: bool = True, streams: bool = False,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, lr_of: Callable[[str], float] | None = None) -> None:
         self.members, self.cfg, self.shared = members, cfg, shared
         self.device = torch.device(device)
         self.log = log or (lambda m: None)
         cuda = self.device.type == "cuda"
         self.want_graphs = graphs                                 # capture points are passed on the CPU too
         self.use_graphs, self.streams = graphs and cuda, streams and cuda
-        named = [[(n, p) for n, p in list(m.model.named_parameters()) + list(m.extra) if p.requires_grad]
-                 for m in members]
+        named = [m.named() for m in members]
         self.params = [[p for _, p in ps] for ps in named]
-        groups = param_groups(iter([np for ps in named for np in ps]), cfg.weight_decay)
-        if cuda:  # a device-side learning rate: the captured update reads it, the host refreshes it
-            self.lr = torch.tensor(cfg.lr, device=self.device)
-            self.opt = torch.optim.AdamW(groups, lr=self.lr, fused=True, capturable=True)
-        else:
-            self.lr = None
-            self.opt = torch.optim.AdamW(groups, lr=cfg.lr)
+        groups = param_groups(iter([np for ps in named for np in ps]), cfg.weight_decay, lr_of)
+        self.base_lr = [g.pop("lr", cfg.lr) for g in groups]  # each group's peak rate
+        for g, lr in zip(groups, self.base_lr):  # on CUDA a device tensor: the captured update reads it
+            g["lr"] = torch.tensor(lr, device=self.device) if cuda else lr
+        self.opt = (torch.optim.AdamW(groups, lr=cfg.lr, fused=True, capturable=True) if cuda
+                    else torch.optim.AdamW(groups, lr=cfg.lr))
         k = len(members)
         self.acc = torch.zeros(k, device=self.device)            # summed loss since the last log point
         self.first_bad = torch.zeros(k, 3, device=self.device)   # (step, loss, norm) of the first bad step
@@ -233,11 +241,12 @@ class GroupTrainer:
         last = 0  # step of the last curve point
         try:
             for step in range(1, cfg.steps + 1):
-                if self.lr is not None:
-                    self.lr.fill_(cfg.lr * factor(step - 1))
-                else:
-                    for g in self.opt.param_groups:
-                        g["lr"] = cfg.lr * factor(step - 1)
+                f = factor(step - 1)
+                for g, lr in zip(self.opt.param_groups, self.base_lr):
+                    if isinstance(g["lr"], torch.Tensor):
+                        g["lr"].fill_(lr * f)
+                    else:
+                        g["lr"] = lr * f
                 self.step_id.fill_(step)
                 self._step(next(stream))
                 point = step % cfg.log_every == 0 or step == cfg.steps
@@ -275,6 +284,34 @@ class GroupTrainer:
         self._graphs.clear()
         self._pool = None
         self.opt.zero_grad(set_to_none=True)
+
+
+def train_one(loss: Callable[[Any], torch.Tensor], params: list[tuple[str, nn.Parameter]], batches: Any,
+              cfg: TrainConfig, device: torch.device | str = "cpu", *,
+              on_log: Callable[[int, Any], Any] | None = None, lr_of: Callable[[str], float] | None = None,
+              log: Callable[[str], None] | None = None) -> Curve:
+    """Train ``params`` on ``loss(batch)`` for ``cfg.steps`` steps: the group loop with one member,
+    eager (the loss may change the model between steps: supernet sampling).  ``on_log(step, mean
+    loss)`` every ``log_every`` steps may raise to stop.  Raises ``CandidateFailed`` on a NaN/Inf
+    loss or gradient norm, or exploding gradients.
+
+    >>> import torch
+    >>> from .tokens import Encoded, Batcher
+    >>> enc = Encoded(torch.randint(1, 50, (32, 6)), torch.zeros(32, 6, dtype=torch.long),
+    ...               torch.full((32,), 6), torch.randint(0, 2, (32,)).float())
+    >>> lin = torch.nn.Linear(6, 1)
+    >>> curve = train_one(lambda b: lin(b.input_ids.float()).pow(2).mean(), list(lin.named_parameters()),
+    ...                   Batcher(enc, 8), TrainConfig(lr=0.01, steps=8, log_every=4))
+    >>> [s for s, _ in curve.loss]
+    [4, 8]
+    """
+    member = Member(None, lambda _model, batch, _shared: loss(batch), params=params)
+    trainer = GroupTrainer([member], cfg, device, graphs=False, log=log, lr_of=lr_of)
+    hook = (lambda step, means: on_log(step, means[0]) or {}) if on_log is not None else None  # noqa: E731
+    out = trainer.train(batches, on_log=hook)[0]
+    if out.failed is not None:
+        raise out.failed
+    return out.curve
 
 
 def is_oom(err: BaseException | None) -> bool:

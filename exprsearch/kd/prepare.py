@@ -29,7 +29,8 @@ from .processes import how_it_ended, pool_processes
 from .protocol import EvalConfig, teacher_config
 from .teacher import finetune_teacher, load_teacher, load_tokenizer
 from .tokens import Batcher, Encoded, encode
-from .train import Progress, TrainConfig, train_steps
+from .group import train_one
+from .train import Progress, TrainConfig
 
 __all__ = ["TaskState", "prepare", "student_config", "prefill", "locations"]
 
@@ -105,10 +106,9 @@ def _supernet(cfg: EvalConfig, t: Task, teacher: Any, tdir: Path, batches: Batch
         sup.sample(rng, cfg.layerdrop)  # a uniform (X, Y) sub-model (and layer skips) per step
         return kd(sup.model, batch)
 
-    tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.warmup_steps, seed=cfg.seed,
-                     max_len=cfg.max_len, log_every=max(1, cfg.warmup_steps // 10))
-    train_steps(sup.trainable() + list(kd.named_parameters()), loss, batches, tc, device,
-                on_log=Progress(log, f"warm-up {t.name}", cfg.warmup_steps))
+    train_one(loss, sup.trainable() + list(kd.named_parameters()), batches,
+              TrainConfig.from_eval(cfg, steps=cfg.warmup_steps), device,
+              on_log=Progress(log, f"warm-up {t.name}", cfg.warmup_steps))
     sup.use(4, 1)
     if cfg.layerdrop:
         from compiler.layerdrop import set_skips

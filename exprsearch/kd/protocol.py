@@ -12,15 +12,12 @@ from dataclasses import dataclass
 import torch
 
 from exprsearch.errors import ConfigError
-from exprsearch.lang.ops import STANDARD_FFN
 
 from .distill import KDConfig
 from .glue import task
 from .teacher import TeacherConfig
 
-__all__ = ["EvalConfig", "teacher_config", "STANDARD_SPEC", "EXECUTION_FIELDS"]
-
-STANDARD_SPEC = STANDARD_FFN
+__all__ = ["EvalConfig", "teacher_config", "EXECUTION_FIELDS"]
 
 # fields that say how a protocol is executed, not what it computes: results are reusable across them
 EXECUTION_FIELDS = ("device", "cache_dir", "latency_batch", "latency_len", "group", "cuda_graphs", "streams",

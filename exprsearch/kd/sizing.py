@@ -138,8 +138,7 @@ def _batches(ev: Any, st: Any) -> list[Any]:
 def _peak(ev: Any, st: Any, k: int, graphs: bool) -> int:
     """Peak bytes reserved while training ``k`` standard-FFN students on ``st`` (beyond what the
     process held before)."""
-    from exprsearch.lang.ops import STANDARD_FFN
-    from exprsearch.lang.parsing import parse_spec
+    from exprsearch.lang.standard import STANDARD_SPEC
 
     from .group import GroupTrainer
     from .train import TrainConfig
@@ -147,11 +146,11 @@ def _peak(ev: Any, st: Any, k: int, graphs: bool) -> int:
     free_memory(dev)
     torch.cuda.reset_peak_memory_stats(dev)
     before = torch.cuda.memory_reserved(dev)
-    spec = parse_spec(STANDARD_FFN).broadcast(ev.cfg.layers)
+    spec = STANDARD_SPEC.broadcast(ev.cfg.layers)
     batches = _batches(ev, st)
     members = ev.members(st, [spec] * k)
     kd0 = members[0].loss
-    tc = TrainConfig(lr=ev.cfg.lr, batch_size=ev.cfg.batch_size, steps=len(batches), log_every=len(batches))
+    tc = TrainConfig.from_eval(ev.cfg, steps=len(batches), log_every=len(batches))
     trainer = GroupTrainer(members, tc, dev, shared=kd0.teacher_outputs, graphs=graphs, streams=ev.cfg.streams)
     trainer.train(_Fixed(batches))
     torch.cuda.synchronize(dev)

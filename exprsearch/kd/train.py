@@ -1,10 +1,10 @@
-"""model + batches --> trained model, dev predictions and metrics: the training loop pieces.
+"""training settings and pieces --> the loop (group.py), dev predictions and metrics.
 
-Input: a HF sequence classifier, a ``Batcher`` and a loss function.  Output: the model trained for
-a budget of *steps* (so cost is predictable), a learning curve, and dev metrics.  Invariants: a
-non-finite loss or gradient norm raises ``CandidateFailed`` with the step and reason (the caller
-records it and moves on); bf16 autocast on CUDA; no host synchronisation inside the loop except
-every ``log_every`` steps (reading the loss).
+Input: options, a model and an encoded split.  Output: ``TrainConfig`` (one training's settings;
+``from_eval`` derives it from an evaluation protocol), the learning-rate schedule, AdamW parameter
+groups, the failure reasons of a bad step (``CandidateFailed``), a learning ``Curve``, dev
+predictions and metrics, progress lines.  The loop itself is ``group.GroupTrainer`` (K models;
+``group.train_one`` for one): a budget of *steps*, so cost is predictable.
 
 >>> TrainConfig().lr, TrainConfig().batch_size
 (5e-05, 32)
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from exprsearch.errors import ExprSearchError
 from .glue import Task, compute_metrics, metric_std
 from .tokens import Batch, Batcher, Encoded
 
-__all__ = ["TrainConfig", "CandidateFailed", "train_steps", "predict", "dev_metrics", "make_optimizer",
+__all__ = ["TrainConfig", "CandidateFailed", "predict", "dev_metrics",
            "Curve", "cuda_oom_types", "lr_factor", "param_groups", "bad_reason", "Progress"]
 
 
@@ -51,6 +51,22 @@ class TrainConfig:
     max_len: int = 128            # longest tokenised input
     seed: int = 0                 # data order and initialisation seed
     log_every: int = 50           # steps between learning-curve points
+
+    @classmethod
+    def from_eval(cls, cfg: Any, *, steps: int, lr: float | None = None, seed: int | None = None,
+                  log_every: int | None = None, batch_size: int | None = None) -> "TrainConfig":
+        """The optimisation settings an evaluation protocol (``EvalConfig``) implies for one
+        training of ``steps`` steps: its learning rate, batch size, seed and length unless given;
+        ten curve points unless ``log_every`` says otherwise.
+
+        >>> from types import SimpleNamespace
+        >>> ev = SimpleNamespace(lr=2e-4, batch_size=128, seed=0, max_len=128)
+        >>> TrainConfig.from_eval(ev, steps=300).log_every, TrainConfig.from_eval(ev, steps=5, lr=1e-3).lr
+        (30, 0.001)
+        """
+        return cls(lr=cfg.lr if lr is None else lr, batch_size=cfg.batch_size if batch_size is None else batch_size,
+                   steps=steps, seed=cfg.seed if seed is None else seed, max_len=cfg.max_len,
+                   log_every=max(1, steps // 10 if log_every is None else log_every))
 
 
 def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
@@ -89,15 +105,6 @@ def param_groups(params: Iterator[tuple[str, nn.Parameter]], weight_decay: float
             for (d, lr), ps in sorted(groups.items(), key=lambda kv: not kv[0][0])]
 
 
-def make_optimizer(params: Iterator[tuple[str, nn.Parameter]], cfg: TrainConfig, device: torch.device,
-                   lr_of: Callable[[str], float] | None = None
-                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    groups = param_groups(params, cfg.weight_decay, lr_of)
-    fused = device.type == "cuda"
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, fused=fused) if fused else torch.optim.AdamW(groups, lr=cfg.lr)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
-
-
 @dataclass
 class Curve:
     """Learning curve: (step, mean training loss since the last point) and dev evaluations."""
@@ -115,54 +122,6 @@ def cuda_oom_types() -> tuple[type[BaseException], ...]:
 
 def _autocast(device: torch.device, on: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on and device.type == "cuda")
-
-
-def train_steps(params: list[tuple[str, nn.Parameter]], loss_fn: Callable[[Batch], torch.Tensor],
-                batches: Batcher, cfg: TrainConfig, device: torch.device, *, curve: Curve | None = None,
-                on_log: Callable[[int, float], None] | None = None,
-                lr_of: Callable[[str], float] | None = None) -> Curve:
-    """Run ``cfg.steps`` optimisation steps of ``loss_fn`` over ``batches``.
-
-    ``on_log(step, loss)`` runs every ``log_every`` steps (hurdles raise ``CandidateFailed`` there);
-    ``lr_of(name)``: a parameter's own peak learning rate (default ``cfg.lr`` for all)."""
-    curve = curve or Curve()
-    opt, sched = make_optimizer(iter(params), cfg, device, lr_of)
-    plist = [p for _, p in params if p.requires_grad]
-    stream = batches.forever()
-    acc = torch.zeros((), device=device)
-    # the first bad step's (step, loss, norm), kept on the device: no host sync per step on CUDA
-    first_bad = torch.zeros(3, device=device)
-    step_ids = torch.arange(cfg.steps + 1, device=device, dtype=torch.float32)
-    for step in range(1, cfg.steps + 1):
-        batch = next(stream)
-        with _autocast(device, cfg.bf16):
-            loss = loss_fn(batch)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(plist, cfg.clip)
-        bad = ~torch.isfinite(norm) | (norm > cfg.explode) | ~torch.isfinite(loss)
-        if device.type != "cuda":
-            if bool(bad):
-                raise bad_reason(float(loss.detach()), float(norm), cfg, step)
-        else:
-            here = torch.stack([step_ids[step], loss.detach().float(), norm.float()])
-            first_bad = torch.where(bad & (first_bad[0] == 0), here, first_bad)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-        acc = acc + loss.detach().float()
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            if device.type == "cuda" and float(first_bad[0]) > 0:
-                s, lo, no = first_bad.tolist()
-                raise bad_reason(lo, no, cfg, int(s))
-            n = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
-            mean = float(acc) / n
-            if not math.isfinite(mean):
-                raise CandidateFailed("non-finite training loss", step)
-            curve.loss.append((step, mean))
-            acc = torch.zeros((), device=device)
-            if on_log is not None:
-                on_log(step, mean)
-    return curve
 
 
 def bad_reason(loss: float, norm: float, cfg: TrainConfig, step: int) -> CandidateFailed:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from exprsearch.errors import UnknownNameError, suggest
 
-__all__ = ["Kind", "Op", "OPS", "ops_of", "linear_op", "op", "unknown_name", "REFERENCE_UNARY", "REFERENCE_BINARY", "STANDARD_FFN",
+__all__ = ["Kind", "Op", "OPS", "ops_of", "linear_op", "op", "unknown_name", "REFERENCE_UNARY", "REFERENCE_BINARY",
            "ALL_NAMES", "BLOCK_CHOICES", "RATIO_CHOICES"]
 
 
@@ -135,7 +135,6 @@ OPS: dict[str, Op] = {row.name: row for row in _ROWS}
 ALL_NAMES: tuple[str, ...] = tuple(OPS)
 REFERENCE_UNARY: tuple[str, ...] = tuple(o.name for o in _ROWS if o.kind is Kind.UNARY and o.reference)
 REFERENCE_BINARY: tuple[str, ...] = tuple(o.name for o in _ROWS if o.kind is Kind.BINARY and o.reference)
-STANDARD_FFN = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"  # BERT's own FFN (with D = 4H): the baseline
 
 
 def ops_of(kind: Kind, names: Iterable[str] | None = None) -> list[Op]:

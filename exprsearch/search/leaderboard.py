@@ -12,7 +12,7 @@ from typing import Any
 
 from exprsearch.lang.display import table
 
-__all__ = ["pareto", "leaderboard_table", "pareto_table", "score_std", "is_standard"]
+__all__ = ["pareto", "leaderboard_table", "pareto_table", "score_std", "standard_row"]
 
 
 def _dominates(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...]) -> bool:
@@ -56,15 +56,13 @@ def score_std(r: dict[str, Any]) -> float | None:
     return 100 * math.sqrt(sum(var)) / len(var) if var else None
 
 
-def is_standard(spec: str) -> bool:
-    """Is this stored spec the standard FFN in every layer (the baseline row)?"""
-    from exprsearch.lang.ops import STANDARD_FFN
-    from exprsearch.lang.parsing import parse_spec
-    try:
-        s = parse_spec(spec, strict=False)
-    except Exception:  # noqa: BLE001 - a row of another version is simply not the baseline
-        return False
-    return s.attn is None and all(str(e) == STANDARD_FFN for e in s.layers)
+def standard_row(r: dict[str, Any]) -> bool:
+    """Is this stored row the standard FFN in every layer (the baseline row)?"""
+    from exprsearch.lang.standard import is_standard
+
+    from .store import row_spec
+    spec = row_spec(r["spec"])
+    return spec is not None and is_standard(spec)
 
 
 def _score(r: dict[str, Any]) -> str:
@@ -82,7 +80,7 @@ def _row(i: int | str, r: dict[str, Any]) -> list[Any]:
     spec = r["spec"] if len(r["spec"]) <= 60 else r["spec"][:57] + "..."
     return [i, _score(r), _main_metrics(r), f"{(r.get('params') or 0) / 1e6:.2f}M",
             f"{(r.get('flops') or 0) / 1e6:.1f}M", None if r.get("latency_ms") is None else f"{r['latency_ms']:.1f}",
-            r.get("stage"), ("standard FFN: " if is_standard(r["spec"]) else "") + spec]
+            r.get("stage"), ("standard FFN: " if standard_row(r) else "") + spec]
 
 
 _HEAD = ["#", "score ± boot. std (seeds)", "dev (main metric)", "params", "FLOPs/tok", "ms", "stage", "spec"]
@@ -97,7 +95,7 @@ def leaderboard_table(rows: list[dict[str, Any]], top: int = 10) -> str:
     always shown, and how far the best row is from it."""
     ok = _ranked(rows)
     shown = [_row(i + 1, r) for i, r in enumerate(ok[:top])]
-    std = next(((i, r) for i, r in enumerate(ok) if is_standard(r["spec"])), None)
+    std = next(((i, r) for i, r in enumerate(ok) if standard_row(r)), None)
     if std is not None and std[0] >= top:
         shown.append(_row(std[0] + 1, std[1]))
     out = table(shown, _HEAD)

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exprsearch.lang.parsing import parse_spec
-
-from .leaderboard import pareto
+from .leaderboard import pareto, standard_row
+from .store import row_spec
 
 __all__ = ["write_report", "SECTIONS"]
 
@@ -86,14 +85,13 @@ def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> 
     )
     info, rows = store.run(run_id), store.candidates(run_id)
     ok = sorted((r for r in rows if r["status"] == "ok" and r.get("score") is not None), key=lambda r: -r["score"])
-    std = next((r["score"] for r in ok if r["spec"].count("linear1_1(gelu(linear1_1(x,wb1)),wb2)") ==
-                r["spec"].count(";") + 1), None)
+    std = next((r["score"] for r in ok if standard_row(r)), None)
     tmp = Path(tempfile.mkdtemp(prefix="exprsearch-report-"))
     figs: dict[str, str] = {}
     figs["pareto"] = _img(plot_pareto(rows, tmp / "pareto.png", standard=std)) if ok else "<p>no successful candidate</p>"
     figs["progress"] = _img(plot_progress({run_id: rows}, tmp / "progress.png")) if ok else "<p>-</p>"
     if ok:
-        best = parse_spec(ok[0]["spec"], strict=False)
+        best = row_spec(ok[0]["spec"])
         figs["nonlinearity"] = _img(plot_nonlinearity(list(dict.fromkeys(best.layers))[:4], tmp / "nonlinearity.png"))
     else:
         figs["nonlinearity"] = "<p>-</p>"
@@ -108,7 +106,7 @@ def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> 
     figs["exits"] = _exits_html(store.exits(run_id), tmp, plot_exits)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "stopped")}
     best_html = (f"<p>score {ok[0]['score']:.2f}, {ok[0]['params'] / 1e6:.2f}M params</p><pre>"
-                 + html.escape(parse_spec(ok[0]["spec"], strict=False).to_lines()) + "</pre>") if ok else "<p>-</p>"
+                 + html.escape(row_spec(ok[0]["spec"]).to_lines()) + "</pre>") if ok else "<p>-</p>"
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>exprsearch run {html.escape(run_id)}</title>
 <style>{_CSS}</style></head><body>
 <h1>exprsearch run <code>{html.escape(run_id)}</code></h1>

@@ -14,11 +14,13 @@ scores) are never re-scored.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from exprsearch.lang.parsing import parse_spec
+from .leaderboard import standard_row
+from .store import row_spec
 
-from .leaderboard import is_standard
+if TYPE_CHECKING:
+    from .search import Search
 
 __all__ = ["rerank"]
 
@@ -28,7 +30,7 @@ def _ranked(store: Any, run: str) -> list[dict[str, Any]]:
     return sorted((r for r in store.candidates(run, status="ok") if "@" not in r["key"]), key=lambda r: -r["score"])
 
 
-def rerank(search: Any, rounds: int = 4) -> int:
+def rerank(search: "Search", rounds: int = 4) -> int:
     """Re-score the top ``search.scfg.rerank`` candidates with ``rerank_seeds`` more seeds;
     returns how many evaluations it ran."""
     n, extra = search.scfg.rerank, search.scfg.rerank_seeds
@@ -40,10 +42,9 @@ def rerank(search: Any, rounds: int = 4) -> int:
     for _ in range(rounds):
         rows = _ranked(store, run)
         top = rows[:n]
-        top += [r for r in rows if is_standard(r["spec"]) and r not in top][:1]  # "best - standard" compares means
+        top += [r for r in rows if standard_row(r) and r not in top][:1]  # "best - standard" compares means
         done = store.reseeds(run)
-        todo = {s: [(r["key"], parse_spec(r["spec"], strict=False)) for r in top if s not in done.get(r["key"], {})]
-                for s in seeds}  # rows read from the store: their text is parsed here
+        todo = {s: [(r["key"], row_spec(r["spec"])) for r in top if s not in done.get(r["key"], {})] for s in seeds}
         if not any(todo.values()):
             break
         backend = search.backend()

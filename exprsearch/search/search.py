@@ -24,16 +24,17 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from exprsearch.errors import ConfigError
-from exprsearch.kd.protocol import EXECUTION_FIELDS, STANDARD_SPEC, EvalConfig
+from exprsearch.kd.protocol import EXECUTION_FIELDS, EvalConfig
 from exprsearch.lang.dedup import Deduper
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.ops import REFERENCE_BINARY, REFERENCE_UNARY
-from exprsearch.lang.parsing import parse_spec
+from exprsearch.lang.standard import STANDARD_SPEC
+from exprsearch.lang.canon import canonicalize
 from exprsearch.space.generate import Space
 from exprsearch.space.samplers import make_sampler
 
 from .failures import FailureWatch
-from .store import Store
+from .store import Store, row_spec
 
 __all__ = ["SearchConfig", "Search", "eval_hash", "parse_budget"]
 
@@ -134,10 +135,11 @@ class Search:
         self.stats = {"evaluated": 0, "reused": 0, "duplicates": 0, "over_budget": 0, "failed": 0, "reseeded": 0}
         self.budget_params, self.budget_flops = None, parse_budget(scfg.budget_flops)
         if scfg.budget_params.strip().lower() == "standard":  # the standard-FFN student, priced like any other
-            self.budget_params = float(self.price(parse_spec(STANDARD_SPEC).broadcast(ecfg.layers))[0])
+            self.budget_params = float(self.price(STANDARD_SPEC.broadcast(ecfg.layers))[0])
         else:
             self.budget_params = parse_budget(scfg.budget_params)
         self._backend: Any = None
+        self._evaluator: Any = None
         self.watch = FailureWatch(store, self.run_id)
         self._t0 = time.perf_counter()
         self._eval_t0: float | None = None  # when this process started evaluating
@@ -167,8 +169,8 @@ class Search:
         reps = []
         for e in spec.layers:
             k = self.dedup.add(e).key
-            if k not in self._reps:
-                self._reps[k] = parse_spec(k, strict=False, validate=False).layers[0]
+            if k not in self._reps:  # met first here: its canonical form is the class's key
+                self._reps[k] = canonicalize(e)
             reps.append(self._reps[k])
         return str(ModelSpec(tuple(reps), spec.attn, spec.hidden))
 
@@ -177,12 +179,8 @@ class Search:
         member met first, and the process that stored the row may have met another member first
         (a proposal never stored: over budget, or arrival order on several workers), so a resumed
         run matches its stored rows by their specs, not by the stored key strings."""
-        if "@" in row["key"]:  # stage 3's assignment keys keep theirs
-            return row["key"]
-        try:
-            return self.key(parse_spec(row["spec"], strict=False))
-        except Exception:  # noqa: BLE001 - a row of another version keeps its key
-            return row["key"]
+        spec = row_spec(row["spec"]) if "@" not in row["key"] else None  # stage 3's assignment keys keep theirs
+        return row["key"] if spec is None else self.key(spec)  # (a row of another version keeps its key)
 
     def _teacher_config(self) -> dict[str, Any]:
         if not hasattr(self, "_tc"):
@@ -227,13 +225,27 @@ class Search:
                                          s.gpus_per_worker, log=self.log)
         return self._backend
 
+    def evaluator(self) -> Any:
+        """An ``Evaluator`` in this process (stage 3 trains here): the in-process backend's, else
+        a new one -- after closing a worker pool, whose processes hold the GPU's memory."""
+        from .backends import InlineBackend
+        if isinstance(self._backend, InlineBackend):
+            return self._backend.evaluator
+        if self._evaluator is None:
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+            from exprsearch.kd.evaluate import Evaluator
+            self._evaluator = Evaluator(self.ecfg, log=self.log)
+        return self._evaluator
+
     def spaces(self, stage: int) -> list[Space]:
         s = self.scfg
         base = dict(max_depth=s.max_depth, max_size=s.max_size, unary=s.unary, binary=s.binary)
         if stage == 1:
             return [Space(**base)] * self.ecfg.layers
         best = self.best(stage=1)
-        fixed = parse_spec(best["spec"], strict=False).layers  # depth and X_Y of stage 1's winner
+        fixed = row_spec(best["spec"]).layers  # depth and X_Y of stage 1's winner
         return [Space(**base, blocks=(e.linears()[0].op.blocks,), ratios=(e.linears()[0].op.ratio,))
                 for e in fixed]
 
@@ -278,10 +290,10 @@ class Search:
         rng = random.Random(self.scfg.seed * 1000 + stage)
         seeds = []
         if stage == 1 and self.scfg.seed_standard:
-            seeds = [parse_spec(STANDARD_SPEC).broadcast(self.ecfg.layers)]
+            seeds = [STANDARD_SPEC.broadcast(self.ecfg.layers)]
         elif stage == 2:
             best1 = self.best(stage=1)
-            seeds = [parse_spec(best1["spec"], strict=False)]
+            seeds = [row_spec(best1["spec"])]
         from exprsearch.space.samplers import parse_attn_choices
         arch = {"attn_choices": parse_attn_choices(self.scfg.attn_choices), "depths": list(self.scfg.depths)}
         if stage == 2:  # sizes, attention and depth fixed from stage 1's best

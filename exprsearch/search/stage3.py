@@ -9,16 +9,22 @@ with a uniformly drawn X_Y per layer per step, so every assignment it ranks was 
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
 from compiler.student import set_dropout
 from exprsearch.kd.distill import KDLoss
-from exprsearch.kd.train import TrainConfig, dev_metrics, train_steps
-from exprsearch.lang.expr import Expr, ModelSpec, node
+from exprsearch.kd.evaluate import Evaluator
+from exprsearch.kd.glue import score
+from exprsearch.kd.train import dev_metrics
+from exprsearch.lang.expr import AttnSpec, Expr, ModelSpec, node
 from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES, Kind, linear_op
-from exprsearch.lang.parsing import parse_spec
+
+from .store import row_spec
+
+if TYPE_CHECKING:
+    from .search import Search
 
 __all__ = ["run_stage3", "with_xy"]
 
@@ -33,29 +39,20 @@ def with_xy(e: Expr, blocks: int, ratio: int) -> Expr:
     return out
 
 
-def _random_xy(bodies: tuple[Expr, ...], rng: random.Random, attn: Any = None) -> ModelSpec:
+def _random_xy(bodies: tuple[Expr, ...], rng: random.Random,
+               attn: tuple[AttnSpec | None, ...] | None = None) -> ModelSpec:
     return ModelSpec(tuple(with_xy(b, rng.choice(BLOCK_CHOICES), rng.choice(RATIO_CHOICES)) for b in bodies), attn)
 
 
-def _evaluator(search: Any) -> Any:
-    be = search.backend()
-    if hasattr(be, "evaluator"):
-        return be.evaluator
-    from exprsearch.kd.evaluate import Evaluator
-    if not hasattr(search, "_stage3_evaluator"):
-        search._stage3_evaluator = Evaluator(search.ecfg, log=search.log)
-    return search._stage3_evaluator
-
-
-def run_stage3(search: Any) -> None:
+def run_stage3(search: "Search") -> None:
     best = max(filter(None, (search.best(stage=1), search.best(stage=2))), key=lambda r: r["score"], default=None)
     if best is None:
         search.log("stage 3 skipped: no successful candidate from stages 1-2")
         return
     done = [r for r in search.store.candidates(search.run_id) if r["stage"] == 3]
-    best_spec = parse_spec(best["spec"], strict=False)
+    best_spec = row_spec(best["spec"])
     bodies, attn = best_spec.layers, best_spec.attn
-    ev = _evaluator(search)
+    ev = search.evaluator()
     cfg, scfg = search.ecfg, search.scfg
     rng = random.Random(scfg.seed * 1000 + 3)
     if any(r["key"].endswith("@multitask") for r in done):
@@ -71,9 +68,7 @@ def run_stage3(search: Any) -> None:
                 st.supernet.use_spec(_random_xy(bodies, rng))  # FFN sizes only: the supernet's attention
                 return kd(st.supernet.model, batch)
 
-            tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=scfg.supernet_steps, seed=cfg.seed,
-                             max_len=cfg.max_len, log_every=max(1, scfg.supernet_steps // 5))
-            train_steps(st.supernet.trainable() + list(kd.named_parameters()), loss, st.train, tc, ev.device)
+            ev.train(loss, st.supernet.trainable() + list(kd.named_parameters()), st.train, scfg.supernet_steps)
         options = [best_spec] + [_random_xy(bodies, rng, attn) for _ in range(scfg.stage3_candidates - 1)]
         for spec in options:
             key = search.key(spec) + "@proxy"  # its own row: the same spec may be stored by stage 1-2
@@ -88,27 +83,27 @@ def run_stage3(search: Any) -> None:
                     st.supernet.use_spec(spec)
                     metrics[name] = dev_metrics(st.supernet.model, st.dev, st.task, ev.device, std=True)
                 else:  # attention changes and depth are not part of the supernet: score the inheritor
-                    metrics[name] = dev_metrics(ev._student(st, spec), st.dev, st.task, ev.device, std=True)
-            score = 100 * sum(metrics[t.name][t.main] for t in ev.tasks) / len(ev.tasks)
+                    metrics[name] = dev_metrics(ev.student(name, spec), st.dev, st.task, ev.device, std=True)
+            fitness = score(metrics, ev.tasks)
             params, flops = search.price(spec)
-            search.store.add(search.run_id, {"key": key, "spec": str(spec), "status": "ok", "score": score,
+            search.store.add(search.run_id, {"key": key, "spec": str(spec), "status": "ok", "score": fitness,
                                              "metrics": metrics, "params": params, "flops": flops,
                                              "reason": "supernet proxy (no per-candidate training)"},
                              eval_hash=search.hash + "-proxy", stage=3, worker="supernet")
             search.seen.add(key)
-            done.append({"key": key, "stage": 3, "spec": str(spec), "score": score, "status": "ok"})
+            done.append({"key": key, "stage": 3, "spec": str(spec), "score": fitness, "status": "ok"})
         for st in ev.state.values():
             st.supernet.use(4, 1)
     proxies = [r for r in search.store.candidates(search.run_id) if r["stage"] == 3 and r["status"] == "ok"]
     winner = max(proxies, key=lambda r: r["score"])
     search.log(f"stage 3: winner {winner['spec']} (proxy {winner['score']:.2f}); multi-task fine-tuning "
                f"for {scfg.multitask_steps} steps")
-    metrics = multitask_finetune(ev, parse_spec(winner["spec"], strict=False), scfg.multitask_steps)
-    score = 100 * sum(metrics[t.name][t.main] for t in ev.tasks) / len(ev.tasks)
-    params, flops = search.price(parse_spec(winner["spec"], strict=False))
+    spec = row_spec(winner["spec"])
+    metrics = multitask_finetune(ev, spec, scfg.multitask_steps)
+    params, flops = search.price(spec)
     search.store.add(search.run_id, {"key": winner["key"].replace("@proxy", "@multitask"), "spec": winner["spec"],
                                      "status": "ok",
-                                     "score": score, "metrics": metrics, "params": params, "flops": flops,
+                                     "score": score(metrics, ev.tasks), "metrics": metrics, "params": params, "flops": flops,
                                      "reason": "stage-3 winner, multi-task fine-tuned"},
                      eval_hash=search.hash + "-multitask", stage=3, worker="multitask")
 
@@ -126,7 +121,7 @@ class _RoundRobin:
                 yield name, next(s)
 
 
-def multitask_finetune(ev: Any, spec: ModelSpec, steps: int) -> dict[str, dict[str, float]]:
+def multitask_finetune(ev: Evaluator, spec: ModelSpec, steps: int) -> dict[str, dict[str, float]]:
     """One shared encoder (from the first task's supernet), one head per task (from each task's
     supernet), KD from each task's teacher on round-robin batches; dev metrics per task."""
     states = list(ev.state.values())
@@ -143,9 +138,5 @@ def multitask_finetune(ev: Any, spec: ModelSpec, steps: int) -> dict[str, dict[s
     for name, m in models.items():
         for n, p in list(m.named_parameters()) + list(kds[name].named_parameters()):
             params.setdefault(id(p), (f"{name}.{n}", p))
-    cfg = ev.cfg
-    tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, steps=steps, seed=cfg.seed, max_len=cfg.max_len,
-                     log_every=max(1, steps // 5))
-    train_steps(list(params.values()), lambda tb: kds[tb[0]](models[tb[0]], tb[1]), _RoundRobin(states),  # type: ignore[arg-type]
-                tc, ev.device)
+    ev.train(lambda tb: kds[tb[0]](models[tb[0]], tb[1]), list(params.values()), _RoundRobin(states), steps)
     return {st.task.name: dev_metrics(models[st.task.name], st.dev, st.task, ev.device, std=True) for st in states}

@@ -21,6 +21,7 @@ False
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -32,9 +33,10 @@ from typing import Any, Iterator
 
 from exprsearch import __version__
 from exprsearch.errors import ExprSearchError
+from exprsearch.lang.expr import ModelSpec
 from exprsearch.search.stats import mean_std
 
-__all__ = ["Store", "default_store_path", "StoreError", "COLUMNS"]
+__all__ = ["Store", "default_store_path", "StoreError", "COLUMNS", "row_spec"]
 
 COLUMNS = ("run_id", "key", "spec", "stage", "status", "reason", "score", "metrics", "params", "flops",
            "latency_ms", "seconds", "curves", "eval_hash", "config", "code_version", "created", "worker", "seq")
@@ -59,6 +61,21 @@ CREATE TABLE IF NOT EXISTS exits (
     run_id TEXT NOT NULL, created REAL, spec TEXT, task TEXT, policy TEXT, config TEXT, rows TEXT
 );
 """
+
+
+@functools.lru_cache(maxsize=8192)
+def row_spec(text: str) -> ModelSpec | None:
+    """A stored spec's text as a parsed ``ModelSpec`` (the store is an edge: its text is parsed
+    here and nowhere else in the search); None for a row this version cannot read.
+
+    >>> str(row_spec("[x; gelu(x)]")), row_spec("no such op(x)")
+    ('[x; gelu(x)]', None)
+    """
+    from exprsearch.lang.parsing import parse_spec
+    try:
+        return parse_spec(text, strict=False)
+    except ExprSearchError:
+        return None
 
 
 class StoreError(ExprSearchError):
