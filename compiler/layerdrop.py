@@ -69,13 +69,12 @@ def every_other(p: float, n: int) -> list[int]:
 def extract_layers(model: Any, keep: list[int]) -> Any:
     """A new student made of layers ``keep`` of ``model`` (an ExprBertForSequenceClassification)."""
     from compiler.student import ExprBertConfig, ExprBertForSequenceClassification
-    from exprsearch.lang.parsing import parse_spec
     n = model.config.num_hidden_layers
     if not keep or any(not 0 <= i < n for i in keep) or len(set(keep)) != len(keep):
         raise ConfigError(f"keep {keep}: distinct layers of 0..{n - 1}")
-    spec = parse_spec(model.config.ffn_spec, strict=False).broadcast(n).with_layers(keep)
+    spec = model.spec.with_layers(keep)
     cfg = ExprBertConfig(**{**model.config.to_dict(), "num_hidden_layers": len(keep), "ffn_spec": str(spec)})
-    small = ExprBertForSequenceClassification(cfg)
+    small = ExprBertForSequenceClassification(cfg, spec=spec)
     theirs = model.state_dict()
     mine = small.state_dict()
     for name in mine:

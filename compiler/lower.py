@@ -34,6 +34,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from exprsearch.errors import ExprSearchError
 from exprsearch.lang.expr import Expr
 from exprsearch.lang.ops import Kind
+from exprsearch.lang.widths import linear_width, node_widths
 
 __all__ = ["FFNConfig", "Block", "block", "lower", "slot_instances", "verify_graph", "CompileError", "blocks_of"]
 
@@ -56,8 +57,8 @@ class FFNConfig:
         return self.base_width or self.hidden
 
     def inner(self, ratio: int) -> int:
-        """d = D // Y."""
-        return max(1, self.D // ratio)
+        """d = D // Y (the language's width rule)."""
+        return linear_width("wb1", ratio, self.hidden, self.D)
 
 
 def block(gm: nn.Module, b: int) -> Block:
@@ -104,17 +105,7 @@ def _postorder(e: Expr) -> list[Expr]:
 
 
 def _widths(e: Expr, cfg: FFNConfig) -> dict[Expr, int]:
-    w: dict[Expr, int] = {}
-    for n in _postorder(e):
-        k = n.kind
-        if k is Kind.VAR:
-            w[n] = cfg.hidden
-        elif k is Kind.LINEAR:
-            w[n] = cfg.inner(n.op.ratio) if n.args[1].name == "wb1" else cfg.hidden
-        elif k is Kind.UNARY:
-            w[n] = w[n.args[0]]
-        else:
-            w[n] = min(w[a] for a in n.args)
+    w = node_widths(e, cfg.hidden, cfg.inner)  # the language's width rule
     if w[e] != cfg.hidden:
         raise CompileError(f"the FFN output is {w[e]} channels wide, not H = {cfg.hidden}: {e}")
     return w

@@ -7,7 +7,7 @@ from typing import Any
 from exprsearch.errors import ConfigError
 from exprsearch.lang.display import table
 
-from .common import add_eval_options, eval_config, logger, spec_text
+from .common import add_eval_options, eval_config, logger, resolve_run, spec_text
 from .main import command, emit
 from .options import add_dataclass_args, from_args
 
@@ -27,7 +27,7 @@ def resolve_target(target: str, store: Any | None) -> tuple[str, str | None]:
     best successful candidate; anything else is a spec (text or a file)."""
     if store is not None and (target == "last" or store.db.execute(
             "SELECT 1 FROM runs WHERE run_id = ?", (target,)).fetchone()):
-        run = store.latest_run() if target == "last" else target
+        run = resolve_run(store, target)
         ok = [r for r in store.candidates(run, status="ok") if r["score"] is not None]
         if not ok:
             raise ConfigError(f"run {run} has no successful candidate to add exits to")

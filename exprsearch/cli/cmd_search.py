@@ -9,6 +9,7 @@ from exprsearch.errors import ConfigError
 from exprsearch.search.leaderboard import leaderboard_table, pareto, pareto_table
 from exprsearch.search.presets import SEARCH_PRESETS
 
+from .common import resolve_run
 from .main import command, emit
 from .options import add_dataclass_args, from_args
 
@@ -53,7 +54,7 @@ def cmd_search(ns: argparse.Namespace) -> int:
     store = _store(ns, create=not ns.resume)  # --resume needs the run's store
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if ns.resume:
-        run = store.latest_run() if ns.resume == "last" else ns.resume
+        run = resolve_run(store, ns.resume)
         search = Search.resume(store, run, log=log)
         log(f"resuming run {run}: {store.count(run)} candidates already stored")
     else:
@@ -87,7 +88,7 @@ def cmd_show(ns: argparse.Namespace) -> int:
                          _clip(r.get("notes") or "", 70)] for r in runs], ["run", "status", "candidates", "best", "why"]),
              runs)
         return 0
-    run = store.latest_run() if ns.run == "last" else ns.run
+    run = resolve_run(store, ns.run)
     info, rows = store.run(run), store.candidates(run)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "stopped")}
     hint = ([f"not finished: still running, or stopped (continue it: exprsearch search --resume {run} "
@@ -115,7 +116,7 @@ def _export_options(p: argparse.ArgumentParser) -> None:
 @command("export", "export a stored run as CSV or JSON")(_export_options)
 def cmd_export(ns: argparse.Namespace) -> int:
     store = _store(ns, readonly=True)
-    run = store.latest_run() if ns.run == "last" else ns.run
+    run = resolve_run(store, ns.run)
     text = store.export(run, ns.format)
     if ns.output:
         try:
@@ -141,7 +142,7 @@ def _report_options(p: argparse.ArgumentParser) -> None:
 def cmd_report(ns: argparse.Namespace) -> int:
     from exprsearch.search.report import write_report
     store = _store(ns, readonly=True)
-    run = store.latest_run() if ns.run == "last" else ns.run
+    run = resolve_run(store, ns.run)
     path = write_report(store, run, ns.output, top=ns.top)
     emit(ns, f"wrote {path}", {"report": str(path), "run": run})
     return 0

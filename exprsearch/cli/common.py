@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from exprsearch.errors import ExprSearchError
 from exprsearch.lang.expr import ModelSpec
@@ -14,7 +14,15 @@ from exprsearch.search.presets import EVAL_PRESETS
 
 from .options import add_dataclass_args, from_args
 
-__all__ = ["as_file", "spec_text", "read_spec_arg", "add_eval_options", "eval_config", "logger"]
+__all__ = ["as_file", "spec_text", "read_spec_arg", "add_eval_options", "eval_config", "logger", "resolve_run"]
+
+
+def resolve_run(store: Any, name: str) -> str:
+    """A run named on the command line: ``last`` is the newest run of ``store``; any other name
+    must be one of its runs (``StoreError`` otherwise, listing recent ones)."""
+    run = store.latest_run() if name == "last" else name
+    store.run(run)  # raises for an unknown run
+    return run
 
 _MAX_PATH = 4096  # longer arguments are never file names (Linux's PATH_MAX)
 

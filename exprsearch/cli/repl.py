@@ -31,6 +31,8 @@ from exprsearch.lang.ops import OPS
 from exprsearch.lang.parsing import parse
 from exprsearch.lang.validity import validate
 
+from .common import resolve_run
+
 __all__ = ["Repl", "COMMANDS", "main"]
 
 MAX_SIZE = FIELD_MAX["hidden"]  # largest H, D, L, step or row count a command takes (a spec's widest model)
@@ -238,8 +240,7 @@ class Repl:
         if not args:
             raise ExprSearchError("usage: :load RUN [STORE]  (RUN may be 'last')")
         store = Store(args[1] if len(args) > 1 else default_store_path(), readonly=True)
-        run = store.latest_run() if args[0] == "last" else args[0]
-        store.run(run)
+        run = resolve_run(store, args[0])
         self.run = (store, run)
         self.say(f"loaded run {run}: {store.count(run)} candidates")
 

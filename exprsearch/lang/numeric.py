@@ -25,6 +25,7 @@ import torch
 
 from .expr import Expr
 from .ops import Kind
+from .widths import binary_width, linear_width
 
 __all__ = ["Probe", "evaluate", "evaluate_at", "fingerprint", "default_probe", "numerically_equal", "informative"]
 
@@ -63,7 +64,7 @@ class Probe:
         key = (slot, ratio, width)
         hit = self._cache.get(key)
         if hit is None:
-            t, d = self.tensors, self.base_width // ratio
+            t, d = self.tensors, linear_width("wb1", ratio, self.hidden, self.base_width)
             if slot == "wb1":
                 w, bias = t["w1"][:d], t["b1"][:d]
             else:
@@ -94,7 +95,7 @@ def evaluate(e: Expr, probe: Probe | None = None) -> torch.Tensor:
         out = e.op.torch_fn(evaluate(e.args[0], p))  # type: ignore[misc]
     else:
         a, b = evaluate(e.args[0], p), evaluate(e.args[1], p)
-        w = min(a.shape[-1], b.shape[-1])
+        w = binary_width(a.shape[-1], b.shape[-1])
         out = e.op.torch_fn(a[..., :w], b[..., :w])  # type: ignore[misc]
     if len(cache) > 100_000:
         cache.clear()  # the weights cached here are rebuilt on demand
@@ -119,7 +120,7 @@ def evaluate_at(e: Expr, x: torch.Tensor, probe: Probe | None = None) -> torch.T
                 memo[n] = n.op.torch_fn(go(n.args[0]))  # type: ignore[misc]
             else:
                 a, b = go(n.args[0]), go(n.args[1])
-                w = min(a.shape[-1], b.shape[-1])
+                w = binary_width(a.shape[-1], b.shape[-1])
                 memo[n] = n.op.torch_fn(a[..., :w], b[..., :w])  # type: ignore[misc]
         return memo[n]
 

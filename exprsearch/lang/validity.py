@@ -64,22 +64,8 @@ def width_of(e: Expr) -> str:
     >>> width_of(parse_one("mul(linear1_2(x,wb1),x)"))
     'min(H,d)'
     """
-    memo: dict[Expr, str] = {}
-
-    def go(n: Expr) -> str:
-        if n not in memo:
-            if n.kind is Kind.LINEAR:
-                memo[n] = "d" if n.args[1].name == "wb1" else "H"
-            elif n.kind is Kind.BINARY:
-                a, b = go(n.args[0]), go(n.args[1])
-                memo[n] = a if a == b else "min(H,d)"
-            elif n.kind is Kind.UNARY:
-                memo[n] = go(n.args[0])
-            else:
-                memo[n] = "H"
-        return memo[n]
-
-    return go(e)
+    from .widths import symbolic_width
+    return symbolic_width(e)
 
 
 _ZERO, _CONST, _VAR = 0, 1, 2

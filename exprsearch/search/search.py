@@ -31,7 +31,7 @@ from exprsearch.lang.ops import REFERENCE_BINARY, REFERENCE_UNARY
 from exprsearch.lang.standard import STANDARD_SPEC
 from exprsearch.lang.canon import canonicalize
 from exprsearch.space.generate import Space
-from exprsearch.space.samplers import make_sampler
+from exprsearch.space.samplers import SAMPLERS, make_sampler
 
 from .failures import FailureWatch
 from .store import Store, row_spec
@@ -298,12 +298,10 @@ class Search:
         arch = {"attn_choices": parse_attn_choices(self.scfg.attn_choices), "depths": list(self.scfg.depths)}
         if stage == 2:  # sizes, attention and depth fixed from stage 1's best
             arch = {"fixed_attn": seeds[0].attn} if seeds[0].attn is not None else {}
-        local = stage == 2 and self.scfg.stage2_start == "local" and self.scfg.sampler == "evolution"
-        sampler = make_sampler(self.scfg.sampler, spaces, rng, [] if local else seeds, **arch,
-                               **({"population": self.scfg.population, "tournament": self.scfg.tournament,
-                                   "local": local} if self.scfg.sampler == "evolution" else {}))
+        local = stage == 2 and self.scfg.stage2_start == "local" and SAMPLERS[self.scfg.sampler].local_start
+        sampler = make_sampler(self.scfg.sampler, spaces, rng, [] if local else seeds, options=self.scfg, **arch)
         if local:  # stage 1's best is already evaluated (a duplicate if proposed): the sampler starts from it
-            sampler.observe(seeds[0], best1["score"])
+            sampler.start_from(seeds[0], best1["score"])
         rows = self.store.candidates(self.run_id, seeds=False)  # first-seed scores: what the sampler saw
         stored = {self._rekey(r): r for r in rows if r["stage"] == stage}  # a resumed run's own results
         self.seen = {self._rekey(r) for r in rows if r["stage"] != stage}
@@ -318,8 +316,6 @@ class Search:
                 if key in self.seen or any(k == key for k, _ in gen):
                     self.stats["duplicates"] += 1
                     misses += 1
-                    if self.scfg.sampler == "lanas":
-                        sampler.observe(spec, None)
                     sampler.duplicate(spec)
                     continue
                 if self.over_budget(spec):

@@ -34,9 +34,15 @@ __all__ = ["Sampler", "RandomSampler", "EvolutionSampler", "LaNASSampler", "make
 
 
 class Sampler:
-    """The interface: propose a spec, observe its score."""
+    """The interface: propose a spec, observe its score (or that it duplicated an evaluated one).
+
+    A sampler owns its settings (``settings``: the search options it reads, by name) and its
+    reaction to duplicates; ``local_start``: it can start from one evaluated spec
+    (``start_from``) instead of being seeded with it."""
 
     name = "base"
+    settings: tuple[str, ...] = ()   # options of the search config this sampler takes
+    local_start = False              # start_from() grows the search from a given spec
 
     def __init__(self, spaces: list[Space], rng: random.Random, seeds: list[ModelSpec] | None = None,
                  attn_choices: list[AttnSpec | None] | None = None, depths: list[int] | None = None,
@@ -71,6 +77,10 @@ class Sampler:
     def duplicate(self, spec: ModelSpec) -> None:
         """``spec`` was not evaluated: an equivalent one already was (the search's dedup)."""
 
+    def start_from(self, spec: ModelSpec, score: float | None) -> None:
+        """Grow from ``spec`` (already evaluated, with ``score``): it is observed, not proposed."""
+        self.observe(spec, score)
+
 
 class RandomSampler(Sampler):
     """Uniform over each layer's valid trees: the baseline every NAS claim must beat."""
@@ -97,9 +107,16 @@ class EvolutionSampler(Sampler):
     name = "evolution"
     STUCK = 50
 
+    settings = ("population", "tournament")
+    local_start = True
+
     def __init__(self, spaces: list[Space], rng: random.Random, seeds: list[ModelSpec] | None = None,
                  population: int = 16, tournament: int = 4, p_crossover: float = 0.3, local: bool = False,
                  **arch: Any) -> None:
+        from exprsearch.errors import ConfigError
+        if population < 1 or not 1 <= tournament <= population:
+            raise ConfigError(f"evolution: population {population} and tournament {tournament}: "
+                              f"need 1 <= tournament <= population")
         super().__init__(spaces, rng, seeds, **arch)
         self.population: deque[tuple[ModelSpec, float]] = deque()
         self.size, self.tournament, self.p_crossover, self.local = population, tournament, p_crossover, local
@@ -107,6 +124,10 @@ class EvolutionSampler(Sampler):
 
     def duplicate(self, spec: ModelSpec) -> None:
         self._dups += 1
+
+    def start_from(self, spec: ModelSpec, score: float | None) -> None:
+        self.local = True  # the first population: mutations of ``spec``, not random specs
+        self.observe(spec, score)
 
     def _pick(self) -> ModelSpec:
         group = [self.rng.choice(self.population) for _ in range(min(self.tournament, len(self.population)))]
@@ -196,6 +217,9 @@ class LaNASSampler(Sampler):
         self.depth, self.warmup, self.pool_size, self.c = depth, warmup, pool, c
         self.root: _Node | None = None
 
+    def duplicate(self, spec: ModelSpec) -> None:
+        self.observe(spec, None)  # a duplicate region counts as a bad one
+
     def _scored(self) -> list[tuple[ModelSpec, float]]:
         return [(s, v) for s, v in self.history if v is not None]
 
@@ -261,13 +285,17 @@ SAMPLERS = {"random": RandomSampler, "evolution": EvolutionSampler, "lanas": LaN
 
 
 def make_sampler(name: str, spaces: list[Space], rng: random.Random, seeds: list[ModelSpec] | None = None,
-                 **kw) -> Sampler:
+                 options: Any = None, **kw: Any) -> Sampler:
+    """The sampler ``name``; it takes the settings it names from ``options`` (e.g. a
+    ``SearchConfig``), the architecture choices from ``kw``."""
     from exprsearch.errors import ConfigError, suggest
     if name not in SAMPLERS:
         best = suggest(name, list(SAMPLERS))
         raise ConfigError(f"unknown sampler {name!r}" + (f"; did you mean {best!r}?" if best else
                                                           f"; choose from {', '.join(SAMPLERS)}"))
-    return SAMPLERS[name](spaces, rng, seeds, **kw)
+    cls = SAMPLERS[name]
+    own = {k: getattr(options, k) for k in cls.settings if hasattr(options, k)}
+    return cls(spaces, rng, seeds, **own, **kw)
 
 
 def parse_attn_choices(text: str) -> list[AttnSpec | None]:
