@@ -33,7 +33,7 @@ from exprsearch.lang.standard import standard_ffn
 from .glue import Task
 from .tokens import Batch
 
-__all__ = ["KDConfig", "KDLoss", "SupernetStudent"]
+__all__ = ["KDConfig", "KDLoss", "SupernetStudent", "ExprPool"]
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,36 @@ def task_loss(logits: torch.Tensor, batch: Batch, t: Task) -> torch.Tensor:
     return F.cross_entropy(logits, batch.labels.long())
 
 
+class ExprPool:
+    """The expressions an op-sampling warm-up draws from: ``size`` valid expressions of the
+    reference space per (X, Y), sampled once (each is lowered once per layer, then its view is
+    reused), and the standard FFN every ``standard_every``-th draw, so it keeps its share.
+
+    >>> pool = ExprPool(random.Random(0), size=4)
+    >>> e = pool.draw(random.Random(1), 2, 3)
+    >>> e.linears()[0].op.name, len(pool.exprs[(2, 3)])
+    ('linear2_3', 4)
+    """
+
+    def __init__(self, rng: random.Random, size: int = 16, standard_every: int = 4) -> None:
+        from exprsearch.space.generate import Space, sample
+        self.exprs = {(x, y): [sample(Space(blocks=(x,), ratios=(y,)), rng) for _ in range(size)]
+                      for x in BLOCK_CHOICES for y in RATIO_CHOICES}
+        self.standard_every, self.draws = standard_every, 0
+
+    def draw(self, rng: random.Random, x: int, y: int) -> Any:
+        self.draws += 1
+        if self.standard_every and self.draws % self.standard_every == 0:
+            return standard_ffn(x, y)
+        return rng.choice(self.exprs[(x, y)])
+
+
 class SupernetStudent(nn.Module):
     """A BERT student whose FFNs are weight-sharing supernets; ``use(x, y)`` or ``use_spec(spec)``
-    picks the sub-model the next forward runs (its parameters are views of the supernets)."""
+    picks the sub-model the next forward runs (its parameters are views of the supernets).  Each
+    block holds a gate matrix ``wb3`` too, loaded like ``wb1`` from the teacher's
+    ``intermediate.dense`` (a gate starts equal to the value path; training separates them), so
+    gated candidates use, and inherit, its first d rows."""
 
     def __init__(self, cfg: StudentConfig, teacher: nn.Module | None = None) -> None:
         super().__init__()
@@ -158,10 +185,16 @@ class SupernetStudent(nn.Module):
     def use(self, x: int, y: int) -> None:
         self.use_spec(ModelSpec((standard_ffn(x, y),)))
 
-    def sample(self, rng: random.Random, layerdrop: float = 0.0) -> tuple[int, int]:
-        """Use a uniformly drawn (X, Y) sub-model; with ``layerdrop`` also skip random layers."""
+    def sample(self, rng: random.Random, layerdrop: float = 0.0, pool: "ExprPool | None" = None
+               ) -> tuple[int, int]:
+        """Use a uniformly drawn (X, Y) sub-model: the standard FFN of that size, or with ``pool``
+        an expression of the search space of that size per layer (op sampling: the inherited
+        weights then favour no activation); with ``layerdrop`` also skip random layers."""
         x, y = rng.choice(BLOCK_CHOICES), rng.choice(RATIO_CHOICES)
-        self.use(x, y)
+        if pool is None:
+            self.use(x, y)
+        else:
+            self.use_spec(ModelSpec(tuple(pool.draw(rng, x, y) for _ in range(self.cfg.layers))))
         if layerdrop:
             from compiler.layerdrop import sample_skips, set_skips
             set_skips(self.model, sample_skips(self.cfg.layers, layerdrop, rng))

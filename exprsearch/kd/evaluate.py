@@ -336,6 +336,11 @@ class Evaluator:
             return _Run("stopped", o.stopped, curve=o.curve)
         try:
             metrics = dev_metrics(model, st.dev, st.task, self.device, std=True)
+            split, name = st.scored(self.cfg)
+            if name == "heldout":  # a small dev set: the score is read from held-out training rows
+                held = dev_metrics(model, split, st.task, self.device, std=True)
+                metrics.update({f"heldout_{k}": v for k, v in held.items()})
+                metrics["score"] = held[st.task.main]
         except Exception as err:  # noqa: BLE001 - the candidate's, or re-raised
             return _Run("failed", f"dev set: {_candidates(err)}")
         o.curve.dev.append((steps, metrics[st.task.main]))

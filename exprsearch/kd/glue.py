@@ -216,12 +216,13 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def score(metrics: dict[str, dict[str, float]], tasks: Sequence[Task]) -> float:
-    """The fitness of a candidate: the mean of the tasks' main metrics, x100 (the one formula).
+    """The fitness of a candidate: the mean of the tasks' main metrics, x100 (the one formula);
+    a task scored on held-out training rows carries that value as ``score``.
 
-    >>> score({"RTE": {"acc": 0.6}, "CoLA": {"mcc": 0.3}}, [task("RTE"), task("CoLA")])
-    45.0
+    >>> score({"RTE": {"acc": 0.6, "score": 0.64}, "CoLA": {"mcc": 0.3}}, [task("RTE"), task("CoLA")])
+    47.0
     """
-    return 100.0 * sum(metrics[t.name][t.main] for t in tasks) / len(tasks)
+    return 100.0 * sum(metrics[t.name].get("score", metrics[t.name][t.main]) for t in tasks) / len(tasks)
 
 
 def compute_metrics(t: Task | str, labels: Sequence[float], preds: Sequence[float]) -> dict[str, float]:

@@ -23,13 +23,13 @@ from typing import Any, Callable
 
 import torch
 
-from .distill import KDLoss, SupernetStudent
+from .distill import ExprPool, KDLoss, SupernetStudent
 from .glue import Task, read_split
+from .group import train_one
 from .processes import how_it_ended, pool_processes
-from .protocol import EvalConfig, teacher_config
+from .protocol import NEUTRAL, EvalConfig, teacher_config
 from .teacher import finetune_teacher, load_teacher, load_tokenizer
 from .tokens import Batcher, Encoded, encode
-from .group import train_one
 from .train import Progress, TrainConfig
 
 __all__ = ["TaskState", "prepare", "student_config", "prefill", "locations"]
@@ -44,6 +44,14 @@ class TaskState:
     supernet: SupernetStudent
     teacher_metrics: dict[str, float]
     losses: dict[int, list[float]] = field(default_factory=dict)  # hurdle step -> earlier losses
+    heldout: Encoded | None = None      # training rows kept out of training (cfg.heldout_rows), on the device
+
+    def scored(self, cfg: EvalConfig) -> tuple[Encoded, str]:
+        """The split a candidate's score is read from, and its name: the held-out training rows
+        where the protocol says so (``score_on``), else the dev set."""
+        if self.heldout is not None and cfg.scored_on_heldout(len(self.dev)):
+            return self.heldout, "heldout"
+        return self.dev, "dev"
 
 
 def prepare(cfg: EvalConfig, t: Task, device: torch.device, data_dir: Path, teacher_dir: Path, cache: Path,
@@ -63,11 +71,32 @@ def prepare(cfg: EvalConfig, t: Task, device: torch.device, data_dir: Path, teac
                    cfg.max_len, cache)
     dev = encode(read_split(data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=skip), tok,
                  cfg.max_len, cache)
+    train, heldout = hold_out(train, cfg.heldout_rows)
     graphs = cfg.cuda_graphs and device.type == "cuda"
     batches = Batcher(train, cfg.batch_size, seed=cfg.seed, device=device, fill=True,
                       widths=cfg.bucket_widths if graphs else ())
     sup = _supernet(cfg, t, teacher, tdir, batches, device, cache, log)
-    return TaskState(t, teacher, batches, dev.to(device), sup, info["dev"])
+    return TaskState(t, teacher, batches, dev.to(device), sup, info["dev"],
+                     heldout=None if heldout is None else heldout.to(device))
+
+
+def hold_out(train: Encoded, rows: int) -> tuple[Encoded, Encoded | None]:
+    """(training rows, held-out rows): ``rows`` training rows (at most a fifth of them) drawn with a
+    fixed seed -- the same for every training seed, so scores on them pair across seeds -- and
+    kept out of training.
+
+    >>> import torch
+    >>> enc = Encoded(torch.arange(20)[:, None], torch.zeros(20, 1, dtype=torch.long), torch.ones(20, dtype=torch.long),
+    ...               torch.zeros(20))
+    >>> tr, ho = hold_out(enc, 8)  # at most a fifth: 4
+    >>> len(tr), len(ho), sorted(set(tr.input_ids[:, 0].tolist()) | set(ho.input_ids[:, 0].tolist())) == list(range(20))
+    (16, 4, True)
+    """
+    rows = min(rows, len(train) // 5)
+    if rows <= 0:
+        return train, None
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(20211))
+    return train.take(perm[rows:].sort().values), train.take(perm[:rows].sort().values)
 
 
 def student_config(cfg: EvalConfig, teacher: Any, num_labels: int) -> Any:
@@ -90,20 +119,25 @@ def _supernet(cfg: EvalConfig, t: Task, teacher: Any, tdir: Path, batches: Batch
         sup.model.config._attn_implementation = "eager"
     if cfg.warmup_steps <= 0:
         return sup
-    key = hashlib.sha256(json.dumps([tdir.name, t.name, cfg.layers, cfg.base_width, cfg.warmup_steps,
-                                     cfg.batch_size, cfg.lr, cfg.max_len, cfg.max_train, cfg.seed, cfg.layerdrop,
-                                     asdict(cfg.kd()), "v2"]).encode()).hexdigest()[:20]
+    recipe = [tdir.name, t.name, cfg.layers, cfg.base_width, cfg.warmup_steps, cfg.batch_size, cfg.lr, cfg.max_len,
+              cfg.max_train, cfg.seed, cfg.layerdrop, asdict(cfg.kd()), "v2"]
+    recipe += [f"{k}={getattr(cfg, k)}" for k in ("warmup_sampling", "heldout_rows")  # new fields: only when
+               if getattr(cfg, k) != NEUTRAL[k]]                                    # set (old caches stay valid)
+    key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:20]
     path = cache / "supernets" / f"{t.name}-{key}.pt"
     if path.is_file():
         sup.load_state_dict(torch.load(path, map_location=device, weights_only=True), strict=False)
         return sup
-    log(f"warming up the supernet student on {t.name}: {cfg.warmup_steps} KD steps")
+    space = cfg.warmup_sampling == "space"
+    log(f"warming up the supernet student on {t.name}: {cfg.warmup_steps} KD steps"
+        + (", a random expression of the space per layer per step" if space else ""))
     t0 = time.perf_counter()
     kd = KDLoss(teacher, sup.model, t, replace(cfg.kd(), w_task=0.0) if not cfg.no_kd else cfg.kd()).to(device)
     rng = random.Random(cfg.seed)
+    pool = ExprPool(random.Random(cfg.seed + 1)) if space else None
 
     def loss(batch):
-        sup.sample(rng, cfg.layerdrop)  # a uniform (X, Y) sub-model (and layer skips) per step
+        sup.sample(rng, cfg.layerdrop, pool)  # a uniform (X, Y) sub-model (and layer skips) per step
         return kd(sup.model, batch)
 
     train_one(loss, sup.trainable() + list(kd.named_parameters()), batches,

@@ -17,7 +17,12 @@ from .distill import KDConfig
 from .glue import task
 from .teacher import TeacherConfig
 
-__all__ = ["EvalConfig", "teacher_config", "EXECUTION_FIELDS"]
+__all__ = ["EvalConfig", "teacher_config", "EXECUTION_FIELDS", "NEUTRAL", "SMALL_DEV"]
+
+# fields added after stores were written, with the value that means "as before": a protocol that
+# keeps them there keeps its old identity (eval hash, supernet cache key)
+NEUTRAL = {"teacher_task_epochs": "", "warmup_sampling": "standard", "heldout_rows": 0, "score_on": "dev"}
+SMALL_DEV = 1000  # dev sets smaller than this are scored on held-out training rows with score_on=auto
 
 # fields that say how a protocol is executed, not what it computes: results are reusable across them
 EXECUTION_FIELDS = ("device", "cache_dir", "latency_batch", "latency_len", "group", "cuda_graphs", "streams",
@@ -55,6 +60,9 @@ class EvalConfig:
     hurdle_quantile: float = 0.5        # a candidate whose loss is above this quantile of earlier ones stops
     bf16_teacher: bool = True           # keep the (frozen) teacher in bf16 on CUDA
     layerdrop: float = 0.0              # LayerDrop rate of the supernet warm-up (shallower candidates)
+    warmup_sampling: str = "standard"   # supernet warm-up: standard (GELU FFNs of random X_Y) | space (random expressions)
+    heldout_rows: int = 0               # training rows held out of training (scored instead of dev: score_on)
+    score_on: str = "dev"               # dev | heldout | auto (held-out rows where the dev set is small)
     head_importance_steps: int = 0      # batches for head importance when a spec prunes heads (0: keep first)
     dropout: float | None = 0.0         # student dropout in candidate training (none: the teacher's; 0: results independent of the group)
     group: int = 0                      # candidates trained in lock-step (one batch, one teacher pass); 0: sized to the GPU (8 on the CPU)
@@ -67,6 +75,19 @@ class EvalConfig:
     seed: int = 0                       # data order and initialisation
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     cache_dir: str | None = None        # default $EXPRSEARCH_CACHE or ~/.cache/exprsearch
+
+    def __post_init__(self) -> None:
+        if self.warmup_sampling not in ("standard", "space"):
+            raise ConfigError(f"warmup_sampling {self.warmup_sampling!r}: choose standard or space")
+        if self.score_on not in ("dev", "heldout", "auto"):
+            raise ConfigError(f"score_on {self.score_on!r}: choose dev, heldout or auto")
+        if self.heldout_rows < 0 or (self.score_on != "dev" and self.heldout_rows == 0):
+            raise ConfigError(f"score_on {self.score_on} needs held-out rows: --heldout-rows N (e.g. 2000)")
+
+    def scored_on_heldout(self, dev_rows: int) -> bool:
+        """Whether a task with ``dev_rows`` dev rows is scored on the held-out training rows."""
+        return self.heldout_rows > 0 and (self.score_on == "heldout"
+                                          or (self.score_on == "auto" and dev_rows < SMALL_DEV))
 
     def steps_for(self, name: str) -> int:
         return int(_per_task("task_steps", self.task_steps, name, self.steps))

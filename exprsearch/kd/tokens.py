@@ -48,6 +48,11 @@ class Encoded:
     def subset(self, n: int) -> "Encoded":
         return Encoded(self.input_ids[:n], self.token_type_ids[:n], self.lengths[:n], self.labels[:n])
 
+    def take(self, index: torch.Tensor) -> "Encoded":
+        """The rows ``index`` (a 1-D index tensor), in that order."""
+        return Encoded(*(t.index_select(0, index.to(t.device)) for t in
+                         (self.input_ids, self.token_type_ids, self.lengths, self.labels)))
+
 
 @dataclass
 class Batch:

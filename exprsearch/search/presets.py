@@ -15,7 +15,7 @@ SEARCH_PRESETS: dict[str, tuple[dict, dict]] = {  # (search options, eval option
                    population=6, tournament=3, rerank=1, rerank_seeds=1),
               dict(tasks=("SST-2",), max_train=4000, max_dev=None, max_len=64, batch_size=16, lr=2e-4, steps=60,
                    warmup_steps=100, teacher_epochs=1.0, teacher_batch=16, latency_batch=4, latency_len=32,
-                   group=4)),
+                   group=4, warmup_sampling="space")),
     # one GPU (BENCHMARKS.md): four tasks, the strong teacher recipe, batch 128, candidates trained in
     # lock-step with CUDA graphs; group size and worker processes sized to the card's free memory
     # (up to 2 workers x 16: what an H200 fits)
@@ -24,7 +24,8 @@ SEARCH_PRESETS: dict[str, tuple[dict, dict]] = {  # (search options, eval option
                  rerank=10, rerank_seeds=2),
             dict(tasks=("MRPC", "RTE", "CoLA", "SST-2"), batch_size=128, lr=2e-4,
                  task_steps="MRPC=75,RTE=50,CoLA=100,SST-2=150", warmup_steps=600, teacher_epochs=5.0,
-                 teacher_task_epochs="SST-2=3", teacher_batch=32)),
+                 teacher_task_epochs="SST-2=3", teacher_batch=32, warmup_sampling="space", heldout_rows=2000,
+                 score_on="auto")),
     # the reference method's scale: MNLI, long stages (days on one GPU; use Ray)
     "paper": (dict(candidates=1000, stage2_candidates=500, stage3_candidates=200, supernet_steps=5000,
                    multitask_steps=10000),

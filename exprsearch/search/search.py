@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from exprsearch.errors import ConfigError
-from exprsearch.kd.protocol import EXECUTION_FIELDS, EvalConfig
+from exprsearch.kd.protocol import EXECUTION_FIELDS, NEUTRAL, EvalConfig
 from exprsearch.lang.dedup import Deduper
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.ops import REFERENCE_BINARY, REFERENCE_UNARY
@@ -114,7 +114,7 @@ def eval_hash(cfg: EvalConfig) -> str:
     d = asdict(cfg)
     # hurdles compare a candidate with those of earlier groups: then the group size changes results
     execution = tuple(f for f in EXECUTION_FIELDS if not (cfg.hurdles and f == "group"))
-    for k in execution + ("teacher_task_epochs",) * (not cfg.teacher_task_epochs):
+    for k in execution + tuple(k for k, v in NEUTRAL.items() if d.get(k) == v):
         d.pop(k, None)  # a field added with a neutral default keeps older stores' hashes
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
