@@ -256,3 +256,95 @@ def test_readonly_open_leaves_an_older_store_untouched(tmp_path):
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == files
     with pytest.raises(StoreError, match="no such store"):
         Store(tmp_path / "typo.db", readonly=True)
+
+
+# -- bad files and bad rows (issue 23): one StoreError, nothing written ---------------------------
+
+def _damage(path, pages: range = range(3, 7)) -> None:
+    """Overwrite some pages in the middle of a store (a rollback-journal file) with garbage."""
+    with open(path, "r+b") as f:
+        for page in pages:
+            f.seek(4096 * page)
+            f.write(b"\xa5" * 4096)
+
+
+def _many_rows(path, rows: int = 300) -> str:
+    st = Store(path)
+    run = st.new_run({"search": {}, "eval": {}})
+    for i in range(rows):
+        st.add(run, _result(f"[x{i}]", 60.0 + i % 7, curves={"loss": list(range(50))}), eval_hash="h")
+    st.db.execute("PRAGMA journal_mode=DELETE")
+    st.close()
+    return run
+
+
+def test_a_damaged_store_is_one_store_error(tmp_path, capsys):
+    from exprsearch.cli import main as cli
+    path = tmp_path / "runs.db"
+    run = _many_rows(path)
+    _damage(path)
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="the file is damaged"):
+        Store(path, create=False)  # what search --resume opens: checked before a search starts
+    with pytest.raises(StoreError, match="the file is damaged"):
+        Store(path, readonly=True).candidates(run)
+    assert cli.main(["search", "--resume", "last", "--store", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: the file is damaged") and "Traceback" not in err
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("mode", [{"create": True}, {"create": False}, {"readonly": True}])
+def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path, mode):
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE runs (id INTEGER, name TEXT)")
+    db.execute("INSERT INTO runs VALUES (1, 'theirs')")
+    db.commit()
+    db.close()
+    before, files = path.read_bytes(), sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(StoreError, match="not an exprsearch store .*runs lacks run_id.*left unchanged"):
+        Store(path, **mode)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == files
+
+
+def test_an_empty_file_is_a_store_only_for_a_new_search(tmp_path):
+    path = tmp_path / "empty.db"
+    path.touch()
+    for mode in ({"create": False}, {"readonly": True}):
+        with pytest.raises(StoreError, match="an empty file, not an exprsearch store"):
+            Store(path, **mode)
+        assert path.stat().st_size == 0
+    st = Store(path)  # a search may start a new store in it
+    assert st.runs() == []
+    st.close()
+
+
+def test_rows_with_malformed_json_read_as_damaged(store):
+    run = store.new_run({"search": {}})
+    store.add(run, _result("[a]", 61.0, curves={"loss": [1.0]}), eval_hash="h")
+    store.add(run, _result("[b]", 62.0), eval_hash="h")
+    store.add_reseed(run, "[a]", 1, _result("[a]", 63.0))
+    store.add_exits(run, "[a]", "SST-2", "entropy", {}, [{"score": 1.0}])
+    for sql in ("UPDATE candidates SET metrics = '{not json', curves = '[1, 2]' WHERE key = '[a]'",
+                "UPDATE reseeds SET metrics = 'nan'", "UPDATE runs SET config = '{'", "UPDATE exits SET rows = '{}'"):
+        store.db.execute(sql)
+    rows = {r["key"]: r for r in store.candidates(run)}
+    assert rows["[a]"]["metrics"] == {} and rows["[a]"]["curves"] == {}
+    assert rows["[a]"]["damaged"] == ["metrics", "curves"] and "damaged" not in rows["[b]"]
+    assert rows["[a]"]["score"] == 62.0  # the re-score's own score is intact: the mean of 61 and 63
+    assert rows["[b]"]["metrics"] == {"SST-2": {"acc": 0.62}}
+    assert store.run(run)["config"] == {} and store.run(run)["damaged"] == ["config"]
+    assert store.exits(run)[0]["rows"] == [] and store.reseeds(run)["[a]"][1]["metrics"] == {}
+    assert len(list(csv.reader(io.StringIO(store.export(run))))) == 3 and json.loads(store.export(run, "json"))
+
+
+def test_a_full_disk_is_reported_as_such(store):
+    run = store.new_run({})
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages + 2}")  # the file may grow by two pages only
+    with pytest.raises(StoreError, match="disk is full") as err:
+        for i in range(100):
+            store.add(run, _result(f"[x{i}]", curves={"loss": list(range(200))}), eval_hash="h")
+    assert str(store.path) in str(err.value) and "rollback" not in str(err.value)
+    assert not store.db.in_transaction and store.count(run) == i  # the rows before are kept

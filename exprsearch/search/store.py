@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS exits (
     run_id TEXT NOT NULL, created REAL, spec TEXT, task TEXT, policy TEXT, config TEXT, rows TEXT
 );
 """
+# the tables (and their columns) every version of the store has: a file without them is not ours
+_REQUIRED = {"runs": ("run_id", "created", "updated", "status", "config", "code_version", "notes"),
+             "candidates": COLUMNS}
 
 
 @functools.lru_cache(maxsize=8192)
@@ -99,25 +102,62 @@ class Store:
         self.path = Path(path)
         if (readonly or not create) and not self.path.is_file():
             raise StoreError(f"{self.path}: no such store (a search creates it; --store names another file)")
-        if readonly:
-            try:
+        try:
+            if readonly:
                 self.db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=timeout,
                                           isolation_level=None)
-                self.db.row_factory = sqlite3.Row
-                self.db.execute("SELECT 1 FROM runs LIMIT 1")
-            except sqlite3.DatabaseError as err:
-                raise StoreError(f"{self.path}: not a usable exprsearch store ({err})") from None
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
             self.db.row_factory = sqlite3.Row
+            ours = self._check_schema(empty_ok=create and not readonly)  # before anything is written
+            if readonly:
+                return
+            if ours and any(r[0] != "ok" for r in self.db.execute("PRAGMA quick_check(5)")):
+                raise sqlite3.DatabaseError("database disk image is malformed (PRAGMA quick_check)")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-            self.db.executescript(_SCHEMA)
+            self.db.executescript(_SCHEMA)  # a new store, or the tables a newer version added
         except sqlite3.DatabaseError as err:
-            raise StoreError(f"{self.path}: not a usable exprsearch store ({err})") from None
+            raise self._error(err, "not a usable exprsearch store") from None
+        except OSError as err:
+            raise StoreError(f"{self.path}: cannot open the store ({err})") from None
+
+    def _check_schema(self, empty_ok: bool) -> bool:
+        """True if the file holds an exprsearch store, False if it is empty and ``empty_ok`` (a
+        new store); else StoreError -- before anything is written, so a foreign file stays as it is."""
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            if empty_ok:
+                return False
+            raise StoreError(f"{self.path}: an empty file, not an exprsearch store (a search creates one; "
+                             f"--store names another file)")
+        for name, columns in _REQUIRED.items():
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({name})")} if name in tables else set()
+            if not set(columns) <= have:
+                raise StoreError(f"{self.path}: not an exprsearch store (its tables: {', '.join(sorted(tables))}; "
+                                 f"{name} {'lacks ' + ', '.join(c for c in columns if c not in have) if have else 'is missing'}); "
+                                 f"left unchanged")
+        return True
+
+    def _error(self, err: sqlite3.Error, what: str = "") -> StoreError:
+        """One message for an SQLite error, naming the file (and what to do where there is something)."""
+        text = str(err)
+        if getattr(err, "sqlite_errorname", "") == "SQLITE_FULL" or "is full" in text:
+            return StoreError(f"{self.path}: disk is full ({text}); nothing more was written -- free some space "
+                              f"(a search continues with --resume)")
+        if "malformed" in text:
+            return StoreError(f"{self.path}: the file is damaged ({text}); `sqlite3 {self.path} .recover` may "
+                              f"save its rows into a new store")
+        return StoreError(f"{self.path}: {what} ({text})" if what else f"{self.path}: {text}")
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        """The rows of a query (an SQLite error becomes a ``StoreError``)."""
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as err:
+            raise self._error(err) from None
 
     def close(self) -> None:
         self.db.close()
@@ -131,11 +171,15 @@ class Store:
                     self.db.execute("COMMIT")
                     return cur
                 except BaseException:
-                    self.db.execute("ROLLBACK")
+                    if self.db.in_transaction:  # SQLite already rolled back after some errors (a full disk)
+                        try:
+                            self.db.execute("ROLLBACK")
+                        except sqlite3.DatabaseError:
+                            pass  # the error being raised says what happened
                     raise
-            except sqlite3.OperationalError as err:  # "database is locked" past the busy timeout
+            except sqlite3.DatabaseError as err:  # "database is locked" past the busy timeout: again
                 if "locked" not in str(err) or attempt == 49:
-                    raise StoreError(f"{self.path}: {err}") from None
+                    raise self._error(err) from None
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
 
@@ -148,20 +192,18 @@ class Store:
         return run_id
 
     def run(self, run_id: str) -> dict[str, Any]:
-        row = self.db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        if row is None:
-            known = [r[0] for r in self.db.execute("SELECT run_id FROM runs ORDER BY created DESC LIMIT 5")]
+        rows = self._rows("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            known = [r[0] for r in self._rows("SELECT run_id FROM runs ORDER BY created DESC LIMIT 5")]
             raise StoreError(f"no run {run_id!r} in {self.path}" + (f"; recent runs: {', '.join(known)}" if known else ""))
-        d = dict(row)
-        d["config"] = json.loads(d["config"])
-        return d
+        return _decode(rows[0], ("config",))
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run: id, created, status, candidate count and best score (re-scored rows: their mean)."""
-        out = [dict(r) for r in self.db.execute(
+        out = [dict(r) for r in self._rows(
             "SELECT r.run_id, r.created, r.status, r.notes, COUNT(c.key) AS candidates, MAX(c.score) AS best "
             "FROM runs r LEFT JOIN candidates c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created")]
-        rescored = ({x[0] for x in self.db.execute("SELECT DISTINCT run_id FROM reseeds")}
+        rescored = ({x[0] for x in self._rows("SELECT DISTINCT run_id FROM reseeds")}
                     if self._has_reseeds() else set())
         for r in out:
             if r["run_id"] in rescored:
@@ -180,10 +222,10 @@ class Store:
             self._write("DELETE FROM candidates WHERE run_id = ? AND key = ?", (run_id, key))
 
     def latest_run(self) -> str:
-        row = self.db.execute("SELECT run_id FROM runs ORDER BY created DESC LIMIT 1").fetchone()
-        if row is None:
+        rows = self._rows("SELECT run_id FROM runs ORDER BY created DESC LIMIT 1")
+        if not rows:
             raise StoreError(f"{self.path} holds no runs yet")
-        return row[0]
+        return rows[0][0]
 
     # -- candidates -----------------------------------------------------------------------------
     def add(self, run_id: str, result: dict[str, Any], *, eval_hash: str = "", stage: int = 1,
@@ -200,13 +242,13 @@ class Store:
         return cur.rowcount == 1
 
     def has(self, run_id: str, key: str) -> bool:
-        return self.db.execute("SELECT 1 FROM candidates WHERE run_id = ? AND key = ?", (run_id, key)).fetchone() is not None
+        return bool(self._rows("SELECT 1 FROM candidates WHERE run_id = ? AND key = ?", (run_id, key)))
 
     def lookup(self, key: str, eval_hash: str) -> dict[str, Any] | None:
         """A result for ``key`` under the same evaluation config from any run (dedup across runs)."""
-        row = self.db.execute("SELECT * FROM candidates WHERE key = ? AND eval_hash = ? AND status != 'failed' "
-                              "ORDER BY created LIMIT 1", (key, eval_hash)).fetchone()
-        return _decode(row) if row else None
+        rows = self._rows("SELECT * FROM candidates WHERE key = ? AND eval_hash = ? AND status != 'failed' "
+                          "ORDER BY created LIMIT 1", (key, eval_hash))
+        return _decode(rows[0]) if rows else None
 
     def candidates(self, run_id: str, *, status: str | None = None, seeds: bool = True) -> list[dict[str, Any]]:
         """The run's rows in arrival order.  A row re-scored with more seeds (``add_reseed``) has
@@ -214,14 +256,13 @@ class Store:
         first) and ``seed_std``; ``seeds=False`` gives the first-seed rows as evaluated (what a
         resumed search replays)."""
         q = "SELECT * FROM candidates WHERE run_id = ?" + (" AND status = ?" if status else "") + " ORDER BY seq"
-        rows = [_decode(r) for r in self.db.execute(q, (run_id, status) if status else (run_id,))]
+        rows = [_decode(r) for r in self._rows(q, (run_id, status) if status else (run_id,))]
         extra = self.reseeds(run_id) if seeds else {}
         return [_with_seeds(r, extra[r["key"]]) if r["key"] in extra and r["status"] == "ok" else r for r in rows]
 
     def _has_reseeds(self) -> bool:
         """False for a store of an older version opened read-only (its schema was not upgraded)."""
-        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'reseeds'").fetchone() \
-            is not None
+        return bool(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'reseeds'"))
 
     def add_reseed(self, run_id: str, key: str, seed: int, result: dict[str, Any]) -> bool:
         """Record candidate ``key`` re-evaluated with training seed ``seed``; False if already there."""
@@ -235,13 +276,13 @@ class Store:
         out: dict[str, dict[int, dict[str, Any]]] = {}
         if not self._has_reseeds():
             return out
-        for r in self.db.execute("SELECT * FROM reseeds WHERE run_id = ? ORDER BY seed", (run_id,)):
+        for r in self._rows("SELECT * FROM reseeds WHERE run_id = ? ORDER BY seed", (run_id,)):
             out.setdefault(r["key"], {})[r["seed"]] = {"status": r["status"], "score": r["score"],
-                                                       "metrics": json.loads(r["metrics"] or "{}")}
+                                                       "metrics": _decode(r, ("metrics",))["metrics"] or {}}
         return out
 
     def count(self, run_id: str) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM candidates WHERE run_id = ?", (run_id,)).fetchone()[0]
+        return self._rows("SELECT COUNT(*) FROM candidates WHERE run_id = ?", (run_id,))[0][0]
 
     # -- dynamic inference (exprsearch exits) ----------------------------------------------------
     def add_exits(self, run_id: str, spec: str, task: str, policy: str, config: dict[str, Any],
@@ -251,12 +292,8 @@ class Store:
                                                                 json.dumps(config, default=str), json.dumps(rows)))
 
     def exits(self, run_id: str) -> list[dict[str, Any]]:
-        out = []
-        for r in self.db.execute("SELECT * FROM exits WHERE run_id = ? ORDER BY created", (run_id,)):
-            d = dict(r)
-            d["config"], d["rows"] = json.loads(d["config"]), json.loads(d["rows"])
-            out.append(d)
-        return out
+        return [_decode(r, ("config", "rows")) for r in self._rows("SELECT * FROM exits WHERE run_id = ? ORDER BY created",
+                                                                  (run_id,))]
 
     # -- export ---------------------------------------------------------------------------------
     def export(self, run_id: str, fmt: str = "csv") -> str:
@@ -273,7 +310,7 @@ class Store:
         return buf.getvalue()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for r in self.db.execute("SELECT * FROM candidates ORDER BY created"):
+        for r in self._rows("SELECT * FROM candidates ORDER BY created"):
             yield _decode(r)
 
 
@@ -300,9 +337,25 @@ def _with_seeds(row: dict[str, Any], more: dict[int, dict[str, Any]]) -> dict[st
     return {**row, "score": mean, "metrics": metrics, "seed_scores": scores, "seed_std": std}
 
 
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
+def _decode(row: sqlite3.Row, columns: tuple[str, ...] = ("metrics", "curves", "config")) -> dict[str, Any]:
+    """A row as a dict with its JSON ``columns`` decoded.  A column that is not the JSON object (or,
+    ``rows``, list) it was written as -- a damaged row -- reads as empty and is named in the row's
+    ``damaged`` list; the file keeps its text.
+
+    >>> d = _decode({"key": "[x]", "metrics": '{"RTE": {"acc": 0.5}}', "curves": "{not json", "config": None})
+    >>> d["metrics"], d["curves"], d["config"], d["damaged"]
+    ({'RTE': {'acc': 0.5}}, {}, None, ['curves'])
+    """
     d = dict(row)
-    for k in ("metrics", "curves", "config"):
+    for k in columns:
         if d.get(k):
-            d[k] = json.loads(d[k])
+            kind = list if k == "rows" else dict
+            try:
+                value = json.loads(d[k])
+            except ValueError:
+                value = None
+            if not isinstance(value, kind):
+                value = kind()
+                d.setdefault("damaged", []).append(k)
+            d[k] = value
     return d
