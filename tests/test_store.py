@@ -348,3 +348,15 @@ def test_a_full_disk_is_reported_as_such(store):
             store.add(run, _result(f"[x{i}]", curves={"loss": list(range(200))}), eval_hash="h")
     assert str(store.path) in str(err.value) and "rollback" not in str(err.value)
     assert not store.db.in_transaction and store.count(run) == i  # the rows before are kept
+
+
+def test_resume_of_a_run_with_a_damaged_or_foreign_config_is_one_message(tmp_path, capsys):
+    from exprsearch.cli import main as cli
+    st = Store(tmp_path / "runs.db")
+    damaged = st.new_run({"search": {}, "eval": {}})
+    st.db.execute("UPDATE runs SET config = '{\"search\": ' WHERE run_id = ?", (damaged,))
+    exits = st.new_run({"command": "exits", "spec": "[x]"})
+    st.close()
+    for run, why in ((damaged, "its stored config is damaged"), (exits, "it is no search (made by exprsearch exits)")):
+        assert cli.main(["search", "--resume", run, "--store", str(tmp_path / "runs.db")]) == 2
+        assert capsys.readouterr().err == f"error: run {run} cannot be resumed: {why}\n"

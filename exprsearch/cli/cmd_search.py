@@ -55,6 +55,11 @@ def cmd_search(ns: argparse.Namespace) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if ns.resume:
         run = resolve_run(store, ns.resume)
+        config = store.run(run)["config"]
+        if not isinstance(config.get("search"), dict) or not isinstance(config.get("eval"), dict):
+            raise ConfigError(f"run {run} cannot be resumed: " + (
+                "its stored config is damaged" if not config else
+                f"it is no search (made by exprsearch {config.get('command', 'of another version')})"))
         search = Search.resume(store, run, log=log)
         log(f"resuming run {run}: {store.count(run)} candidates already stored")
     else:
