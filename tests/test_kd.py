@@ -282,6 +282,24 @@ def test_a_non_bert_teacher_is_refused_before_its_weights_load(tmp_path, easy_gl
         load_teacher(gpt)
 
 
+@pytest.mark.parametrize("damage", [b"", b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}", None])
+def test_a_damaged_teacher_file_is_a_config_error_naming_it(tiny_teacher, tmp_path, damage):
+    """Issue 23: a truncated or damaged model.safetensors raised an internal SafetensorError that
+    did not name the file; a damaged tokenizer.json a JSONDecodeError."""
+    import shutil
+    bad = shutil.copytree(tiny_teacher, tmp_path / "teacher")
+    weights = bad / "model.safetensors"
+    if damage is None:  # the first kilobyte of a real file
+        weights.write_bytes(weights.read_bytes()[:1024])
+    else:
+        weights.write_bytes(damage)
+    with pytest.raises(ConfigError, match=f"cannot load teacher weights {weights}: SafetensorError"):
+        load_teacher(bad, 2)
+    (bad / "tokenizer.json").write_text("{broken", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"cannot load the tokenizer of teacher {bad}"):
+        load_tokenizer(bad)
+
+
 def test_teacher_finetuning_is_reproducible_bug(tiny_teacher, easy_glue, tmp_path):
     cfg = TeacherConfig(epochs=0.2, batch_size=16, max_len=32, seed=0)
     heads = []

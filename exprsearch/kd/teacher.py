@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -69,7 +70,18 @@ def check_teacher_dir(path: Path) -> Path:
 def load_tokenizer(path: Path) -> Any:
     offline()
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(str(check_teacher_dir(path)), local_files_only=True)
+    try:
+        return AutoTokenizer.from_pretrained(str(check_teacher_dir(path)), local_files_only=True)
+    except (OSError, ValueError) as err:  # a damaged tokenizer.json is a JSONDecodeError
+        raise ConfigError(f"cannot load the tokenizer of teacher {path}: {err}") from None
+
+
+def _unreadable_weights(path: Path, err: BaseException) -> ConfigError:
+    """The error of a weight file that does not load (truncated, damaged), naming the file."""
+    files = sorted(f.name for f in path.iterdir() if f.suffix in (".safetensors", ".bin"))
+    where = path / files[0] if len(files) == 1 else f"{path} ({', '.join(files) or 'no weight file'})"
+    cached = " (a cached teacher: delete its folder and it is fine-tuned again)" if (path / "exprsearch.json").is_file() else ""
+    return ConfigError(f"cannot load teacher weights {where}: {type(err).__name__}: {err}{cached}")
 
 
 def load_teacher(path: Path, num_labels: int | None = None) -> Any:
@@ -84,8 +96,11 @@ def load_teacher(path: Path, num_labels: int | None = None) -> Any:
                   problem_type="regression" if num_labels == 1 else "single_label_classification")
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "some weights were newly initialised" is expected here
+    from safetensors import SafetensorError
     try:
         return BertForSequenceClassification.from_pretrained(str(check_teacher_dir(path)), **kw)
+    except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError) as err:  # a damaged weight file
+        raise _unreadable_weights(Path(path), err) from None
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load teacher from {path}: {err}") from None
     finally:
