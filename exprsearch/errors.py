@@ -133,7 +133,7 @@ class ArityError(DSLError):
 
 
 class SlotTypeError(DSLError):
-    """A slot (wb1/wb2) used as a tensor, or a tensor where a linear expects a slot."""
+    """A slot (wb1/wb2/wb3) used as a tensor, or a tensor where a linear expects a slot."""
 
 
 class InputTooLargeError(DSLError):

@@ -23,6 +23,7 @@ from exprsearch.lang.expr import (
     MAX_DEPTH,
     WB1,
     WB2,
+    WB3,
     Binary,
     Expr,
     Linear,
@@ -53,7 +54,7 @@ def _extend(children: st.SearchStrategy[Expr]) -> st.SearchStrategy[Expr]:
     return st.one_of(
         st.builds(node, st.sampled_from(UNARY), children),
         st.builds(node, st.sampled_from(BINARY), children, children),
-        st.builds(node, st.sampled_from(LINEAR), children, st.sampled_from([WB1, WB2])),
+        st.builds(node, st.sampled_from(LINEAR), children, st.sampled_from([WB1, WB2, WB3])),
     )
 
 
@@ -175,6 +176,7 @@ def test_random_asts_in_a_model_spec_round_trip(a, b):
 def test_top_level_slots_round_trip():
     assert parse_layers("wb1")[0] is WB1
     assert parse_layers("wb2")[0] is WB2
+    assert parse_layers("wb3")[0] is WB3
 
 
 # -- size / depth ------------------------------------------------------------------------------

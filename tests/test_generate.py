@@ -11,20 +11,21 @@ from _support import STANDARD_FFN, efficientbert_layers
 
 from exprsearch import Space, count, crossover, enumerate_space, mutate, parse, sample
 from exprsearch.errors import ConfigError
-from exprsearch.lang.expr import WB1, WB2, Expr, X, node
+from exprsearch.lang.expr import WB1, WB2, WB3, Expr, X, node
 from exprsearch.lang.ops import Kind
 from exprsearch.lang.validity import is_valid, validate
-from exprsearch.space.evolve import MUTATIONS
+from exprsearch.space.evolve import GATE_MUTATIONS, MUTATIONS
 from exprsearch.space.generate import random_tree
 
 
 def brute_force(sp: Space) -> set[Expr]:
     """Every strictly valid tree of the space, by generating *all* well-typed trees over the
     space's operators within the limits and filtering with validate() -- independent of the
-    dynamic programme in generate.py."""
+    dynamic programme in generate.py (a space with gates also wraps trees in wb3 linears)."""
     by_size: dict[int, list[Expr]] = {1: [X]}
+    slots = (WB1, WB2, WB3) if sp.gates else (WB1, WB2)
     wrappers = ([lambda t, u=u: node(u, t) for u in sp.unary]
-                + [lambda t, o=o, s=s: node(o, t, s) for o in sp.xy for s in (WB1, WB2)])
+                + [lambda t, o=o, s=s: node(o, t, s) for o in sp.xy for s in slots])
     for s in range(2, sp.max_size + 1):
         out = [w(t) for t in by_size[s - 1] for w in wrappers]
         for s1 in range(1, s - 1):
@@ -47,6 +48,15 @@ SMALL_SPACES = {
     "extension-ops": Space(max_depth=5, max_size=6, unary=("sigmoid", "square", "sqrelu"), binary=("min",),
                            blocks=(4,), ratios=(4,)),
     "reference-ops": Space(max_depth=4, max_size=6, blocks=(1,), ratios=(2,)),
+    # gated FFNs (the wb3 extension): the plain trees plus those with one gate beside wb1
+    "gated-smallest": Space(max_depth=3, max_size=6, unary=(), binary=("mul",), blocks=(1,), ratios=(1,),
+                            gates=True),
+    "gated-glu": Space(max_depth=4, max_size=7, unary=("gelu", "swish"), binary=("mul",), blocks=(1,), ratios=(3,),
+                       gates=True),
+    "gated-sub": Space(max_depth=4, max_size=7, unary=("gelu",), binary=("sub", "mul"), blocks=(1,), ratios=(1,),
+                       gates=True),
+    "gated-no-outer": Space(max_depth=4, max_size=7, unary=("relu", "neg"), binary=("max",), blocks=(1, 2),
+                            ratios=(1,), outer_activation=False, gates=True),
 }
 
 
@@ -167,7 +177,7 @@ def test_mutation_yields_valid_in_space_children_and_is_deterministic():
     first = _mutation_trials(11, sp, 2_000)
     assert first == _mutation_trials(11, sp, 2_000)
     hows = collections.Counter(how for _, how in first)
-    assert set(MUTATIONS) <= set(hows), hows  # every operator gets used
+    assert set(MUTATIONS) - set(GATE_MUTATIONS) == set(hows), hows  # every operator but the gates' gets used
 
 
 def test_mutation_in_a_tight_space():

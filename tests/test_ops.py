@@ -86,9 +86,11 @@ def test_linear_rows():
 
 def test_leaves():
     assert [o.name for o in ops_of(Kind.VAR)] == ["x"]
-    assert [o.name for o in ops_of(Kind.SLOT)] == ["wb1", "wb2"]
-    for name in ("x", "wb1", "wb2"):
+    assert [o.name for o in ops_of(Kind.SLOT)] == ["wb1", "wb2", "wb3"]
+    for name in ("x", "wb1", "wb2", "wb3"):
         assert OPS[name].arity == 0 and OPS[name].is_leaf
+    # the gate slot is an extension: the reference space has wb1 and wb2 only
+    assert [o.name for o in ops_of(Kind.SLOT) if o.reference] == ["wb1", "wb2"]
 
 
 def test_table_is_consistent():

@@ -61,7 +61,7 @@ def _prepare(text: str) -> str:
 
 
 _HUMAN = {"UNARY_OP": "a unary operator", "BINARY_OP": "a binary operator",
-          "LINEAR_OP": "linearX_Y", "VAR": "x", "SLOT": "wb1 or wb2", "RPAR": "')'",
+          "LINEAR_OP": "linearX_Y", "VAR": "x", "SLOT": "wb1, wb2 or wb3", "RPAR": "')'",
           "LPAR": "'('", "COMMA": "','", "SEP": "';' or a new line", "LSQB": "'['",
           "RSQB": "']'", "$END": "the end of the input",
           "ATTN_OP": "mha or lsra", "FIELD": "attn or ffn", "KEY": "heads, kernel, layers or hidden",

@@ -28,7 +28,7 @@ from exprsearch.errors import ArityError, DSLError, NestingTooDeepError, SlotTyp
 from .ops import Kind, Op
 from .ops import op as lookup_op
 
-__all__ = ["Expr", "Var", "Slot", "Unary", "Binary", "Linear", "node", "X", "WB1", "WB2",
+__all__ = ["Expr", "Var", "Slot", "Unary", "Binary", "Linear", "node", "X", "WB1", "WB2", "WB3",
            "ModelSpec", "AttnSpec", "MAX_DEPTH", "order_key", "Path"]
 
 MAX_DEPTH = 200  # deepest AST accepted anywhere; keeps every recursive pass far from Python's limit
@@ -121,7 +121,7 @@ class Var(Expr):
 
 
 class Slot(Expr):
-    """A weight/bias slot ``wb1`` or ``wb2``; only valid as a linear's second argument."""
+    """A weight/bias slot ``wb1``, ``wb2`` or ``wb3`` (a gate's); only valid as a linear's second argument."""
     __slots__ = ()
     kind = Kind.SLOT
 
@@ -194,7 +194,7 @@ def _check(o: Op, args: tuple[Expr, ...]) -> None:
             raise DSLError(f"{o.name}: argument {i + 1} is {type(a).__name__}, not an expression")
         wants_slot = o.kind is Kind.LINEAR and i == 1
         if wants_slot and a.kind is not Kind.SLOT:
-            raise SlotTypeError(f"{o.name}: argument 2 must be a slot (wb1 or wb2), got '{a}'",
+            raise SlotTypeError(f"{o.name}: argument 2 must be a slot (wb1, wb2 or wb3), got '{a}'",
                                 node=a, arg=i)
         if not wants_slot and a.kind is Kind.SLOT:
             raise SlotTypeError(f"{o.name}: argument {i + 1} must be a tensor expression; slot '{a}' "
@@ -229,6 +229,7 @@ def _make(o: Op, args: tuple[Expr, ...], key: tuple) -> Expr:
 X = node("x")
 WB1 = node("wb1")
 WB2 = node("wb2")
+WB3 = node("wb3")
 
 
 def order_key(e: Expr) -> tuple[int, str]:

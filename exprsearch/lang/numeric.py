@@ -5,13 +5,17 @@ values, or a hash of them rounded (the fingerprint).  Invariant: evaluation uses
 torch callables and the compiler's width rule, so it computes what a compiled FFN block computes
 (before its residual and LayerNorm); equivalent expressions get the same fingerprint.
 
-The width rule: ``wb1`` maps H -> d = D // Y, ``wb2`` maps d -> H; a binary op on operands of
-different widths uses the first min(w1, w2) channels of each; a linear fed a narrower input than
-its slot's input width uses the first columns of its weight (and a wider one, the first channels).
+The width rule: ``wb1`` (and a gate's ``wb3``, with weights of its own) maps H -> d = D // Y,
+``wb2`` maps d -> H; a binary op on operands of different widths uses the first min(w1, w2)
+channels of each; a linear fed a narrower input than its slot's input width uses the first columns
+of its weight (and a wider one, the first channels).
 
 >>> from .validity import parse_one
 >>> fingerprint(parse_one("max(x,tanh(x))")) == fingerprint(parse_one("max(tanh(x),x)"))
 True
+>>> geglu = "linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,{})),wb2)"
+>>> fingerprint(parse_one(geglu.format("wb3"))) == fingerprint(parse_one(geglu.format("wb1")))
+False
 """
 from __future__ import annotations
 
@@ -56,8 +60,12 @@ class Probe:
         scale = torch.tensor([0.5, 2.0, 10.0, 50.0], dtype=torch.float64).repeat(self.points)[:self.points]
         x = rnd(self.points, h) * scale[:, None]
         x[0] = 0.0  # exercise the kinks of relu/max at 0
-        return {"x": x, "w1": rnd(d, h) / h**0.5, "b1": rnd(d) * 0.1,
-                "w2": rnd(h, d) / d**0.5, "b2": rnd(h) * 0.1}
+        t = {"x": x, "w1": rnd(d, h) / h**0.5, "b1": rnd(d) * 0.1,
+             "w2": rnd(h, d) / d**0.5, "b2": rnd(h) * 0.1}
+        # a gate's own weights, drawn after the others: wb1 and wb3 differ, and the values (so the
+        # fingerprints) of expressions without a gate stay what they were
+        t.update(w3=rnd(d, h) / h**0.5, b3=rnd(d) * 0.1)
+        return t
 
     def weights(self, slot: str, ratio: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Transposed weight (first ``width`` inputs) and bias of a slot at ratio Y, cached."""
@@ -65,8 +73,8 @@ class Probe:
         hit = self._cache.get(key)
         if hit is None:
             t, d = self.tensors, linear_width("wb1", ratio, self.hidden, self.base_width)
-            if slot == "wb1":
-                w, bias = t["w1"][:d], t["b1"][:d]
+            if slot in ("wb1", "wb3"):  # H -> d: the value path and a gate, each its own weights
+                w, bias = t["w" + slot[-1]][:d], t["b" + slot[-1]][:d]
             else:
                 w, bias = t["w2"][:, :d], t["b2"]
             k = min(width, w.shape[1])

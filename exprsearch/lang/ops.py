@@ -33,7 +33,7 @@ class Kind(enum.Enum):
     """Syntactic and typing class of an operator; the grammar has one terminal per kind."""
 
     VAR = "var"        # the layer input x (a tensor of width H)
-    SLOT = "slot"      # a weight/bias slot, wb1 or wb2 (only valid as a linear's 2nd argument)
+    SLOT = "slot"      # a weight/bias slot, wb1, wb2 or wb3 (only valid as a linear's 2nd argument)
     UNARY = "unary"    # elementwise f(a)
     BINARY = "binary"  # elementwise f(a, b); operands of different widths are cut to the narrower
     LINEAR = "linear"  # linearX_Y(e, wbI): affine map using slot I, X stacked blocks, width D // Y
@@ -86,6 +86,9 @@ _ROWS: list[Op] = [
     Op("x", Kind.VAR, 0, doc="the layer input, width H"),
     Op("wb1", Kind.SLOT, 0, doc="weight/bias slot of the first linear: H -> d"),
     Op("wb2", Kind.SLOT, 0, doc="weight/bias slot of the second linear: d -> H"),
+    # -- extension: the gate of a gated FFN (GEGLU, SwiGLU) has weights of its own
+    Op("wb3", Kind.SLOT, 0, reference=False,
+       doc="weight/bias slot of the gate linear: H -> d like wb1 (optional, at most once)"),
     # -- unary activations of the reference space
     Op("gelu", Kind.UNARY, 1, F.gelu, lambda a: a / 2 * (1 + _S.erf(a / _S.sqrt(2))), 8,
        is_activation=True, doc="x * Phi(x), exact erf form"),

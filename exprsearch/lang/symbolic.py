@@ -1,7 +1,8 @@
 """AST --> sympy: the algebra of an expression, and proofs of equality.
 
 Input: an expression.  Output: a sympy expression in the symbol ``x`` where each linear is an
-opaque function (``lin1_2_wb1(...)``): the elementwise algebra.  Invariant: built only from the op
+opaque function named by its X_Y and slot (``lin1_2_wb1(...)``; a gate's ``lin1_2_wb3(...)`` is
+another function, so a gate is never its value path): the elementwise algebra.  Invariant: built only from the op
 table's sympy builders.  Channels are treated elementwise, so widths are not modelled: ``dedup``
 only asks sympy about expressions whose numeric fingerprints (which do model widths) agree.
 
@@ -10,6 +11,8 @@ only asks sympy about expressions whose numeric fingerprints (which do model wid
 x*(x + tanh(x))
 >>> prove_equal(parse_one("add(mul(x,x),mul(x,tanh(x)))"), parse_one("mul(x,add(x,tanh(x)))"))
 True
+>>> to_sympy(parse_one("mul(linear1_3(x,wb1),linear1_3(x,wb3))"))
+lin1_3_wb1(x)*lin1_3_wb3(x)
 """
 from __future__ import annotations
 

@@ -2,19 +2,21 @@
 
 Input: any well-typed expression.  Output: the same expression, or the first broken rule's error
 (each rule has its own ``ValidityError`` subclass and names the offending node).  Invariant: a
-strictly valid expression has the shape ``[act](linearX_Y(F[linearX_Y(G[x], wb1)], wb2))``.
+strictly valid expression has the shape ``[act](linearX_Y(F[linearX_Y(G[x], wb1)], wb2))`` or,
+gated, ``[act](linearX_Y(F[linearX_Y(G[x], wb1), linearX_Y(G3[x], wb3)], wb2))``.
 
-Strict rules (the reference method):
-  one-wb1-one-wb2       exactly one wb1 linear and one wb2 linear
-  wb1-before-wb2        the wb1 linear lies on the wb2 linear's input path
-  same-linear-XY        both linears have the same X_Y
+Strict rules (the reference method; the wb3 parts are the gated-FFN extension, so an expression
+without wb3 is judged exactly as in the reference):
+  one-wb1-one-wb2       exactly one wb1 linear and one wb2 linear; at most one wb3 linear
+  wb1-before-wb2        the wb1 linear, and the wb3 linear if any, lie on the wb2 linear's input path
+  same-linear-XY        all linears have the same X_Y
   no-nested-activation  no activation directly inside an activation
-  no-nested-linear      no linear inside the wb1 linear's input
+  no-nested-linear      no linear inside the wb1 linear's input, nor inside the wb3 linear's
   x-reachable           the output depends on x (``sub(e, e)`` is identically zero)
   output-shape          above the wb2 linear there is at most one activation
 Relaxed rules (``strict=False``, exploratory spaces such as parallel wb1 branches) keep only
-no-nested-linear, wb1-before-wb2 (every wb2 linear has a wb1 linear inside), same-linear-XY,
-x-reachable and output-width (the output is H wide).
+no-nested-linear, wb1-before-wb2 (every wb2 linear has a wb1 linear inside, every wb3 linear is
+inside a wb2 linear's input), same-linear-XY, x-reachable and output-width (the output is H wide).
 
 >>> validate(parse_one("linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)")) is not None
 True
@@ -42,7 +44,7 @@ from exprsearch.errors import (
 from .expr import Expr, Linear
 from .ops import Kind
 
-__all__ = ["validate", "is_valid", "width_of", "split_ffn", "parse_one"]
+__all__ = ["validate", "is_valid", "width_of", "split_ffn", "gate_of", "parse_one"]
 
 
 def parse_one(text: str) -> Expr:
@@ -111,18 +113,20 @@ def _depends_on_x(e: Expr) -> bool:
 class _Scan:
     """One pre-order pass collecting what every rule needs."""
 
-    __slots__ = ("wb1", "wb2", "nested_act")
+    __slots__ = ("wb1", "wb2", "wb3", "nested_act")
 
     def __init__(self, e: Expr) -> None:
         self.wb1: list[Linear] = []
         self.wb2: list[Linear] = []
+        self.wb3: list[Linear] = []  # gates (extension)
         self.nested_act: Expr | None = None
         stack = [e]
         while stack:
             n = stack.pop()
             o = n.op
             if o.kind is Kind.LINEAR:
-                (self.wb1 if n.args[1].op.name == "wb1" else self.wb2).append(n)  # type: ignore[arg-type]
+                slot = n.args[1].op.name
+                (self.wb1 if slot == "wb1" else self.wb2 if slot == "wb2" else self.wb3).append(n)  # type: ignore[arg-type]
                 stack.append(n.args[0])
                 continue
             if o.is_activation and self.nested_act is None and n.args[0].op.is_activation:
@@ -130,11 +134,11 @@ class _Scan:
             stack.extend(reversed(n.args))
 
 
-def _check_common(e: Expr, wb1s: list[Linear], wb2s: list[Linear]) -> None:
-    for w1 in wb1s:
-        inner = w1.input.linears()
+def _check_common(e: Expr, wb1s: list[Linear], wb2s: list[Linear], wb3s: list[Linear]) -> None:
+    for w in wb1s + wb3s:
+        inner = w.input.linears()
         if inner:
-            raise NestedLinearError(f"'{inner[0]}' is inside the input of the wb1 linear; only the "
+            raise NestedLinearError(f"'{inner[0]}' is inside the input of the {w.slot} linear; only the "
                                     f"wb1 -> wb2 chain may nest linears", node=inner[0])
     for w2 in wb2s:
         if any(n.slot == "wb2" for n in w2.input.linears()):
@@ -142,10 +146,13 @@ def _check_common(e: Expr, wb1s: list[Linear], wb2s: list[Linear]) -> None:
         if not any(n.slot == "wb1" for n in w2.input.linears()):
             raise SlotOrderError(f"the wb2 linear '{w2.name}' has no wb1 linear on its input path; "
                                  f"an FFN goes x -> wb1 -> ... -> wb2", node=w2)
-    names = {n.op for n in wb1s + wb2s}
+    for w3 in wb3s:
+        if not any(w2.input.contains(w3) for w2 in wb2s):
+            raise SlotOrderError(_GATE_ORDER, node=w3, hint=_GATE_HINT)
+    names = {n.op for n in wb1s + wb2s + wb3s}
     if len(names) > 1:
-        ref = (wb2s or wb1s)[0].name
-        odd = next(n for n in wb1s + wb2s if n.name != ref)
+        ref = (wb2s or wb1s or wb3s)[0].name
+        odd = next(n for n in wb1s + wb2s + wb3s if n.name != ref)
         raise LinearMismatchError(f"all linears must have the same X_Y; found "
                                   f"{', '.join(sorted(o.name for o in names))}",
                                   node=odd, hint=f"write {ref} everywhere")
@@ -153,12 +160,16 @@ def _check_common(e: Expr, wb1s: list[Linear], wb2s: list[Linear]) -> None:
         raise UnreachableInputError("the output does not depend on x (sub(e, e) is zero)", node=e)
 
 
+_GATE_ORDER = "the wb3 linear (a gate) must feed the wb2 linear (x -> wb3 -> ... -> wb2)"
+_GATE_HINT = "gate the value path, e.g. linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)"
+
+
 def validate(e: Expr, *, strict: bool = True) -> Expr:
     """Return ``e`` if it obeys the space's rules, else raise the first broken rule's error."""
     scan = _Scan(e)
-    wb1s, wb2s = scan.wb1, scan.wb2
+    wb1s, wb2s, wb3s = scan.wb1, scan.wb2, scan.wb3
     if not strict:
-        _check_common(e, wb1s, wb2s)
+        _check_common(e, wb1s, wb2s, wb3s)
         w = width_of(e)
         if w != "H":
             raise WidthError(f"the FFN output must be H wide for the residual add; this one is {w}",
@@ -169,13 +180,19 @@ def validate(e: Expr, *, strict: bool = True) -> Expr:
         raise SlotCountError(f"a valid FFN uses exactly one wb1 linear and one wb2 linear; found "
                              f"{len(wb1s)} wb1 and {len(wb2s)} wb2", node=extra,
                              hint="use --relaxed for exploratory spaces with parallel branches")
+    if len(wb3s) > 1:
+        raise SlotCountError(f"a gated FFN uses at most one wb3 linear (its gate); found {len(wb3s)}",
+                             node=wb3s[1], hint="use --relaxed for exploratory spaces with several gates")
     w1, w2 = wb1s[0], wb2s[0]
-    if w1.input.linears():
-        _check_common(e, wb1s, wb2s)  # raises the nesting error
+    w3 = wb3s[0] if wb3s else None
+    if w1.input.linears() or (w3 is not None and w3.input.linears()):
+        _check_common(e, wb1s, wb2s, wb3s)  # raises the nesting error
     if not w2.input.contains(w1):
         raise SlotOrderError("the wb1 linear must feed the wb2 linear (x -> wb1 -> ... -> wb2)", node=w1)
-    if w1.op is not w2.op:
-        _check_common(e, wb1s, wb2s)  # raises the X_Y mismatch
+    if w3 is not None and not w2.input.contains(w3):
+        raise SlotOrderError(_GATE_ORDER, node=w3, hint=_GATE_HINT)
+    if w1.op is not w2.op or (w3 is not None and w3.op is not w2.op):
+        _check_common(e, wb1s, wb2s, wb3s)  # raises the X_Y mismatch
     if "sub(" in e._text and not _depends_on_x(e):
         raise UnreachableInputError("the output does not depend on x (sub(e, e) is zero)", node=e)
     if scan.nested_act is not None:
@@ -198,6 +215,16 @@ def is_valid(e: Expr, *, strict: bool = True) -> bool:
     except ValidityError:
         return False
     return True
+
+
+def gate_of(e: Expr) -> Linear | None:
+    """The gate (the ``wb3`` linear) of a strictly valid FFN, or None.
+
+    >>> str(gate_of(parse_one("linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)")))
+    'linear1_3(x,wb3)'
+    """
+    gates = _slot_linears(e, "wb3")
+    return gates[0] if gates else None
 
 
 def split_ffn(e: Expr) -> tuple[str | None, Linear, Linear]:

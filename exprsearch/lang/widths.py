@@ -2,9 +2,9 @@
 
 Input: an expression, the model width H and ``inner(Y)`` = d = D // Y.  Output: each node's
 number of channels.  The rule (the reference's, read by validity, the numeric evaluator and the
-compiler): ``x`` is H wide; a ``wb1`` linear outputs d = D // Y, a ``wb2`` linear H; a unary op
-keeps its operand's width; a binary op on operands of different widths works on the first
-min(w1, w2) channels of each.  Invariant: a pure function of the structure, memoised per call.
+compiler): ``x`` is H wide; a ``wb1`` linear (and a gate's ``wb3``) outputs d = D // Y, a ``wb2``
+linear H; a unary op keeps its operand's width; a binary op on operands of different widths works
+on the first min(w1, w2) channels of each.  Invariant: a pure function of the structure, memoised per call.
 
 >>> from exprsearch.lang.validity import parse_one
 >>> e = parse_one("linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)")
@@ -13,6 +13,8 @@ min(w1, w2) channels of each.  Invariant: a pure function of the structure, memo
 [8, 8, 8]
 >>> symbolic_width(e.args[0].args[0]), symbolic_width(e.args[0].args[0].args[0])
 ('min(H,d)', 'd')
+>>> [linear_width(slot, 3, 384, 384) for slot in ("wb1", "wb2", "wb3")]
+[128, 384, 128]
 """
 from __future__ import annotations
 
@@ -21,12 +23,15 @@ from typing import Callable
 from .expr import Expr
 from .ops import Kind
 
-__all__ = ["node_widths", "symbolic_width", "linear_width", "binary_width"]
+__all__ = ["node_widths", "symbolic_width", "linear_width", "binary_width", "INNER_SLOTS"]
+
+INNER_SLOTS = frozenset({"wb1", "wb3"})  # slots whose linear projects to the inner width d (wb2: to H)
 
 
 def linear_width(slot: str, ratio: int, hidden: int, base: int) -> int:
-    """Output channels of a ``linearX_Y`` with weight slot ``slot``: d = D // Y for wb1, else H."""
-    return max(1, base // ratio) if slot == "wb1" else hidden
+    """Output channels of a ``linearX_Y`` with weight slot ``slot``: d = D // Y for wb1 and wb3
+    (a gate), else H."""
+    return max(1, base // ratio) if slot in INNER_SLOTS else hidden
 
 
 def binary_width(a: int, b: int) -> int:
@@ -50,7 +55,7 @@ def node_widths(e: Expr, hidden: int, inner: Callable[[int], int]) -> dict[Expr,
         if k is Kind.VAR:
             w[n] = hidden
         elif k is Kind.LINEAR:
-            w[n] = inner(n.op.ratio) if n.args[1].name == "wb1" else hidden
+            w[n] = inner(n.op.ratio) if n.args[1].name in INNER_SLOTS else hidden
         elif k is Kind.UNARY:
             w[n] = w[n.args[0]]
         else:

@@ -2,10 +2,12 @@
 
 Input: a ``Space`` (limits and operator choices).  Output: strictly valid expressions of the shape
 ``[act](linearX_Y(F[linearX_Y(G, wb1)], wb2))``, where G is a tree over x and F a tree over x with
-exactly one hole for the wb1 linear.  Invariants: ``count`` is the exact number of distinct valid
-syntax trees within the limits (dynamic programming over depth, size, "is the parent an
-activation", and the hole); ``sample`` draws uniformly from exactly those trees; ``enumerate``
-yields each of them once.  All randomness comes from the ``random.Random`` passed in.
+exactly one hole for the wb1 linear; with ``gates`` (an extension) also gated ones,
+``[act](linearX_Y(F[linearX_Y(G, wb1), linearX_Y(G3, wb3)], wb2))``, F with one hole for each
+linear.  Invariants: ``count`` is the exact number of distinct valid syntax trees within the
+limits (dynamic programming over depth, size, "is the parent an activation", and the holes);
+``sample`` draws uniformly from exactly those trees; ``enumerate`` yields each of them once.  All
+randomness comes from the ``random.Random`` passed in.
 
 >>> sp = Space(max_depth=3, max_size=4, unary=("gelu",), binary=(), blocks=(1,), ratios=(1,))
 >>> count(sp)
@@ -15,16 +17,21 @@ linear1_1(linear1_1(x,wb1),wb2)
 linear1_1(gelu(linear1_1(x,wb1)),wb2)
 linear1_1(linear1_1(gelu(x),wb1),wb2)
 gelu(linear1_1(linear1_1(x,wb1),wb2))
+>>> gated = Space(max_depth=3, max_size=6, unary=(), binary=("mul",), blocks=(1,), ratios=(1,), gates=True)
+>>> count(gated), [str(e) for e in enumerate_space(gated) if e.size == 6]
+(6, ['linear1_1(mul(linear1_1(x,wb3),linear1_1(x,wb1)),wb2)', 'linear1_1(mul(linear1_1(x,wb1),linear1_1(x,wb3)),wb2)'])
 """
 from __future__ import annotations
 
+import itertools
+import math
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterator
 
 from exprsearch.errors import ConfigError
-from exprsearch.lang.expr import WB1, WB2, Expr, X, node
+from exprsearch.lang.expr import WB1, WB2, WB3, Expr, X, node
 from exprsearch.lang.ops import (
     BLOCK_CHOICES,
     OPS,
@@ -39,7 +46,9 @@ from exprsearch.lang.validity import is_valid
 
 __all__ = ["Space", "count", "sample", "enumerate_space", "random_tree", "Hole"]
 
-Hole = tuple[int, int]  # (depth, size) of the wb1 linear plugged into F
+Hole = tuple[int, int]  # (depth, size) of a linear plugged into F: the wb1 linear, a gate's wb3 linear
+Holes = tuple[Hole, ...]  # the holes a tree must hold, each exactly once: () , (wb1,) or (wb1, wb3)
+HOLE_SLOTS = (WB1, WB3)  # the slot of each hole, by position
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,8 @@ class Space:
     blocks: tuple[int, ...] = BLOCK_CHOICES      # X choices (stacked FFN blocks)
     ratios: tuple[int, ...] = RATIO_CHOICES      # Y choices (inner width D // Y)
     outer_activation: bool = True                # may an activation wrap the wb2 linear?
+    gates: bool = False                          # also gated FFNs: a wb3 linear (the gate) beside wb1,
+                                                 # e.g. GEGLU (an extension outside the reference space)
     _dp: "_Counter | None" = field(default=None, compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -82,60 +93,83 @@ class Space:
         if e.depth > self.max_depth or e.size > self.max_size:
             return False
         allowed = set(self.unary) | set(self.binary) | {o.name for o in self.xy} | {"x", "wb1", "wb2"}
+        if self.gates:
+            allowed.add("wb3")
         return all(n.name in allowed for n in e.walk())
 
 
 class _Counter:
-    """Memoised tree counts: trees(d, s, under_act, hole) = #trees of depth <= d and size == s."""
+    """Memoised tree counts: trees(d, s, under_act, holes) = #trees of depth <= d and size == s
+    holding each hole of ``holes`` exactly once (and no other linear)."""
 
     def __init__(self, sp: Space) -> None:
         self.unary = [OPS[n] for n in sp.unary]
         self.binary = [OPS[n] for n in sp.binary]
         self.trees = lru_cache(maxsize=None)(self._trees)
 
-    def _trees(self, d: int, s: int, under_act: bool, hole: Hole | None) -> int:
+    def _trees(self, d: int, s: int, under_act: bool, hk: Holes) -> int:
         if d < 0 or s <= 0:
             return 0
-        n = int(hole is None and s == 1)
-        if hole is not None and s == hole[1] and d >= hole[0]:
+        n = int(not hk and s == 1)
+        if len(hk) == 1 and s == hk[0][1] and d >= hk[0][0]:
             n += 1
         if d == 0:
             return n
         for u in self.unary:
             if not (under_act and u.is_activation):
-                n += self.trees(d - 1, s - 1, u.is_activation, hole)
+                n += self.trees(d - 1, s - 1, u.is_activation, hk)
         if self.binary:
             pairs = 0
             for s1 in range(1, s - 1):
                 s2 = s - 1 - s1
-                if hole is None:
-                    pairs += self.trees(d - 1, s1, False, None) * self.trees(d - 1, s2, False, None)
-                else:
-                    pairs += (self.trees(d - 1, s1, False, hole) * self.trees(d - 1, s2, False, None)
-                              + self.trees(d - 1, s1, False, None) * self.trees(d - 1, s2, False, hole))
+                for left, right in _splits(len(hk)):  # each hole goes to one operand
+                    pairs += self.trees(d - 1, s1, False, _take(hk, left)) * self.trees(d - 1, s2, False, _take(hk, right))
             n += len(self.binary) * pairs
         return n
 
     def exact_depth(self, d: int, s: int) -> int:
-        return self.trees(d, s, False, None) - self.trees(d - 1, s, False, None)
+        return self.trees(d, s, False, ()) - self.trees(d - 1, s, False, ())
 
 
-def _shapes(sp: Space) -> Iterator[tuple[Op | None, int, int, int, int]]:
-    """(outer, G depth, G size, F size, #trees) for every non-empty part of the space (per X_Y)."""
+@lru_cache(maxsize=None)
+def _splits(n: int) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+    """The ways to share ``n`` holes (by index) between a binary op's two operands, all-left first.
+
+    >>> _splits(1)
+    (((0,), ()), ((), (0,)))
+    """
+    return tuple((tuple(i for i in range(n) if m >> i & 1), tuple(i for i in range(n) if not m >> i & 1))
+                 for m in range(2**n - 1, -1, -1))
+
+
+def _take(items: tuple, idx: tuple[int, ...]) -> tuple:
+    return tuple(items[i] for i in idx)
+
+
+Shape = tuple["Op | None", tuple[Hole, ...], int, int]  # (outer, (depth, size) of each linear's input, F size, #trees)
+
+
+def _shapes(sp: Space) -> Iterator[Shape]:
+    """Every non-empty part of the space (per X_Y): the plain FFNs (one hole, wb1), then with
+    ``gates`` the gated ones (two holes, wb1 and wb3)."""
     dp = sp._dp
     assert dp is not None
-    for outer in sp.outers:
-        top = 2 if outer is not None else 1
-        fd, fs = sp.max_depth - top, sp.max_size - top
-        for gd in range(0, fd):
-            for gs in range(1, fs):
-                g = dp.exact_depth(gd, gs)
-                if not g:
-                    continue
-                for s in range(gs + 1, fs + 1):
-                    f = dp.trees(fd, s, False, (gd + 1, gs + 1))
+    for k in ((1, 2) if sp.gates else (1,)):
+        for outer in sp.outers:
+            top = 2 if outer is not None else 1
+            fd, fs = sp.max_depth - top, sp.max_size - top
+            inputs = [((gd, gs), g) for gd in range(0, fd) for gs in range(1, fs) for g in [dp.exact_depth(gd, gs)] if g]
+            for combo in itertools.product(inputs, repeat=k):
+                ins = tuple(c[0] for c in combo)
+                for s in range(sum(gs + 1 for _, gs in ins) + k - 1, fs + 1):
+                    f = dp.trees(fd, s, False, _hole_keys(ins))
                     if f:
-                        yield outer, gd, gs, s, g * f
+                        yield outer, ins, s, math.prod(c[1] for c in combo) * f
+
+
+def _hole_keys(ins: tuple[Hole, ...]) -> Holes:
+    """(depth, size) of the linears whose inputs have these shapes."""
+    return tuple((gd + 1, gs + 1) for gd, gs in ins)
 
 
 def _may_be_constant(sp: Space) -> bool:
@@ -167,12 +201,12 @@ def _pick(rng: random.Random, weighted: list[tuple[int, object]]) -> object:
 
 
 def _sample_tree(dp: _Counter, rng: random.Random, d: int, s: int, under_act: bool,
-                 hole: Expr | None, hk: Hole | None) -> Expr:
-    """A uniform tree among the ``dp.trees(d, s, under_act, hk)`` ones; the hole becomes ``hole``."""
+                 holes: tuple[Expr, ...], hk: Holes) -> Expr:
+    """A uniform tree among the ``dp.trees(d, s, under_act, hk)`` ones; the holes become ``holes``."""
     opts: list[tuple[int, object]] = []
-    if hk is None and s == 1:
+    if not hk and s == 1:
         opts.append((1, ("x",)))
-    if hk is not None and s == hk[1] and d >= hk[0]:
+    if len(hk) == 1 and s == hk[0][1] and d >= hk[0][0]:
         opts.append((1, ("hole",)))
     if d > 0:
         for u in dp.unary:
@@ -181,35 +215,39 @@ def _sample_tree(dp: _Counter, rng: random.Random, d: int, s: int, under_act: bo
         for b in dp.binary:
             for s1 in range(1, s - 1):
                 s2 = s - 1 - s1
-                for h1, h2 in ([(None, None)] if hk is None else [(hk, None), (None, hk)]):
-                    w = dp.trees(d - 1, s1, False, h1) * dp.trees(d - 1, s2, False, h2)
-                    opts.append((w, ("b", b, s1, s2, h1, h2)))
+                for left, right in _splits(len(hk)):
+                    w = dp.trees(d - 1, s1, False, _take(hk, left)) * dp.trees(d - 1, s2, False, _take(hk, right))
+                    opts.append((w, ("b", b, s1, s2, left, right)))
     choice = _pick(rng, [o for o in opts if o[0]])
     tag = choice[0]  # type: ignore[index]
     if tag == "x":
         return X
     if tag == "hole":
-        return hole  # type: ignore[return-value]
+        return holes[0]
     if tag == "u":
         u = choice[1]  # type: ignore[index]
-        return node(u, _sample_tree(dp, rng, d - 1, s - 1, u.is_activation, hole, hk))
-    _, b, s1, s2, h1, h2 = choice  # type: ignore[misc]
-    return node(b, _sample_tree(dp, rng, d - 1, s1, False, hole if h1 else None, h1),
-                _sample_tree(dp, rng, d - 1, s2, False, hole if h2 else None, h2))
+        return node(u, _sample_tree(dp, rng, d - 1, s - 1, u.is_activation, holes, hk))
+    _, b, s1, s2, left, right = choice  # type: ignore[misc]
+    return node(b, _sample_tree(dp, rng, d - 1, s1, False, _take(holes, left), _take(hk, left)),
+                _sample_tree(dp, rng, d - 1, s2, False, _take(holes, right), _take(hk, right)))
+
+
+def _sample_input(dp: _Counter, rng: random.Random, gd: int, gs: int) -> Expr:
+    """A uniform tree over x of depth exactly ``gd`` and size ``gs`` (a linear's input)."""
+    while True:  # rejection keeps uniformity: the tree must have depth exactly gd
+        g = _sample_tree(dp, rng, gd, gs, False, (), ())
+        if g.depth == gd:
+            return g
 
 
 def sample(sp: Space, rng: random.Random) -> Expr:
     """One expression drawn uniformly from the space's valid trees."""
     dp = sp._dp
     assert dp is not None
-    outer, gd, gs, fs, _ = _pick(rng, [(n, sh) for sh in _shapes(sp) for n in [sh[-1]]])  # type: ignore[misc]
+    outer, ins, fs, _ = _pick(rng, [(n, sh) for sh in _shapes(sp) for n in [sh[-1]]])  # type: ignore[misc]
     lin = rng.choice(sp.xy)
-    while True:  # rejection keeps uniformity: G must have depth exactly gd
-        g = _sample_tree(dp, rng, gd, gs, False, None, None)
-        if g.depth == gd:
-            break
-    hole = node(lin, g, WB1)
-    f = _sample_tree(dp, rng, sp.max_depth - (2 if outer else 1), fs, False, hole, (gd + 1, gs + 1))
+    holes = tuple(node(lin, _sample_input(dp, rng, gd, gs), slot) for (gd, gs), slot in zip(ins, HOLE_SLOTS))
+    f = _sample_tree(dp, rng, sp.max_depth - (2 if outer else 1), fs, False, holes, _hole_keys(ins))
     e = node(lin, f, WB2)
     e = node(outer, e) if outer is not None else e
     if _may_be_constant(sp) and not is_valid(e):
@@ -217,26 +255,26 @@ def sample(sp: Space, rng: random.Random) -> Expr:
     return e
 
 
-def _all_trees(dp: _Counter, d: int, s: int, under_act: bool, hole: Expr | None,
-               hk: Hole | None) -> Iterator[Expr]:
+def _all_trees(dp: _Counter, d: int, s: int, under_act: bool, holes: tuple[Expr, ...],
+               hk: Holes) -> Iterator[Expr]:
     if d < 0 or s <= 0 or not dp.trees(d, s, under_act, hk):
         return
-    if hk is None and s == 1:
+    if not hk and s == 1:
         yield X
-    if hk is not None and s == hk[1] and d >= hk[0]:
-        yield hole  # type: ignore[misc]
+    if len(hk) == 1 and s == hk[0][1] and d >= hk[0][0]:
+        yield holes[0]
     if d == 0:
         return
     for u in dp.unary:
         if not (under_act and u.is_activation):
-            for c in _all_trees(dp, d - 1, s - 1, u.is_activation, hole, hk):
+            for c in _all_trees(dp, d - 1, s - 1, u.is_activation, holes, hk):
                 yield node(u, c)
     for b in dp.binary:
         for s1 in range(1, s - 1):
             s2 = s - 1 - s1
-            for h1, h2 in ([(None, None)] if hk is None else [(hk, None), (None, hk)]):
-                rights = list(_all_trees(dp, d - 1, s2, False, hole if h2 else None, h2))
-                for left in _all_trees(dp, d - 1, s1, False, hole if h1 else None, h1):
+            for li, ri in _splits(len(hk)):
+                rights = list(_all_trees(dp, d - 1, s2, False, _take(holes, ri), _take(hk, ri)))
+                for left in _all_trees(dp, d - 1, s1, False, _take(holes, li), _take(hk, li)):
                     for right in rights:
                         yield node(b, left, right)
 
@@ -246,14 +284,13 @@ def enumerate_space(sp: Space, xy: list[Op] | None = None) -> Iterator[Expr]:
     dp = sp._dp
     assert dp is not None
     constant_possible = _may_be_constant(sp)
-    for outer, gd, gs, fs, _ in _shapes(sp):
+    for outer, ins, fs, _ in _shapes(sp):
         fd = sp.max_depth - (2 if outer else 1)
         for lin in xy or sp.xy:
-            for g in _all_trees(dp, gd, gs, False, None, None):
-                if g.depth != gd:
-                    continue
-                hole = node(lin, g, WB1)
-                for f in _all_trees(dp, fd, fs, False, hole, (gd + 1, gs + 1)):
+            inputs = [[g for g in _all_trees(dp, gd, gs, False, (), ()) if g.depth == gd] for gd, gs in ins]
+            for gs_ in itertools.product(*inputs):
+                holes = tuple(node(lin, g, slot) for g, slot in zip(gs_, HOLE_SLOTS))
+                for f in _all_trees(dp, fd, fs, False, holes, _hole_keys(ins)):
                     e = node(lin, f, WB2)
                     e = node(outer, e) if outer is not None else e
                     if not constant_possible or is_valid(e):
@@ -265,7 +302,7 @@ def random_tree(sp: Space, rng: random.Random, max_depth: int = 2, max_size: int
     """A uniform small tree over x (for mutation): depth <= max_depth, size <= max_size."""
     dp = sp._dp
     assert dp is not None
-    sizes = [(dp.trees(max_depth, s, under_act, None), s) for s in range(1, max_size + 1)]
+    sizes = [(dp.trees(max_depth, s, under_act, ()), s) for s in range(1, max_size + 1)]
     s = _pick(rng, [w for w in sizes if w[0]])
-    return _sample_tree(dp, rng, max_depth, s, under_act, None, None)  # type: ignore[arg-type]
+    return _sample_tree(dp, rng, max_depth, s, under_act, (), ())  # type: ignore[arg-type]
 
