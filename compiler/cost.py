@@ -113,11 +113,14 @@ def linear_cost(e: Expr, cfg: FFNConfig) -> tuple[int, float]:
     """(parameters, matrix FLOPs per token) of the FFN of ``e`` from its linears' shapes alone:
     the same two numbers as ``ffn_cost`` (tested), without lowering and running a graph -- some
     thousand times faster, for the search, which prices every proposal before training it.
-    Per block: each linear instance's weight and bias, one LayerNorm.
+    Per block: each linear instance's weight and bias (a gate's ``wb3`` is one more H -> d), one
+    LayerNorm.
 
     >>> import exprsearch as es
     >>> linear_cost(es.parse("linear1_1(gelu(linear1_1(x,wb1)),wb2)"), FFNConfig(hidden=384, base_width=1536))
     (1182336, 2359296.0)
+    >>> linear_cost(es.parse("linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)"), FFNConfig(hidden=384))
+    (148864, 294912.0)
     """
     inst = slot_instances(e, cfg).values()
     blocks = blocks_of(e)

@@ -11,8 +11,10 @@ the output is H wide.
 Semantics (the reference's, see docs/reference_notes.md): X = the linears' stack count; each of
 the X blocks applies the whole expression with its own weights, then ``LN(h + Dropout(expr(h)))``
 (post-LN residual, like BERT's FFN).  ``wb1`` maps the input width to d = D // Y, ``wb2`` maps its
-input width (normally d) to H; identical subexpressions are computed once (the DAG).  A relaxed
-expression with several distinct ``wb1`` (or ``wb2``) linears gives each its own weights.
+input width (normally d) to H, a gated FFN's ``wb3`` (its gate) maps its input width to d like
+``wb1``, with an ``nn.Linear`` of its own; identical subexpressions are computed once (the DAG).
+A relaxed expression with several distinct ``wb1`` (or ``wb2``, ``wb3``) linears gives each its
+own weights.
 
 >>> import torch, exprsearch as es
 >>> gm = lower(es.parse("linear1_1(gelu(linear1_1(x,wb1)),wb2)"), FFNConfig(hidden=8, base_width=32))
@@ -75,7 +77,7 @@ def blocks_of(e: Expr) -> int:
 def slot_instances(e: Expr, cfg: FFNConfig) -> dict[Expr, tuple[str, int, int]]:
     """Each distinct linear node -> (parameter name, out features, in features), in first-use order.
 
-    Names are the slot (``wb1``, ``wb2``), then ``wb1_2``, ``wb1_3`` ... for further distinct
+    Names are the slot (``wb1``, ``wb2``, ``wb3``), then ``wb1_2``, ``wb1_3`` ... for further distinct
     linears of the same slot (relaxed expressions only)."""
     widths = _widths(e, cfg)
     out: dict[Expr, tuple[str, int, int]] = {}

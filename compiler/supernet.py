@@ -2,8 +2,8 @@
 
 Input: a ``SuperFFN`` (the largest X = 4 blocks and full width D, one per layer) and an expression.
 Output: ``lower_shared`` -- a GraphModule whose linears read *slices of the supernet's own
-parameters* (first d output channels of ``wb1``, first d input columns of ``wb2``, first X blocks),
-so training it trains the supernet; ``inherit`` -- a standalone GraphModule holding *copies* of
+parameters* (first d output channels of ``wb1`` and of a gate's ``wb3``, first d input columns of
+``wb2``, first X blocks), so training it trains the supernet; ``inherit`` -- a standalone GraphModule holding *copies* of
 the same slices (a warm start).  Invariant: both compute exactly the same function.
 
 >>> import torch, exprsearch as es
@@ -33,18 +33,20 @@ from .lower import (
     slot_instances,
 )
 
-__all__ = ["SuperFFN", "lower_shared", "inherit", "load_teacher_ffn", "MAX_BLOCKS"]
+__all__ = ["SuperFFN", "lower_shared", "inherit", "load_teacher_ffn", "MAX_BLOCKS", "SHARED_SLOTS"]
 
 MAX_BLOCKS = 4
+SHARED_SLOTS = ("wb1", "wb2", "wb3")  # one full matrix of each per block; wb3 is a gated FFN's gate
 
 
 class SuperFFN(nn.Module):
-    """The weight-sharing FFN of one layer: ``MAX_BLOCKS`` blocks, ``wb1``: H -> D, ``wb2``: D -> H."""
+    """The weight-sharing FFN of one layer: ``MAX_BLOCKS`` blocks, ``wb1``: H -> D, ``wb2``: D -> H
+    and ``wb3``: H -> D (the gate of gated candidates; the standard FFN below does not read it)."""
 
     def __init__(self, cfg: FFNConfig, max_blocks: int = MAX_BLOCKS) -> None:
         super().__init__()
         self.cfg = cfg
-        full = {"wb1": (cfg.D, cfg.hidden), "wb2": (cfg.hidden, cfg.D)}
+        full = {"wb1": (cfg.D, cfg.hidden), "wb2": (cfg.hidden, cfg.D), "wb3": (cfg.D, cfg.hidden)}
         self.blocks = nn.ModuleList(Block(full, cfg.hidden, cfg.ln_eps) for _ in range(max_blocks))
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -57,8 +59,8 @@ class SuperFFN(nn.Module):
 def _check_shareable(e: Expr, sup: SuperFFN) -> dict:
     inst = slot_instances(e, sup.cfg)
     names = sorted(name for name, _, _ in inst.values())
-    if any(n not in ("wb1", "wb2") for n in names):
-        raise CompileError(f"weight sharing needs one wb1 and one wb2 linear; {e} has {names}")
+    if any(n not in SHARED_SLOTS for n in names):
+        raise CompileError(f"weight sharing needs one wb1, one wb2 and at most one wb3 linear; {e} has {names}")
     if blocks_of(e) > len(sup.blocks):
         raise CompileError(f"{e} stacks {blocks_of(e)} blocks; the supernet has {len(sup.blocks)}")
     for name, out_f, in_f in inst.values():
@@ -100,8 +102,9 @@ def inherit(sup: SuperFFN, e: Expr) -> fx.GraphModule:
 def load_teacher_ffn(dst: nn.Module, intermediate: nn.Module, output: nn.Module) -> int:
     """Copy a HF BERT layer's FFN (``intermediate.dense``, ``output.dense``, ``output.LayerNorm``)
     into every block of ``dst`` (a SuperFFN or a lowered FFN) where shapes allow, taking the first
-    rows/columns; returns how many tensors were copied.  Blocks after the first get the same
-    warm start; training separates them."""
+    rows/columns; returns how many tensors were copied.  A gate (``wb3``) gets the same rows of
+    ``intermediate.dense`` as ``wb1``: it starts equal to the value path.  Blocks after the first
+    get the same warm start; training separates them."""
     w1, b1 = intermediate.dense.weight, intermediate.dense.bias
     w2, b2 = output.dense.weight, output.dense.bias
     copied = 0
@@ -109,7 +112,7 @@ def load_teacher_ffn(dst: nn.Module, intermediate: nn.Module, output: nn.Module)
         for name, lin in blk.named_children():  # in a GraphModule the linears are plain Modules
             if not name.startswith("wb"):
                 continue
-            sw, sb = (w1, b1) if name.startswith("wb1") else (w2, b2)
+            sw, sb = (w1, b1) if name.startswith(("wb1", "wb3")) else (w2, b2)
             o, i = lin.weight.shape
             if o <= sw.shape[0] and i <= sw.shape[1]:
                 lin.weight.copy_(sw[:o, :i])

@@ -166,10 +166,14 @@ def test_full_supernet_forward_is_the_standard_ffn_stack():
 def test_shareable_errors():
     sup = _super(max_blocks=2)
     two_wb1 = es.parse("linear1_1(add(linear1_1(x,wb1),linear1_1(tanh(x),wb1)),wb2)", strict=False)
-    with pytest.raises(CompileError, match="one wb1 and one wb2"):
+    with pytest.raises(CompileError, match="one wb1, one wb2 and at most one wb3"):
         lower_shared(two_wb1, sup)
-    with pytest.raises(CompileError, match="one wb1 and one wb2"):
+    with pytest.raises(CompileError, match="one wb1, one wb2"):
         inherit(sup, two_wb1)
+    two_gates = es.parse("linear1_1(mul(mul(linear1_1(x,wb1),linear1_1(x,wb3)),linear1_1(tanh(x),wb3)),wb2)",
+                         strict=False)
+    with pytest.raises(CompileError, match=r"has \['wb1', 'wb2', 'wb3', 'wb3_2'\]"):
+        lower_shared(two_gates, sup)
     deep = es.parse("linear3_1(gelu(linear3_1(x,wb1)),wb2)")
     with pytest.raises(CompileError, match="stacks 3 blocks; the supernet has 2"):
         lower_shared(deep, sup)
@@ -204,9 +208,10 @@ def test_load_teacher_ffn_into_supernet(tiny_bert):
     ln = layer.output.LayerNorm
     sup = SuperFFN(FFNConfig(hidden=32, base_width=64))
     n = load_teacher_ffn(sup, layer.intermediate, layer.output)
-    assert n == 4 * 6  # 4 blocks x (wb1 w, b; wb2 w, b; LN w, b)
+    assert n == 4 * 8  # 4 blocks x (wb1 w, b; wb2 w, b; the gate wb3 w, b; LN w, b)
     for b in sup.blocks:
         assert torch.equal(b.wb1.weight, w1[:64]) and torch.equal(b.wb1.bias, b1[:64])
+        assert torch.equal(b.wb3.weight, w1[:64]) and torch.equal(b.wb3.bias, b1[:64])  # like wb1
         assert torch.equal(b.wb2.weight, w2[:, :64]) and torch.equal(b.wb2.bias, b2)
         assert torch.equal(b.ln.weight, ln.weight) and torch.equal(b.ln.bias, ln.bias)
     # copies, not aliases
