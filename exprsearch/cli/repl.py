@@ -27,7 +27,7 @@ from exprsearch.lang.dedup import Deduper
 from exprsearch.lang.display import ast_tree
 from exprsearch.lang.dsl_errors import FIELD_MAX
 from exprsearch.lang.expr import Expr, ModelSpec
-from exprsearch.lang.ops import OPS
+from exprsearch.lang.ops import OPS, Kind, ops_of
 from exprsearch.lang.parsing import parse
 from exprsearch.lang.validity import validate
 
@@ -35,6 +35,7 @@ from .common import resolve_run
 
 __all__ = ["Repl", "COMMANDS", "main"]
 
+GEGLU_EXAMPLE = "linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)"
 MAX_SIZE = FIELD_MAX["hidden"]  # largest H, D, L, step or row count a command takes (a spec's widest model)
 
 COMMANDS: dict[str, str] = {
@@ -146,6 +147,10 @@ class Repl:
         self.say("type an FFN expression, e.g. linear1_1(gelu(linear1_1(x,wb1)),wb2), or a command:")
         for c, h in COMMANDS.items():
             self.say(f"  {c:7} {h}")
+        self.say("weight slots (a linear's second argument):")
+        for o in ops_of(Kind.SLOT):
+            self.say(f"  {o.name:7} {o.doc}" + ("" if o.reference else "  [extension]"))
+        self.say(f"a gated FFN (extension), e.g. GEGLU: {GEGLU_EXAMPLE}")
 
     def cmd_ast(self, args: list[str]) -> None:
         self.say(ast_tree(self._expr(args)))

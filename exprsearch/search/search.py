@@ -69,6 +69,7 @@ class SearchConfig:
     max_size: int = 8                    # size limit of each layer's expression
     unary: tuple[str, ...] = REFERENCE_UNARY    # unary operators in the space
     binary: tuple[str, ...] = REFERENCE_BINARY  # binary operators in the space
+    gates: bool = False                  # also gated FFNs, e.g. GEGLU: a wb3 gate beside wb1 (an extension)
     population: int = 16                 # evolution: population size
     tournament: int = 4                  # evolution: tournament size
     seed_standard: bool = True           # start from the standard FFN (as the reference does)
@@ -241,7 +242,7 @@ class Search:
 
     def spaces(self, stage: int) -> list[Space]:
         s = self.scfg
-        base = dict(max_depth=s.max_depth, max_size=s.max_size, unary=s.unary, binary=s.binary)
+        base = dict(max_depth=s.max_depth, max_size=s.max_size, unary=s.unary, binary=s.binary, gates=s.gates)
         if stage == 1:
             return [Space(**base)] * self.ecfg.layers
         best = self.best(stage=1)

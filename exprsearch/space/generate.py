@@ -62,8 +62,7 @@ class Space:
     blocks: tuple[int, ...] = BLOCK_CHOICES      # X choices (stacked FFN blocks)
     ratios: tuple[int, ...] = RATIO_CHOICES      # Y choices (inner width D // Y)
     outer_activation: bool = True                # may an activation wrap the wb2 linear?
-    gates: bool = False                          # also gated FFNs: a wb3 linear (the gate) beside wb1,
-                                                 # e.g. GEGLU (an extension outside the reference space)
+    gates: bool = False                          # also gated FFNs, e.g. GEGLU: a wb3 gate beside wb1 (an extension)
     _dp: "_Counter | None" = field(default=None, compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
