@@ -18,8 +18,9 @@ __all__ = ["export_onnx"]
 def export_onnx(model: nn.Module, path: str | Path, seq_len: int = 16, opset: int | None = None) -> Path:
     """Export a (classification) student with dynamic batch and sequence axes.
 
-    Inputs ``input_ids`` and ``attention_mask`` (int64), output ``logits``.  Uses the TorchScript
-    exporter when this torch has it (fast), else ``torch.export``-based one (needs onnxscript)."""
+    Inputs ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64), output ``logits``.
+    Uses the TorchScript exporter when this torch has it (fast), else the ``torch.export``-based
+    one (needs onnxscript)."""
     try:
         import onnx  # noqa: F401
     except ImportError:
@@ -28,16 +29,16 @@ def export_onnx(model: nn.Module, path: str | Path, seq_len: int = 16, opset: in
     model = model.eval()
     vocab = getattr(getattr(model, "config", None), "vocab_size", 100)
     ids = torch.randint(0, vocab, (2, seq_len))
-    mask = torch.ones_like(ids)
-    kw = dict(input_names=["input_ids", "attention_mask"], output_names=["logits"],
-              dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                            "logits": {0: "batch"}})
+    mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+    axes = {0: "batch", 1: "seq"}
+    kw = dict(input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
+              dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes, "logits": {0: "batch"}})
     if opset:
         kw["opset_version"] = opset
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (ids, mask), str(path), dynamo=False, **kw)
+            torch.onnx.export(model, (ids, mask, types), str(path), dynamo=False, **kw)
         except (TypeError, RuntimeError, NotImplementedError):
-            torch.onnx.export(model, (ids, mask), str(path), dynamo=True, **kw)
+            torch.onnx.export(model, (ids, mask, types), str(path), dynamo=True, **kw)
     return path

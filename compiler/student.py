@@ -85,8 +85,12 @@ class ExprBertForSequenceClassification(BertForSequenceClassification):
 
     def __init__(self, config: ExprBertConfig, spec: ModelSpec | None = None, ffn: FFNFactory | None = None) -> None:
         """``spec``: the parsed spec (None: ``from_pretrained``, which has only the saved config's
-        text); ``ffn(i, e, cfg)`` builds layer i's FFN (default: ``lower(e, cfg)``)."""
+        text); ``ffn(i, e, cfg)`` builds layer i's FFN (default: ``lower(e, cfg)``).  A shipped
+        directory's ``hidden_act`` names no activation (a plain BERT refuses it): BERT's own FFN
+        modules are built with GELU, then replaced."""
+        act, config.hidden_act = config.hidden_act, "gelu"
         super().__init__(config)
+        config.hidden_act = act
         if spec is None:
             spec = parse_spec(config.ffn_spec, strict=False)
         self.spec = spec.broadcast(config.num_hidden_layers)

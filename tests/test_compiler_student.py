@@ -216,10 +216,12 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path):
     path = export_onnx(m, tmp_path / "student.onnx", seq_len=8)  # example batch 2, length 8
     assert path.exists()
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"]
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
     ids, mask = _ids(batch=3, length=11, seed=5)
-    got = sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    types = (torch.arange(11) >= 5).long().expand(3, 11).contiguous()  # a sentence pair
+    got = sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
+                                "token_type_ids": types.numpy()})[0]
     with torch.no_grad():
-        want = m(input_ids=ids, attention_mask=mask).logits.numpy()
+        want = m(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.numpy()
     assert got.shape == (3, 2)
     assert abs(got - want).max() < 1e-4

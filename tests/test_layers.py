@@ -1,7 +1,7 @@
 """Imports point backwards only: the packages are layers in data-flow order.
 
     exprsearch.errors  <  exprsearch.lang  <  exprsearch.space  <  compiler  <  exprsearch.kd
-                       <  exprsearch.search  <  exprsearch.cli
+                       <  exprsearch.search  <  exprsearch.ship  <  exprsearch.cli
 
 A module may import its own layer and any earlier one, never a later one -- at module level or
 inside a function.  The package root ``exprsearch`` re-exports the language and the space (its
@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["exprsearch.errors", "exprsearch.lang", "exprsearch.space", "compiler", "exprsearch.kd",
-          "exprsearch.search", "exprsearch.cli"]
+          "exprsearch.search", "exprsearch.ship", "exprsearch.cli"]
 
 
 def layer(module: str) -> int | None:

@@ -4,12 +4,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exprsearch.errors import ConfigError
 from exprsearch.search.leaderboard import leaderboard_table, pareto, pareto_table
 from exprsearch.search.presets import SEARCH_PRESETS
 
 from .common import resolve_run
+
+if TYPE_CHECKING:
+    from exprsearch.kd.protocol import EvalConfig
+    from exprsearch.search.search import SearchConfig
 from .main import command, emit
 from .options import add_dataclass_args, from_args
 
@@ -29,7 +34,8 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     from exprsearch.kd.evaluate import EvalConfig
     from exprsearch.search.search import SearchConfig
     p.add_argument("--preset", choices=sorted(SEARCH_PRESETS), help="a bundle of settings (explicit options win)")
-    p.add_argument("--tasks", default=argparse.SUPPRESS, help="GLUE tasks, comma-separated (e.g. RTE,MRPC)")
+    p.add_argument("--tasks", "--task", dest="tasks", default=argparse.SUPPRESS,
+                   help="GLUE tasks, comma-separated (e.g. RTE,MRPC)")
     p.add_argument("--resume", metavar="RUN", help="continue a stored run ('last' = the newest)")
     p.add_argument("--top", type=int, default=10, help="leaderboard rows to print (default 10)")
     _store_option(p)
@@ -45,12 +51,40 @@ def _configs(ns: argparse.Namespace):
     over = {k: v for k, v in e_preset.items() if not hasattr(ns, k)}
     if getattr(ns, "tasks", None):
         over["tasks"] = tuple(t.strip() for t in ns.tasks.split(",") if t.strip())
-    return scfg, from_args(EvalConfig, ns, **over, seed=scfg.seed)
+    ecfg = from_args(EvalConfig, ns, **over, seed=scfg.seed)
+    ecfg.torch_device()  # --device cuda without CUDA: an error now, not after the teacher's fine-tuning
+    _check_with_teacher(scfg, ecfg)
+    return scfg, ecfg
+
+
+def _check_with_teacher(scfg: SearchConfig, ecfg: EvalConfig) -> None:
+    """What the two configs and the teacher decide together: a LayerDrop depth is at most the
+    student's layers; mha(heads=K) keeps at most the teacher's heads, lsra(heads=K) splits half
+    its width."""
+    import json
+
+    from exprsearch.kd.teacher import check_teacher_dir, default_teacher_dir
+    from exprsearch.space.samplers import parse_attn_choices
+    if any(d > ecfg.layers for d in scfg.depths):
+        raise ConfigError(f"depths {','.join(map(str, scfg.depths))}: a student has at most --layers {ecfg.layers}")
+    attn = [a for a in parse_attn_choices(scfg.attn_choices) if a is not None and a.heads is not None]
+    if not attn:
+        return
+    teacher = check_teacher_dir(Path(ecfg.teacher) if ecfg.teacher else default_teacher_dir())
+    info = json.loads((teacher / "config.json").read_text(encoding="utf-8"))
+    heads, half = info.get("num_attention_heads", 12), info.get("hidden_size", 768) // 2
+    for a in attn:
+        if a.kind == "mha" and a.heads > heads:
+            raise ConfigError(f"attention choice mha(heads={a.heads}): the teacher has {heads} heads per layer")
+        if a.kind == "lsra" and half % a.heads:
+            raise ConfigError(f"attention choice lsra(heads={a.heads}): half the teacher's width ({half}) must be "
+                              f"a multiple of the heads")
 
 
 @command("search", "search FFN expressions (3 progressive stages) and store every candidate")(_search_options)
 def cmd_search(ns: argparse.Namespace) -> int:
     from exprsearch.search.search import Search
+    configs = None if ns.resume else _configs(ns)  # every option checked before the store is touched
     store = _store(ns, create=not ns.resume)  # --resume needs the run's store
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if ns.resume:
@@ -63,7 +97,7 @@ def cmd_search(ns: argparse.Namespace) -> int:
         search = Search.resume(store, run, log=log)
         log(f"resuming run {run}: {store.count(run)} candidates already stored")
     else:
-        scfg, ecfg = _configs(ns)
+        scfg, ecfg = configs
         search = Search(store, scfg, ecfg, log=log)
         log(f"run {search.run_id} -> {store.path}")
     summary = search.run()

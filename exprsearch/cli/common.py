@@ -59,7 +59,7 @@ def read_spec_arg(text: str) -> ModelSpec:
 def add_eval_options(p: argparse.ArgumentParser) -> None:
     """--task, --preset and one option per ``EvalConfig`` field."""
     from exprsearch.kd.protocol import EvalConfig
-    p.add_argument("--task", help="GLUE task(s), comma-separated, e.g. RTE or RTE,MRPC")
+    p.add_argument("--task", "--tasks", dest="task", help="GLUE task(s), comma-separated, e.g. RTE or RTE,MRPC")
     p.add_argument("--preset", choices=sorted(EVAL_PRESETS), help="a bundle of settings (explicit options win)")
     add_dataclass_args(p, EvalConfig, skip=("tasks",))
 
@@ -71,7 +71,9 @@ def eval_config(ns: argparse.Namespace):
     given = {k: v for k, v in preset.items() if not hasattr(ns, k)}
     if ns.task:  # --task wins over the preset's tasks
         given["tasks"] = tuple(t.strip() for t in ns.task.split(",") if t.strip())
-    return from_args(EvalConfig, ns, **given)
+    cfg = from_args(EvalConfig, ns, **given)
+    cfg.torch_device()  # --device cuda without CUDA: an error now, not after the data is read
+    return cfg
 
 
 def logger(ns: argparse.Namespace) -> Callable[[str], None]:

@@ -42,7 +42,7 @@ def emit(ns: argparse.Namespace, human: str, machine: Any) -> None:
 
 
 def _load_commands() -> None:
-    from . import cmd_compile, cmd_eval, cmd_exits, cmd_lang, cmd_search  # noqa: F401  (each registers its commands)
+    from . import cmd_compile, cmd_distill, cmd_eval, cmd_exits, cmd_lang, cmd_search  # noqa: F401  (each registers)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

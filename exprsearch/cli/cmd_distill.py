@@ -1,0 +1,79 @@
+"""``exprsearch distill``: a run's best (or any spec) --> a shipped student per task."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from exprsearch.errors import ConfigError
+
+from .common import add_eval_options, eval_config, logger, resolve_run, spec_text
+from .main import command, emit
+from .options import add_dataclass_args, from_args
+
+# the final protocol of each preset (the search presets' teachers and supernets are reused)
+FINAL_PRESETS = {"cpu": dict(epochs=2.0, eval_every=5), "quick": dict(epochs=1.0, eval_every=25),
+                 "gpu": dict(epochs=3.0, task_epochs="MRPC=5,RTE=5,CoLA=5", eval_every=50)}
+DEFAULT_HELDOUT = 2000  # training rows held out to choose the checkpoint (at most a fifth)
+
+
+def _options(p: argparse.ArgumentParser) -> None:
+    from exprsearch.kd.final import FinalConfig
+    p.add_argument("target", help="a run id, 'last' (its best candidate), an FFN expression, '[e1; e2; ...]' or a file")
+    p.add_argument("-o", "--output", required=True, help="the model directory to write (DIR/<task> for several tasks)")
+    p.add_argument("--seeds", type=int, default=1, help="training seeds; the best on held-out training rows is saved")
+    p.add_argument("--store", help="SQLite file of runs (default: $EXPRSEARCH_STORE or ./exprsearch-runs.db)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    add_eval_options(p)
+    add_dataclass_args(p, FinalConfig, skip=("dropout",))
+    p.add_argument("--final-dropout", type=float, default=0.1, help="student dropout while fine-tuning (default 0.1)")
+
+
+def _target(ns: argparse.Namespace) -> tuple[str, str]:
+    """(spec text, where it came from): a stored run's best candidate, or the spec given."""
+    from exprsearch.search.store import Store, default_store_path
+    path = Path(ns.store) if ns.store else default_store_path()
+    if ns.target == "last" or (path.is_file() and "(" not in ns.target and "[" not in ns.target
+                               and not Path(ns.target).is_file()):
+        store = Store(path, readonly=True)
+        run = resolve_run(store, ns.target)
+        ok = [r for r in store.candidates(run, status="ok") if r["score"] is not None and "@" not in r["key"]]
+        if not ok:
+            raise ConfigError(f"run {run} has no successful candidate to distil")
+        best = max(ok, key=lambda r: r["score"])
+        return best["spec"], f"run {run} of {path} (its best candidate, score {best['score']:.2f})"
+    return spec_text(ns.target), "the spec given"
+
+
+@command("distill", "train a spec (or a run's best) with the final protocol and save it as a Hugging Face "
+                    "model (weights, tokenizer, modeling file, ONNX, model card)")(_options)
+def cmd_distill(ns: argparse.Namespace) -> int:
+    from exprsearch.kd.evaluate import Evaluator
+    from exprsearch.kd.final import FinalConfig
+    from exprsearch.lang.parsing import parse_spec
+    from exprsearch.ship.distill import distill
+    text, source = _target(ns)
+    spec = parse_spec(text, strict=False)
+    cfg = eval_config(ns)
+    if not cfg.heldout_rows:
+        cfg = replace(cfg, heldout_rows=DEFAULT_HELDOUT)
+    fcfg = from_args(FinalConfig, ns, **{k: v for k, v in FINAL_PRESETS.get(ns.preset or "", {}).items()
+                                         if not hasattr(ns, k)}, dropout=ns.final_dropout)
+    log = logger(ns)
+    log(f"distilling {source}: {spec}")
+    ev = Evaluator(cfg, log=log)
+    command_line = "exprsearch " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["distill"] \
+        else f"exprsearch distill {shlex.quote(str(spec))} --task {','.join(cfg.tasks)} -o DIR"
+    results = distill(ev, spec, Path(ns.output), fcfg, ns.seeds, command=command_line, source=source,
+                      overwrite=ns.overwrite, log=log)
+    lines = []
+    for r in results:
+        s, std = r["student"], r["standard"]
+        lines.append(f"{r['task']}: dev {r['main_metric']} {s['mean']:.2f} ± {s['std']:.2f} over {len(s['seeds'])} "
+                     f"seed(s) (kept seed {r['chosen_seed']})"
+                     + (f", standard FFN {std['mean']:.2f} ± {std['std']:.2f}" if std and std["mean"] is not None else "")
+                     + f", teacher {r['teacher'].get(r['main_metric'], float('nan')):.2f} -> {r['dir']}")
+    emit(ns, "\n".join(lines), results)
+    return 0

@@ -1,0 +1,162 @@
+"""a spec + a prepared evaluator --> a shipped student per task: the ``exprsearch distill`` pipeline.
+
+Input: an ``Evaluator`` whose protocol holds training rows out (teachers and warm supernets
+prepared), the parsed spec, a ``FinalConfig``, the number of seeds and the output directory.
+Output: per task a Hugging Face directory (``hf.py``) with ``model.onnx`` and a model card, and a
+summary dict: the spec's dev scores over seeds beside the standard-FFN student's (trained in the
+same group, the same seeds) and the teacher's, the seed kept (best on the held-out training
+rows, never on dev), params (total / non-embedding / FFN), FLOPs per token, latency.
+Invariants: a directory appears whole or not at all (written aside, then renamed; an existing
+one is replaced only with ``overwrite``); the dev set chooses nothing.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from exprsearch.errors import ConfigError, ExprSearchError
+from exprsearch.kd.final import FinalConfig, FinalRun, finetune
+from exprsearch.lang.expr import ModelSpec
+from exprsearch.lang.standard import STANDARD_SPEC, is_standard
+from exprsearch.search.stats import mean_std
+
+from .card import model_card
+from .hf import write_hf_dir
+
+__all__ = ["distill", "model_facts", "check_onnx"]
+
+
+def model_facts(model: Any, seq_len: int = 128) -> dict[str, Any]:
+    """Parameters (total / non-embedding / FFN) and matmul FLOPs per token of a student."""
+    from compiler import student_cost
+    cost = student_cost(model, seq_len)
+    embed = sum(p.numel() for p in model.bert.embeddings.parameters())
+    return {"params": cost["params"], "nonembed_params": cost["params"] - embed, "ffn_params": cost["ffn_params"],
+            "flops_per_token": cost["mm_flops_per_token"], "seq_len": seq_len}
+
+
+def _latency(model: Any, device: torch.device, batch: int, seq: int = 128) -> float:
+    """Milliseconds of one forward of ``batch`` sequences of ``seq`` tokens (median of repeats)."""
+    from compiler.timing import time_call
+    ids = torch.randint(1000, model.config.vocab_size, (batch, seq), device=device)
+    mask = torch.ones_like(ids)
+    model.eval()
+    cpu = device.type == "cpu"
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=not cpu):
+        return 1e3 * time_call(lambda: model(input_ids=ids, attention_mask=mask), device,
+                               warmup=2 if cpu else 5, iters=5 if cpu else 20, repeats=3)
+
+
+def check_onnx(model: Any, path: Path) -> dict[str, Any]:
+    """Export ``model`` to ``path`` (inputs input_ids, attention_mask, token_type_ids; dynamic
+    batch and length) and compare onnxruntime's logits with PyTorch's on two shapes."""
+    from compiler.export import export_onnx
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {"onnx": None, "why": "onnxruntime is not installed: pip install 'exprsearch[onnx]'"}
+    cpu = model.to("cpu").eval()
+    export_onnx(cpu, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch, seq in ((1, 9), (3, 37)):
+        ids = torch.randint(1000, cpu.config.vocab_size, (batch, seq))
+        mask = torch.ones_like(ids)
+        mask[-1, seq // 2:] = 0
+        types = torch.zeros_like(ids)
+        types[:, seq // 3:] = 1
+        with torch.no_grad():
+            want = cpu(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.numpy()
+        got = sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
+                                    "token_type_ids": types.numpy()})[0]
+        worst = max(worst, float(abs(got - want).max()))
+    if worst > 1e-4:
+        raise ExprSearchError(f"the ONNX export of {path.parent.name} differs from PyTorch by {worst:.2e} (> 1e-4)")
+    return {"onnx": path.name, "max_abs_diff": worst}
+
+
+def _summary(runs: list[FinalRun], main: str) -> dict[str, Any]:
+    ok = [r for r in runs if r.status == "ok"]
+    vals = [100 * r.dev[main] for r in ok]
+    mean, std = mean_std(vals) if vals else (None, None)
+    return {"mean": mean, "std": std, "seeds": [{"seed": r.seed, "status": r.status, "reason": r.reason,
+                                                 "dev": r.dev, "heldout": r.heldout, "best_step": r.best_step,
+                                                 "steps": r.steps} for r in runs]}
+
+
+def _replace_dir(tmp: Path, out: Path, overwrite: bool) -> None:
+    if out.exists():
+        if not overwrite:
+            raise ConfigError(f"{out} exists: choose another -o, or pass --overwrite")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int = 1, *, command: str = "",
+            source: str = "", overwrite: bool = False, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Distil ``spec`` on every task of ``ev`` into ``out`` (``out/<task>`` for several tasks)."""
+    if seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
+    spec = spec.broadcast(ev.cfg.layers) if len(spec) == 1 else spec
+    standard = STANDARD_SPEC.broadcast(ev.cfg.layers)
+    with_std = not is_standard(spec)
+    names = list(ev.state)
+    out = Path(out)
+    results = []
+    for name in names:
+        st = ev.state[name]
+        target = out / name if len(names) > 1 else out
+        mine: list[FinalRun] = []
+        theirs: list[FinalRun] = []
+        t0 = time.perf_counter()
+        for seed in range(seeds):
+            runs = finetune(ev, [spec, standard] if with_std else [spec], name, seed, fcfg, log=log)
+            mine.append(runs[0])
+            if with_std:
+                theirs.append(runs[1])
+                runs[1].model = None
+            best = max((r for r in mine if r.status == "ok"), key=lambda r: r.heldout, default=None)
+            for r in mine:  # keep only the best model so far
+                if r is not best:
+                    r.model = None
+            log(f"  {name} seed {seed}: {runs[0].status} dev {runs[0].dev.get(st.task.main, float('nan')):.4f}"
+                f" (held-out {runs[0].heldout}, best step {runs[0].best_step})")
+        best = max((r for r in mine if r.status == "ok"), key=lambda r: r.heldout, default=None)
+        if best is None:
+            raise ExprSearchError(f"{name}: every seed failed ({mine[0].reason})")
+        model = best.model
+        facts = model_facts(model, min(ev.cfg.max_len, 128))
+        latency = {"cpu_batch1_ms": _latency(model.to("cpu"), torch.device("cpu"), 1)}
+        if ev.device.type == "cuda":
+            latency["gpu_batch32_ms"] = _latency(model.to(ev.device), ev.device, 32)
+        labels = list(st.task.labels) if st.task.labels is not None else None
+        info = {"task": name, "spec": str(spec), "chosen_seed": best.seed, "main_metric": st.task.main,
+                "student": _summary(mine, st.task.main), "standard": _summary(theirs, st.task.main) if with_std else None,
+                "teacher": {k: 100 * v for k, v in st.teacher_metrics.items()}, "protocol": {
+                    "epochs": fcfg.epochs_for(name), "eval_every": fcfg.eval_every, "dropout": fcfg.dropout,
+                    "heldout_rows": len(st.heldout), "lr": ev.cfg.lr, "batch_size": ev.cfg.batch_size,
+                    "steps": best.steps}, **facts, "latency": latency, "command": command, "source": source,
+                "seconds": time.perf_counter() - t0, "device": str(ev.device)}
+        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            write_hf_dir(model.to("cpu"), tmp, ev.teacher_dir, labels)
+            info.update(check_onnx(model, tmp / "model.onnx"))
+            (tmp / "README.md").write_text(model_card(info), encoding="utf-8")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _replace_dir(tmp, target, overwrite)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        info["dir"] = str(target)
+        log(f"wrote {target}")
+        results.append(info)
+    return results

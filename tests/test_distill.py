@@ -1,0 +1,114 @@
+"""``exprsearch distill`` (issue 25 item 1) on the CPU with a tiny teacher: the final protocol
+over seeds, then a Hugging Face directory that loads and runs where exprsearch is not installed,
+an ONNX file that agrees with PyTorch, a model card, and nothing half-written when it stops."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest_search import easy_glue, kd_cache, one_thread, quiet, search_ecfg, tiny_teacher  # noqa: F401
+
+from exprsearch.cli.main import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SPEC = "linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)"
+
+
+def _args(cfg, out: Path, *more: str) -> list[str]:
+    return ["distill", SPEC, "--task", "SST-2", "-o", str(out), "--data-dir", cfg.data_dir, "--teacher", cfg.teacher,
+            "--cache-dir", cfg.cache_dir, "--device", "cpu", "--layers", "2", "--max-len", "32", "--batch-size", "16",
+            "--max-train", "64", "--max-dev", "32", "--warmup-steps", "5", "--teacher-epochs", "0.5", "--lr", "1e-3",
+            "--epochs", "2", "--eval-every", "2", "--heldout-rows", "12", *more]
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory, search_ecfg):
+    out = tmp_path_factory.mktemp("ship") / "student"
+    assert main(_args(search_ecfg, out, "--seeds", "2", "--json")) == 0
+    return out
+
+
+def test_the_directory_holds_everything_a_user_needs(shipped):
+    names = {p.name for p in shipped.iterdir()}
+    assert {"config.json", "model.safetensors", "modeling_exprbert.py", "model.onnx", "README.md",
+            "tokenizer_config.json", "model.ffn"} <= names and {"tokenizer.json", "vocab.txt"} & names
+    cfg = json.loads((shipped / "config.json").read_text())
+    assert cfg["model_type"] == "exprbert" and cfg["auto_map"]["AutoModelForSequenceClassification"]
+    assert set(cfg["id2label"].values()) == {"0", "1"}
+    card = (shipped / "README.md").read_text()
+    assert "standard-FFN student, same protocol" in card and "(2 seeds)" in card and "teacher" in card
+    assert "latency, CPU, batch 1" in card and "non-embedding" in card and "exprsearch distill" in card
+    assert not [p for p in shipped.parent.iterdir() if p.name.startswith(".")]  # nothing left aside
+
+
+LOAD = r'''
+import sys, json, torch
+sys.modules["exprsearch"] = None; sys.modules["compiler"] = None   # not installed, as far as this process knows
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
+path = sys.argv[1]
+model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
+tok = AutoTokenizer.from_pretrained(path)
+enc = tok(["a good movie", "the plot was bad and the music"], padding=True, return_tensors="pt")
+with torch.no_grad():
+    logits = model(**enc).logits
+try:
+    BertForSequenceClassification.from_pretrained(path)
+    refused = ""
+except Exception as err:
+    refused = f"{type(err).__name__}: {err}"
+print("\nRESULT " + json.dumps({"logits": logits.tolist(), "ids": enc["input_ids"].tolist(), "mask": enc["attention_mask"].tolist(),
+                  "types": enc["token_type_ids"].tolist(), "refused": refused, "cls": type(model).__name__}))
+'''
+
+
+def test_it_loads_and_runs_without_exprsearch_and_a_plain_bert_refuses(shipped):
+    proc = subprocess.run([sys.executable, "-c", LOAD, str(shipped)], capture_output=True, text=True, cwd="/",
+                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert got["cls"] == "ExprBertForSequenceClassification"
+    assert "trust_remote_code=True" in got["refused"]
+    from compiler.student import ExprBertForSequenceClassification
+    mine = ExprBertForSequenceClassification.from_pretrained(shipped).eval()
+    with torch.no_grad():
+        want = mine(input_ids=torch.tensor(got["ids"]), attention_mask=torch.tensor(got["mask"]),
+                    token_type_ids=torch.tensor(got["types"])).logits
+    assert torch.allclose(torch.tensor(got["logits"]), want, atol=1e-5)
+
+
+def test_onnx_matches_pytorch(shipped):
+    ort = pytest.importorskip("onnxruntime")
+    from compiler.student import ExprBertForSequenceClassification
+    model = ExprBertForSequenceClassification.from_pretrained(shipped).eval()
+    sess = ort.InferenceSession(str(shipped / "model.onnx"), providers=["CPUExecutionProvider"])
+    ids = torch.randint(1000, 2000, (4, 21))
+    mask, types = torch.ones_like(ids), (torch.arange(21) > 9).long().expand(4, 21).contiguous()
+    got = sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()})[0]
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.numpy()
+    assert abs(got - want).max() < 1e-4
+
+
+def test_a_stop_half_way_leaves_no_directory(tmp_path, search_ecfg, monkeypatch):
+    import exprsearch.ship.distill as distill_mod
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distill_mod, "check_onnx", interrupted)
+    out = tmp_path / "student"
+    assert main(_args(search_ecfg, out)) == 130
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_directory_is_kept_unless_overwrite(tmp_path, search_ecfg, capsys):
+    out = tmp_path / "student"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    assert main(_args(search_ecfg, out)) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "mine.txt").read_text() == "keep me"
