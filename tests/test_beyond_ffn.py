@@ -272,8 +272,10 @@ def test_sampler_draws_attention_and_depth():
     assert {len(x) for x in specs} == {2, 4}
     kinds = {a.kind if a else "std" for x in specs for a in (x.attn or (None,))}
     assert kinds == {"std", "mha", "lsra"}
-    with pytest.raises(DSLError):
+    with pytest.raises(ConfigError, match=r"attention choice 'gelu\(x\)': attn= takes mha"):  # an option's error
         parse_attn_choices("mha(heads=2)|gelu(x)")
+    with pytest.raises(ConfigError, match="kernel must be odd"):  # a same-length convolution
+        parse_attn_choices("lsra(heads=2, kernel=4)")
 
 
 def test_priced_attention_flops_equal_the_built_model():

@@ -163,3 +163,51 @@ def test_teacher_command_with_a_preset_takes_task_from_task_option_bug(capsys, t
     assert rc == 0, err
     config = json.loads(out)["SST-2"]["config"]
     assert config["batch_size"] == 16 and config["epochs"] == 0.2  # the preset's batch, the option's epochs
+
+
+BAD_OPTIONS = [  # issue 23: each was an internal error, a NaN loss, or accepted silently
+    (["eval", "--batch-size", "0"], "batch_size must be a whole number >= 1, got 0"),
+    (["eval", "--lr", "nan"], "lr must be a finite number > 0, got nan"),
+    (["eval", "--max-len", "0"], "max_len must be a whole number >= 2 and <= 512, got 0"),
+    (["eval", "--steps", "0"], "steps must be a whole number >= 1, got 0"),
+    (["eval", "--steps", "-1"], "steps must be a whole number >= 1, got -1"),
+    (["eval", "--max-train", "0"], "max_train must be a whole number >= 1, got 0"),
+    (["teacher", "--teacher-epochs", "-1"], "teacher_epochs must be a finite number > 0, got -1.0"),
+    (["eval", "--group", "-1"], "group must be a whole number >= 0, got -1"),
+    (["eval", "--temperature", "0"], "temperature must be a finite number > 0, got 0.0"),
+    (["eval", "--device", "gpu"], "device 'gpu': choose auto, cpu, cuda or cuda:N"),
+    (["exits", "--exit-steps", "0"], "exit_steps must be a whole number >= 1, got 0"),
+    (["exits", "--threshold", "nan"], "threshold must be a finite number >= 0, got nan"),
+    (["search", "--tournament", "99"], "tournament 99 is larger than the population 16"),
+    (["search", "--attn-choices", "mha(heads=999)"], "attention choice 'mha(heads=999)': heads=999 is too large"),
+    (["search", "--attn-choices", "std|mha(heads=13)"], "attention choice mha(heads=13): the teacher has 12 heads"),
+    (["search", "--depths", "3,9"], "depths 3,9: a student has at most --layers 6"),
+    (["search", "--workers", "-1"], "workers must be at least 1 (or 0: sized to the device)"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_bad_option_values_are_one_message_at_parse_time(capsys, tmp_path, argv, message):
+    """One ``error:`` line, exit 2, before any data, teacher or store is touched."""
+    where = {"eval": [STANDARD_SPEC, "--task", "SST-2"], "exits": [STANDARD_SPEC, "--task", "SST-2"],
+             "teacher": ["--task", "SST-2"], "search": ["--store", tmp_path / "runs.db"]}[argv[0]]
+    rc, out, err = run(capsys, argv[0], *where, *argv[1:], "--data-dir", tmp_path / "no-data")
+    assert rc == 2 and out == "" and err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "runs.db").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_a_config_error(capsys, tmp_path):
+    from exprsearch.errors import ConfigError
+    from exprsearch.kd.protocol import EvalConfig
+    cfg = EvalConfig(device="cuda")  # a stored GPU run's config still reads on a CPU machine
+    with pytest.raises(ConfigError, match="CUDA is not available in this torch build|no CUDA device"):
+        cfg.torch_device()
+    rc, out, err = run(capsys, "eval", STANDARD_SPEC, "--task", "SST-2", "--device", "cuda", "--data-dir", tmp_path)
+    assert rc == 2 and err.startswith("error: device cuda: ") and err.count("\n") == 1
+
+
+def test_zero_means_sized_to_the_device_for_group_and_workers():
+    from exprsearch.kd.protocol import EvalConfig
+    from exprsearch.search.search import SearchConfig
+    assert EvalConfig(group=0).group == 0 and SearchConfig(workers=0).workers == 0

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from compiler.exits import EarlyExitBert, EntropyExit, GateExit, PatienceExit
+from exprsearch.checks import number, whole
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import ModelSpec
 
@@ -71,10 +72,10 @@ class ExitConfig:
             raise ConfigError(f"unknown exit policy {self.policy!r}; choose from {', '.join(POLICIES)}")
         if self.schedule not in ("two-stage", "joint"):
             raise ConfigError(f"unknown exit schedule {self.schedule!r}; use two-stage or joint")
-        if self.patience < 0 or self.threshold < 0:
-            raise ConfigError("patience and threshold must be >= 0")
-        if not (self.exit_lr > 0 and self.backbone_lr > 0):
-            raise ConfigError("exit_lr and backbone_lr must be > 0")
+        whole(self, "patience", "timing_rows", least=0)
+        whole(self, "exit_steps", "gate_steps", least=1)
+        number(self, "threshold", "tolerance", "gate_cost", "exit_label_weight", least=0)
+        number(self, "exit_temperature", "exit_lr", "backbone_lr", "gate_lr", above=0)
 
 
 def make_policy(cfg: ExitConfig, value: float | None = None) -> Any:

@@ -7,11 +7,14 @@ under; ``search.eval_hash`` says which fields change results.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 
+from exprsearch.checks import number, whole
 from exprsearch.errors import ConfigError
+from exprsearch.lang.dsl_errors import FIELD_MAX
 
 from .distill import KDConfig
 from .glue import task
@@ -23,6 +26,7 @@ __all__ = ["EvalConfig", "teacher_config", "EXECUTION_FIELDS", "NEUTRAL", "SMALL
 # keeps them there keeps its old identity (eval hash, supernet cache key)
 NEUTRAL = {"teacher_task_epochs": "", "warmup_sampling": "standard", "heldout_rows": 0, "score_on": "dev"}
 SMALL_DEV = 1000  # dev sets smaller than this are scored on held-out training rows with score_on=auto
+MAX_POSITIONS = 512  # BERT's position embeddings (students inherit the teacher's): the longest sequence
 
 # fields that say how a protocol is executed, not what it computes: results are reusable across them
 EXECUTION_FIELDS = ("device", "cache_dir", "latency_batch", "latency_len", "group", "cuda_graphs", "streams",
@@ -77,6 +81,23 @@ class EvalConfig:
     cache_dir: str | None = None        # default $EXPRSEARCH_CACHE or ~/.cache/exprsearch
 
     def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ConfigError("tasks: name at least one GLUE task")
+        whole(self, "layers", least=1, most=FIELD_MAX["layers"])
+        whole(self, "base_width", least=1, most=4 * FIELD_MAX["hidden"])
+        whole(self, "steps", "batch_size", "teacher_batch", "max_train", "max_dev", least=1)
+        whole(self, "max_len", "latency_len", least=2, most=MAX_POSITIONS)  # [CLS] and [SEP] at least
+        whole(self, "bucket_widths", least=2, most=MAX_POSITIONS, each=True)
+        whole(self, "warmup_steps", "head_importance_steps", "group", "setup_workers", "latency_batch",
+              "heldout_rows", least=0)
+        whole(self, "seed", least=0, most=2**32 - 1)
+        number(self, "lr", "teacher_epochs", "temperature", above=0)  # temperature 0: a NaN loss
+        number(self, "w_logits", "w_hidden", "w_attn", least=0)
+        number(self, "hurdles", above=0, below=1, each=True)
+        number(self, "hurdle_quantile", least=0, most=1)
+        number(self, "layerdrop", "dropout", least=0, below=1)
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(f"device {self.device!r}: choose auto, cpu, cuda or cuda:N")
         if self.warmup_sampling not in ("standard", "space"):
             raise ConfigError(f"warmup_sampling {self.warmup_sampling!r}: choose standard or space")
         if self.score_on not in ("dev", "heldout", "auto"):
@@ -96,8 +117,19 @@ class EvalConfig:
         return _per_task("teacher_task_epochs", self.teacher_task_epochs, name, self.teacher_epochs)
 
     def torch_device(self) -> torch.device:
-        """The device ``device`` names (``auto``: CUDA when there is one)."""
-        return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device)
+        """The device ``device`` names (``auto``: CUDA when there is one); ConfigError for a CUDA
+        device this machine does not have (asked when the config is used: a stored GPU run's
+        config still reads on a CPU machine)."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(self.device)
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device {self.device}: CUDA is not available in this torch build" if torch.version.cuda
+                                  is None else f"device {self.device}: torch sees no CUDA device on this machine")
+            if (dev.index or 0) >= torch.cuda.device_count():
+                raise ConfigError(f"device {self.device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return dev
 
     def kd(self) -> KDConfig:
         if self.no_kd:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from exprsearch.checks import number, whole
 from exprsearch.errors import ExprSearchError
 
 from .glue import Task, compute_metrics, metric_std
@@ -51,6 +52,14 @@ class TrainConfig:
     max_len: int = 128            # longest tokenised input
     seed: int = 0                 # data order and initialisation seed
     log_every: int = 50           # steps between learning-curve points
+
+    def __post_init__(self) -> None:
+        whole(self, "batch_size", "steps", "log_every", least=1)
+        whole(self, "max_len", least=2)
+        whole(self, "seed", least=0, most=2**32 - 1)
+        number(self, "lr", "clip", "explode", above=0)
+        number(self, "warmup", least=0, most=1)
+        number(self, "weight_decay", least=0)
 
     @classmethod
     def from_eval(cls, cfg: Any, *, steps: int, lr: float | None = None, seed: int | None = None,

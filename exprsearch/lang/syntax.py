@@ -157,6 +157,8 @@ class _Builder(Transformer):
         for k, v in kw.items():
             if v < 1:
                 raise self._err(f"{c[0]}(): {k} must be at least 1", c)
+        if kw.get("kernel", 1) % 2 == 0:
+            raise self._err("lsra(): kernel must be odd (a same-length convolution)", c)
         return AttnSpec(str(c[0]), kw.get("heads"), kw.get("kernel"))
 
     def field(self, c: list) -> tuple:

@@ -89,16 +89,24 @@ class SearchConfig:
     seed: int = 0                        # the search's random seed
 
     def __post_init__(self) -> None:
-        from exprsearch.space.samplers import SAMPLERS
+        from exprsearch.checks import number, whole
+        from exprsearch.lang.dsl_errors import FIELD_MAX
+        from exprsearch.space.samplers import SAMPLERS, parse_attn_choices
         if self.sampler not in SAMPLERS:
             make_sampler(self.sampler, [], random.Random(0))  # raises ConfigError with a suggestion
         if self.backend not in ("local", "ray"):
             raise ConfigError(f"unknown backend {self.backend!r}; choose local or ray")
         if any(x.strip() not in ("1", "2", "3") for x in self.stages.split(",") if x.strip()):
             raise ConfigError(f"stages {self.stages!r}: choose from 1,2,3")
-        for name in ("candidates", "batch", "population", "tournament"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
+        whole(self, "candidates", "batch", "population", "tournament", "stage3_candidates", "supernet_steps",
+              "multitask_steps", least=1)
+        whole(self, "stage2_candidates", least=-1)
+        whole(self, "depths", least=1, most=FIELD_MAX["layers"], each=True)
+        number(self, "gpus_per_worker", least=0)
+        if self.sampler == "evolution" and self.tournament > self.population:
+            raise ConfigError(f"tournament {self.tournament} is larger than the population {self.population}")
+        Space(max_depth=self.max_depth, max_size=self.max_size, unary=self.unary, binary=self.binary)  # its checks
+        parse_attn_choices(self.attn_choices)
         if self.workers < 0:
             raise ConfigError("workers must be at least 1 (or 0: sized to the device)")
         if self.stage2_start not in ("local", "random"):

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from exprsearch.errors import ConfigError, DSLError
 from exprsearch.lang.expr import AttnSpec, ModelSpec
 from exprsearch.lang.ops import OPS, Kind
 
@@ -299,11 +300,16 @@ def make_sampler(name: str, spaces: list[Space], rng: random.Random, seeds: list
 
 
 def parse_attn_choices(text: str) -> list[AttnSpec | None]:
-    """'mha()|mha(heads=6)|lsra(heads=6, kernel=7)' -> AttnSpecs ('std' = the model's attention)."""
+    """'mha()|mha(heads=6)|lsra(heads=6, kernel=7)' -> AttnSpecs ('std' = the model's attention);
+    ConfigError for a choice that is none of these."""
     from exprsearch.lang.parsing import parse_spec
     out: list[AttnSpec | None] = []
     for item in filter(None, (t.strip() for t in text.split("|"))):
-        out.append(None if item == "std" else parse_spec(f"layer(attn={item}, ffn=x)", validate=False).attn[0])  # type: ignore[index]
+        try:
+            out.append(None if item == "std" else parse_spec(f"layer(attn={item}, ffn=x)", validate=False).attn[0])  # type: ignore[index]
+        except DSLError as err:
+            raise ConfigError(f"attention choice {item!r}: {err.message} (the choices: std, mha(heads=K), "
+                              f"lsra(heads=K, kernel=N))") from None
     return out
 
 
