@@ -14,6 +14,7 @@ unexpected ','
 from __future__ import annotations
 
 import difflib
+import math
 import unicodedata
 from typing import Any
 
@@ -21,7 +22,7 @@ __all__ = [
     "ExprSearchError", "ConfigError", "DeviceError", "RunAborted", "DSLError", "DSLSyntaxError", "UnknownNameError", "ArityError",
     "SlotTypeError", "InputTooLargeError", "NestingTooDeepError", "ValidityError", "SlotCountError",
     "SlotOrderError", "LinearMismatchError", "NestedActivationError", "NestedLinearError",
-    "UnreachableInputError", "OutputError", "WidthError", "suggest",
+    "UnreachableInputError", "OutputError", "WidthError", "suggest", "check_whole", "check_number",
 ]
 
 _CONTEXT = 60  # characters of a long line shown on each side of the error
@@ -33,6 +34,55 @@ class ExprSearchError(Exception):
 
 class ConfigError(ExprSearchError):
     """A configuration value or command-line option is invalid."""
+
+
+# -- range checks of the frozen config dataclasses: their __post_init__ name fields and ranges, so a
+# bad value (an option, a preset, a stored run, a library call) is one ConfigError at construction,
+# not a crash or a NaN loss minutes later.  None is "not set" and always passes.
+
+def _bounds(**limits: float | None) -> str:
+    signs = {"above": ">", "least": ">=", "below": "<", "most": "<="}
+    return " and ".join(f"{signs[k]} {v:g}" for k, v in limits.items() if v is not None)
+
+
+def check_whole(cfg: Any, *names: str, least: int = 0, most: int | None = None, each: bool = False) -> None:
+    """Integer fields of ``cfg`` from ``least`` to ``most`` (``each``: every item of a tuple field).
+
+    >>> from types import SimpleNamespace
+    >>> check_whole(SimpleNamespace(steps=0), "steps", least=1)
+    Traceback (most recent call last):
+    ...
+    exprsearch.errors.ConfigError: steps must be a whole number >= 1, got 0
+    """
+    for name in names:
+        value = getattr(cfg, name)
+        for v in (value if each else (value,)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least
+                                  or (most is not None and v > most)):
+                raise ConfigError(f"{name} must be {'whole numbers' if each else 'a whole number'} "
+                                  f"{_bounds(least=least, most=most)}, got {value!r}")
+
+
+def check_number(cfg: Any, *names: str, above: float | None = None, least: float | None = None,
+                 below: float | None = None, most: float | None = None, each: bool = False) -> None:
+    """Finite real fields of ``cfg`` within the bounds given (``each``: every item of a tuple field).
+
+    >>> from types import SimpleNamespace
+    >>> check_number(SimpleNamespace(lr=float("nan")), "lr", above=0)
+    Traceback (most recent call last):
+    ...
+    exprsearch.errors.ConfigError: lr must be a finite number > 0, got nan
+    """
+    for name in names:
+        value = getattr(cfg, name)
+        for v in (value if each else (value,)):
+            if v is None:
+                continue
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                    or (above is not None and not v > above) or (least is not None and not v >= least)
+                    or (below is not None and not v < below) or (most is not None and not v <= most)):
+                raise ConfigError(f"{name} must be {'finite numbers' if each else 'a finite number'} "
+                                  f"{_bounds(above=above, least=least, below=below, most=most)}, got {value!r}")
 
 
 class DeviceError(ExprSearchError):

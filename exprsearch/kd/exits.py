@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from compiler.exits import EarlyExitBert, EntropyExit, GateExit, PatienceExit
-from exprsearch.checks import number, whole
-from exprsearch.errors import ConfigError
+from exprsearch.errors import ConfigError, check_number, check_whole
 from exprsearch.lang.expr import ModelSpec
 
 from .distill import task_loss
@@ -72,10 +71,10 @@ class ExitConfig:
             raise ConfigError(f"unknown exit policy {self.policy!r}; choose from {', '.join(POLICIES)}")
         if self.schedule not in ("two-stage", "joint"):
             raise ConfigError(f"unknown exit schedule {self.schedule!r}; use two-stage or joint")
-        whole(self, "patience", "timing_rows", least=0)
-        whole(self, "exit_steps", "gate_steps", least=1)
-        number(self, "threshold", "tolerance", "gate_cost", "exit_label_weight", least=0)
-        number(self, "exit_temperature", "exit_lr", "backbone_lr", "gate_lr", above=0)
+        check_whole(self, "patience", "timing_rows", least=0)
+        check_whole(self, "exit_steps", "gate_steps", least=1)
+        check_number(self, "threshold", "tolerance", "gate_cost", "exit_label_weight", least=0)
+        check_number(self, "exit_temperature", "exit_lr", "backbone_lr", "gate_lr", above=0)
 
 
 def make_policy(cfg: ExitConfig, value: float | None = None) -> Any:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from exprsearch.checks import number, whole
-from exprsearch.errors import ConfigError
+from exprsearch.errors import ConfigError, check_number, check_whole
 from exprsearch.lang.dsl_errors import FIELD_MAX
 
 from .distill import KDConfig
@@ -83,19 +82,19 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.tasks:
             raise ConfigError("tasks: name at least one GLUE task")
-        whole(self, "layers", least=1, most=FIELD_MAX["layers"])
-        whole(self, "base_width", least=1, most=4 * FIELD_MAX["hidden"])
-        whole(self, "steps", "batch_size", "teacher_batch", "max_train", "max_dev", least=1)
-        whole(self, "max_len", "latency_len", least=2, most=MAX_POSITIONS)  # [CLS] and [SEP] at least
-        whole(self, "bucket_widths", least=2, most=MAX_POSITIONS, each=True)
-        whole(self, "warmup_steps", "head_importance_steps", "group", "setup_workers", "latency_batch",
-              "heldout_rows", least=0)
-        whole(self, "seed", least=0, most=2**32 - 1)
-        number(self, "lr", "teacher_epochs", "temperature", above=0)  # temperature 0: a NaN loss
-        number(self, "w_logits", "w_hidden", "w_attn", least=0)
-        number(self, "hurdles", above=0, below=1, each=True)
-        number(self, "hurdle_quantile", least=0, most=1)
-        number(self, "layerdrop", "dropout", least=0, below=1)
+        check_whole(self, "layers", least=1, most=FIELD_MAX["layers"])
+        check_whole(self, "base_width", least=1, most=4 * FIELD_MAX["hidden"])
+        check_whole(self, "steps", "batch_size", "teacher_batch", "max_train", "max_dev", least=1)
+        check_whole(self, "max_len", "latency_len", least=2, most=MAX_POSITIONS)  # [CLS] and [SEP] at least
+        check_whole(self, "bucket_widths", least=2, most=MAX_POSITIONS, each=True)
+        check_whole(self, "warmup_steps", "head_importance_steps", "group", "setup_workers", "latency_batch",
+                    "heldout_rows", least=0)
+        check_whole(self, "seed", least=0, most=2**32 - 1)
+        check_number(self, "lr", "teacher_epochs", "temperature", above=0)  # temperature 0: a NaN loss
+        check_number(self, "w_logits", "w_hidden", "w_attn", least=0)
+        check_number(self, "hurdles", above=0, below=1, each=True)
+        check_number(self, "hurdle_quantile", least=0, most=1)
+        check_number(self, "layerdrop", "dropout", least=0, below=1)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise ConfigError(f"device {self.device!r}: choose auto, cpu, cuda or cuda:N")
         if self.warmup_sampling not in ("standard", "space"):

@@ -21,8 +21,7 @@ from typing import Any
 
 import torch
 
-from exprsearch.checks import number, whole
-from exprsearch.errors import ConfigError, ExprSearchError
+from exprsearch.errors import ConfigError, ExprSearchError, check_number, check_whole
 
 from .glue import Task, file_digest, read_split
 from .group import GroupTrainer, Member
@@ -140,10 +139,10 @@ class TeacherConfig:
     cuda_graphs: bool = True      # on CUDA: replay each length bucket's captured training step
 
     def __post_init__(self) -> None:
-        number(self, "epochs", "lr", above=0)
-        whole(self, "batch_size", "max_train", "max_dev", least=1)
-        whole(self, "max_len", least=2)
-        whole(self, "seed", least=0, most=2**32 - 1)
+        check_number(self, "epochs", "lr", above=0)
+        check_whole(self, "batch_size", "max_train", "max_dev", least=1)
+        check_whole(self, "max_len", least=2)
+        check_whole(self, "seed", least=0, most=2**32 - 1)
 
 
 def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherConfig, cache_dir: Path,

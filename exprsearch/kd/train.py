@@ -19,8 +19,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from exprsearch.checks import number, whole
-from exprsearch.errors import ExprSearchError
+from exprsearch.errors import ExprSearchError, check_number, check_whole
 
 from .glue import Task, compute_metrics, metric_std
 from .tokens import Batch, Batcher, Encoded
@@ -54,12 +53,12 @@ class TrainConfig:
     log_every: int = 50           # steps between learning-curve points
 
     def __post_init__(self) -> None:
-        whole(self, "batch_size", "steps", "log_every", least=1)
-        whole(self, "max_len", least=2)
-        whole(self, "seed", least=0, most=2**32 - 1)
-        number(self, "lr", "clip", "explode", above=0)
-        number(self, "warmup", least=0, most=1)
-        number(self, "weight_decay", least=0)
+        check_whole(self, "batch_size", "steps", "log_every", least=1)
+        check_whole(self, "max_len", least=2)
+        check_whole(self, "seed", least=0, most=2**32 - 1)
+        check_number(self, "lr", "clip", "explode", above=0)
+        check_number(self, "warmup", least=0, most=1)
+        check_number(self, "weight_decay", least=0)
 
     @classmethod
     def from_eval(cls, cfg: Any, *, steps: int, lr: float | None = None, seed: int | None = None,

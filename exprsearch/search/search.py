@@ -89,7 +89,7 @@ class SearchConfig:
     seed: int = 0                        # the search's random seed
 
     def __post_init__(self) -> None:
-        from exprsearch.checks import number, whole
+        from exprsearch.errors import check_whole
         from exprsearch.lang.dsl_errors import FIELD_MAX
         from exprsearch.space.samplers import SAMPLERS, parse_attn_choices
         if self.sampler not in SAMPLERS:
@@ -98,11 +98,10 @@ class SearchConfig:
             raise ConfigError(f"unknown backend {self.backend!r}; choose local or ray")
         if any(x.strip() not in ("1", "2", "3") for x in self.stages.split(",") if x.strip()):
             raise ConfigError(f"stages {self.stages!r}: choose from 1,2,3")
-        whole(self, "candidates", "batch", "population", "tournament", "stage3_candidates", "supernet_steps",
-              "multitask_steps", least=1)
-        whole(self, "stage2_candidates", least=-1)
-        whole(self, "depths", least=1, most=FIELD_MAX["layers"], each=True)
-        number(self, "gpus_per_worker", least=0)
+        check_whole(self, "candidates", "batch", "population", "tournament", "stage3_candidates", "supernet_steps",
+                    "multitask_steps", least=1)
+        check_whole(self, "stage2_candidates", least=-1)
+        check_whole(self, "depths", least=1, most=FIELD_MAX["layers"], each=True)
         if self.sampler == "evolution" and self.tournament > self.population:
             raise ConfigError(f"tournament {self.tournament} is larger than the population {self.population}")
         Space(max_depth=self.max_depth, max_size=self.max_size, unary=self.unary, binary=self.binary)  # its checks
