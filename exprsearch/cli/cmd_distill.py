@@ -31,8 +31,8 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--final-dropout", type=float, default=0.1, help="student dropout while fine-tuning (default 0.1)")
 
 
-def _target(ns: argparse.Namespace) -> tuple[str, str]:
-    """(spec text, where it came from): a stored run's best candidate, or the spec given."""
+def _target(ns: argparse.Namespace) -> tuple[str, str, tuple[Path, str] | None]:
+    """(spec text, where it came from, (store, run) when it is a stored run's best candidate)."""
     from exprsearch.search.store import Store, default_store_path
     path = Path(ns.store) if ns.store else default_store_path()
     if ns.target == "last" or (path.is_file() and "(" not in ns.target and "[" not in ns.target
@@ -43,8 +43,8 @@ def _target(ns: argparse.Namespace) -> tuple[str, str]:
         if not ok:
             raise ConfigError(f"run {run} has no successful candidate to distil")
         best = max(ok, key=lambda r: r["score"])
-        return best["spec"], f"run {run} of {path} (its best candidate, score {best['score']:.2f})"
-    return spec_text(ns.target), "the spec given"
+        return best["spec"], f"run {run} of {path} (its best candidate, score {best['score']:.2f})", (path, run)
+    return spec_text(ns.target), "the spec given", None
 
 
 @command("distill", "train a spec (or a run's best) with the final protocol and save it as a Hugging Face "
@@ -54,7 +54,7 @@ def cmd_distill(ns: argparse.Namespace) -> int:
     from exprsearch.kd.final import FinalConfig
     from exprsearch.lang.parsing import parse_spec
     from exprsearch.ship.distill import distill
-    text, source = _target(ns)
+    text, source, stored = _target(ns)
     spec = parse_spec(text, strict=False)
     cfg = eval_config(ns)
     if not cfg.heldout_rows:
@@ -68,6 +68,12 @@ def cmd_distill(ns: argparse.Namespace) -> int:
         else f"exprsearch distill {shlex.quote(str(spec))} --task {','.join(cfg.tasks)} -o DIR"
     results = distill(ev, spec, Path(ns.output), fcfg, ns.seeds, command=command_line, source=source,
                       overwrite=ns.overwrite, log=log)
+    if stored is not None:  # the run's report links the cards
+        from exprsearch.search.store import Store
+        store = Store(stored[0], create=False)
+        for r in results:
+            store.add_artifact(stored[1], r["task"], r["dir"], r["spec"], r["student"]["mean"], r["student"]["std"] or 0.0,
+                               {k: v for k, v in r.items() if k not in ("student", "standard")})
     lines = []
     for r in results:
         s, std = r["student"], r["standard"]

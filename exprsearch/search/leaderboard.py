@@ -1,8 +1,15 @@
 """stored candidates --> leaderboard and Pareto front (quality vs parameters vs latency).
 
+The front compares trained candidates only, and only on objectives both rows measured: a row
+without a latency (a stage-3 row scored on the supernet, never trained or timed) is neither
+better nor worse on latency than one with it, and supernet-scored rows are left out of it.
+
 >>> rows = [{"score": 60, "params": 10, "latency_ms": 5}, {"score": 58, "params": 12, "latency_ms": 6},
 ...         {"score": 55, "params": 8, "latency_ms": 4}]
 >>> [r["score"] for r in pareto(rows)]
+[60, 55]
+>>> proxy = {"score": 73.0, "params": 10, "latency_ms": None, "worker": "supernet"}
+>>> [r["score"] for r in pareto(rows + [proxy])]
 [60, 55]
 """
 from __future__ import annotations
@@ -12,18 +19,25 @@ from typing import Any
 
 from exprsearch.lang.display import table
 
-__all__ = ["pareto", "leaderboard_table", "pareto_table", "score_std", "standard_row"]
+__all__ = ["pareto", "leaderboard_table", "pareto_table", "score_std", "standard_row", "supernet_scored"]
 
 
 def _dominates(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...]) -> bool:
-    better = a["score"] >= b["score"] and all((a.get(k) or 0) <= (b.get(k) or 0) for k in keys)
-    strictly = a["score"] > b["score"] or any((a.get(k) or 0) < (b.get(k) or 0) for k in keys)
+    """``a`` is at least as good as ``b`` on every objective both measured, better on one."""
+    both = [k for k in keys if a.get(k) is not None and b.get(k) is not None]
+    better = a["score"] >= b["score"] and all(a[k] <= b[k] for k in both)
+    strictly = a["score"] > b["score"] or any(a[k] < b[k] for k in both)
     return better and strictly
 
 
+def supernet_scored(r: dict[str, Any]) -> bool:
+    """A stage-3 row ranked on the supernet (no training of its own): not comparable with trained rows."""
+    return r.get("worker") == "supernet" or str(r.get("key", "")).endswith("@proxy")
+
+
 def pareto(rows: list[dict[str, Any]], keys: tuple[str, ...] = ("params", "latency_ms")) -> list[dict[str, Any]]:
-    """Rows not dominated on (higher score, fewer params, lower latency), best score first."""
-    ok = [r for r in rows if r.get("status", "ok") == "ok" and r.get("score") is not None]
+    """Trained rows not dominated on (higher score, fewer params, lower latency), best score first."""
+    ok = [r for r in rows if r.get("status", "ok") == "ok" and r.get("score") is not None and not supernet_scored(r)]
     keys = tuple(k for k in keys if any(r.get(k) is not None for r in ok))
     front = [r for r in ok if not any(_dominates(o, r, keys) for o in ok if o is not r)]
     return sorted(front, key=lambda r: -r["score"])

@@ -142,14 +142,15 @@ def plot_pareto(rows: list[dict[str, Any]], path: str | Path, *, standard: float
     return _save(fig, path)
 
 
-def plot_proxy(pairs: Sequence[tuple[float, float]], path: str | Path, *, proxy_label: str = "proxy score") -> Path:
+def plot_proxy(pairs: Sequence[tuple[float, float]], path: str | Path, *, proxy_label: str = "proxy score",
+               final_label: str = "final dev score") -> Path:
     """Proxy vs final score scatter, titled with Kendall's tau."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 4))
     xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
     ax.scatter(xs, ys, s=20)
     ax.set_xlabel(proxy_label)
-    ax.set_ylabel("final dev score")
+    ax.set_ylabel(final_label)
     ax.set_title(f"Kendall tau = {kendall_tau(xs, ys):.3f} (n = {len(pairs)})", fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -20,12 +20,14 @@ from .store import row_spec
 
 __all__ = ["write_report", "SECTIONS"]
 
-SECTIONS = ("config", "leaderboard", "pareto", "progress", "nonlinearity", "proxy", "exits", "best", "reproduce")
+SECTIONS = ("config", "leaderboard", "pareto", "progress", "nonlinearity", "proxy", "exits", "best", "distilled",
+            "reproduce")
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}
 th{background:#f0f0f0}td:nth-child(3){white-space:nowrap}code,pre{background:#f6f6f6;padding:2px 4px;font-size:12px}
-pre{padding:8px;overflow-x:auto}img{max-width:100%;border:1px solid #eee}.num{text-align:right}"""
+pre{padding:8px;overflow-x:auto}img{max-width:100%;border:1px solid #eee}.num{text-align:right}
+code{line-height:1.5;display:inline-block;overflow-wrap:anywhere;padding-bottom:2px}"""  # underscores and descenders show
 
 
 def _img(path: Path) -> str:
@@ -75,6 +77,15 @@ def _exits_html(tables: list[dict[str, Any]], tmp: Path, plot: Any) -> str:
     return _img(plot(tables, tmp / "exits.png")) + f"<table>{head}{body}</table><p>* the chosen setting</p>"
 
 
+def _distilled_html(items: list[dict[str, Any]]) -> str:
+    """Links to the model cards ``exprsearch distill`` wrote for this run."""
+    if not items:
+        return "<p>none yet: <code>exprsearch distill RUN --task TASK -o DIR</code> trains and saves one.</p>"
+    rows = "".join(f"<li>{html.escape(a['task'])}: <a href=\"{html.escape(Path(a['dir']).resolve().as_uri())}/README.md\">"
+                   f"{html.escape(a['dir'])}</a> (dev {a['score']:.2f} ± {a['std']:.2f})</li>" for a in items)
+    return f"<ul>{rows}</ul>"
+
+
 def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> Path:
     from .plots import (
         plot_exits,
@@ -92,17 +103,21 @@ def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> 
     figs["progress"] = _img(plot_progress({run_id: rows}, tmp / "progress.png")) if ok else "<p>-</p>"
     if ok:
         best = row_spec(ok[0]["spec"])
-        figs["nonlinearity"] = _img(plot_nonlinearity(list(dict.fromkeys(best.layers))[:4], tmp / "nonlinearity.png"))
+        distinct = list(dict.fromkeys(best.layers))
+        shown = distinct[:4]
+        figs["nonlinearity"] = (f"<p>{len(shown)} of the best model's {len(distinct)} distinct layer expressions "
+                                f"({len(best.layers)} layers)" + ("" if len(shown) == len(distinct) else
+                                ": the first four; the rest are in the spec below") + ".</p>"
+                                + _img(plot_nonlinearity(shown, tmp / "nonlinearity.png")))
     else:
         figs["nonlinearity"] = "<p>-</p>"
-    pairs = []
-    for r in ok:  # proxy: minus the first logged KD loss of the first task; final: the dev score
-        curves = r.get("curves") or {}
-        first = next(iter(curves.values()), {}).get("loss") if curves else None
-        if first:
-            pairs.append((-first[0][1], r["score"]))
-    figs["proxy"] = (_img(plot_proxy(pairs, tmp / "proxy.png", proxy_label="- first logged KD loss"))
-                     if len(pairs) >= 3 else "<p>fewer than 3 candidates with learning curves</p>")
+    # the proxy (one training seed) against the mean over the seeds it was re-scored with
+    pairs = [(r["seed_scores"][0], r["score"]) for r in ok if len(r.get("seed_scores") or []) > 1]
+    figs["proxy"] = (_img(plot_proxy(pairs, tmp / "proxy.png", proxy_label="first-seed proxy score",
+                                     final_label="mean over re-scoring seeds"))
+                     if len(pairs) >= 3 else f"<p>{len(pairs)} re-scored candidate(s); the plot needs 3 "
+                                             f"(search with --rerank N, N >= 3).</p>")
+    figs["distilled"] = _distilled_html(store.artifacts(run_id))
     figs["exits"] = _exits_html(store.exits(run_id), tmp, plot_exits)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "stopped")}
     best_html = (f"<p>score {ok[0]['score']:.2f}, {ok[0]['params'] / 1e6:.2f}M params</p><pre>"
@@ -119,9 +134,10 @@ def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> 
 <h2 id="pareto">Pareto front (score vs parameters vs latency)</h2>{figs['pareto']}{_table(pareto(ok))}
 <h2 id="progress">Search progress</h2>{figs['progress']}
 <h2 id="nonlinearity">Nonlinearity of the best model's FFNs</h2>{figs['nonlinearity']}
-<h2 id="proxy">Proxy vs final score</h2>{figs['proxy']}
+<h2 id="proxy">Proxy (one seed) vs re-scored mean</h2>{figs['proxy']}
 <h2 id="exits">Dynamic inference (early exit, layer skipping)</h2>{figs['exits']}
 <h2 id="best">Best per-layer model spec</h2>{best_html}
+<h2 id="distilled">Distilled students</h2>{figs['distilled']}
 <h2 id="reproduce">How to reproduce</h2><pre>{html.escape(_reproduce(info['config'], run_id))}</pre>
 <p>Then <code>exprsearch show RUN</code> prints this run's leaderboard; save the spec above as
 <code>best.ffn</code> and <code>exprsearch eval best.ffn --task TASK</code> re-evaluates it.</p>

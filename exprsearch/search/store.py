@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS reseeds (
 CREATE TABLE IF NOT EXISTS exits (
     run_id TEXT NOT NULL, created REAL, spec TEXT, task TEXT, policy TEXT, config TEXT, rows TEXT
 );
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL, created REAL, task TEXT, dir TEXT, spec TEXT, score REAL, std REAL, info TEXT
+);
 """
 # the tables (and their columns) every version of the store has: a file without them is not ours
 _REQUIRED = {"runs": ("run_id", "created", "updated", "status", "config", "code_version", "notes"),
@@ -290,6 +293,19 @@ class Store:
         """One policy's trade-off table (accuracy vs layers run vs speed-up) for a run's student."""
         self._write("INSERT INTO exits VALUES (?,?,?,?,?,?,?)", (run_id, time.time(), spec, task, policy,
                                                                 json.dumps(config, default=str), json.dumps(rows)))
+
+    def add_artifact(self, run_id: str, task: str, directory: str, spec: str, score: float, std: float,
+                     info: dict[str, Any]) -> None:
+        """A student ``exprsearch distill`` saved from this run (the report links its card)."""
+        self._write("INSERT INTO artifacts VALUES (?,?,?,?,?,?,?,?)",
+                    (run_id, time.time(), task, directory, spec, score, std, json.dumps(info, default=str)))
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's distilled students, oldest first (none in a store older than the table)."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'artifacts'").fetchone():
+            return []
+        return [_decode(r, ("info",)) for r in self._rows("SELECT * FROM artifacts WHERE run_id = ? ORDER BY created",
+                                                          (run_id,))]
 
     def exits(self, run_id: str) -> list[dict[str, Any]]:
         return [_decode(r, ("config", "rows")) for r in self._rows("SELECT * FROM exits WHERE run_id = ? ORDER BY created",
