@@ -69,3 +69,19 @@ def matmul_bound(shapes: list[tuple[int, int]], x: torch.Tensor) -> Callable[[],
     ws = [torch.randn(o, i, device=x.device, dtype=x.dtype) for o, i in shapes]
     xs = [torch.randn(rows, i, device=x.device, dtype=x.dtype) for _, i in shapes]
     return lambda: [torch.mm(a, w.T) for a, w in zip(xs, ws)]
+
+
+def forward_ms(model: torch.nn.Module, device: torch.device | str, batch: int, length: int, *,
+               warmup: int | None = None, iters: int | None = None) -> float:
+    """Milliseconds of one inference forward of a BERT student on ``batch`` sequences of
+    ``length`` random tokens (bf16 autocast on CUDA; fewer repeats on the CPU), median of 3."""
+    dev = torch.device(device)
+    quick = dev.type != "cuda"
+    model.eval()
+    length = min(length, model.config.max_position_embeddings)
+    vocab = model.config.vocab_size
+    ids = torch.randint(min(1000, vocab - 1), vocab, (batch, length), device=dev)
+    mask = torch.ones_like(ids)
+    return 1e3 * time_call(lambda: model(input_ids=ids, attention_mask=mask), dev,
+                           warmup=(1 if quick else 3) if warmup is None else warmup,
+                           iters=(2 if quick else 5) if iters is None else iters, repeats=3)

@@ -51,6 +51,7 @@ class CandidateResult:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> metric -> value
     score: float | None = None                  # mean main metric over tasks, x100
     params: int = 0
+    ffn_params: int = 0                         # of which the FFNs'
     flops_per_token: float = 0.0
     latency_ms: float | None = None             # inference, one batch (latency_batch x latency_len)
     seconds: float = 0.0
@@ -156,6 +157,7 @@ class Evaluator:
             try:
                 cost = student_cost(run.student, min(self.cfg.max_len, 128))
                 res.params, res.flops_per_token = cost["params"], cost["mm_flops_per_token"]
+                res.ffn_params = cost["ffn_params"]
                 res.latency_ms = self._latency(run.student)
             except Exception as err:  # noqa: BLE001 - the candidate's, or re-raised
                 res.status, res.reason = "failed", f"{name}: {_candidates(err)}"
@@ -178,17 +180,10 @@ class Evaluator:
         return run.student, st, {k: v for k, v in run.metrics.items() if not k.endswith("_std")}
 
     def _latency(self, student: Any) -> float | None:
-        """Milliseconds of one inference forward (bf16 autocast on CUDA), median of a few runs."""
-        from compiler.timing import time_call
-        if not self.cfg.latency_batch:
-            return None
-        student.eval()
-        length = min(self.cfg.latency_len, student.config.max_position_embeddings)
-        vocab = student.config.vocab_size
-        ids = torch.randint(min(1000, vocab - 1), vocab, (self.cfg.latency_batch, length), device=self.device)
-        quick = self.device.type != "cuda"
-        return 1e3 * time_call(lambda: student(input_ids=ids), self.device, warmup=1 if quick else 3,
-                               iters=2 if quick else 5, repeats=3)
+        """Milliseconds of one inference forward of a ``latency_batch`` x ``latency_len`` batch."""
+        from compiler.timing import forward_ms
+        return forward_ms(student, self.device, self.cfg.latency_batch, self.cfg.latency_len) \
+            if self.cfg.latency_batch else None
 
     def _student(self, st: TaskState, spec: ModelSpec) -> Any:
         """The candidate, inheriting the warm supernet: shallower specs keep the layers of the

@@ -92,12 +92,15 @@ def _score(r: dict[str, Any]) -> str:
 
 def _row(i: int | str, r: dict[str, Any]) -> list[Any]:
     spec = r["spec"] if len(r["spec"]) <= 60 else r["spec"][:57] + "..."
+    ffn = r.get("ffn_params")
     return [i, _score(r), _main_metrics(r), f"{(r.get('params') or 0) / 1e6:.2f}M",
+            "-" if ffn is None else f"{ffn / 1e6:.2f}M",
             f"{(r.get('flops') or 0) / 1e6:.1f}M", None if r.get("latency_ms") is None else f"{r['latency_ms']:.1f}",
             r.get("stage"), ("standard FFN: " if standard_row(r) else "") + spec]
 
 
-_HEAD = ["#", "score ± boot. std (seeds)", "dev (main metric)", "params", "FLOPs/tok", "ms", "stage", "spec"]
+_HEAD = ["#", "score ± boot. std (seeds)", "dev (main metric)", "params", "FFN params", "FLOPs/tok", "ms", "stage",
+         "spec"]
 
 
 def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

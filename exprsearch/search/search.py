@@ -34,23 +34,10 @@ from exprsearch.space.generate import Space
 from exprsearch.space.samplers import SAMPLERS, make_sampler
 
 from .failures import FailureWatch
+from .pricing import Budget, Price, parse_budget, price_spec, teacher_price
 from .store import Store, row_spec
 
-__all__ = ["SearchConfig", "Search", "eval_hash", "parse_budget"]
-
-
-def parse_budget(text: str | float | None) -> float | None:
-    """'10M' -> 1e7, '500k' -> 5e5, '2.5e6' -> 2.5e6."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, (int, float)):
-        return float(text)
-    t = str(text).strip().upper()
-    mult = {"K": 1e3, "M": 1e6, "G": 1e9}.get(t[-1:], 1.0)
-    try:
-        return float(t[:-1] if mult != 1.0 else t) * mult
-    except ValueError:
-        raise ConfigError(f"budget {text!r}: write e.g. 10M, 500k or 2.5e6") from None
+__all__ = ["SearchConfig", "Search", "eval_hash", "parse_budget"]  # parse_budget: from pricing.py
 
 
 @dataclass(frozen=True)
@@ -112,8 +99,7 @@ class SearchConfig:
             raise ConfigError(f"stage2_start {self.stage2_start!r}: choose local or random")
         if self.rerank < 0 or self.rerank_seeds < 0:
             raise ConfigError("rerank and rerank_seeds must be >= 0")
-        if self.budget_params.strip().lower() != "standard":
-            parse_budget(self.budget_params)
+        Budget.parse(self.budget_params)
         parse_budget(self.budget_flops)
 
 
@@ -141,11 +127,10 @@ class Search:
         self._reps: dict[str, Any] = {}
         self.seen: set[str] = set()
         self.stats = {"evaluated": 0, "reused": 0, "duplicates": 0, "over_budget": 0, "failed": 0, "reseeded": 0}
-        self.budget_params, self.budget_flops = None, parse_budget(scfg.budget_flops)
-        if scfg.budget_params.strip().lower() == "standard":  # the standard-FFN student, priced like any other
-            self.budget_params = float(self.price(STANDARD_SPEC.broadcast(ecfg.layers))[0])
-        else:
-            self.budget_params = parse_budget(scfg.budget_params)
+        self.budget, self.budget_flops = Budget.parse(scfg.budget_params), parse_budget(scfg.budget_flops)
+        self.budget_params = None if self.budget is None else self.budget.limit(  # the most of its kind
+            self.prices(STANDARD_SPEC.broadcast(ecfg.layers)) if self.budget.standard else None,
+            teacher_price(self._teacher_config(), self._labels()) if self.budget.share else None)
         self._backend: Any = None
         self._evaluator: Any = None
         self.watch = FailureWatch(store, self.run_id)
@@ -199,30 +184,26 @@ class Search:
             self._tc = json.loads((d / "config.json").read_text())
         return self._tc
 
-    def price(self, spec: ModelSpec) -> tuple[int, float]:
-        """(student parameters, whole-model matmul FLOPs per token) from the cost model, without
-        building a model; the same quantities the evaluator stores (first task's head, sequence
-        length min(max_len, 128))."""
-        from compiler import FFNConfig
-        from compiler.cost import head_flops, linear_cost, spec_params
+    def _labels(self) -> int:
         from exprsearch.kd.glue import task
-        tc = self._teacher_config()
-        from compiler.attention import layer_attention_flops
-        h, labels, heads = tc["hidden_size"], task(self.ecfg.tasks[0]).num_labels, tc["num_attention_heads"]
-        cfg = FFNConfig(hidden=h, base_width=self.ecfg.base_width)
-        params = spec_params(list(spec.layers), cfg, vocab=tc["vocab_size"], max_position=tc["max_position_embeddings"],
-                             type_vocab=tc.get("type_vocab_size", 2), num_labels=labels, attn=spec.attn, heads=heads)
-        seq = min(self.ecfg.max_len, 128)
-        flops = sum(linear_cost(e, cfg)[1] for e in spec.layers) + head_flops(h, labels, seq)
-        flops += sum(layer_attention_flops(a, h, heads, seq) for a in spec.attn or (None,) * len(spec.layers))
-        return params, flops
+        return task(self.ecfg.tasks[0]).num_labels
+
+    def prices(self, spec: ModelSpec) -> Price:
+        """The cost model's price of ``spec`` (``pricing.py``): what the evaluator stores (first
+        task's head, sequence length min(max_len, 128))."""
+        return price_spec(spec, self.ecfg, self._teacher_config(), self._labels())
+
+    def price(self, spec: ModelSpec) -> tuple[int, float]:
+        """(student parameters, whole-model matmul FLOPs per token)."""
+        p = self.prices(spec)
+        return p.params, p.flops
 
     def over_budget(self, spec: ModelSpec) -> bool:
-        if self.budget_params is None and self.budget_flops is None:
+        if self.budget is None and self.budget_flops is None:
             return False
-        params, flops = self.price(spec)
-        return ((self.budget_params is not None and params > self.budget_params)
-                or (self.budget_flops is not None and flops > self.budget_flops))
+        p = self.prices(spec)
+        return ((self.budget is not None and self.budget.measure(p) > self.budget_params)
+                or (self.budget_flops is not None and p.flops > self.budget_flops))
 
     # -- the loop ---------------------------------------------------------------------------------
     def backend(self) -> Any:

@@ -42,14 +42,9 @@ def model_facts(model: Any, seq_len: int = 128) -> dict[str, Any]:
 
 def _latency(model: Any, device: torch.device, batch: int, seq: int = 128) -> float:
     """Milliseconds of one forward of ``batch`` sequences of ``seq`` tokens (median of repeats)."""
-    from compiler.timing import time_call
-    ids = torch.randint(1000, model.config.vocab_size, (batch, seq), device=device)
-    mask = torch.ones_like(ids)
-    model.eval()
+    from compiler.timing import forward_ms
     cpu = device.type == "cpu"
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=not cpu):
-        return 1e3 * time_call(lambda: model(input_ids=ids, attention_mask=mask), device,
-                               warmup=2 if cpu else 5, iters=5 if cpu else 20, repeats=3)
+    return forward_ms(model, device, batch, seq, warmup=2 if cpu else 5, iters=5 if cpu else 20)
 
 
 def check_onnx(model: Any, path: Path) -> dict[str, Any]:
