@@ -28,7 +28,8 @@ from exprsearch.kd.protocol import EXECUTION_FIELDS, NEUTRAL, EvalConfig
 from exprsearch.lang.dedup import Deduper
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.ops import REFERENCE_BINARY, REFERENCE_UNARY
-from exprsearch.lang.standard import STANDARD_SPEC
+from exprsearch.lang.ops import RATIO_CHOICES
+from exprsearch.lang.standard import STANDARD_SPEC, standard_ffn
 from exprsearch.lang.canon import canonicalize
 from exprsearch.space.generate import Space
 from exprsearch.space.samplers import SAMPLERS, make_sampler
@@ -184,6 +185,15 @@ class Search:
             self._tc = json.loads((d / "config.json").read_text())
         return self._tc
 
+    def standard(self) -> ModelSpec:
+        """The standard FFN the search starts from: full width, or under a parameter budget the
+        widest ``linear1_Y(gelu(linear1_Y(x,wb1)),wb2)`` within it (the width-matched baseline)."""
+        for y in RATIO_CHOICES:
+            spec = ModelSpec((standard_ffn(1, y),)).broadcast(self.ecfg.layers)
+            if not self.over_budget(spec):
+                return spec
+        return STANDARD_SPEC.broadcast(self.ecfg.layers)
+
     def _labels(self) -> int:
         from exprsearch.kd.glue import task
         return task(self.ecfg.tasks[0]).num_labels
@@ -279,7 +289,7 @@ class Search:
         rng = random.Random(self.scfg.seed * 1000 + stage)
         seeds = []
         if stage == 1 and self.scfg.seed_standard:
-            seeds = [STANDARD_SPEC.broadcast(self.ecfg.layers)]
+            seeds = [self.standard()]
         elif stage == 2:
             best1 = self.best(stage=1)
             seeds = [row_spec(best1["spec"])]
