@@ -49,15 +49,15 @@ def _teacher_options(p: argparse.ArgumentParser) -> None:
     add_eval_options(p)
 
 
-@command("teacher", "fine-tune the teacher on GLUE task(s) and cache it (never twice)")(_teacher_options)
+@command("teacher", "fine-tune the teacher on GLUE task(s) or your own data and cache it (never twice)")(_teacher_options)
 def cmd_teacher(ns: argparse.Namespace) -> int:
     from exprsearch.kd.evaluate import teacher_config
     from exprsearch.kd.glue import task
     from exprsearch.kd.prepare import locations
     from exprsearch.kd.teacher import finetune_teacher
     cfg = eval_config(ns)
-    if not ns.task:
-        raise ConfigError("name the task(s): --task RTE or --task RTE,MRPC")
+    if not ns.task and not cfg.train_file:
+        raise ConfigError("name the task(s): --task RTE or --task RTE,MRPC (or your own data: --train FILE ...)")
     device = cfg.torch_device()
     data_dir, teacher_dir, cache = locations(cfg)
     out = {}

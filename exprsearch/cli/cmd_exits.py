@@ -51,18 +51,19 @@ def cmd_exits(ns: argparse.Namespace) -> int:
     from exprsearch.search.store import Store, default_store_path
 
     from .options import to_dict
-    if not ns.task or "," in ns.task:
-        raise ConfigError("name one task: --task SST-2")
     ecfg, xcfg = eval_config(ns), from_args(ExitConfig, ns)
+    if (not ns.task and not ecfg.train_file) or len(ecfg.tasks) != 1:
+        raise ConfigError("name one task: --task SST-2 (or your own data: --train FILE ...)")
+    name = ecfg.tasks[0]
     store = Store(ns.store or default_store_path())
     spec, run = resolve_target(ns.target, store)
     policies = ("entropy", "patience", "gate") if ns.all_policies else (xcfg.policy,)
-    out = run_exits(parse_spec(spec, strict=run is None), ns.task, ecfg, xcfg, policies=policies, log=logger(ns))
+    out = run_exits(parse_spec(spec, strict=run is None), name, ecfg, xcfg, policies=policies, log=logger(ns))
     if run is None:
         run = store.new_run({"command": "exits", "spec": spec, "eval": to_dict(ecfg), "exits": to_dict(xcfg)})
         store.set_status(run, "done")
     for pol, rows in out["rows"].items():
-        store.add_exits(run, out["spec"], ns.task, pol, to_dict(xcfg), rows + [{**out["chosen"][pol], "chosen": True}])
+        store.add_exits(run, out["spec"], name, pol, to_dict(xcfg), rows + [{**out["chosen"][pol], "chosen": True}])
     main = next(iter(out["static"]))
     lines = [f"student: {spec if len(spec) < 100 else spec[:97] + '...'}",
              f"static student ({out['layers']} layers): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in out["static"].items())]

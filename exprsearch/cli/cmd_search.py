@@ -10,7 +10,7 @@ from exprsearch.errors import ConfigError
 from exprsearch.search.leaderboard import leaderboard_table, pareto, pareto_table
 from exprsearch.search.presets import SEARCH_PRESETS
 
-from .common import resolve_run
+from .common import resolve_run, task_options
 
 if TYPE_CHECKING:
     from exprsearch.kd.protocol import EvalConfig
@@ -35,7 +35,8 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     from exprsearch.search.search import SearchConfig
     p.add_argument("--preset", choices=sorted(SEARCH_PRESETS), help="a bundle of settings (explicit options win)")
     p.add_argument("--tasks", "--task", dest="tasks", default=argparse.SUPPRESS,
-                   help="GLUE tasks, comma-separated (e.g. RTE,MRPC)")
+                   help="GLUE tasks, comma-separated (e.g. RTE,MRPC); with --train FILE: your data's name "
+                        "(default: the file's stem)")
     p.add_argument("--resume", metavar="RUN", help="continue a stored run ('last' = the newest)")
     p.add_argument("--top", type=int, default=10, help="leaderboard rows to print (default 10)")
     _store_option(p)
@@ -49,10 +50,10 @@ def _configs(ns: argparse.Namespace):
     s_preset, e_preset = SEARCH_PRESETS.get(ns.preset, ({}, {})) if ns.preset else ({}, {})
     scfg = from_args(SearchConfig, ns, **{k: v for k, v in s_preset.items() if not hasattr(ns, k)})
     over = {k: v for k, v in e_preset.items() if not hasattr(ns, k)}
-    if getattr(ns, "tasks", None):
-        over["tasks"] = tuple(t.strip() for t in ns.tasks.split(",") if t.strip())
+    over.update(task_options(ns, getattr(ns, "tasks", None)))
     ecfg = from_args(EvalConfig, ns, **over, seed=scfg.seed)
     ecfg.torch_device()  # --device cuda without CUDA: an error now, not after the teacher's fine-tuning
+    ecfg.check_data()  # a bad data file: one message, and no run in the store
     _check_with_teacher(scfg, ecfg)
     return scfg, ecfg
 

@@ -14,7 +14,8 @@ from exprsearch.search.presets import EVAL_PRESETS
 
 from .options import add_dataclass_args, from_args
 
-__all__ = ["as_file", "spec_text", "read_spec_arg", "add_eval_options", "eval_config", "logger", "resolve_run"]
+__all__ = ["as_file", "spec_text", "read_spec_arg", "add_eval_options", "eval_config", "logger", "resolve_run",
+           "task_options"]
 
 
 def resolve_run(store: Any, name: str) -> str:
@@ -59,7 +60,8 @@ def read_spec_arg(text: str) -> ModelSpec:
 def add_eval_options(p: argparse.ArgumentParser) -> None:
     """--task, --preset and one option per ``EvalConfig`` field."""
     from exprsearch.kd.protocol import EvalConfig
-    p.add_argument("--task", "--tasks", dest="task", help="GLUE task(s), comma-separated, e.g. RTE or RTE,MRPC")
+    p.add_argument("--task", "--tasks", dest="task", help="GLUE task(s), comma-separated, e.g. RTE or RTE,MRPC; "
+                   "with --train FILE: your data's name (default: the file's stem)")
     p.add_argument("--preset", choices=sorted(EVAL_PRESETS), help="a bundle of settings (explicit options win)")
     add_dataclass_args(p, EvalConfig, skip=("tasks",))
 
@@ -68,12 +70,30 @@ def eval_config(ns: argparse.Namespace):
     """The ``EvalConfig`` of the options given (over the preset, over the defaults)."""
     from exprsearch.kd.protocol import EvalConfig
     preset = EVAL_PRESETS.get(ns.preset, {}) if ns.preset else {}
-    given = {k: v for k, v in preset.items() if not hasattr(ns, k)}
-    if ns.task:  # --task wins over the preset's tasks
-        given["tasks"] = tuple(t.strip() for t in ns.task.split(",") if t.strip())
+    given = {k: v for k, v in preset.items() if not hasattr(ns, k)} | task_options(ns, ns.task)  # --task wins
     cfg = from_args(EvalConfig, ns, **given)
     cfg.torch_device()  # --device cuda without CUDA: an error now, not after the data is read
+    cfg.check_data()  # a bad data file: one message before anything is trained or stored
     return cfg
+
+
+def task_options(ns: argparse.Namespace, names: str | None) -> dict[str, Any]:
+    """The tasks the options name (over a preset's), and your own data's files made absolute (so
+    worker processes and ``--resume`` find them): ``--train FILE`` alone is the task named after
+    the file's stem.
+
+    >>> task_options(argparse.Namespace(train_file="data/reviews.csv"), None)["tasks"]
+    ('reviews',)
+    """
+    out: dict[str, Any] = {}
+    if names:
+        out["tasks"] = tuple(t.strip() for t in names.split(",") if t.strip())
+    for name in ("train_file", "dev_file"):
+        if getattr(ns, name, None):
+            out[name] = str(Path(getattr(ns, name)).expanduser().absolute())
+    if "train_file" in out and "tasks" not in out:
+        out["tasks"] = (Path(out["train_file"]).stem,)
+    return out
 
 
 def logger(ns: argparse.Namespace) -> Callable[[str], None]:

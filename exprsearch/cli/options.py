@@ -71,13 +71,13 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, *, skip: tupl
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_ = f"{docs.get(f.name, '')} (default: {shown})".strip()
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("flags", ())]  # metadata flags: short aliases
         if tp is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_)
         else:
             conv, metavar = _parser_for(tp)
-            group.add_argument(flag, dest=f.name, type=conv, metavar=metavar,
+            group.add_argument(*flags, dest=f.name, type=conv, metavar=metavar,
                                default=argparse.SUPPRESS, help=help_)
 
 

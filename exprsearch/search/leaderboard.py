@@ -44,11 +44,11 @@ def pareto(rows: list[dict[str, Any]], keys: tuple[str, ...] = ("params", "laten
 
 
 def _main_metrics(r: dict[str, Any]) -> str:
-    from exprsearch.kd.glue import task
+    from exprsearch.kd.glue import main_metric
     out = []
     for t, m in (r.get("metrics") or {}).items():
         try:
-            out.append(f"{t} {100 * m[task(t).main]:.1f}")
+            out.append(f"{t} {100 * m[main_metric(t, m)]:.1f}")
         except Exception:  # noqa: BLE001 - metrics of an unknown task are shown raw
             out.append(f"{t} {m}")
     return ", ".join(out)
@@ -61,10 +61,10 @@ def score_std(r: dict[str, Any]) -> float | None:
     >>> round(score_std({"metrics": {"SST-2": {"acc": 0.8, "acc_std": 0.013}, "RTE": {"acc": 0.6, "acc_std": 0.03}}}), 2)
     1.63
     """
-    from exprsearch.kd.glue import task
+    from exprsearch.kd.glue import main_metric
     ms = r.get("metrics") or {}
     try:
-        var = [m[f"{task(t).main}_std"] ** 2 for t, m in ms.items()]
+        var = [m[f"{main_metric(t, m)}_std"] ** 2 for t, m in ms.items()]
     except (KeyError, ValueError):
         return None
     return 100 * math.sqrt(sum(var)) / len(var) if var else None

@@ -36,11 +36,11 @@ def _img(path: Path) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    from exprsearch.kd.glue import task
+    from exprsearch.kd.glue import main_metric
     head = "<tr><th>#</th><th>score</th><th>dev</th><th>params (M)</th><th>FLOPs/token (M)</th><th>latency (ms)</th><th>stage</th><th>spec</th></tr>"
     body = []
     for i, r in enumerate(rows, 1):
-        dev = ", ".join(f"{t} {100 * m[task(t).main]:.1f}" for t, m in (r.get("metrics") or {}).items())
+        dev = ", ".join(f"{t} {100 * m[main_metric(t, m)]:.1f}" for t, m in (r.get("metrics") or {}).items())
         lat = "" if r.get("latency_ms") is None else f"{r['latency_ms']:.1f}"
         body.append(f"<tr><td>{i}</td><td class=num>{r['score']:.2f}</td><td>{html.escape(dev)}</td>"
                     f"<td class=num>{(r.get('params') or 0) / 1e6:.2f}</td><td class=num>{(r.get('flops') or 0) / 1e6:.1f}</td>"
@@ -53,7 +53,7 @@ def _reproduce(cfg: dict[str, Any], run_id: str) -> str:
     s, e = cfg.get("search", {}), cfg.get("eval", {})
     args = ["exprsearch", "search"]
     for k, v in list(s.items()) + [(k, v) for k, v in e.items() if k not in ("seed", "device", "cache_dir")]:
-        if v is None or v == "" or v == ():
+        if v is None or v == "" or v == () or v == []:
             continue
         if k == "tasks":
             args += ["--tasks", ",".join(v)]
