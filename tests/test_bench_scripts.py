@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import bench_bias  # noqa: E402
 import bench_fidelity  # noqa: E402
 from _common import Log  # noqa: E402
 
@@ -96,3 +97,13 @@ def test_fidelity_reliability_leaves_out_seed_subsets_where_a_candidate_failed()
     r = bench_fidelity.reliability(proxy, final, [0, 1, 2], scores, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
     assert r["kendall_tau_by_proxy_seeds"] == {2: 1.0}  # seed 0 alone lacks candidate 1
     assert r["final_split_half_tau"] == 1.0 and r["pass_means"]["proxy0"] == 2.0
+
+
+def test_bias_summary_doctests_and_candidates():
+    import doctest
+    res = doctest.testmod(bench_bias, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted >= 2 and res.failed == 0
+    assert len(bench_bias.CANDIDATES) >= 12 and {"geglu", "swiglu", "sqrelu"} <= set(bench_bias.CANDIDATES)
+    from exprsearch.lang.parsing import parse
+    for name, text in bench_bias.CANDIDATES.items():  # every candidate is a valid expression
+        assert str(parse(text, strict=True)) == text, name
