@@ -27,9 +27,9 @@ from _common import write_json  # noqa: E402  (puts the checkout on sys.path)
 from torch import nn
 
 import exprsearch as es  # noqa: E402
-from compiler import FFNConfig, lower  # noqa: E402
-from compiler.lower import block, blocks_of  # noqa: E402
-from compiler.timing import matmul_bound, time_call  # noqa: E402
+from exprsearch.compiler import FFNConfig, lower  # noqa: E402
+from exprsearch.compiler.lower import block, blocks_of  # noqa: E402
+from exprsearch.compiler.timing import matmul_bound, time_call  # noqa: E402
 
 torch._dynamo.config.recompile_limit = 64  # one Hand.forward code object serves every case
 

@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from compiler import StudentConfig
+    from exprsearch.compiler import StudentConfig
     from exprsearch.kd.distill import KDConfig, KDLoss, SupernetStudent
     from exprsearch.kd.glue import read_split, task
     from exprsearch.kd.group import GroupTrainer, Member

@@ -11,7 +11,7 @@ after every layer, so compute really drops.  Policies (``EntropyExit``, ``Patien
 inference give the same predictions and layer counts (tested).
 
 >>> import torch
->>> from compiler import StudentConfig, build_student
+>>> from exprsearch.compiler import StudentConfig, build_student
 >>> m = EarlyExitBert(build_student("linear1_1(gelu(linear1_1(x,wb1)),wb2)",
 ...                   StudentConfig(layers=3, hidden=16, heads=2, vocab_size=50))).eval()
 >>> ids = torch.randint(1, 50, (4, 6))

@@ -68,7 +68,7 @@ def every_other(p: float, n: int) -> list[int]:
 @torch.no_grad()
 def extract_layers(model: Any, keep: list[int]) -> Any:
     """A new student made of layers ``keep`` of ``model`` (an ExprBertForSequenceClassification)."""
-    from compiler.student import ExprBertConfig, ExprBertForSequenceClassification
+    from exprsearch.compiler.student import ExprBertConfig, ExprBertForSequenceClassification
     n = model.config.num_hidden_layers
     if not keep or any(not 0 <= i < n for i in keep) or len(set(keep)) != len(keep):
         raise ConfigError(f"keep {keep}: distinct layers of 0..{n - 1}")

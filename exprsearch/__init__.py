@@ -14,6 +14,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# exprsearch.compiler is the checkout's compiler/ folder (an install maps it into the package); run
+# from a checkout without installing (PYTHONPATH=.), the package's path reaches it too
+import os as _os
+
+_CHECKOUT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "compiler")) and \
+        _os.path.isfile(_os.path.join(_CHECKOUT, "compiler", "__init__.py")):
+    __path__.append(_CHECKOUT)  # type: ignore[name-defined]  # noqa: F821
+
 
 def tune_gc() -> None:
     """Raise the cyclic GC's first threshold: the pipeline allocates many small acyclic objects

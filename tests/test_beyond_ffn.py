@@ -23,12 +23,12 @@ from conftest_search import (  # noqa: F401
     tiny_teacher,
 )
 
-from compiler import StudentConfig, build_student, student_cost
-from compiler.attention import LSRASelfAttention, attention_mm_flops, lsra_params
-from compiler.cost import spec_params
-from compiler.heads import head_importance, head_masks, heads_of, keep_top, prune_heads
-from compiler.layerdrop import every_other, extract_layers, sample_skips, set_skips
-from compiler.lower import FFNConfig
+from exprsearch.compiler import StudentConfig, build_student, student_cost
+from exprsearch.compiler.attention import LSRASelfAttention, attention_mm_flops, lsra_params
+from exprsearch.compiler.cost import spec_params
+from exprsearch.compiler.heads import head_importance, head_masks, heads_of, keep_top, prune_heads
+from exprsearch.compiler.layerdrop import every_other, extract_layers, sample_skips, set_skips
+from exprsearch.compiler.lower import FFNConfig
 from exprsearch.errors import ConfigError, DSLError
 from exprsearch.lang.expr import AttnSpec
 from exprsearch.lang.parsing import parse, parse_spec, read_spec
@@ -279,7 +279,7 @@ def test_sampler_draws_attention_and_depth():
 
 
 def test_priced_attention_flops_equal_the_built_model():
-    from compiler.attention import layer_attention_flops, module_attention_flops
+    from exprsearch.compiler.attention import layer_attention_flops, module_attention_flops
     spec = parse_spec(f"[layer(attn=lsra(heads=2, kernel=3), ffn={STD}); layer(attn=mha(heads=1), ffn={STD});"
                       f" {STD}; layer(attn=lsra(), ffn={STD})]")
     model = build_student(spec, TINY)

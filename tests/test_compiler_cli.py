@@ -7,7 +7,7 @@ import re
 import pytest
 
 import exprsearch as es
-from compiler import FFNConfig, ffn_cost
+from exprsearch.compiler import FFNConfig, ffn_cost
 from exprsearch.cli.main import main
 
 EXPR = "linear2_2(gelu(linear2_2(max(x,tanh(x)),wb1)),wb2)"

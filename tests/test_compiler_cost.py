@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import exprsearch as es
-from compiler import (
+from exprsearch.compiler import (
     Cost,
     FFNConfig,
     StudentConfig,
@@ -23,7 +23,7 @@ from compiler import (
     lower,
     student_cost,
 )
-from compiler.cost import LN_COST
+from exprsearch.compiler.cost import LN_COST
 
 NOTES = Path(__file__).resolve().parent.parent / "docs" / "reference_notes.md"
 STANDARD = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
@@ -121,8 +121,8 @@ def test_bert_base_sized_ffn_numbers():
 def test_cost_module_doctest():
     import doctest
 
-    import compiler.cost
-    res = doctest.testmod(compiler.cost, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    import exprsearch.compiler.cost as cost_mod
+    res = doctest.testmod(cost_mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert res.attempted > 0 and res.failed == 0
 
 

@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-import compiler
-import compiler.execute
+import exprsearch.compiler.execute as execute_mod
 import exprsearch as es
-from compiler import CompileError, FFNConfig, ModuleCache, lower
-from compiler.lower import blocks_of, slot_instances, verify_graph
+from exprsearch.compiler import CompileError, FFNConfig, ModuleCache, lower
+from exprsearch.compiler.lower import blocks_of, slot_instances, verify_graph
 from exprsearch.lang.ops import OPS, Kind
 from exprsearch.lang.symbolic import X_SYMBOL, to_sympy
 
@@ -494,13 +493,13 @@ def test_lowering_output_not_h_wide_is_a_compile_error():
 
 def test_module_cache_lowers_each_canonical_key_once(monkeypatch):
     calls = []
-    real = compiler.execute.lower
+    real = execute_mod.lower
 
     def counting(e, cfg, **kw):
         calls.append(str(e))
         return real(e, cfg, **kw)
 
-    monkeypatch.setattr(compiler.execute, "lower", counting)
+    monkeypatch.setattr(execute_mod, "lower", counting)
     cache = ModuleCache()
     cfg = FFNConfig(hidden=16)
     a = cache.get(es.parse("linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)"), cfg)
@@ -543,13 +542,14 @@ def test_module_cache_gives_fresh_parameters_each_time():
 
 def test_maybe_compile_disabled_and_cpu_autocast_are_no_ops():
     gm = lower(es.parse(STANDARD), FFNConfig(hidden=8))
-    assert compiler.maybe_compile(gm, False) is gm
-    with compiler.autocast("cpu"):
+    from exprsearch.compiler import autocast, maybe_compile
+    assert maybe_compile(gm, False) is gm
+    with autocast("cpu"):
         assert F.linear(torch.randn(2, 8), torch.randn(4, 8)).dtype == torch.float32
 
 
-@pytest.mark.parametrize("module", ["compiler.lower", "compiler.supernet", "compiler.execute",
-                                    "compiler.student"])
+@pytest.mark.parametrize("module", ["exprsearch.compiler.lower", "exprsearch.compiler.supernet",
+                                    "exprsearch.compiler.execute", "exprsearch.compiler.student"])
 def test_module_doctests(module):
     """The examples in the compiler's docstrings run (compiler.cost's: see test_compiler_cost.py)."""
     import doctest

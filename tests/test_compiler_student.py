@@ -8,7 +8,7 @@ import torch
 import transformers
 
 import exprsearch as es
-from compiler import (
+from exprsearch.compiler import (
     ExprBertForSequenceClassification,
     StudentConfig,
     build_student,
@@ -16,7 +16,7 @@ from compiler import (
     init_from_teacher,
     layer_map,
 )
-from compiler.student import SPEC_FILE
+from exprsearch.compiler.student import SPEC_FILE
 from exprsearch.errors import ConfigError
 
 STANDARD = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
@@ -209,7 +209,7 @@ def test_real_default_teacher_is_reproduced():
 def test_onnx_export_runs_in_onnxruntime(tmp_path):
     pytest.importorskip("onnx", reason="onnx is not installed")
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-    from compiler.export import export_onnx
+    from exprsearch.compiler.export import export_onnx
     torch.manual_seed(0)
     m = build_student(es.parse_spec("[" + "; ".join(TWO) + "]"), StudentConfig(**TINY)).eval()
     _perturb(m)

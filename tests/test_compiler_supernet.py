@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import transformers
 
 import exprsearch as es
-from compiler import (
+from exprsearch.compiler import (
     CompileError,
     FFNConfig,
     SuperFFN,
@@ -17,7 +17,7 @@ from compiler import (
     lower,
     lower_shared,
 )
-from compiler.lower import block
+from exprsearch.compiler.lower import block
 
 H, D = 16, 32
 

@@ -48,7 +48,7 @@ def test_the_directory_holds_everything_a_user_needs(shipped):
 
 LOAD = r'''
 import sys, json, torch
-sys.modules["exprsearch"] = None; sys.modules["compiler"] = None   # not installed, as far as this process knows
+sys.modules["exprsearch"] = None   # not installed, as far as this process knows
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 path = sys.argv[1]
 model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
@@ -73,7 +73,7 @@ def test_it_loads_and_runs_without_exprsearch_and_a_plain_bert_refuses(shipped):
     got = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert got["cls"] == "ExprBertForSequenceClassification"
     assert "trust_remote_code=True" in got["refused"]
-    from compiler.student import ExprBertForSequenceClassification
+    from exprsearch.compiler.student import ExprBertForSequenceClassification
     mine = ExprBertForSequenceClassification.from_pretrained(shipped).eval()
     with torch.no_grad():
         want = mine(input_ids=torch.tensor(got["ids"]), attention_mask=torch.tensor(got["mask"]),
@@ -83,7 +83,7 @@ def test_it_loads_and_runs_without_exprsearch_and_a_plain_bert_refuses(shipped):
 
 def test_onnx_matches_pytorch(shipped):
     ort = pytest.importorskip("onnxruntime")
-    from compiler.student import ExprBertForSequenceClassification
+    from exprsearch.compiler.student import ExprBertForSequenceClassification
     model = ExprBertForSequenceClassification.from_pretrained(shipped).eval()
     sess = ort.InferenceSession(str(shipped / "model.onnx"), providers=["CPUExecutionProvider"])
     ids = torch.randint(1000, 2000, (4, 21))

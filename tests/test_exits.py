@@ -14,7 +14,7 @@ import torch
 from conftest_kd import quiet
 from conftest_search import easy_glue, kd_cache, one_thread, search_ecfg, tiny_teacher  # noqa: F401
 
-from compiler.exits import (
+from exprsearch.compiler.exits import (
     EarlyExitBert,
     EntropyExit,
     GateExit,
@@ -106,7 +106,7 @@ def _one_by_one(model, inputs, policy):
 
 @pytest.mark.parametrize("policy", [EntropyExit(0.3), EntropyExit(0.6), PatienceExit(1), GateExit(0.0), GateExit(0.5)])
 def test_batched_and_per_example_inference_agree(trained, policy):
-    from compiler.exits import _run_layer
+    from exprsearch.compiler.exits import _run_layer
     model, st, *_ = trained
     model.eval()
     inputs = _batch(st)

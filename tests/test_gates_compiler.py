@@ -10,10 +10,10 @@ import transformers
 from torch import nn
 
 import exprsearch as es
-from compiler import FFNConfig, StudentConfig, SuperFFN, build_student, graph_cost, inherit, load_teacher_ffn
-from compiler import lower, lower_shared
-from compiler.cost import ffn_cost, linear_cost, spec_params
-from compiler.lower import block
+from exprsearch.compiler import FFNConfig, StudentConfig, SuperFFN, build_student, graph_cost, inherit, load_teacher_ffn
+from exprsearch.compiler import lower, lower_shared
+from exprsearch.compiler.cost import ffn_cost, linear_cost, spec_params
+from exprsearch.compiler.lower import block
 from exprsearch.kd.distill import SupernetStudent
 from exprsearch.lang.parsing import parse_spec
 

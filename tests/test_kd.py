@@ -27,7 +27,7 @@ from conftest_kd import (  # noqa: F401
 
 import exprsearch.kd.evaluate as evaluate_mod
 import exprsearch.kd.teacher as teacher_mod
-from compiler import StudentConfig
+from exprsearch.compiler import StudentConfig
 from exprsearch.errors import ConfigError
 from exprsearch.kd.distill import KDConfig, KDLoss, SupernetStudent
 from exprsearch.kd.evaluate import CandidateResult, Evaluator
@@ -100,7 +100,7 @@ def test_kd_loss_decreases_when_training_an_extracted_student(sst2):
 def test_kd_loss_terms_on_a_student_equal_to_the_teacher(sst2):
     """A student that *is* the teacher (standard FFN with D = the teacher's width): hidden-state
     MSE 0, soft cross-entropy = the teacher's entropy, task term = the teacher's cross-entropy."""
-    from compiler import build_student
+    from exprsearch.compiler import build_student
     teacher, enc = sst2
     inter = teacher.config.intermediate_size
     student = build_student(SPEC, _student_config(teacher, base_width=inter), teacher).eval()

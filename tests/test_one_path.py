@@ -30,7 +30,7 @@ from exprsearch.search.store import Store, row_spec
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EDGES = ("exprsearch.cli", "exprsearch.search.store", "tests", "test_", "conftest")
-EDGE_FUNCTIONS = {("compiler.student", "__init__"), ("exprsearch.space.samplers", "parse_attn_choices")}
+EDGE_FUNCTIONS = {("exprsearch.compiler.student", "__init__"), ("exprsearch.space.samplers", "parse_attn_choices")}
 
 
 def _caller(depth: int = 2) -> tuple[str, str]:
@@ -74,13 +74,13 @@ def test_evaluation_parses_nothing_and_lowers_each_layer_once(search_ecfg, parse
     spec = parse_spec("[linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2); linear2_1(tanh(linear2_1(x,wb1)),wb2)]")
     before = len(parses)
     lowered: list[str] = []
-    real = sys.modules["compiler.lower"].lower
+    real = sys.modules["exprsearch.compiler.lower"].lower
 
     def counting(e, *a, **kw):
         lowered.append(str(e))
         return real(e, *a, **kw)
 
-    for module in ("compiler.student", "compiler.supernet"):  # every place a layer is lowered from
+    for module in ("exprsearch.compiler.student", "exprsearch.compiler.supernet"):  # every place a layer is lowered from
         monkeypatch.setattr(sys.modules[module], "lower", counting)
     r = ev.evaluate(spec)
     assert r.status == "ok"

@@ -26,8 +26,9 @@ def _options(p: argparse.ArgumentParser) -> None:
 
 @command("compile", "lower an expression to a torch.fx FFN; show its code, cost and speed")(_options)
 def cmd_compile(ns: argparse.Namespace) -> int:
-    from compiler import FFNConfig, ffn_cost, lower
-    from compiler.timing import StandardFFN, time_call
+    from exprsearch.compiler import FFNConfig, ffn_cost, lower
+    from exprsearch.lang.standard import STANDARD_FFN
+    from exprsearch.compiler.timing import StandardFFN, time_call
     e = parse(ns.expr, strict=not ns.relaxed)
     cfg = FFNConfig(hidden=ns.hidden, base_width=ns.base_width)
     gm = lower(e, cfg)

@@ -177,16 +177,16 @@ class Repl:
                  f"ops {', '.join(s['ops'])}")
 
     def _ffn_cfg(self, args: list[str]) -> Any:
-        from compiler import FFNConfig
+        from exprsearch.compiler import FFNConfig
         h, d = self._ints(args[:2], [self.hidden, self.base])
         return FFNConfig(hidden=h or self.hidden, base_width=d)
 
     def cmd_fx(self, args: list[str]) -> None:
-        from compiler import lower
+        from exprsearch.compiler import lower
         self.say(lower(self._expr([]), self._ffn_cfg(args)).code.strip())
 
     def cmd_cost(self, args: list[str]) -> None:
-        from compiler import ffn_cost
+        from exprsearch.compiler import ffn_cost
         cfg = self._ffn_cfg(args)
         seq = self._ints(args[2:3], [self.seq])[0]
         c = ffn_cost(self._expr([]), cfg)
@@ -197,8 +197,8 @@ class Repl:
     def cmd_bench(self, args: list[str]) -> None:
         import torch
 
-        from compiler import lower
-        from compiler.timing import StandardFFN, time_call
+        from exprsearch.compiler import lower
+        from exprsearch.compiler.timing import StandardFFN, time_call
         cfg = self._ffn_cfg(args)
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         x = torch.randn(8 if dev.type == "cpu" else 32, 64 if dev.type == "cpu" else 128, cfg.hidden, device=dev)

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compiler import FFNConfig, StudentConfig, build_student, inherit, layer_map
-from compiler.student import ExprBertForSequenceClassification, ExprFFNOutput, _copy
-from compiler.supernet import MAX_BLOCKS, SuperFFN, load_teacher_ffn, lower_shared
+from exprsearch.compiler import FFNConfig, StudentConfig, build_student, inherit, layer_map
+from exprsearch.compiler.student import ExprBertForSequenceClassification, ExprFFNOutput, _copy
+from exprsearch.compiler.supernet import MAX_BLOCKS, SuperFFN, load_teacher_ffn, lower_shared
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES
@@ -196,7 +196,7 @@ class SupernetStudent(nn.Module):
         else:
             self.use_spec(ModelSpec(tuple(pool.draw(rng, x, y) for _ in range(self.cfg.layers))))
         if layerdrop:
-            from compiler.layerdrop import sample_skips, set_skips
+            from exprsearch.compiler.layerdrop import sample_skips, set_skips
             set_skips(self.model, sample_skips(self.cfg.layers, layerdrop, rng))
         return x, y
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from compiler.student import set_dropout
+from exprsearch.compiler.student import set_dropout
 from exprsearch.errors import ConfigError, DeviceError, ExprSearchError
 from exprsearch.lang.expr import ModelSpec
 
@@ -145,7 +145,7 @@ class Evaluator:
         return res
 
     def _record(self, res: CandidateResult, name: str, run: "_Run") -> None:
-        from compiler import student_cost
+        from exprsearch.compiler import student_cost
         if run.status != "ok":
             res.status, res.reason = run.status, f"{name}: {run.reason}"
             if run.curve is not None and run.status == "stopped":
@@ -181,7 +181,7 @@ class Evaluator:
 
     def _latency(self, student: Any) -> float | None:
         """Milliseconds of one inference forward of a ``latency_batch`` x ``latency_len`` batch."""
-        from compiler.timing import forward_ms
+        from exprsearch.compiler.timing import forward_ms
         return forward_ms(student, self.device, self.cfg.latency_batch, self.cfg.latency_len) \
             if self.cfg.latency_batch else None
 
@@ -189,8 +189,8 @@ class Evaluator:
         """The candidate, inheriting the warm supernet: shallower specs keep the layers of the
         LayerDrop every-other rule (or evenly spaced ones); pruned heads are chosen by importance
         on the extracted student when ``head_importance_steps`` > 0, else the first heads are kept."""
-        from compiler.layerdrop import every_other
-        from compiler.student import layer_map
+        from exprsearch.compiler.layerdrop import every_other
+        from exprsearch.compiler.student import layer_map
         n, full = len(spec), self.cfg.layers
         attn = spec.attn or (None,) * n
         if self.cfg.w_attn and any(a is not None for a in attn):
@@ -207,7 +207,7 @@ class Evaluator:
                 keep = sorted(set(layer_map("uniform", n, full)))
         student = st.supernet.extract(build, keep_layers=keep).to(self.device).train()
         if prune:
-            from compiler.heads import head_importance, keep_top, prune_heads
+            from exprsearch.compiler.heads import head_importance, keep_top, prune_heads
             kd = KDLoss(st.teacher, student, st.task, self.cfg.kd()).to(self.device)
             imp = head_importance(student, st.train, lambda b: kd(student, b), self.cfg.head_importance_steps)
             prune_heads(student, keep_top(imp, [a.heads if a is not None and a.kind == "mha" and a.heads else None

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from compiler.exits import EarlyExitBert, EntropyExit, GateExit, PatienceExit
+from exprsearch.compiler.exits import EarlyExitBert, EntropyExit, GateExit, PatienceExit
 from exprsearch.errors import ConfigError, check_number, check_whole
 from exprsearch.lang.expr import ModelSpec
 

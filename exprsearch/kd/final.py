@@ -68,7 +68,7 @@ def final_steps(ev: Any, task_name: str, cfg: FinalConfig) -> int:
 def finetune(ev: Any, specs: list[ModelSpec], task_name: str, seed: int, cfg: FinalConfig,
              log: Callable[[str], None] | None = None, keep_models: bool = True) -> list[FinalRun]:
     """Fine-tune ``specs`` on ``task_name`` with training seed ``seed`` (see the module docstring)."""
-    from compiler.student import set_dropout
+    from exprsearch.compiler.student import set_dropout
     st = ev.state[task_name]
     if st.heldout is None:
         raise ConfigError("the final protocol chooses its checkpoint on held-out training rows: "

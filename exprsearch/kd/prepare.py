@@ -101,7 +101,7 @@ def hold_out(train: Encoded, rows: int) -> tuple[Encoded, Encoded | None]:
 
 def student_config(cfg: EvalConfig, teacher: Any, num_labels: int) -> Any:
     """The student shape: the teacher's width, heads, vocabulary; the protocol's depth and D."""
-    from compiler import StudentConfig
+    from exprsearch.compiler import StudentConfig
     tc = teacher.config
     return StudentConfig(layers=cfg.layers, hidden=tc.hidden_size, heads=tc.num_attention_heads,
                          base_width=cfg.base_width, num_labels=num_labels,
@@ -145,7 +145,7 @@ def _supernet(cfg: EvalConfig, t: Task, teacher: Any, tdir: Path, batches: Batch
               on_log=Progress(log, f"warm-up {t.name}", cfg.warmup_steps))
     sup.use(4, 1)
     if cfg.layerdrop:
-        from compiler.layerdrop import set_skips
+        from exprsearch.compiler.layerdrop import set_skips
         set_skips(sup.model, set())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

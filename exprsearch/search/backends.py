@@ -90,9 +90,12 @@ def _chunks(batch: Batch, size: int) -> list[Batch]:
 _WORKER: Any = None
 
 
-def _init_worker(cfg: Any, ready: Any) -> None:
+def _init_worker(cfg: Any, ready: Any, threads: int) -> None:
     global _WORKER
+    import torch
+
     from exprsearch.kd.evaluate import Evaluator
+    torch.set_num_threads(threads)  # the parent's: CPU reductions in the same order, the same results
     _WORKER = Evaluator(cfg, log=lambda m: None)
     with ready.get_lock():  # the pool is ready when every worker holds its Evaluator
         ready.value += 1
@@ -100,6 +103,11 @@ def _init_worker(cfg: Any, ready: Any) -> None:
 
 def _work(items: Batch, seed: int | None = None) -> list[tuple[str, dict[str, Any]]]:
     return _evaluate(_WORKER, items, f"pid{os.getpid()}", seed)
+
+
+def _torch_threads() -> int:
+    import torch
+    return torch.get_num_threads()
 
 
 class PoolBackend(Backend):
@@ -128,7 +136,8 @@ class PoolBackend(Backend):
         ctx = mp.get_context("spawn")
         ready = ctx.Value("i", 0)
         pool = ProcessPoolExecutor(self.capacity, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(replace(self.cfg, setup_workers=1), ready))  # caches are warm
+                                   initargs=(replace(self.cfg, setup_workers=1), ready,  # caches are warm
+                                             _torch_threads()))
         probes = [pool.submit(os.getpid) for _ in range(self.capacity)]  # workers spawn on demand
         deadline = time.monotonic() + self.start_timeout
         while ready.value < self.capacity:

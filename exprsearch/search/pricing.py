@@ -99,9 +99,9 @@ class Budget:
 
 def price_spec(spec: ModelSpec, ecfg: Any, tc: dict[str, Any], num_labels: int) -> Price:
     """The price of ``spec`` for protocol ``ecfg`` and teacher config ``tc`` (cost model only)."""
-    from compiler import FFNConfig
-    from compiler.attention import layer_attention_flops
-    from compiler.cost import head_flops, linear_cost, spec_params
+    from exprsearch.compiler import FFNConfig
+    from exprsearch.compiler.attention import layer_attention_flops
+    from exprsearch.compiler.cost import head_flops, linear_cost, spec_params
     h, heads = tc["hidden_size"], tc["num_attention_heads"]
     cfg = FFNConfig(hidden=h, base_width=ecfg.base_width)
     vocab, pos, types = tc["vocab_size"], tc["max_position_embeddings"], tc.get("type_vocab_size", 2)

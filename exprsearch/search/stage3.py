@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
-from compiler.student import set_dropout
+from exprsearch.compiler.student import set_dropout
 from exprsearch.kd.distill import KDLoss
 from exprsearch.kd.evaluate import Evaluator
 from exprsearch.kd.glue import score

@@ -33,7 +33,7 @@ __all__ = ["distill", "model_facts", "check_onnx"]
 
 def model_facts(model: Any, seq_len: int = 128) -> dict[str, Any]:
     """Parameters (total / non-embedding / FFN) and matmul FLOPs per token of a student."""
-    from compiler import student_cost
+    from exprsearch.compiler import student_cost
     cost = student_cost(model, seq_len)
     embed = sum(p.numel() for p in model.bert.embeddings.parameters())
     return {"params": cost["params"], "nonembed_params": cost["params"] - embed, "ffn_params": cost["ffn_params"],
@@ -42,7 +42,7 @@ def model_facts(model: Any, seq_len: int = 128) -> dict[str, Any]:
 
 def _latency(model: Any, device: torch.device, batch: int, seq: int = 128) -> float:
     """Milliseconds of one forward of ``batch`` sequences of ``seq`` tokens (median of repeats)."""
-    from compiler.timing import forward_ms
+    from exprsearch.compiler.timing import forward_ms
     cpu = device.type == "cpu"
     return forward_ms(model, device, batch, seq, warmup=2 if cpu else 5, iters=5 if cpu else 20)
 
@@ -50,7 +50,7 @@ def _latency(model: Any, device: torch.device, batch: int, seq: int = 128) -> fl
 def check_onnx(model: Any, path: Path) -> dict[str, Any]:
     """Export ``model`` to ``path`` (inputs input_ids, attention_mask, token_type_ids; dynamic
     batch and length) and compare onnxruntime's logits with PyTorch's on two shapes."""
-    from compiler.export import export_onnx
+    from exprsearch.compiler.export import export_onnx
     try:
         import onnxruntime as ort
     except ImportError:

@@ -137,7 +137,7 @@ def _blocks(gm: Any) -> list[dict[str, tuple[int, int]]]:
 
 def modeling_source(model: Any) -> str:
     """The standalone ``modeling_exprbert.py`` of ``model`` (see the module docstring)."""
-    from compiler.student import ffn_modules
+    from exprsearch.compiler.student import ffn_modules
     spec = model.spec
     attn = spec.attn or (None,) * len(spec)
     if any(a is not None and a.kind != "mha" for a in attn):
@@ -159,7 +159,7 @@ def modeling_source(model: Any) -> str:
 
 def write_hf_dir(model: Any, out: Path, tokenizer_dir: Path, labels: list[str] | None = None) -> Path:
     """Save ``model`` into ``out`` (created) as a self-contained Hugging Face directory."""
-    from compiler.student import SPEC_FILE
+    from exprsearch.compiler.student import SPEC_FILE
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.config
