@@ -45,7 +45,9 @@ def test_wheel_contains_grammar_and_examples(wheel: Path):
     assert "exprsearch/_grammar/ffn.lark" in names
     assert "exprsearch/data/examples.ffn" in names
     assert "exprsearch/lang/syntax.py" in names and "exprsearch/lang/ops.py" in names
-    assert {f"exprsearch/{p}/__init__.py" for p in ("lang", "space", "kd", "search", "cli")} <= names
+    assert {f"exprsearch/{p}/__init__.py" for p in ("lang", "space", "compiler", "kd", "search", "ship", "cli")} <= names
+    assert "exprsearch/py.typed" in names and "exprsearch/compiler/lower.py" in names
+    assert not any(n.startswith("compiler/") for n in names)  # no top-level package to clash with another
     with zipfile.ZipFile(wheel) as z:
         assert z.read("exprsearch/_grammar/ffn.lark") == (ROOT / "grammar" / "ffn.lark").read_bytes()
         assert z.read("exprsearch/data/examples.ffn") == (ROOT / "exprsearch" / "data" / "examples.ffn").read_bytes()
