@@ -112,3 +112,18 @@ def test_an_existing_directory_is_kept_unless_overwrite(tmp_path, search_ecfg, c
     (out / "mine.txt").write_text("keep me")
     assert main(_args(search_ecfg, out)) == 2
     assert "--overwrite" in capsys.readouterr().err and (out / "mine.txt").read_text() == "keep me"
+
+
+def test_distilling_a_runs_best_records_it_for_the_report(tmp_path, search_ecfg):
+    from conftest_search import run_search
+
+    from exprsearch.search.store import Store
+    search, _, rows = run_search(tmp_path / "runs.db", search_ecfg, candidates=3)
+    best = max((r for r in rows if r["status"] == "ok"), key=lambda r: r["score"])
+    out = tmp_path / "student"
+    args = _args(search_ecfg, out, "--store", str(tmp_path / "runs.db"))
+    args[1] = "last"
+    assert main(args) == 0
+    (art,) = Store(tmp_path / "runs.db", readonly=True).artifacts(search.run_id)
+    assert art["dir"] == str(out) and art["spec"] == best["spec"] and art["task"] == "SST-2"
+    assert f"run {search.run_id}" in (out / "README.md").read_text()  # the card says where the spec came from

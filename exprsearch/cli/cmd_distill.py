@@ -35,9 +35,9 @@ def _target(ns: argparse.Namespace) -> tuple[str, str, tuple[Path, str] | None]:
     """(spec text, where it came from, (store, run) when it is a stored run's best candidate)."""
     from exprsearch.search.store import Store, default_store_path
     path = Path(ns.store) if ns.store else default_store_path()
-    if ns.target == "last" or (path.is_file() and "(" not in ns.target and "[" not in ns.target
-                               and not Path(ns.target).is_file()):
-        store = Store(path, readonly=True)
+    looks_like_run = ns.target == "last" or not any(c in ns.target for c in "([;\n")
+    store = Store(path, readonly=True) if looks_like_run and (ns.target == "last" or path.is_file()) else None
+    if store is not None and (ns.target == "last" or store.has_run(ns.target)):
         run = resolve_run(store, ns.target)
         ok = [r for r in store.candidates(run, status="ok") if r["score"] is not None and "@" not in r["key"]]
         if not ok:

@@ -25,8 +25,7 @@ def _exits_options(p: argparse.ArgumentParser) -> None:
 def resolve_target(target: str, store: Any | None) -> tuple[str, str | None]:
     """RUN_OR_SPEC -> (spec text, run id or None): a stored run ('last' = the newest) gives its
     best successful candidate; anything else is a spec (text or a file)."""
-    if store is not None and (target == "last" or store.db.execute(
-            "SELECT 1 FROM runs WHERE run_id = ?", (target,)).fetchone()):
+    if store is not None and (target == "last" or store.has_run(target)):
         run = resolve_run(store, target)
         ok = [r for r in store.candidates(run, status="ok") if r["score"] is not None]
         if not ok:

@@ -215,6 +215,10 @@ class Store:
                 r["best"] = max(x["score"] for x in self.candidates(r["run_id"], status="ok"))
         return out
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether the store holds a run of this id."""
+        return bool(self._rows("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
+
     def set_status(self, run_id: str, status: str, notes: str = "") -> None:
         """A run's status (running | done | failed | interrupted) and why (``notes``, shown by ``show``)."""
         self._write("UPDATE runs SET status = ?, updated = ?, notes = ? WHERE run_id = ?",

@@ -44,7 +44,8 @@ def model_card(info: dict[str, Any]) -> str:
              "tokenizer = AutoTokenizer.from_pretrained(PATH)", "```", "",
              "The architecture is in `modeling_exprbert.py` (generated; needs only torch and transformers); "
              "`model.onnx` takes `input_ids`, `attention_mask` and `token_type_ids`.", "",
-             "## Spec", "", "```", *[f"{item}" for item in info["spec"].strip("[]").split("; ")], "```", "",
+             "## Spec", "", *([f"From {info['source']}.", ""] if info.get("source") else []),
+             "```", *[f"{item}" for item in info["spec"].strip("[]").split("; ")], "```", "",
              f"## Dev scores ({task}, {main} x 100)", "",
              "| model | dev |", "|---|---|",
              f"| this student | {_score(info['student'])} |",
