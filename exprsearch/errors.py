@@ -19,7 +19,7 @@ import unicodedata
 from typing import Any
 
 __all__ = [
-    "ExprSearchError", "ConfigError", "DeviceError", "RunAborted", "DSLError", "DSLSyntaxError", "UnknownNameError", "ArityError",
+    "ExprSearchError", "ConfigError", "DeviceError", "GraphMemoryLost", "RunAborted", "DSLError", "DSLSyntaxError", "UnknownNameError", "ArityError",
     "SlotTypeError", "InputTooLargeError", "NestingTooDeepError", "ValidityError", "SlotCountError",
     "SlotOrderError", "LinearMismatchError", "NestedActivationError", "NestedLinearError",
     "UnreachableInputError", "OutputError", "WidthError", "suggest", "check_whole", "check_number",
@@ -88,6 +88,11 @@ def check_number(cfg: Any, *names: str, above: float | None = None, least: float
 class DeviceError(ExprSearchError):
     """The accelerator is in a state no candidate caused (a CUDA fault, a poisoned generator):
     it stops the work of its process instead of failing candidate after candidate."""
+
+
+class GraphMemoryLost(DeviceError):
+    """A CUDA-graph capture ran out of memory: its private memory pool is not given back before
+    the process ends, so the process is replaced (and its group made smaller)."""
 
 
 class RunAborted(ExprSearchError):

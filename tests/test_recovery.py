@@ -198,7 +198,7 @@ def test_cli_exits_non_zero_and_show_list_marks_the_run_failed(tmp_path, search_
 FP = Footprint(process=int(1.5 * GIB), base=int(1 * GIB), per_member=int(2.2 * GIB), graphs=True)
 
 
-@pytest.mark.parametrize("gib, workers, group", [(141, 2, 16), (80, 2, 13), (40, 1, 13), (24, 1, 7)])
+@pytest.mark.parametrize("gib, workers, group", [(141, 2, 16), (80, 2, 10), (40, 1, 10), (24, 1, 6)])
 def test_the_plan_fits_the_card(gib, workers, group):
     p = plan(int(gib * GIB), FP)
     assert (p.workers, p.group) == (workers, group)
@@ -220,3 +220,25 @@ def test_the_cpu_plan_is_the_default_group(search_ecfg):
     e = Evaluator(dataclasses.replace(search_ecfg, group=0), log=quiet)
     assert e.group == 8 and e.size(workers=0).workers == 1
     assert torch.device("cpu") == e.device
+
+
+def test_a_lost_graph_pool_replaces_the_workers_with_smaller_groups(tmp_path, search_ecfg, monkeypatch, local_specs):
+    """A capture that ran out of memory on CUDA leaves its pool allocated: the pool backend replaces
+    its workers and halves the group (at 1, no graphs); nothing fails, scores are unchanged."""
+    from exprsearch.search.backends import InlineBackend, PoolBackend
+    monkeypatch.setenv("EXPRSEARCH_FAULTS", "capture:1:lost")  # every fresh worker: once, at its first capture
+    logs: list[str] = []
+    backend = PoolBackend(search_ecfg, workers=1, log=logs.append)
+    try:
+        out = backend.run(local_specs)
+    finally:
+        backend.close()
+    assert all(r["status"] == "ok" for r in out.values()) and len(out) == len(local_specs)
+    assert any("groups of 1 from now on" in m for m in logs) and any("without CUDA graphs" in m for m in logs)
+    want = InlineBackend(search_ecfg, log=quiet).run(local_specs)
+    assert {k: r["score"] for k, r in out.items()} == pytest.approx({k: r["score"] for k, r in want.items()})
+
+
+@pytest.fixture
+def local_specs():
+    return [(s, parse_spec(s)) for s in SPECS[:3]]

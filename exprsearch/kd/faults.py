@@ -7,7 +7,8 @@ is reached, then never again.  Points: ``capture`` (a length bucket's CUDA-graph
 the CPU too where a graph would be captured), ``step`` (a training step of a group).  Kinds:
 ``oom`` (out of memory: on CUDA a real allocation larger than the card, so the allocator's own
 error is raised, inside the capture when the point is there), ``device`` (a CUDA error that
-poisons the device), ``bug`` (a ``TypeError``, as a programming error would raise).  Invariant:
+poisons the device), ``bug`` (a ``TypeError``, as a programming error would raise), ``lost``
+(``GraphMemoryLost``: a capture's memory pool held until the process ends).  Invariant:
 with no plan, ``check`` costs one dictionary lookup.
 
 >>> inject("step", times=1, kind="bug")
@@ -28,7 +29,7 @@ import torch
 __all__ = ["inject", "check", "clear", "POINTS", "KINDS"]
 
 POINTS = ("capture", "step")
-KINDS = ("oom", "device", "bug")
+KINDS = ("oom", "device", "bug", "lost")
 
 _plan: dict[str, list] = {}      # point -> [times left, kind]
 _env_read = False
@@ -68,6 +69,9 @@ def check(point: str, device: torch.device | None = None) -> None:
     kind = plan[1]
     if kind == "bug":
         raise TypeError(f"injected fault at {point}")
+    if kind == "lost":
+        from exprsearch.errors import GraphMemoryLost
+        raise GraphMemoryLost(f"injected fault at {point}: a capture's memory pool is lost")
     if kind == "device":
         raise RuntimeError(f"CUDA error: an illegal memory access was encountered (injected fault at {point})")
     if device is not None and device.type == "cuda":  # the caching allocator's own error, for real

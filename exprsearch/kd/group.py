@@ -48,7 +48,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from exprsearch.errors import DeviceError
+from exprsearch.errors import DeviceError, GraphMemoryLost
 
 from . import faults
 from .tokens import Batch, Batcher
@@ -205,10 +205,14 @@ class GroupTrainer:
         except Exception as err:  # noqa: BLE001 - cleaned up below, then re-raised or eager
             self.release()
             repair_cuda_rng(self.device)
+            if isinstance(err, GraphMemoryLost):
+                raise
             if is_oom(err):
-                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory while capturing a CUDA graph of "
-                                                  f"{len(self.members)} candidates at width {batch.input_ids.shape[1]}"
-                                                  ) from err
+                what = (f"CUDA out of memory while capturing a CUDA graph of {len(self.members)} candidates at "
+                        f"width {batch.input_ids.shape[1]}")
+                if self.use_graphs:  # measured on an H100: the aborted capture's pool stays allocated
+                    raise GraphMemoryLost(f"{what}: its memory pool is held until the process ends") from err
+                raise torch.cuda.OutOfMemoryError(what) from err
             self.log(f"CUDA graph capture failed ({type(err).__name__}: {err}); training eagerly")
             self.use_graphs, self.mode = False, "eager (capture failed)"
             return None

@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any, Callable
 
-from exprsearch.errors import ConfigError
+from exprsearch.errors import ConfigError, GraphMemoryLost
 from exprsearch.kd.processes import how_it_ended, pool_processes
 from exprsearch.lang.expr import ModelSpec
 
@@ -150,6 +150,13 @@ class PoolBackend(Backend):
         self._procs = pool_processes(pool)
         return pool
 
+    def _shrink(self) -> None:
+        """Halve the workers' group (at 1: no CUDA graphs) after a capture ran out of memory."""
+        old = self.cfg
+        self.cfg = (replace(old, group=max(1, old.group // 2)) if old.group > 1 else replace(old, cuda_graphs=False))
+        self.log(f"a CUDA-graph capture ran out of memory: groups of {self.cfg.group}"
+                 + ("" if self.cfg.cuda_graphs else " without CUDA graphs") + " from now on, in fresh workers")
+
     def _restart(self, why: str) -> None:
         if "terminated abruptly" in why:  # BrokenProcessPool's words: say how the process ended
             why = f"it {how_it_ended(self._procs)}"
@@ -173,19 +180,27 @@ class PoolBackend(Backend):
                 on_result(key, r)
 
         retry: list[tuple[tuple[str, ModelSpec], BaseException]] = []
+        lost: Batch = []  # groups whose graph capture ran out of memory: again, smaller, in fresh workers
         futures = {self._submit(chunk, seed): chunk for chunk in _chunks(list(batch), self.cfg.group)}
         broken = ""
         for fut in as_completed(futures):  # hand results over as they finish, whatever their order
             try:
                 done = fut.result()
+            except GraphMemoryLost as err:
+                broken = broken or f"it raised {type(err).__name__}: {err}"
+                lost += futures[fut]
             except Exception as err:  # noqa: BLE001 - a worker's error or death: its group is retried
                 broken = broken or (str(err) if isinstance(err, BrokenProcessPool) else
                                     f"it raised {type(err).__name__}: {err}")
                 retry += [(item, err) for item in futures[fut]]
             else:
                 deliver(done)  # outside the try: the caller's own errors are not worker errors
+        if lost:
+            self._shrink()
         if broken:
             self._restart(broken)
+        if lost:
+            self.run(lost, on_result=lambda key, r: deliver([(key, r)]), seed=seed)
         for item, err in retry:  # one at a time: a failure is this candidate's own
             deliver(self._retry(item, err, seed))
         return out
@@ -273,7 +288,7 @@ def make_backend(name: str, cfg: Any, workers: int = 0, address: str | None = No
     from exprsearch.kd.evaluate import Evaluator
     ev = Evaluator(cfg, log=log)
     plan = ev.size(workers)
-    if plan.workers <= 1:
+    if plan.workers <= 1 and ev.device.type != "cuda":  # on a GPU even one worker is a process: it can be replaced
         return InlineBackend(cfg, log, evaluator=ev)
     device = ev.device
     del ev  # the workers hold their own; this process's memory goes back to the GPU
