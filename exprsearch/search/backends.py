@@ -96,6 +96,8 @@ def _init_worker(cfg: Any, ready: Any, threads: int) -> None:
 
     from exprsearch.kd.evaluate import Evaluator
     torch.set_num_threads(threads)  # the parent's: CPU reductions in the same order, the same results
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes the pool
     _WORKER = Evaluator(cfg, log=lambda m: None)
     with ready.get_lock():  # the pool is ready when every worker holds its Evaluator
         ready.value += 1
