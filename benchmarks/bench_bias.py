@@ -20,7 +20,6 @@ pass that would not end S seconds after the start (device calls last at most 10 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, replace

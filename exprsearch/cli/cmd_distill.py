@@ -7,9 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from exprsearch.errors import ConfigError
-
-from .common import add_eval_options, eval_config, logger, resolve_run, spec_text
+from .common import add_eval_options, eval_config, logger, run_best, spec_text
 from .main import command, emit
 from .options import add_dataclass_args, from_args
 
@@ -37,12 +35,9 @@ def _target(ns: argparse.Namespace) -> tuple[str, str, tuple[Path, str] | None]:
     path = Path(ns.store) if ns.store else default_store_path()
     looks_like_run = ns.target == "last" or not any(c in ns.target for c in "([;\n")
     store = Store(path, readonly=True) if looks_like_run and (ns.target == "last" or path.is_file()) else None
-    if store is not None and (ns.target == "last" or store.has_run(ns.target)):
-        run = resolve_run(store, ns.target)
-        ok = [r for r in store.candidates(run, status="ok") if r["score"] is not None and "@" not in r["key"]]
-        if not ok:
-            raise ConfigError(f"run {run} has no successful candidate to distil")
-        best = max(ok, key=lambda r: r["score"])
+    found = run_best(store, ns.target, "distil", trained_only=True)
+    if found:
+        best, run = found
         return best["spec"], f"run {run} of {path} (its best candidate, score {best['score']:.2f})", (path, run)
     return spec_text(ns.target), "the spec given", None
 

@@ -23,7 +23,6 @@ def _eval_options(p: argparse.ArgumentParser) -> None:
 def cmd_eval(ns: argparse.Namespace) -> int:
     from exprsearch.kd.evaluate import Evaluator
     from exprsearch.lang.standard import STANDARD_SPEC
-    from exprsearch.lang.parsing import parse_spec
     cfg = eval_config(ns)
     spec = read_spec_arg(ns.spec)
     ev = Evaluator(cfg, log=logger(ns))

@@ -7,7 +7,7 @@ from typing import Any
 from exprsearch.errors import ConfigError
 from exprsearch.lang.display import table
 
-from .common import add_eval_options, eval_config, logger, resolve_run, spec_text
+from .common import add_eval_options, eval_config, logger, run_best, spec_text
 from .main import command, emit
 from .options import add_dataclass_args, from_args
 
@@ -25,13 +25,8 @@ def _exits_options(p: argparse.ArgumentParser) -> None:
 def resolve_target(target: str, store: Any | None) -> tuple[str, str | None]:
     """RUN_OR_SPEC -> (spec text, run id or None): a stored run ('last' = the newest) gives its
     best successful candidate; anything else is a spec (text or a file)."""
-    if store is not None and (target == "last" or store.has_run(target)):
-        run = resolve_run(store, target)
-        ok = [r for r in store.candidates(run, status="ok") if r["score"] is not None]
-        if not ok:
-            raise ConfigError(f"run {run} has no successful candidate to add exits to")
-        return max(ok, key=lambda r: r["score"])["spec"], run
-    return spec_text(target), None
+    found = run_best(store, target, "add exits to")
+    return (found[0]["spec"], found[1]) if found else (spec_text(target), None)
 
 
 def _fmt(row: dict, chosen: bool) -> list:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from exprsearch.errors import ExprSearchError
+from exprsearch.errors import ConfigError, ExprSearchError
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.parsing import parse_spec
 from exprsearch.search.presets import EVAL_PRESETS
@@ -16,6 +16,20 @@ from .options import add_dataclass_args, from_args
 
 __all__ = ["as_file", "spec_text", "read_spec_arg", "add_eval_options", "eval_config", "logger", "resolve_run",
            "task_options"]
+
+
+def run_best(store: Any, target: str, what: str, trained_only: bool = False) -> tuple[dict[str, Any], str] | None:
+    """(best successful row, run id) when ``target`` names a run of ``store`` ('last' = the
+    newest), else None (the target is a spec); ``trained_only`` leaves stage 3's supernet-scored
+    ('@') rows out.  A run without a successful candidate is a ConfigError saying ``what`` failed."""
+    if store is None or not (target == "last" or store.has_run(target)):
+        return None
+    run = resolve_run(store, target)
+    ok = [r for r in store.candidates(run, status="ok")
+          if r["score"] is not None and not (trained_only and "@" in r["key"])]
+    if not ok:
+        raise ConfigError(f"run {run} has no successful candidate to {what}")
+    return max(ok, key=lambda r: r["score"]), run
 
 
 def resolve_run(store: Any, name: str) -> str:

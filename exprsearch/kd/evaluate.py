@@ -89,28 +89,14 @@ class Evaluator:
             self.size()
         return self._group_size or CPU_GROUP
 
-    def size(self, workers: int = 0, log: bool = True) -> Plan:
+    def size(self, workers: int = 0) -> Plan:
         """Plan group size, worker count and CUDA graphs for this protocol on this device (on CUDA
-        measured: ``sizing.measure``); this evaluator adopts the group size and graphs setting.
-        Explicit ``cfg.group`` / ``workers`` are kept (with a warning when they will not fit)."""
-        from .sizing import free_memory, measure, plan
-        if self.device.type != "cuda":
-            p = Plan(self.cfg.group or CPU_GROUP, workers or 1, False)
-        else:
-            fp = measure(self, graphs=self.graphs)
-            p = plan(free_memory(self.device) + torch.cuda.memory_reserved(self.device), fp,
-                     group=self.cfg.group, workers=workers)
-            if self.graphs and p.group <= 1 and fp.need(1, p.workers) > p.free:  # graphs do not fit: try eager
-                fp = measure(self, graphs=False)
-                p = plan(free_memory(self.device) + torch.cuda.memory_reserved(self.device), fp,
-                         group=self.cfg.group, workers=workers)
-            if log:
-                name = torch.cuda.get_device_name(self.device)
-                self.log(f"sized to the GPU ({name}): {p.describe()}; measured a worker at "
-                         f"{fp.process / 2**30:.1f} GiB, a step at {fp.base / 2**30:.1f} GiB + "
-                         f"{fp.per_member / 2**30:.2f} GiB per candidate")
-                for note in p.notes:
-                    self.log(f"warning: {note}")
+        measured and logged: ``sizing.size_to_gpu``); this evaluator adopts the group size and
+        graphs setting.  Explicit ``cfg.group`` / ``workers`` are kept (with a warning when they
+        will not fit)."""
+        from .sizing import size_to_gpu
+        p = (size_to_gpu(self, workers) if self.device.type == "cuda"
+             else Plan(self.cfg.group or CPU_GROUP, workers or 1, False))
         self._group_size, self.graphs = p.group, p.graphs
         return p
 
@@ -234,6 +220,15 @@ class Evaluator:
         return train_one(loss, params, batches, TrainConfig.from_eval(self.cfg, steps=steps, log_every=max(1, steps // 5)),
                          self.device, log=self.log)
 
+    def trainer(self, members: list[Member], tc: TrainConfig, graphs: bool | None = None,
+                log: Callable[[str], None] | None = None) -> GroupTrainer:
+        """The lock-step trainer of ``members`` (their KD losses share one teacher forward per
+        batch) with this evaluator's device, streams and CUDA-graph setting."""
+        kd0 = members[0].loss
+        return GroupTrainer(members, tc, self.device, shared=kd0.teacher_outputs if kd0.needs_teacher else None,
+                            graphs=self.graphs if graphs is None else graphs, streams=self.cfg.streams,
+                            log=log or self.log)
+
     def members(self, st: TaskState, specs: list[ModelSpec], seed: int | None = None) -> list[Member]:
         """``specs`` as members of a group (student + its KD loss), each started from ``seed``
         (default ``cfg.seed``): a candidate's start does not depend on its group."""
@@ -311,9 +306,7 @@ class Evaluator:
                         seen[h] = list(means.values())
                 return stop
 
-            kd0 = members[0].loss
-            trainer = GroupTrainer(members, tc, self.device, shared=kd0.teacher_outputs if kd0.needs_teacher else None,
-                                   graphs=graphs, streams=cfg.streams, log=self.log)
+            trainer = self.trainer(members, tc, graphs)
             outs = trainer.train(st.train, on_log=hurdle if hurdle_steps else None)
             for h, losses in seen.items():
                 st.losses.setdefault(h, []).extend(losses)

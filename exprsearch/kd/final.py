@@ -5,7 +5,7 @@ teachers and warm supernets are the search's), parsed specs, a task, seeds and a
 Output: per spec and seed a ``FinalRun`` -- the student at its best checkpoint, chosen on the
 held-out training rows among evaluations every ``eval_every`` steps (EfficientBERT keeps the best
 of evaluations every 50 steps), its dev metrics there, the step it came from and the held-out
-curve.  Candidates of one seed train together in lock-step (``GroupTrainer``), each from the warm
+curve.  Candidates of one seed train together in lock-step (``Evaluator.trainer``), each from the warm
 supernet it inherits, by KD from the task's teacher for ``epochs`` passes over the training rows.
 Invariants: the dev set is never used to choose anything (it is only reported); a candidate's
 result does not depend on its group (dropout draws aside: ``dropout`` 0 makes it exact).
@@ -20,7 +20,6 @@ import torch
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import ModelSpec
 
-from .group import GroupTrainer
 from .train import TrainConfig, dev_metrics
 
 __all__ = ["FinalConfig", "FinalRun", "finetune", "final_steps"]
@@ -97,9 +96,7 @@ def finetune(ev: Any, specs: list[ModelSpec], task_name: str, seed: int, cfg: Fi
 
     st.train.seed = seed
     tc = TrainConfig.from_eval(ev.cfg, steps=steps, seed=seed, log_every=min(cfg.eval_every, steps))
-    kd0 = members[0].loss
-    trainer = GroupTrainer(members, tc, ev.device, shared=kd0.teacher_outputs if kd0.needs_teacher else None,
-                           graphs=ev.graphs, streams=ev.cfg.streams, log=log)
+    trainer = ev.trainer(members, tc, log=log)
     log(f"final protocol on {task_name}: {len(members)} candidate(s), seed {seed}, {steps} steps, "
         f"best of evaluations every {tc.log_every} steps on {len(st.heldout)} held-out rows")
     outs = trainer.train(st.train, on_log=checkpoint)

@@ -18,8 +18,9 @@ AdamW update) is captured once in a CUDA graph and replayed: a step is then one 
 Memory: the warm-up step's cached memory is released before the first capture (it was allocated
 on a side stream, of no use to the graph pool); a capture that fails is cleaned up -- graphs and
 pool released, the CUDA generator repaired if the aborted capture left it mid-capture -- and
-then either re-raises an out-of-memory error (the caller shrinks the group and retries) or falls
-back to eager steps (an op that cannot be captured).  ``faults.check`` marks the points where
+then, out of memory, raises ``GraphMemoryLost`` on CUDA (the aborted capture's pool stays
+allocated: the process is replaced, its group halved) or the OOM itself on the CPU's test path
+(the caller shrinks the group), or else falls back to eager steps (an op that cannot be captured).  ``faults.check`` marks the points where
 tests inject failures.
 
 Invariants: members never interact -- their losses are summed only to run one backward, each has

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Footprint", "Plan", "plan", "measure", "free_memory", "GIB"]
+__all__ = ["Footprint", "Plan", "plan", "measure", "size_to_gpu", "free_memory", "GIB"]
 
 GIB = float(1 << 30)
 MARGIN = 1.5        # a candidate may be heavier than the probe's standard FFN (more element-wise ops): on an
@@ -141,7 +141,6 @@ def _peak(ev: Any, st: Any, k: int, graphs: bool) -> int:
     process held before)."""
     from exprsearch.lang.standard import STANDARD_SPEC
 
-    from .group import GroupTrainer
     from .train import TrainConfig
     dev = ev.device
     free_memory(dev)
@@ -150,9 +149,8 @@ def _peak(ev: Any, st: Any, k: int, graphs: bool) -> int:
     spec = STANDARD_SPEC.broadcast(ev.cfg.layers)
     batches = _batches(ev, st)
     members = ev.members(st, [spec] * k)
-    kd0 = members[0].loss
     tc = TrainConfig.from_eval(ev.cfg, steps=len(batches), log_every=len(batches))
-    trainer = GroupTrainer(members, tc, dev, shared=kd0.teacher_outputs, graphs=graphs, streams=ev.cfg.streams)
+    trainer = ev.trainer(members, tc, graphs)
     trainer.train(_Fixed(batches))
     torch.cuda.synchronize(dev)
     peak = torch.cuda.max_memory_reserved(dev) - before
@@ -180,6 +178,26 @@ def measure(ev: Any, graphs: bool = True, probe: int = 4) -> Footprint:
         return Footprint(process, 0, one, graphs)
     per = max(1, (many - one) // (probe - 1))
     return Footprint(int(process), max(0, one - per), int(per), graphs)
+
+
+def size_to_gpu(ev: Any, workers: int = 0) -> Plan:
+    """The plan for evaluator ``ev`` on its GPU: measured with CUDA graphs (or eager when the
+    protocol has them off, or when not even one candidate fits with them), logged with its
+    measurements and any warning."""
+    dev = ev.device
+
+    def planned(graphs: bool) -> tuple[Plan, Footprint]:
+        fp = measure(ev, graphs=graphs)
+        return plan(free_memory(dev) + torch.cuda.memory_reserved(dev), fp, group=ev.cfg.group, workers=workers), fp
+
+    p, fp = planned(ev.graphs)
+    if ev.graphs and p.group <= 1 and fp.need(1, p.workers) > p.free:  # graphs do not fit: try eager
+        p, fp = planned(False)
+    ev.log(f"sized to the GPU ({torch.cuda.get_device_name(dev)}): {p.describe()}; measured a worker at "
+           f"{fp.process / GIB:.1f} GiB, a step at {fp.base / GIB:.1f} GiB + {fp.per_member / GIB:.2f} GiB per candidate")
+    for note in p.notes:
+        ev.log(f"warning: {note}")
+    return p
 
 
 def _context_bytes(dev: torch.device) -> int:

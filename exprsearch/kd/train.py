@@ -22,10 +22,10 @@ from torch import nn
 from exprsearch.errors import ExprSearchError, check_number, check_whole
 
 from .glue import Task, compute_metrics, metric_std
-from .tokens import Batch, Batcher, Encoded
+from .tokens import Batcher, Encoded
 
 __all__ = ["TrainConfig", "CandidateFailed", "predict", "dev_metrics",
-           "Curve", "cuda_oom_types", "lr_factor", "param_groups", "bad_reason", "Progress"]
+           "Curve", "lr_factor", "param_groups", "bad_reason", "Progress"]
 
 
 class CandidateFailed(ExprSearchError):
@@ -122,10 +122,6 @@ class Curve:
 
     def as_dict(self) -> dict:
         return {"loss": self.loss, "dev": self.dev}
-
-
-def cuda_oom_types() -> tuple[type[BaseException], ...]:
-    return (torch.cuda.OutOfMemoryError,) if hasattr(torch.cuda, "OutOfMemoryError") else ()
 
 
 def _autocast(device: torch.device, on: bool):

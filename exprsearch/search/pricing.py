@@ -108,8 +108,9 @@ def price_spec(spec: ModelSpec, ecfg: Any, tc: dict[str, Any], num_labels: int) 
     params = spec_params(list(spec.layers), cfg, vocab=vocab, max_position=pos, type_vocab=types,
                          num_labels=num_labels, attn=spec.attn, heads=heads)
     seq = min(ecfg.max_len, 128)
-    ffn = sum(linear_cost(e, cfg)[0] for e in spec.layers)
-    flops = sum(linear_cost(e, cfg)[1] for e in spec.layers) + head_flops(h, num_labels, seq)
+    costs = [linear_cost(e, cfg) for e in spec.layers]  # (params, FLOPs) of each layer's FFN
+    ffn = sum(c[0] for c in costs)
+    flops = sum(c[1] for c in costs) + head_flops(h, num_labels, seq)
     flops += sum(layer_attention_flops(a, h, heads, seq) for a in spec.attn or (None,) * len(spec.layers))
     embed = (vocab + pos + types) * h + 2 * h
     return Price(params, ffn, params - embed, flops)
