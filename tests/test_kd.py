@@ -129,18 +129,24 @@ def test_trained_student_beats_chance(ev):
     r = ev.evaluate(parse_spec(SPEC))
     assert r.status == "ok" and r.reason == ""
     assert r.spec == f"[{SPEC}; {SPEC}]"
-    assert set(r.metrics) == {"SST-2"} and set(r.metrics["SST-2"]) == {"acc", "acc_std"}
-    assert r.metrics["SST-2"]["acc"] >= 0.85
-    n = 100  # dev rows: the bootstrap std is about the binomial one
-    acc = r.metrics["SST-2"]["acc"]
-    assert 0.3 * (acc * (1 - acc) / n) ** 0.5 <= r.metrics["SST-2"]["acc_std"] <= 3 * (acc * (1 - acc) / n) ** 0.5 + 1e-9
-    assert r.score == pytest.approx(100 * r.metrics["SST-2"]["acc"])
+    # scored on the held-out training rows only: the dev rows are not even read
+    assert set(r.metrics) == {"SST-2"} and set(r.metrics["SST-2"]) == {"heldout_acc", "heldout_acc_std", "score"}
+    acc = r.metrics["SST-2"]["heldout_acc"]
+    assert acc >= 0.85 and r.metrics["SST-2"]["score"] == acc
+    n = len(st.heldout)  # the bootstrap std is about the binomial one
+    assert n == 60  # at most a fifth of the 300 training rows
+    std = r.metrics["SST-2"]["heldout_acc_std"]
+    assert 0.3 * (acc * (1 - acc) / n) ** 0.5 <= std <= 3 * (acc * (1 - acc) / n) ** 0.5 + 1e-9
+    assert r.score == pytest.approx(100 * acc)
     assert r.params > 0 and r.flops_per_token > 0 and r.seconds > 0
     assert r.latency_ms is not None and r.latency_ms > 0
     assert [s for s, _ in r.curves["SST-2"]["loss"]] == list(range(2, 21, 2))
-    assert r.curves["SST-2"]["dev"] == [(20, r.metrics["SST-2"]["acc"])]
+    assert r.curves["SST-2"]["dev"] == [(20, acc)]
+    reported = ev.evaluate(parse_spec(SPEC), report_dev=True)  # a report reads dev too; the score stays held-out
+    assert set(reported.metrics["SST-2"]) == {"heldout_acc", "heldout_acc_std", "score", "acc", "acc_std"}
+    assert reported.score == r.score
     other = ev.evaluate(parse_spec(OTHER_SPEC))
-    assert other.status == "ok" and other.metrics["SST-2"]["acc"] >= 0.75
+    assert other.status == "ok" and other.metrics["SST-2"]["heldout_acc"] >= 0.75
     assert other.params < r.params  # half-width FFNs
 
 
@@ -380,7 +386,8 @@ def test_no_kd_baseline_runs_and_differs(ev, easy_glue, easy_teacher, kd_cache):
     base = Evaluator(cfg, log=quiet).evaluate(parse_spec(OTHER_SPEC))
     kd = ev.evaluate(parse_spec(OTHER_SPEC))
     assert base.status == kd.status == "ok"
-    assert set(base.metrics["SST-2"]) == {"acc", "acc_std"} and 0.0 <= base.metrics["SST-2"]["acc"] <= 1.0
+    assert set(base.metrics["SST-2"]) == {"heldout_acc", "heldout_acc_std", "score"}
+    assert 0.0 <= base.metrics["SST-2"]["score"] <= 1.0
     assert _losses(base) != _losses(kd)
     # label cross-entropy on an easy task the inherited student already solves: far below the KD loss
     assert max(_losses(base)) < min(_losses(kd))
@@ -431,10 +438,11 @@ def test_stsb_regression_and_multi_task_score(easy_glue, tiny_teacher, kd_cache)
     r = ev2.evaluate(parse_spec(SPEC))
     assert r.status == "ok", r.reason
     m = r.metrics["STS-B"]
-    assert set(m) == {"pearson", "spearman", "pearson_std"}
+    assert set(m) == {"heldout_pearson", "heldout_spearman", "heldout_pearson_std", "score"}
     assert all(math.isfinite(v) and -1.0 <= v <= 1.0 for v in m.values())
-    assert r.score == pytest.approx(100 * (m["pearson"] + r.metrics["SST-2"]["acc"]) / 2)
-    assert r.curves["STS-B"]["dev"] == [(10, m["pearson"])]
+    assert m["score"] == m["heldout_pearson"]
+    assert r.score == pytest.approx(100 * (m["heldout_pearson"] + r.metrics["SST-2"]["heldout_acc"]) / 2)
+    assert r.curves["STS-B"]["dev"] == [(10, m["heldout_pearson"])]
 
 
 # -- caches of the Evaluator -------------------------------------------------------------------

@@ -19,16 +19,17 @@ def _eval_options(p: argparse.ArgumentParser) -> None:
     add_eval_options(p)
 
 
-@command("eval", "train one candidate by warm-up KD and print its dev metrics, params, FLOPs, time")(_eval_options)
+@command("eval", "train one candidate by warm-up KD and print its score (held-out rows), dev metrics, params, "
+                 "FLOPs, time")(_eval_options)
 def cmd_eval(ns: argparse.Namespace) -> int:
     from exprsearch.kd.evaluate import Evaluator
     from exprsearch.lang.standard import STANDARD_SPEC
     cfg = eval_config(ns)
     spec = read_spec_arg(ns.spec)
     ev = Evaluator(cfg, log=logger(ns))
-    results = [ev.evaluate(spec)]
+    results = [ev.evaluate(spec, report_dev=True)]  # a report: the dev rows are read (a search never does)
     if ns.baseline:
-        results.append(ev.evaluate(STANDARD_SPEC))
+        results.append(ev.evaluate(STANDARD_SPEC, report_dev=True))
     rows = []
     for r in results:
         metrics = "; ".join(f"{t}: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in m.items())
@@ -37,7 +38,8 @@ def cmd_eval(ns: argparse.Namespace) -> int:
                      None if r.score is None else round(r.score, 2), metrics or r.reason,
                      f"{r.params / 1e6:.2f}M", f"{r.flops_per_token / 1e6:.1f}M", f"{r.seconds:.1f}s"])
     teacher = {t: s.teacher_metrics for t, s in ev.state.items()}
-    human = table(rows, ["candidate", "status", "score", "dev metrics", "params", "FLOPs/token", "time"])
+    human = table(rows, ["candidate", "status", "score", "metrics (heldout_*: the score's rows; others: dev)",
+                         "params", "FLOPs/token", "time"])
     human += "\nteacher dev: " + "; ".join(f"{t}: " + ", ".join(f"{k} {100 * v:.2f}" for k, v in m.items())
                                           for t, m in teacher.items())
     emit(ns, human, {"config": to_dict(cfg), "results": [r.as_dict() for r in results], "teacher": teacher})

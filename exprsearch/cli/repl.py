@@ -222,7 +222,7 @@ class Repl:
         cfg = EvalConfig(**{**PRESETS["cpu"], "tasks": (args[0],), "steps": steps})
         if exit_arg is not None:
             return self._eval_exits(cfg, exit_arg[5:])
-        r = Evaluator(cfg, log=lambda m: self.say(f"  {m}")).evaluate(ModelSpec((self._expr([]),)))
+        r = Evaluator(cfg, log=lambda m: self.say(f"  {m}")).evaluate(ModelSpec((self._expr([]),)), report_dev=True)
         self.say(f"{r.status} {r.reason} score {r.score} metrics {r.metrics} params {r.params:,} in {r.seconds:.1f}s")
 
     def _eval_exits(self, cfg: Any, text: str) -> None:

@@ -26,7 +26,7 @@ from exprsearch.compiler import FFNConfig, StudentConfig, build_student, inherit
 from exprsearch.compiler.student import ExprBertForSequenceClassification, ExprFFNOutput, _copy
 from exprsearch.compiler.supernet import MAX_BLOCKS, SuperFFN, load_teacher_ffn, lower_shared
 from exprsearch.errors import ConfigError
-from exprsearch.lang.expr import ModelSpec
+from exprsearch.lang.expr import WB3, ModelSpec
 from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES
 from exprsearch.lang.standard import standard_ffn
 
@@ -118,9 +118,13 @@ def task_loss(logits: torch.Tensor, batch: Batch, t: Task) -> torch.Tensor:
 
 
 class ExprPool:
-    """The expressions an op-sampling warm-up draws from: ``size`` valid expressions of the
-    reference space per (X, Y), sampled once (each is lowered once per layer, then its view is
-    reused), and the standard FFN every ``standard_every``-th draw, so it keeps its share.
+    """What an op-sampling warm-up draws, layer by layer: the standard FFN of the step's (X, Y)
+    with probability ``p_standard`` -- drawn for each layer on its own, so no layer position is
+    favoured --, else one of ``size`` valid expressions of the search's own space per (X, Y),
+    sampled once (each is lowered once per layer, then its view is reused).  A gated space's pool
+    is half gated forms (drawn uniformly among them; they are ~8 % of such a space, so a uniform
+    pool of 16 would leave some (X, Y) without one), so the gate matrix ``wb3`` that gated
+    candidates inherit is trained at every size.
 
     >>> pool = ExprPool(random.Random(0), size=4)
     >>> e = pool.draw(random.Random(1), 2, 3)
@@ -128,15 +132,23 @@ class ExprPool:
     ('linear2_3', 4)
     """
 
-    def __init__(self, rng: random.Random, size: int = 16, standard_every: int = 4) -> None:
+    def __init__(self, rng: random.Random, size: int = 16, p_standard: float = 0.25, space: Any = None) -> None:
         from exprsearch.space.generate import Space, sample
-        self.exprs = {(x, y): [sample(Space(blocks=(x,), ratios=(y,)), rng) for _ in range(size)]
-                      for x in BLOCK_CHOICES for y in RATIO_CHOICES}
-        self.standard_every, self.draws = standard_every, 0
+        base = space or Space()
+
+        def draw_where(sp: Space, gated: bool) -> Any:
+            while True:
+                e = sample(sp, rng)
+                if not base.gates or any(n is WB3 for n in e.walk()) == gated:
+                    return e
+
+        self.exprs = {(x, y): [draw_where(replace(base, blocks=(x,), ratios=(y,)), k < size // 2)
+                               for k in range(size)] for x in BLOCK_CHOICES for y in RATIO_CHOICES}
+        self.p_standard = p_standard
 
     def draw(self, rng: random.Random, x: int, y: int) -> Any:
-        self.draws += 1
-        if self.standard_every and self.draws % self.standard_every == 0:
+        """One layer's expression for a step whose sub-model is (X, Y)."""
+        if rng.random() < self.p_standard:
             return standard_ffn(x, y)
         return rng.choice(self.exprs[(x, y)])
 

@@ -101,18 +101,20 @@ class Evaluator:
         return p
 
     # -- candidates ------------------------------------------------------------------------------
-    def evaluate(self, spec: ModelSpec, *, steps: int | None = None, seed: int | None = None
-                 ) -> CandidateResult:
+    def evaluate(self, spec: ModelSpec, *, steps: int | None = None, seed: int | None = None,
+                 report_dev: bool = False) -> CandidateResult:
         """Train and score one candidate on every task; never raises for a broken candidate."""
-        return self.evaluate_many([spec], steps=steps, seed=seed)[0]
+        return self.evaluate_many([spec], steps=steps, seed=seed, report_dev=report_dev)[0]
 
-    def evaluate_many(self, specs: list[ModelSpec], *, steps: int | None = None, seed: int | None = None
-                      ) -> list[CandidateResult]:
+    def evaluate_many(self, specs: list[ModelSpec], *, steps: int | None = None, seed: int | None = None,
+                      report_dev: bool = False) -> list[CandidateResult]:
         """Train and score candidates on every task, ``self.group`` at a time in lock-step (the same
         batches, one teacher forward per batch); a broken candidate fails alone.  ``seed`` (default
         ``cfg.seed``) orders the batches and seeds the candidates' training; the teachers and warm
-        supernets stay those of ``cfg.seed``.  Each result's ``seconds`` is its share of the wall
-        clock."""
+        supernets stay those of ``cfg.seed``.  The score is read from the held-out training rows
+        (``TaskState.selection_metrics``); the dev rows are read only with ``report_dev`` (a report
+        of these candidates, never a search: its selections must not see them).  Each result's
+        ``seconds`` is its share of the wall clock."""
         parsed = [self._canonical(s) for s in specs]
         res = [CandidateResult(spec=str(s)) for s in parsed]
         t0 = time.perf_counter()
@@ -121,7 +123,8 @@ class Evaluator:
             while alive:  # the group size may shrink on the way (out of memory)
                 chunk, alive = alive[:self.group], alive[self.group:]
                 n_steps = steps or self.cfg.steps_for(name)
-                for i, run in zip(chunk, self._train_group(st, [parsed[i] for i in chunk], n_steps, seed)):
+                for i, run in zip(chunk, self._train_group(st, [parsed[i] for i in chunk], n_steps, seed,
+                                                           report_dev=report_dev)):
                     self._record(res[i], name, run)
         share = (time.perf_counter() - t0) / max(1, len(res))
         for r in res:
@@ -157,10 +160,11 @@ class Evaluator:
 
     def train_student(self, spec: ModelSpec, task_name: str | None = None) -> tuple[Any, Any, dict[str, float]]:
         """Train ``spec`` on one task exactly as ``evaluate`` does and keep the model:
-        (student, the task's state -- teacher, batches, dev set --, dev metrics).  Raises on failure."""
+        (student, the task's state -- teacher, batches, dev set --, its metrics: held-out ones
+        prefixed ``heldout_``, and the dev ones).  Raises on failure."""
         st = self._task(task_name or next(iter(self.state)))
         name = st.task.name
-        run = self._train_group(st, [self._canonical(spec)], self.cfg.steps_for(name))[0]
+        run = self._train_group(st, [self._canonical(spec)], self.cfg.steps_for(name), report_dev=True)[0]
         if run.status != "ok":
             raise CandidateFailed(f"{name}: {run.reason}")
         return run.student, st, {k: v for k, v in run.metrics.items() if not k.endswith("_std")}
@@ -241,7 +245,7 @@ class Evaluator:
         return out
 
     def _train_group(self, st: TaskState, specs: list[ModelSpec], steps: int, seed: int | None = None,
-                     graphs: bool | None = None) -> list["_Run"]:
+                     graphs: bool | None = None, report_dev: bool = False) -> list["_Run"]:
         """Train ``specs`` together on one task.  Out of memory halves the group (for good) and
         retries; a lone candidate is retried without CUDA graphs, then fails.  Another candidate
         error that breaks the whole group (a forward that raises) is retried one candidate at a
@@ -249,7 +253,7 @@ class Evaluator:
         seed = self.cfg.seed if seed is None else seed
         graphs = self.graphs if graphs is None else graphs
         try:
-            return self._train_together(st, specs, steps, seed, graphs)
+            return self._train_together(st, specs, steps, seed, graphs, report_dev)
         except Exception as err:  # noqa: BLE001 - the candidates', or re-raised
             why, oom = _candidates(err), is_oom(err)
         # outside the except block: its traceback no longer holds the failed group's tensors
@@ -261,16 +265,16 @@ class Evaluator:
                          f"groups of {half} from now on")
                 self._group_size = half
             return [r for i in range(0, len(specs), half)
-                    for r in self._train_group(st, specs[i:i + half], steps, seed, graphs)]
+                    for r in self._train_group(st, specs[i:i + half], steps, seed, graphs, report_dev)]
         if oom and graphs:
             self.log("out of memory for one candidate with CUDA graphs: retrying it without")
-            return self._train_group(st, specs, steps, seed, graphs=False)
+            return self._train_group(st, specs, steps, seed, False, report_dev)
         if len(specs) == 1:
             return [_Run("failed", why)]
-        return [run for spec in specs for run in self._train_group(st, [spec], steps, seed, graphs)]
+        return [run for spec in specs for run in self._train_group(st, [spec], steps, seed, graphs, report_dev)]
 
-    def _train_together(self, st: TaskState, specs: list[ModelSpec], steps: int, seed: int, graphs: bool
-                        ) -> list["_Run"]:
+    def _train_together(self, st: TaskState, specs: list[ModelSpec], steps: int, seed: int, graphs: bool,
+                        report_dev: bool = False) -> list["_Run"]:
         cfg = self.cfg
         runs: list[_Run | None] = [None] * len(specs)
         members, index = [], []
@@ -311,27 +315,24 @@ class Evaluator:
             for h, losses in seen.items():
                 st.losses.setdefault(h, []).extend(losses)
             for i, m, o in zip(index, members, outs):
-                runs[i] = self._outcome(st, m.model, o, steps)
+                runs[i] = self._outcome(st, m.model, o, steps, report_dev)
             del trainer, members
             self._free()
         return [r for r in runs if r is not None]
 
-    def _outcome(self, st: TaskState, model: Any, o: Any, steps: int) -> "_Run":
-        """One member's result: failed, stopped, or its dev metrics (an error there is its own)."""
+    def _outcome(self, st: TaskState, model: Any, o: Any, steps: int, report_dev: bool = False) -> "_Run":
+        """One member's result: failed, stopped, or its metrics (an error there is its own)."""
         if o.failed is not None:
             return _Run("failed", str(o.failed))
         if o.stopped is not None:
             return _Run("stopped", o.stopped, curve=o.curve)
         try:
-            metrics = dev_metrics(model, st.dev, st.task, self.device, std=True)
-            split, name = st.scored(self.cfg)
-            if name == "heldout":  # a small dev set: the score is read from held-out training rows
-                held = dev_metrics(model, split, st.task, self.device, std=True)
-                metrics.update({f"heldout_{k}": v for k, v in held.items()})
-                metrics["score"] = held[st.task.main]
+            metrics = st.selection_metrics(self.cfg, model, self.device)
+            if report_dev and "score" in metrics:
+                metrics.update(dev_metrics(model, st.dev, st.task, self.device, std=True))
         except Exception as err:  # noqa: BLE001 - the candidate's, or re-raised
-            return _Run("failed", f"dev set: {_candidates(err)}")
-        o.curve.dev.append((steps, metrics[st.task.main]))
+            return _Run("failed", f"scoring: {_candidates(err)}")
+        o.curve.dev.append((steps, metrics.get("score", metrics.get(st.task.main))))
         return _Run("ok", metrics=metrics, curve=o.curve, student=model)
 
     def _free(self) -> None:

@@ -253,8 +253,10 @@ def run_exits(spec: ModelSpec, task_name: str, ecfg: Any, xcfg: ExitConfig, *,
               policies: tuple[str, ...] | None = None, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Train ``spec`` by warm-up KD on one task, add exit heads (and gates), sweep the policies.
 
-    Returns {"spec", "task", "static": dev metrics of the plain student, "rows": {policy: sweep rows},
-    "chosen": {policy: the row of the configured setting}}."""
+    Returns {"spec", "task", "static": metrics of the plain student (held-out ``heldout_*`` and
+    dev), "rows": {policy: sweep rows, on the held-out rows when the protocol holds rows out --
+    ``swept_on`` says which -- since a threshold is picked from them}, "chosen": {policy: the
+    configured setting measured on dev}}."""
     from .evaluate import Evaluator
     from .glue import task
     policies = policies or (xcfg.policy,)
@@ -278,8 +280,9 @@ def run_exits(spec: ModelSpec, task_name: str, ecfg: Any, xcfg: ExitConfig, *,
 
     out: dict[str, Any] = {"spec": str(spec), "task": task_name, "static": static, "layers": len(model.layers),
                            "rows": {}, "chosen": {}}
+    swept, out["swept_on"] = st.scored(ev.cfg)  # a threshold is chosen from the sweep: held-out rows, not dev
     for pol in policies:
-        rows = sweep(model, st.dev, st.task, pol, device, xcfg, log, gates_at if pol == "gate" else None)
+        rows = sweep(model, swept, st.task, pol, device, xcfg, log, gates_at if pol == "gate" else None)
         if pol == "gate":
             gates_at(xcfg.gate_cost)
         chosen = make_policy(replace(xcfg, policy=pol))

@@ -27,7 +27,7 @@ import numpy as np
 from exprsearch.errors import ConfigError, ExprSearchError, suggest
 
 __all__ = ["metric_std", "Task", "TASKS", "Examples", "DataError", "read_split", "compute_metrics", "score", "task",
-           "file_digest", "is_glue", "main_metric"]
+           "file_digest", "is_glue", "main_metric", "scored_metric"]
 
 
 class DataError(ExprSearchError):
@@ -111,6 +111,7 @@ class Examples:
     texts: list[tuple[str, ...]] = field(default_factory=list)
     labels: list[float] = field(default_factory=list)
     skipped: int = 0
+    part: str = ""  # which rows of the file, when not all of them in file order (kd/holdout.py)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -118,7 +119,7 @@ class Examples:
     def head(self, n: int | None) -> "Examples":
         if n is None or n >= len(self):
             return self
-        return Examples(self.task, self.path, self.texts[:n], self.labels[:n], self.skipped)
+        return Examples(self.task, self.path, self.texts[:n], self.labels[:n], self.skipped, self.part)
 
 
 def file_digest(path: Path) -> str:
@@ -260,7 +261,7 @@ def score(metrics: dict[str, dict[str, float]], tasks: Sequence[Task]) -> float:
     >>> score({"RTE": {"acc": 0.6, "score": 0.64}, "CoLA": {"mcc": 0.3}}, [task("RTE"), task("CoLA")])
     47.0
     """
-    return 100.0 * sum(metrics[t.name].get("score", metrics[t.name][t.main]) for t in tasks) / len(tasks)
+    return 100.0 * sum(m["score"] if "score" in m else m[t.main] for m in (metrics[t.name] for t in tasks)) / len(tasks)
 
 
 def main_metric(name: str, metrics: dict[str, float]) -> str:
@@ -273,6 +274,23 @@ def main_metric(name: str, metrics: dict[str, float]) -> str:
     if is_glue(name):
         return task(name).main
     return "acc" if "acc" in metrics else "pearson"
+
+
+def scored_metric(name: str, metrics: dict[str, float]) -> tuple[str, float, float | None]:
+    """(the rows a stored task's score was read from, its main metric there, that metric's
+    bootstrap std or None): held-out training rows (``heldout_<metric>`` and ``score``) or dev.
+
+    >>> scored_metric("SST-2", {"heldout_acc": 0.8, "heldout_acc_std": 0.02, "score": 0.8})
+    ('held-out', 0.8, 0.02)
+    >>> scored_metric("MRPC", {"f1": 0.85, "acc": 0.8})
+    ('dev', 0.85, None)
+    """
+    if "score" in metrics:
+        held = {k[len("heldout_"):]: v for k, v in metrics.items() if k.startswith("heldout_")}
+        main = main_metric(name, held) if held else ""
+        return "held-out", held.get(main, metrics["score"]), held.get(f"{main}_std")
+    main = main_metric(name, metrics)
+    return "dev", metrics[main], metrics.get(f"{main}_std")
 
 
 def compute_metrics(t: Task | str, labels: Sequence[float], preds: Sequence[float]) -> dict[str, float]:

@@ -24,13 +24,14 @@ from typing import Any, Callable
 import torch
 
 from .distill import ExprPool, KDLoss, SupernetStudent
-from .glue import Task, read_split
+from .glue import Task
 from .group import train_one
+from .holdout import task_rows
 from .processes import how_it_ended, pool_processes
 from .protocol import NEUTRAL, EvalConfig, teacher_config
 from .teacher import finetune_teacher, load_teacher, load_tokenizer
 from .tokens import Batcher, Encoded, encode
-from .train import Progress, TrainConfig
+from .train import Progress, TrainConfig, dev_metrics
 
 __all__ = ["TaskState", "prepare", "student_config", "prefill", "locations"]
 
@@ -49,9 +50,19 @@ class TaskState:
     def scored(self, cfg: EvalConfig) -> tuple[Encoded, str]:
         """The split a candidate's score is read from, and its name: the held-out training rows
         where the protocol says so (``score_on``), else the dev set."""
-        if self.heldout is not None and cfg.scored_on_heldout(len(self.dev)):
+        if self.heldout is not None and cfg.selects_on_heldout:
             return self.heldout, "heldout"
         return self.dev, "dev"
+
+    def selection_metrics(self, cfg: EvalConfig, model: Any, device: torch.device) -> dict[str, float]:
+        """The metrics every selection reads, with their bootstrap std: of the held-out rows
+        (``heldout_<metric>``, and ``score``: the main one), or of the dev rows where the protocol
+        scores on dev (then unprefixed)."""
+        split, name = self.scored(cfg)
+        m = dev_metrics(model, split, self.task, device, std=True)
+        if name == "dev":
+            return m
+        return {**{f"heldout_{k}": v for k, v in m.items()}, "score": m[self.task.main]}
 
 
 def prepare(cfg: EvalConfig, t: Task, device: torch.device, data_dir: Path, teacher_dir: Path, cache: Path,
@@ -66,37 +77,18 @@ def prepare(cfg: EvalConfig, t: Task, device: torch.device, data_dir: Path, teac
     if cfg.w_attn and not cfg.no_kd:
         teacher.config._attn_implementation = "eager"
     tok = load_tokenizer(tdir)
-    skip = cfg.skip_bad_rows
-    train = encode(read_split(data_dir, t, "train", limit=cfg.max_train, skip_bad_rows=skip), tok,
-                   cfg.max_len, cache)
-    dev = encode(read_split(data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=skip), tok,
-                 cfg.max_len, cache)
-    train, heldout = hold_out(train, cfg.heldout_rows)
+    rows = task_rows(data_dir, t, heldout_rows=cfg.heldout_rows, max_train=cfg.max_train, max_dev=cfg.max_dev,
+                     skip_bad_rows=cfg.skip_bad_rows)  # the teacher's own split (teacher.py reads the same)
+    log(f"{t.name}: {rows.describe()}")
+    train = encode(rows.train, tok, cfg.max_len, cache)
+    dev = encode(rows.dev, tok, cfg.max_len, cache)
+    heldout = None if rows.heldout is None else encode(rows.heldout, tok, cfg.max_len, cache)
     graphs = cfg.cuda_graphs and device.type == "cuda"
     batches = Batcher(train, cfg.batch_size, seed=cfg.seed, device=device, fill=True,
                       widths=cfg.bucket_widths if graphs else ())
     sup = _supernet(cfg, t, teacher, tdir, batches, device, cache, log)
     return TaskState(t, teacher, batches, dev.to(device), sup, info["dev"],
                      heldout=None if heldout is None else heldout.to(device))
-
-
-def hold_out(train: Encoded, rows: int) -> tuple[Encoded, Encoded | None]:
-    """(training rows, held-out rows): ``rows`` training rows (at most a fifth of them) drawn with a
-    fixed seed -- the same for every training seed, so scores on them pair across seeds -- and
-    kept out of training.
-
-    >>> import torch
-    >>> enc = Encoded(torch.arange(20)[:, None], torch.zeros(20, 1, dtype=torch.long), torch.ones(20, dtype=torch.long),
-    ...               torch.zeros(20))
-    >>> tr, ho = hold_out(enc, 8)  # at most a fifth: 4
-    >>> len(tr), len(ho), sorted(set(tr.input_ids[:, 0].tolist()) | set(ho.input_ids[:, 0].tolist())) == list(range(20))
-    (16, 4, True)
-    """
-    rows = min(rows, len(train) // 5)
-    if rows <= 0:
-        return train, None
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(20211))
-    return train.take(perm[rows:].sort().values), train.take(perm[:rows].sort().values)
 
 
 def student_config(cfg: EvalConfig, teacher: Any, num_labels: int) -> Any:
@@ -121,8 +113,10 @@ def _supernet(cfg: EvalConfig, t: Task, teacher: Any, tdir: Path, batches: Batch
         return sup
     recipe = [tdir.name, t.name, cfg.layers, cfg.base_width, cfg.warmup_steps, cfg.batch_size, cfg.lr, cfg.max_len,
               cfg.max_train, cfg.seed, cfg.layerdrop, asdict(cfg.kd()), "v2"]
-    recipe += [f"{k}={getattr(cfg, k)}" for k in ("warmup_sampling", "heldout_rows")  # new fields: only when
-               if getattr(cfg, k) != NEUTRAL[k]]                                    # set (old caches stay valid)
+    recipe += [f"{k}={getattr(cfg, k)}" for k in ("warmup_sampling", "heldout_rows", "warmup_space")  # new fields:
+               if getattr(cfg, k) != NEUTRAL[k]]                              # only when set (old caches stay valid)
+    if cfg.warmup_sampling == "space":
+        recipe.append("pool-v2")  # standard FFN drawn per layer, the pool from the search's space
     key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:20]
     path = cache / "supernets" / f"{t.name}-{key}.pt"
     if path.is_file():
@@ -134,7 +128,10 @@ def _supernet(cfg: EvalConfig, t: Task, teacher: Any, tdir: Path, batches: Batch
     t0 = time.perf_counter()
     kd = KDLoss(teacher, sup.model, t, replace(cfg.kd(), w_task=0.0) if not cfg.no_kd else cfg.kd()).to(device)
     rng = random.Random(cfg.seed)
-    pool = ExprPool(random.Random(cfg.seed + 1)) if space else None
+    pool = None
+    if space:
+        from exprsearch.space.generate import Space
+        pool = ExprPool(random.Random(cfg.seed + 1), space=Space.from_text(cfg.warmup_space))
 
     def loss(batch):
         sup.sample(rng, cfg.layerdrop, pool)  # a uniform (X, Y) sub-model (and layer skips) per step

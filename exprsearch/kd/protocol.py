@@ -21,15 +21,14 @@ from .glue import is_glue, task
 from .teacher import TeacherConfig
 from .userdata import UserData, check_files, register
 
-__all__ = ["EvalConfig", "teacher_config", "EXECUTION_FIELDS", "NEUTRAL", "SMALL_DEV"]
+__all__ = ["EvalConfig", "teacher_config", "EXECUTION_FIELDS", "NEUTRAL"]
 
 # fields added after stores were written, with the value that means "as before": a protocol that
 # keeps them there keeps its old identity (eval hash, supernet cache key)
-NEUTRAL = {"teacher_task_epochs": "", "warmup_sampling": "standard", "heldout_rows": 0, "score_on": "dev",
+NEUTRAL = {"teacher_task_epochs": "", "warmup_sampling": "standard", "heldout_rows": 0, "score_on": "dev", "warmup_space": "",
            "train_file": "", "dev_file": "", "text_columns": (), "label_column": "", "regression": False}
 _ALIAS = {"train": {"flags": ("--train",)}, "dev": {"flags": ("--dev",)}}  # short options (cli/options.py)
 USER_FIELDS = ("train_file", "dev_file", "text_columns", "label_column", "regression")  # one task of your own data
-SMALL_DEV = 1000  # dev sets smaller than this are scored on held-out training rows with score_on=auto
 MAX_POSITIONS = 512  # BERT's position embeddings (students inherit the teacher's): the longest sequence
 
 # fields that say how a protocol is executed, not what it computes: results are reusable across them
@@ -69,8 +68,13 @@ class EvalConfig:
     bf16_teacher: bool = True           # keep the (frozen) teacher in bf16 on CUDA
     layerdrop: float = 0.0              # LayerDrop rate of the supernet warm-up (shallower candidates)
     warmup_sampling: str = "standard"   # supernet warm-up: standard (GELU FFNs of random X_Y) | space (random expressions)
-    heldout_rows: int = 0               # training rows held out of training (scored instead of dev: score_on)
-    score_on: str = "dev"               # dev | heldout | auto (held-out rows where the dev set is small)
+    warmup_space: str = ""              # the space an op-sampling warm-up draws from (Space.describe(); "": the
+                                        # reference space); a search sets its own
+    heldout_rows: int = 1000            # training rows held out of every training, the teacher's too (kd/holdout.py:
+                                        # whole rows drawn to resemble dev; at most a fifth): every selection reads them
+    score_on: str = "heldout"           # heldout: the score is read from the held-out rows | dev: from the dev rows
+                                        # (the search refuses it: dev is reported, never selected on) | auto: heldout
+                                        # when rows are held out
     head_importance_steps: int = 0      # batches for head importance when a spec prunes heads (0: keep first)
     dropout: float | None = 0.0         # student dropout in candidate training (none: the teacher's; 0: results independent of the group)
     group: int = 0                      # candidates trained in lock-step (one batch, one teacher pass); 0: sized to the GPU (8 on the CPU)
@@ -109,10 +113,15 @@ class EvalConfig:
             raise ConfigError(f"device {self.device!r}: choose auto, cpu, cuda or cuda:N")
         if self.warmup_sampling not in ("standard", "space"):
             raise ConfigError(f"warmup_sampling {self.warmup_sampling!r}: choose standard or space")
+        if self.warmup_space:
+            from exprsearch.space.generate import Space
+            Space.from_text(self.warmup_space)  # its checks
         if self.score_on not in ("dev", "heldout", "auto"):
             raise ConfigError(f"score_on {self.score_on!r}: choose dev, heldout or auto")
-        if self.heldout_rows < 0 or (self.score_on != "dev" and self.heldout_rows == 0):
-            raise ConfigError(f"score_on {self.score_on} needs held-out rows: --heldout-rows N (e.g. 2000)")
+        if self.score_on == "heldout" and self.heldout_rows == 0:
+            raise ConfigError("--heldout-rows 0 holds no rows out, so there is nothing to score on: hold rows out "
+                              "(e.g. --heldout-rows 1000), or score on the dev rows with --score-on dev (a search "
+                              "refuses that: it would select on the rows it reports)")
         data = self.user_data()
         if data is not None:
             register(data)  # glue.task(name) finds it in this process
@@ -153,10 +162,19 @@ class EvalConfig:
         if data is not None:
             check_files(data, self.max_dev)
 
-    def scored_on_heldout(self, dev_rows: int) -> bool:
-        """Whether a task with ``dev_rows`` dev rows is scored on the held-out training rows."""
-        return self.heldout_rows > 0 and (self.score_on == "heldout"
-                                          or (self.score_on == "auto" and dev_rows < SMALL_DEV))
+    @property
+    def selects_on_heldout(self) -> bool:
+        """Whether scores (and so every selection) are read from the held-out training rows."""
+        return self.heldout_rows > 0 and self.score_on in ("heldout", "auto")
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any], **over: Any) -> "EvalConfig":
+        """The config a stored run was made under: fields it does not name take their ``NEUTRAL``
+        value (what the code did before the field existed), not today's default."""
+        import dataclasses
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in names}
+        return cls(**{**{k: v for k, v in NEUTRAL.items() if k not in d}, **d, **over})
 
     def steps_for(self, name: str) -> int:
         return int(_per_task("task_steps", self.task_steps, name, self.steps))
@@ -209,4 +227,4 @@ def teacher_config(cfg: EvalConfig, name: str) -> TeacherConfig:
     place: CLI and Evaluator)."""
     return TeacherConfig(epochs=cfg.teacher_epochs_for(name), batch_size=cfg.teacher_batch, max_len=cfg.max_len,
                          max_train=cfg.max_train, max_dev=cfg.max_dev, skip_bad_rows=cfg.skip_bad_rows,
-                         seed=cfg.seed, cuda_graphs=cfg.cuda_graphs)
+                         seed=cfg.seed, cuda_graphs=cfg.cuda_graphs, heldout_rows=cfg.heldout_rows)

@@ -23,8 +23,9 @@ import torch
 
 from exprsearch.errors import ConfigError, ExprSearchError, check_number, check_whole
 
-from .glue import Task, file_digest, read_split
+from .glue import Task, file_digest
 from .group import GroupTrainer, Member
+from .holdout import task_rows
 from .tokens import Batcher, encode
 from .train import Progress, TrainConfig, dev_metrics
 
@@ -137,20 +138,25 @@ class TeacherConfig:
     skip_bad_rows: bool = False   # count and skip malformed data rows instead of stopping
     seed: int = 0                 # data order
     cuda_graphs: bool = True      # on CUDA: replay each length bucket's captured training step
+    heldout_rows: int = 0         # training rows held out of the teacher's training too (kd/holdout.py)
 
     def __post_init__(self) -> None:
         check_number(self, "epochs", "lr", above=0)
         check_whole(self, "batch_size", "max_train", "max_dev", least=1)
+        check_whole(self, "heldout_rows", least=0)
         check_whole(self, "max_len", least=2)
         check_whole(self, "seed", least=0, most=2**32 - 1)
 
 
 def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherConfig, cache_dir: Path,
                      device: torch.device, log: Any = print) -> Path:
-    """The fine-tuned teacher for ``t`` (from the cache when present)."""
+    """The fine-tuned teacher for ``t`` (from the cache when present), trained on the training
+    rows only: the held-out rows (``cfg.heldout_rows``, drawn by ``holdout.task_rows`` exactly as
+    the students' evaluator draws them) and the dev rows are never trained on."""
     teacher_dir = check_teacher_dir(Path(teacher_dir))
-    train = read_split(data_dir, t, "train", limit=cfg.max_train, skip_bad_rows=cfg.skip_bad_rows)
-    dev = read_split(data_dir, t, t.dev[0], limit=cfg.max_dev, skip_bad_rows=cfg.skip_bad_rows)
+    rows = task_rows(data_dir, t, heldout_rows=cfg.heldout_rows, max_train=cfg.max_train, max_dev=cfg.max_dev,
+                     skip_bad_rows=cfg.skip_bad_rows)
+    train, dev = rows.train, rows.dev
     key = hashlib.sha256(json.dumps([teacher_digest(teacher_dir), t.name, file_digest(train.path),
                                      file_digest(dev.path), _recipe(cfg), "v3", *t.identity()],  # user data: its columns
                                     sort_keys=True).encode()).hexdigest()[:20]
@@ -169,7 +175,7 @@ def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherCon
                        log_every=max(1, steps // 10))
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    log(f"fine-tuning teacher on {t.name}: {len(tr)} examples, {steps} steps on {device}")
+    log(f"fine-tuning teacher on {t.name}: {len(tr)} examples, {steps} steps on {device} ({rows.describe()})")
     outcome = GroupTrainer([Member(model, _task_loss(t))], tcfg, device, graphs=graphs, log=log).train(
         batches, on_log=Progress(log, f"teacher {t.name}", steps))[0]
     if outcome.failed is not None:
@@ -192,9 +198,15 @@ def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherCon
 
 
 def _recipe(cfg: TeacherConfig) -> dict[str, Any]:
-    """The fields that change the fine-tuned weights (not how the steps are executed)."""
+    """The fields that change the fine-tuned weights (not how the steps are executed); a teacher
+    trained on every row keeps the key it had before held-out rows existed."""
+    from .holdout import HOLDOUT_RULE
     d = asdict(cfg)
     d.pop("cuda_graphs")
+    if d["heldout_rows"]:
+        d["heldout_rule"] = HOLDOUT_RULE
+    else:
+        d.pop("heldout_rows")
     return d
 
 

@@ -89,7 +89,8 @@ def tokenizer_digest(tok: Any) -> str:
 def encode(ex: Examples, tok: Any, max_len: int, cache_dir: Path | None = None) -> Encoded:
     """Tokenise (pairs as ``[CLS] a [SEP] b [SEP]``), truncating to ``max_len``; cached on disk."""
     key = hashlib.sha256(repr((tokenizer_digest(tok), max_len, file_digest(ex.path), len(ex),
-                               ex.skipped) + tuple(map(str, ex.task.identity()))).encode()).hexdigest()[:24]
+                               ex.skipped) + tuple(map(str, ex.task.identity()))
+                              + ((ex.part,) if ex.part else ())).encode()).hexdigest()[:24]
     path = cache_dir / "tokens" / f"{ex.task.name}-{ex.path.stem}-{key}.pt" if cache_dir else None
     if path is not None and path.is_file():
         try:

@@ -44,37 +44,54 @@ def pareto(rows: list[dict[str, Any]], keys: tuple[str, ...] = ("params", "laten
 
 
 def _main_metrics(r: dict[str, Any]) -> str:
-    from exprsearch.kd.glue import main_metric
+    """Each task's main metric and the rows it was read from (held-out, or dev in older runs)."""
+    from exprsearch.kd.glue import scored_metric
     out = []
     for t, m in (r.get("metrics") or {}).items():
         try:
-            out.append(f"{t} {100 * m[main_metric(t, m)]:.1f}")
+            split, value, _ = scored_metric(t, m)
+            out.append(f"{t} {split} {100 * value:.1f}")
         except Exception:  # noqa: BLE001 - metrics of an unknown task are shown raw
             out.append(f"{t} {m}")
     return ", ".join(out)
 
 
 def score_std(r: dict[str, Any]) -> float | None:
-    """The bootstrap standard deviation of a row's score (points), from its tasks' ``<main>_std``
-    (independent dev sets: variances add, then the mean divides); None if a task has none.
+    """The bootstrap standard deviation of a row's score (points), from its tasks' main-metric std
+    on the rows the score was read from (independent row sets: variances add, then the mean
+    divides); None if a task has none.
 
     >>> round(score_std({"metrics": {"SST-2": {"acc": 0.8, "acc_std": 0.013}, "RTE": {"acc": 0.6, "acc_std": 0.03}}}), 2)
     1.63
+    >>> score_std({"metrics": {"SST-2": {"heldout_acc": 0.8, "heldout_acc_std": 0.02, "score": 0.8}}})
+    2.0
     """
-    from exprsearch.kd.glue import main_metric
+    from exprsearch.kd.glue import scored_metric
     ms = r.get("metrics") or {}
     try:
-        var = [m[f"{main_metric(t, m)}_std"] ** 2 for t, m in ms.items()]
-    except (KeyError, ValueError):
+        stds = [scored_metric(t, m)[2] for t, m in ms.items()]
+    except (KeyError, ValueError, TypeError):
         return None
-    return 100 * math.sqrt(sum(var)) / len(var) if var else None
+    if not stds or any(s is None for s in stds):
+        return None
+    return 100 * math.sqrt(sum(s ** 2 for s in stds)) / len(stds)
 
 
 def standard_row(r: dict[str, Any]) -> bool:
-    """Is this stored row the standard FFN in every layer (the baseline row)?"""
+    """Is this stored row its run's baseline: the width-matched standard FFN (marked by the search
+    when it stored the row; in a run stored before the mark, the full-width standard FFN)?
+
+    >>> standard_row({"spec": "[linear1_2(gelu(linear1_2(x,wb1)),wb2)]", "config": {"baseline": True}})
+    True
+    >>> standard_row({"spec": "[linear1_1(gelu(linear1_1(x,wb1)),wb2)]", "config": {"baseline": False}})
+    False
+    """
     from exprsearch.lang.standard import is_standard
 
     from .store import row_spec
+    cfg = r.get("config")
+    if isinstance(cfg, dict) and "baseline" in cfg:
+        return bool(cfg["baseline"])
     spec = row_spec(r["spec"])
     return spec is not None and is_standard(spec)
 
@@ -99,7 +116,7 @@ def _row(i: int | str, r: dict[str, Any]) -> list[Any]:
             r.get("stage"), ("standard FFN: " if standard_row(r) else "") + spec]
 
 
-_HEAD = ["#", "score ± boot. std (seeds)", "dev (main metric)", "params", "FFN params", "FLOPs/tok", "ms", "stage",
+_HEAD = ["#", "score ± boot. std (seeds)", "scored on (main metric)", "params", "FFN params", "FLOPs/tok", "ms", "stage",
          "spec"]
 
 
@@ -108,8 +125,9 @@ def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def leaderboard_table(rows: list[dict[str, Any]], top: int = 10) -> str:
-    """The ``top`` rows by score (± the bootstrap std over the dev rows), the standard FFN's row
-    always shown, and how far the best row is from it."""
+    """The ``top`` rows by score (± the bootstrap std over the rows it was read from), the
+    baseline's row (the width-matched standard FFN) always shown, and how far the best row is
+    from it, with both rows' FFN parameters side by side."""
     ok = _ranked(rows)
     shown = [_row(i + 1, r) for i, r in enumerate(ok[:top])]
     std = next(((i, r) for i, r in enumerate(ok) if standard_row(r)), None)
@@ -123,8 +141,12 @@ def leaderboard_table(rows: list[dict[str, Any]], top: int = 10) -> str:
         noise = "" if a is None or b is None else f" ± {math.hypot(a, b):.2f}"
         what = "best" if other is ok[0] else "runner-up"
         out += (f"\n{what} - standard FFN: {other['score'] - base['score']:+.2f}{noise} points "
-                f"(standard FFN ranks {std[0] + 1} of {len(ok)})")
+                f"(standard FFN ranks {std[0] + 1} of {len(ok)}; FFN params {_mparams(other)} vs {_mparams(base)})")
     return out
+
+
+def _mparams(r: dict[str, Any]) -> str:
+    return "-" if r.get("ffn_params") is None else f"{r['ffn_params'] / 1e6:.3f}M"
 
 
 def pareto_table(rows: list[dict[str, Any]]) -> str:

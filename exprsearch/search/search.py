@@ -28,14 +28,12 @@ from exprsearch.kd.protocol import EXECUTION_FIELDS, NEUTRAL, EvalConfig
 from exprsearch.lang.dedup import Deduper
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.ops import REFERENCE_BINARY, REFERENCE_UNARY
-from exprsearch.lang.ops import RATIO_CHOICES
-from exprsearch.lang.standard import STANDARD_SPEC, standard_ffn
 from exprsearch.lang.canon import canonicalize
 from exprsearch.space.generate import Space
 from exprsearch.space.samplers import SAMPLERS, make_sampler
 
 from .failures import FailureWatch
-from .pricing import Budget, Price, parse_budget, price_spec, teacher_price
+from .pricing import Budget, Price, parse_budget, price_spec, resolve, teacher_price
 from .store import Store, row_spec
 
 __all__ = ["SearchConfig", "Search", "eval_hash", "parse_budget"]  # parse_budget: from pricing.py
@@ -103,6 +101,11 @@ class SearchConfig:
         Budget.parse(self.budget_params)
         parse_budget(self.budget_flops)
 
+    def space(self) -> Space:
+        """The space every layer's expression is drawn from (stage 2 fixes X_Y per layer)."""
+        return Space(max_depth=self.max_depth, max_size=self.max_size, unary=self.unary, binary=self.binary,
+                     gates=self.gates)
+
 
 def eval_hash(cfg: EvalConfig) -> str:
     """Identity of an evaluation protocol: results are reusable across runs only under the same."""
@@ -111,6 +114,9 @@ def eval_hash(cfg: EvalConfig) -> str:
     execution = tuple(f for f in EXECUTION_FIELDS if not (cfg.hurdles and f == "group"))
     for k in execution + tuple(k for k, v in NEUTRAL.items() if d.get(k) == v):
         d.pop(k, None)  # a field added with a neutral default keeps older stores' hashes
+    if cfg.heldout_rows:  # which rows are held out (and that the teacher never saw them) changes every score
+        from exprsearch.kd.holdout import HOLDOUT_RULE
+        d["heldout_rule"] = HOLDOUT_RULE
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -119,19 +125,27 @@ class Search:
 
     def __init__(self, store: Store, scfg: SearchConfig, ecfg: EvalConfig, run_id: str | None = None,
                  log: Callable[[str], None] | None = None, progress: bool = True) -> None:
+        if ecfg.warmup_sampling == "space" and run_id is None:  # the warm-up draws from this search's space
+            ecfg = dataclasses.replace(ecfg, warmup_space=scfg.space().describe())
         self.store, self.scfg, self.ecfg = store, scfg, ecfg
         self.log = log or (lambda m: print(m, file=sys.stderr))
         self.progress = progress
         self.hash = eval_hash(ecfg)
-        self.run_id = run_id or store.new_run({"search": asdict(scfg), "eval": asdict(ecfg)})
+        if run_id is None:
+            self._check_selection()
+        self.budget, self.budget_flops = Budget.parse(scfg.budget_params), parse_budget(scfg.budget_flops)
+        # the most parameters of the budget's kind, and the width-matched standard FFN (the baseline);
+        # a budget no standard FFN fits is refused here, before the store holds a run
+        self.budget_params, self._baseline = resolve(
+            self.budget, self.budget_flops, self.prices, ecfg.layers,
+            ecfg.base_width or self._teacher_config()["hidden_size"],
+            lambda: teacher_price(self._teacher_config(), self._labels()))
+        self.run_id = run_id or store.new_run({"search": asdict(scfg), "eval": asdict(ecfg),
+                                               "baseline": str(self._baseline)})
         self.dedup = Deduper(use_sympy=False)
         self._reps: dict[str, Any] = {}
         self.seen: set[str] = set()
         self.stats = {"evaluated": 0, "reused": 0, "duplicates": 0, "over_budget": 0, "failed": 0, "reseeded": 0}
-        self.budget, self.budget_flops = Budget.parse(scfg.budget_params), parse_budget(scfg.budget_flops)
-        self.budget_params = None if self.budget is None else self.budget.limit(  # the most of its kind
-            self.prices(STANDARD_SPEC.broadcast(ecfg.layers)) if self.budget.standard else None,
-            teacher_price(self._teacher_config(), self._labels()) if self.budget.share else None)
         self._backend: Any = None
         self._evaluator: Any = None
         self.watch = FailureWatch(store, self.run_id)
@@ -144,6 +158,13 @@ class Search:
                 self.seen.add(key)
             if row["eval_hash"] == self.hash and row["status"] != "failed" and "@" not in row["key"]:
                 self._prior.setdefault(key, row)
+        self.baseline_key = self.key(self._baseline)
+
+    def _check_selection(self) -> None:
+        if not self.ecfg.selects_on_heldout:
+            raise ConfigError("a search selects candidates, so it ranks them on held-out training rows, never on "
+                              "the dev rows it reports: hold rows out (--heldout-rows N, e.g. 1000) and score on "
+                              "them (--score-on heldout)")
 
     @classmethod
     def resume(cls, store: Store, run_id: str, **kw: Any) -> "Search":
@@ -152,9 +173,7 @@ class Search:
         fields = lambda c: {f.name for f in dataclasses.fields(c)}  # noqa: E731
         scfg = SearchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["search"].items()
                                if k in fields(SearchConfig)})
-        ecfg = EvalConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["eval"].items()
-                             if k in fields(EvalConfig)})
-        return cls(store, scfg, ecfg, run_id=run_id, **kw)
+        return cls(store, scfg, EvalConfig.from_stored(cfg["eval"]), run_id=run_id, **kw)
 
     # -- identity, price ----------------------------------------------------------------------------
     def key(self, spec: ModelSpec) -> str:
@@ -186,13 +205,11 @@ class Search:
         return self._tc
 
     def standard(self) -> ModelSpec:
-        """The standard FFN the search starts from: full width, or under a parameter budget the
-        widest ``linear1_Y(gelu(linear1_Y(x,wb1)),wb2)`` within it (the width-matched baseline)."""
-        for y in RATIO_CHOICES:
-            spec = ModelSpec((standard_ffn(1, y),)).broadcast(self.ecfg.layers)
-            if not self.over_budget(spec):
-                return spec
-        return STANDARD_SPEC.broadcast(self.ecfg.layers)
+        """The run's baseline: the standard FFN at full width, or under a budget the widest
+        ``linear1_Y(gelu(linear1_Y(x,wb1)),wb2)`` within it (``pricing.resolve``: the width-matched
+        standard FFN; a budget that none fits is refused when the search is made).  Stage 1
+        starts from it, it is evaluated like any candidate, and every comparison is with it."""
+        return self._baseline
 
     def _labels(self) -> int:
         from exprsearch.kd.glue import task
@@ -239,19 +256,19 @@ class Search:
         return self._evaluator
 
     def spaces(self, stage: int) -> list[Space]:
-        s = self.scfg
-        base = dict(max_depth=s.max_depth, max_size=s.max_size, unary=s.unary, binary=s.binary, gates=s.gates)
+        space = self.scfg.space()
         if stage == 1:
-            return [Space(**base)] * self.ecfg.layers
+            return [space] * self.ecfg.layers
         best = self.best(stage=1)
         fixed = row_spec(best["spec"]).layers  # depth and X_Y of stage 1's winner
-        return [Space(**base, blocks=(e.linears()[0].op.blocks,), ratios=(e.linears()[0].op.ratio,))
+        return [dataclasses.replace(space, blocks=(e.linears()[0].op.blocks,), ratios=(e.linears()[0].op.ratio,))
                 for e in fixed]
 
     def run(self) -> dict[str, Any]:
         stages = [int(x) for x in self.scfg.stages.split(",") if x.strip()]
         if any(s not in (1, 2, 3) for s in stages):
             raise ConfigError(f"stages {self.scfg.stages!r}: choose from 1,2,3")
+        self._check_selection()
         self.store.set_status(self.run_id, "running")
         try:
             for stage in stages:
@@ -343,7 +360,8 @@ class Search:
 
             def commit(key: str, r: dict[str, Any]) -> None:  # as soon as each result exists
                 self.store.add(self.run_id, {**r, "key": key, "spec": str(specs[key])}, eval_hash=self.hash,
-                               stage=stage, config={"eval": self.hash}, worker=r.get("worker", ""))
+                               stage=stage, config={"eval": self.hash, "baseline": key == self.baseline_key},
+                               worker=r.get("worker", ""))
                 if r.get("worker") != "reused":
                     self.stats["evaluated"] += 1
                     self.stats["failed"] += r["status"] == "failed"

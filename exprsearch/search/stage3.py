@@ -1,7 +1,7 @@
 """stage-2 winner --> best X_Y per layer (on a weight-sharing supernet) --> multi-task student.
 
 Input: a ``Search`` whose stages 1-2 stored candidates.  Output: stored stage-3 rows -- the ranked
-X_Y assignments (scored by the supernet's sub-model on each task's dev set, no per-candidate
+X_Y assignments (scored by the supernet's sub-model on each task's held-out rows, no per-candidate
 training: the proxy) and the winner fine-tuned multi-task (one shared encoder, one classifier head
 per task).  Invariants: the expression bodies never change in this stage; the supernet is trained
 with a uniformly drawn X_Y per layer per step, so every assignment it ranks was trained as often.
@@ -17,7 +17,6 @@ from exprsearch.compiler.student import set_dropout
 from exprsearch.kd.distill import KDLoss
 from exprsearch.kd.evaluate import Evaluator
 from exprsearch.kd.glue import score
-from exprsearch.kd.train import dev_metrics
 from exprsearch.lang.expr import AttnSpec, Expr, ModelSpec, node
 from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES, Kind, linear_op
 
@@ -81,9 +80,9 @@ def run_stage3(search: "Search") -> None:
             for name, st in ev.state.items():
                 if spec.attn is None and len(spec) == ev.cfg.layers:
                     st.supernet.use_spec(spec)
-                    metrics[name] = dev_metrics(st.supernet.model, st.dev, st.task, ev.device, std=True)
+                    metrics[name] = st.selection_metrics(cfg, st.supernet.model, ev.device)
                 else:  # attention changes and depth are not part of the supernet: score the inheritor
-                    metrics[name] = dev_metrics(ev.student(name, spec), st.dev, st.task, ev.device, std=True)
+                    metrics[name] = st.selection_metrics(cfg, ev.student(name, spec), ev.device)
             fitness = score(metrics, ev.tasks)
             params, flops = search.price(spec)
             search.store.add(search.run_id, {"key": key, "spec": str(spec), "status": "ok", "score": fitness,
@@ -123,7 +122,8 @@ class _RoundRobin:
 
 def multitask_finetune(ev: Evaluator, spec: ModelSpec, steps: int) -> dict[str, dict[str, float]]:
     """One shared encoder (from the first task's supernet), one head per task (from each task's
-    supernet), KD from each task's teacher on round-robin batches; dev metrics per task."""
+    supernet), KD from each task's teacher on round-robin batches; per task the metrics the
+    search selects by (held-out rows: ``TaskState.selection_metrics``)."""
     states = list(ev.state.values())
     models = {st.task.name: st.supernet.extract(spec).to(ev.device).train() for st in states}
     if ev.cfg.dropout is not None:
@@ -139,4 +139,4 @@ def multitask_finetune(ev: Evaluator, spec: ModelSpec, steps: int) -> dict[str, 
         for n, p in list(m.named_parameters()) + list(kds[name].named_parameters()):
             params.setdefault(id(p), (f"{name}.{n}", p))
     ev.train(lambda tb: kds[tb[0]](models[tb[0]], tb[1]), list(params.values()), _RoundRobin(states), steps)
-    return {st.task.name: dev_metrics(models[st.task.name], st.dev, st.task, ev.device, std=True) for st in states}
+    return {st.task.name: st.selection_metrics(ev.cfg, models[st.task.name], ev.device) for st in states}

@@ -30,6 +30,14 @@ def _score(s: dict[str, Any] | None) -> str:
     return f"{s['mean']:.2f} ± {s['std']:.2f} ({n} seed{'s' * (n != 1)})"
 
 
+def _ffn(s: dict[str, Any] | None) -> str:
+    return "-" if not s or s.get("ffn_params") is None else f"{s['ffn_params'] / 1e6:.3f}M"
+
+
+def _named(s: dict[str, Any] | None) -> str:
+    return f" (`{s['spec']}`)" if s and s.get("spec") else ""
+
+
 def model_card(info: dict[str, Any]) -> str:
     """The model card of one distilled task (see the module docstring)."""
     main, task = info["main_metric"], info["task"]
@@ -47,10 +55,11 @@ def model_card(info: dict[str, Any]) -> str:
              "## Spec", "", *([f"From {info['source']}.", ""] if info.get("source") else []),
              "```", *[f"{item}" for item in info["spec"].strip("[]").split("; ")], "```", "",
              f"## Dev scores ({task}, {main} x 100)", "",
-             "| model | dev |", "|---|---|",
-             f"| this student | {_score(info['student'])} |",
-             f"| standard-FFN student, same protocol | {_score(info.get('standard'))} |",
-             f"| teacher | {info['teacher'].get(main, float('nan')):.2f} |", "",
+             "| model | dev | FFN parameters |", "|---|---|---|",
+             f"| this student | {_score(info['student'])} | {_ffn(info['student'])} |",
+             f"| standard-FFN student{_named(info.get('standard'))}, same protocol and seeds | "
+             f"{_score(info.get('standard'))} | {_ffn(info.get('standard'))} |",
+             f"| teacher | {info['teacher'].get(main, float('nan')):.2f} | |", "",
              f"The saved weights are seed {info['chosen_seed']}'s: of the seeds, the best on "
              f"{info.get('protocol', {}).get('heldout_rows', 'the')} held-out training rows (the dev set chooses "
              "nothing).  Per seed:", "", "| seed | dev | held-out | best step / steps |", "|---|---|---|---|"]
@@ -69,8 +78,15 @@ def model_card(info: dict[str, Any]) -> str:
     if "gpu_batch32_ms" in lat:
         lines.append(f"| latency, GPU, batch 32 x 128 tokens (bf16) | {lat['gpu_batch32_ms']:.1f} ms |")
     proto = info.get("protocol", {})
+    seeds = proto.get("seeds")
     lines += ["", "## How it was made", "",
               f"A full KD fine-tune from the search's warm supernet: {proto.get('epochs', '?')} epochs, "
-              f"the best of evaluations every {proto.get('eval_every', '?')} steps on held-out training rows, "
-              f"dropout {proto.get('dropout')}.  Reproduce:", "", "```", info.get("command", ""), "```", ""]
+              f"the best of evaluations every {proto.get('eval_every', '?')} steps on held-out training rows "
+              f"(whole training rows drawn to resemble dev, never trained on -- by the teacher neither), "
+              f"dropout {proto.get('dropout')}"
+              + (f", training seeds {', '.join(map(str, seeds))} (none a search seed)" if seeds else "")
+              + ("" if proto.get("best_before_last") is None else
+                 "; every seed's best checkpoint came before its last evaluation" if proto["best_before_last"] else
+                 "; **some seed's best checkpoint was its last evaluation: it may not have converged**")
+              + ".  Reproduce:", "", "```", info.get("command", ""), "```", ""]
     return "\n".join(lines)

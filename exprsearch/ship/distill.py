@@ -3,9 +3,12 @@
 Input: an ``Evaluator`` whose protocol holds training rows out (teachers and warm supernets
 prepared), the parsed spec, a ``FinalConfig``, the number of seeds and the output directory.
 Output: per task a Hugging Face directory (``hf.py``) with ``model.onnx`` and a model card, and a
-summary dict: the spec's dev scores over seeds beside the standard-FFN student's (trained in the
-same group, the same seeds) and the teacher's, the seed kept (best on the held-out training
-rows, never on dev), params (total / non-embedding / FFN), FLOPs per token, latency.
+summary dict: the spec's dev scores over seeds beside the width-matched standard-FFN student's
+(the run's baseline, or the widest standard FFN with at most the spec's FFN parameters; trained
+in the same group with the same seeds, both arms' FFN parameters side by side) and the teacher's,
+the seed kept (best on the held-out training rows, never on dev), params (total / non-embedding /
+FFN), FLOPs per token, latency, each seed's held-out curve and best step.  The seeds are fresh
+(``kd.final.fresh_seeds``): none the search or its re-ranks trained with.
 Invariants: a directory appears whole or not at all (written aside, then renamed; an existing
 one is replaced only with ``overwrite``); the dev set chooses nothing.
 """
@@ -15,14 +18,14 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
 from exprsearch.errors import ConfigError, ExprSearchError
-from exprsearch.kd.final import FinalConfig, FinalRun, finetune
+from exprsearch.kd.final import FinalConfig, FinalRun, finetune, fresh_seeds
 from exprsearch.lang.expr import ModelSpec
-from exprsearch.lang.standard import STANDARD_SPEC, is_standard
+from exprsearch.search.pricing import matched_standard, price_spec
 from exprsearch.search.stats import mean_std
 
 from .card import model_card
@@ -75,13 +78,12 @@ def check_onnx(model: Any, path: Path) -> dict[str, Any]:
     return {"onnx": path.name, "max_abs_diff": worst}
 
 
-def _summary(runs: list[FinalRun], main: str) -> dict[str, Any]:
+def _summary(runs: list[FinalRun], main: str, spec: ModelSpec, ffn_params: int) -> dict[str, Any]:
     ok = [r for r in runs if r.status == "ok"]
     vals = [100 * r.dev[main] for r in ok]
     mean, std = mean_std(vals) if vals else (None, None)
-    return {"mean": mean, "std": std, "seeds": [{"seed": r.seed, "status": r.status, "reason": r.reason,
-                                                 "dev": r.dev, "heldout": r.heldout, "best_step": r.best_step,
-                                                 "steps": r.steps} for r in runs]}
+    return {"spec": str(spec), "ffn_params": ffn_params, "mean": mean, "std": std,
+            "seeds": [r.as_dict() for r in runs]}
 
 
 def _replace_dir(tmp: Path, out: Path, overwrite: bool) -> None:
@@ -97,13 +99,26 @@ def _replace_dir(tmp: Path, out: Path, overwrite: bool) -> None:
 
 
 def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int = 1, *, command: str = "",
-            source: str = "", overwrite: bool = False, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Distil ``spec`` on every task of ``ev`` into ``out`` (``out/<task>`` for several tasks)."""
+            source: str = "", overwrite: bool = False, log: Callable[[str], None] = print,
+            baseline: ModelSpec | None = None, used_seeds: Iterable[int] = ()) -> list[dict[str, Any]]:
+    """Distil ``spec`` on every task of ``ev`` into ``out`` (``out/<task>`` for several tasks),
+    beside ``baseline`` (default: the widest standard FFN with at most the spec's FFN parameters),
+    with fresh seeds (none of ``used_seeds``)."""
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     spec = spec.broadcast(ev.cfg.layers) if len(spec) == 1 else spec
-    standard = STANDARD_SPEC.broadcast(ev.cfg.layers)
-    with_std = not is_standard(spec)
+    first = ev.state[next(iter(ev.state))]
+    tc, labels_n = first.teacher.config.to_dict(), first.task.num_labels
+
+    def price(s: ModelSpec) -> Any:
+        return price_spec(s, ev.cfg, tc, labels_n)
+
+    standard = (baseline or matched_standard(spec, price, ev.cfg.layers)).broadcast(ev.cfg.layers)
+    with_std = standard != spec
+    ffn = {"student": price(spec).ffn_params, "standard": price(standard).ffn_params}
+    seed_list = fresh_seeds(seeds, used_seeds)
+    log(f"final protocol seeds {seed_list}; the student ({ffn['student']:,} FFN parameters) beside the standard "
+        f"FFN {standard.layers[0]} ({ffn['standard']:,} FFN parameters)")
     names = list(ev.state)
     out = Path(out)
     results = []
@@ -113,7 +128,7 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
         mine: list[FinalRun] = []
         theirs: list[FinalRun] = []
         t0 = time.perf_counter()
-        for seed in range(seeds):
+        for seed in seed_list:
             runs = finetune(ev, [spec, standard] if with_std else [spec], name, seed, fcfg, log=log)
             mine.append(runs[0])
             if with_std:
@@ -135,11 +150,13 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
             latency["gpu_batch32_ms"] = _latency(model.to(ev.device), ev.device, 32)
         labels = list(st.task.labels) if st.task.labels is not None else None
         info = {"task": name, "spec": str(spec), "chosen_seed": best.seed, "main_metric": st.task.main,
-                "student": _summary(mine, st.task.main), "standard": _summary(theirs, st.task.main) if with_std else None,
+                "student": _summary(mine, st.task.main, spec, ffn["student"]),
+                "standard": _summary(theirs, st.task.main, standard, ffn["standard"]) if with_std else None,
                 "teacher": {k: 100 * v for k, v in st.teacher_metrics.items()}, "protocol": {
-                    "epochs": fcfg.epochs_for(name), "eval_every": fcfg.eval_every, "dropout": fcfg.dropout,
+                    "epochs": fcfg.epochs_for(name), "eval_every": fcfg.every(best.steps), "dropout": fcfg.dropout,
                     "heldout_rows": len(st.heldout), "lr": ev.cfg.lr, "batch_size": ev.cfg.batch_size,
-                    "steps": best.steps}, **facts, "latency": latency, "command": command, "source": source,
+                    "steps": best.steps, "seeds": seed_list,
+                    "best_before_last": all(r.best_before_last for r in mine if r.status == "ok")}, **facts, "latency": latency, "command": command, "source": source,
                 "seconds": time.perf_counter() - t0, "device": str(ev.device)}
         tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -78,6 +78,31 @@ class Space:
             raise ConfigError("the smallest FFN has depth 3 and size 4: raise max_depth/max_size")
         object.__setattr__(self, "_dp", _Counter(self))
 
+    def describe(self) -> str:
+        """The space's limits, operators and gates as one line (an ``EvalConfig.warmup_space``: the
+        space a supernet warm-up draws from); ``Space.from_text`` reads it back (X and Y aside).
+
+        >>> Space.from_text(Space(max_size=9, gates=True).describe()) == Space(max_size=9, gates=True)
+        True
+        >>> Space.from_text("") == Space()
+        True
+        """
+        return (f"depth={self.max_depth},size={self.max_size},unary={'|'.join(self.unary)},"
+                f"binary={'|'.join(self.binary)},gates={int(self.gates)}")
+
+    @classmethod
+    def from_text(cls, text: str, **kw: object) -> "Space":
+        """The space ``describe`` wrote (``""``: the reference space); ``kw`` sets X and Y choices."""
+        if not text:
+            return cls(**kw)  # type: ignore[arg-type]
+        try:
+            f = dict(item.split("=", 1) for item in text.split(","))
+            return cls(max_depth=int(f["depth"]), max_size=int(f["size"]),
+                       unary=tuple(filter(None, f["unary"].split("|"))),
+                       binary=tuple(filter(None, f["binary"].split("|"))), gates=f["gates"] == "1", **kw)  # type: ignore[arg-type]
+        except (KeyError, ValueError):
+            raise ConfigError(f"warmup_space {text!r}: expected depth=D,size=S,unary=a|b,binary=c|d,gates=0|1") from None
+
     @property
     def xy(self) -> list[Op]:
         return [linear_op(x, y) for x in self.blocks for y in self.ratios]
