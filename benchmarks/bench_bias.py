@@ -1,40 +1,63 @@
 """Does the warm-up favour GELU?  Proxy vs final for FFNs that differ only in their activation
-(issue 24, item 1).
+(issues 24 and 28), under the evidence protocol.
 
-Candidates: >= 12 standard-shape FFNs -- ``linear1_1(ACT(linear1_1(x,wb1)),wb2)`` for eight
+Candidates: 14 standard-shape FFNs -- ``linear1_Y(ACT(linear1_Y(x,wb1)),wb2)`` for eight
 activations (gelu relu swish tanh sigmoid elu leaky_relu sqrelu), two input transforms of the
-GELU FFN, and the gated GEGLU / SwiGLU (``wb3``).  For each supernet warm-up (``standard``: GELU
-FFNs only, as before; ``space``: a random expression of the space per layer per step) the
-candidates are scored by the **proxy** (the search protocol) and by the **final** protocol
-(kd/final.py: a full KD fine-tune, the best checkpoint on held-out training rows), each over
-``--seeds`` seeds, in lock-step groups.  Reported per warm-up: GELU's lead over the mean of the
-other activations on the proxy and on the final protocol (goal: within 0.3 of each other), and
-Kendall's tau of proxy vs final over all candidates (goal >= 0.7).
+GELU FFN, and four gated ones (``wb3``: GEGLU, SwiGLU, ReGLU, bilinear) at the width that gives them the same matrices
+(Y' = 3Y/2: three H x D/Y' matrices = two H x D/Y ones; at Y = 1 the nearest, Y' = 2).  For each
+supernet warm-up (``standard``: GELU FFNs only; ``space``: a random expression of the search's
+space per layer per step -- gated forms included) the candidates are scored by the **proxy** (the
+search's own protocol and scoring: held-out training rows) and by the **final** protocol
+(``_final.py``: kd/final.py on fresh seeds, reported on dev, with a 1.5x longer run on
+``--check-seeds`` seeds to show convergence), each over ``--seeds`` seeds, in lock-step groups.
+Reported per warm-up: GELU's lead over the mean of the other activations on the proxy and on the
+final protocol, and Kendall's tau of proxy vs final over all candidates.
 
-Resumable and cut into parts: every (warm-up, protocol, seed) pass is written to the JSON as it
-finishes; ``--resume`` skips passes already there and ``--deadline S`` stops before starting a
-pass that would not end S seconds after the start (device calls last at most 10 minutes).
+The protocol is a search preset's (``--preset quick``: SST-2 on 2 CPU cores; ``gpu``: four tasks)
+at base width ``--base-width`` (D = 4H: 1536 for the default teacher).  Resumable and cut into
+parts: every pass is written to the JSON as it ends; ``--resume`` skips passes already there and
+``--deadline S`` stops before a pass that would not end S seconds after the start.
 
-    PYTHONPATH=. python benchmarks/bench_bias.py --data-dir GLUE --teacher MINILM --deadline 540 [--resume]
+    PYTHONPATH=. python benchmarks/bench_bias.py --preset quick --base-width 1536 --ratio 2 --seeds 2 --resume
     PYTHONPATH=. python benchmarks/bench_bias.py --report        # the summary of the committed JSON
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from _common import Log, device_name, eval_config, glue_parser, write_json
+from _common import Log, device_name, write_json
+from _final import dev_score, run_finals, summarise as summarise_finals
 
 OUT = Path(__file__).parent / "results" / "bench_bias.json"
 ACTS = ("gelu", "relu", "swish", "tanh", "sigmoid", "elu", "leaky_relu", "sqrelu")
-CANDIDATES = {**{a: f"linear1_1({a}(linear1_1(x,wb1)),wb2)" for a in ACTS},
-              "gelu_tanh_in": "linear1_1(gelu(linear1_1(tanh(x),wb1)),wb2)",
-              "gelu_max_in": "linear1_1(gelu(linear1_1(max(x,tanh(x)),wb1)),wb2)",
-              "geglu": "linear1_2(mul(gelu(linear1_2(x,wb1)),linear1_2(x,wb3)),wb2)",
-              "swiglu": "linear1_2(mul(swish(linear1_2(x,wb1)),linear1_2(x,wb3)),wb2)"}
 WARMUPS = ("standard", "space")
+
+
+def candidates(y: int = 1) -> dict[str, str]:
+    """The 14 FFNs at ratio Y (the gated ones at the ratio with the same matrices).
+
+    >>> len(candidates(2))
+    14
+
+    >>> c = candidates(2)
+    >>> c["gelu"], c["geglu"]
+    ('linear1_2(gelu(linear1_2(x,wb1)),wb2)', 'linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)')
+    """
+    g = {1: 2, 2: 3}.get(y, 4)
+    return {**{a: f"linear1_{y}({a}(linear1_{y}(x,wb1)),wb2)" for a in ACTS},
+            "gelu_tanh_in": f"linear1_{y}(gelu(linear1_{y}(tanh(x),wb1)),wb2)",
+            "gelu_max_in": f"linear1_{y}(gelu(linear1_{y}(max(x,tanh(x)),wb1)),wb2)",
+            "geglu": f"linear1_{g}(mul(gelu(linear1_{g}(x,wb1)),linear1_{g}(x,wb3)),wb2)",
+            "swiglu": f"linear1_{g}(mul(swish(linear1_{g}(x,wb1)),linear1_{g}(x,wb3)),wb2)",
+            "reglu": f"linear1_{g}(mul(relu(linear1_{g}(x,wb1)),linear1_{g}(x,wb3)),wb2)",
+            "bilinear": f"linear1_{g}(mul(linear1_{g}(x,wb1),linear1_{g}(x,wb3)),wb2)"}
+
+
+CANDIDATES = candidates(1)
 
 
 def summarise(result: dict) -> dict:
@@ -67,61 +90,84 @@ def summarise(result: dict) -> dict:
 
 
 def main() -> None:
-    ap = glue_parser(__doc__, tasks="CoLA,SST-2", warmup_steps=600, out=OUT, teacher_batch=32)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--final-epochs", default="CoLA=3,SST-2=1", help="final protocol epochs per task")
-    ap.add_argument("--heldout-rows", type=int, default=2000)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="quick", help="the search preset whose protocol is measured (quick | gpu)")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--teacher", default=None)
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--tasks", default=None, help="tasks (default: the preset's)")
+    ap.add_argument("--base-width", type=int, default=1536, help="the students' D (D = 4H: 1536 for MiniLM)")
+    ap.add_argument("--ratio", type=int, default=2, help="Y of the activation candidates (d = D / Y)")
+    ap.add_argument("--seeds", type=int, default=2, help="proxy seeds and fresh final seeds per warm-up")
+    ap.add_argument("--check-seeds", type=int, default=1, help="final seeds also run 1.5x longer (convergence)")
+    ap.add_argument("--final-epochs", default="SST-2=2,CoLA=3,MRPC=5,RTE=5")
     ap.add_argument("--deadline", type=float, default=0, help="seconds: start no pass that would end later (0: none)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--report", action="store_true", help="print the summary of --out, train nothing")
+    ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     out = Path(args.out)
     if args.report:
         print(json.dumps(summarise(json.loads(out.read_text())), indent=2))
         return
-    from exprsearch.kd.evaluate import Evaluator
-    from exprsearch.kd.final import FinalConfig, finetune
-    from exprsearch.kd.glue import score, task
+    from exprsearch.kd.evaluate import EvalConfig, Evaluator
+    from exprsearch.kd.final import FinalConfig, fresh_seeds
     from exprsearch.lang.parsing import parse_spec
+    from exprsearch.search.presets import SEARCH_PRESETS
+    from exprsearch.space.generate import Space
     t0 = time.perf_counter()
     log = Log()
-    base = replace(eval_config(args), heldout_rows=args.heldout_rows, score_on="dev", group=len(CANDIDATES))
-    result = json.loads(out.read_text()) if args.resume and out.exists() else {"passes": {}, "seconds": {}}
-    result.update({"benchmark": "bench_bias", "device": device_name(), "candidates": CANDIDATES,
+    names, texts = list(candidates(args.ratio)), candidates(args.ratio)
+    over = {k: v for k, v in (("data_dir", args.data_dir), ("teacher", args.teacher), ("cache_dir", args.cache_dir))
+            if v}
+    if args.tasks:
+        over["tasks"] = tuple(args.tasks.split(","))
+    base = EvalConfig(**{**SEARCH_PRESETS[args.preset][1], **over, "base_width": args.base_width, "group": len(names),
+                         "hurdles": (), "warmup_space": Space(gates=True).describe()})
+    result = json.loads(out.read_text()) if args.resume and out.exists() else {"passes": {}, "seconds": {}, "warmups": {}}
+    result.update({"benchmark": "bench_bias", "device": device_name(), "candidates": texts, "ratio": args.ratio,
                    "config": asdict(base), "log": log.lines})
-    names = list(CANDIDATES)
-    specs = [parse_spec(CANDIDATES[n], strict=False).broadcast(base.layers) for n in names]
+
+    def save() -> None:
+        result["summary"] = summarise(result)
+        write_json(out, result)
+
+    specs = [parse_spec(texts[n], strict=False).broadcast(base.layers) for n in names]
     fcfg = FinalConfig(epochs=1.0, task_epochs=args.final_epochs, eval_every=50, dropout=0.1)
+    seeds = fresh_seeds(args.seeds, range(base.seed, base.seed + args.seeds))  # the proxy's: base.seed + k
     for w in WARMUPS:
-        ev = Evaluator(replace(base, warmup_sampling=w), log=log)
-        for seed in range(args.seeds):
-            for proto in ("proxy", "final"):
-                key = f"{w}/{proto}/{seed}"
-                if key in result["passes"]:
-                    continue
-                took = max(result["seconds"].get(f"{w}/{proto}", [0.0]) or [0.0])
-                if args.deadline and time.perf_counter() - t0 + took > args.deadline:
-                    log(f"stopping before {key}: it would end after the deadline ({args.deadline:.0f}s)")
-                    write_json(out, result)
-                    return
-                t = time.perf_counter()
-                if proto == "proxy":
-                    res = ev.evaluate_many(specs, seed=seed)
-                    scores = {n: r.score for n, r in zip(names, res)}
-                else:
-                    per_task = {t_: finetune(ev, specs, t_, seed, fcfg, keep_models=False) for t_ in ev.state}
-                    scores = {}
-                    for i, n in enumerate(names):
-                        runs = [per_task[t_][i] for t_ in ev.state]
-                        scores[n] = (score({r_t: r.dev for r_t, r in zip(ev.state, runs)}, [task(t_) for t_ in ev.state])
-                                     if all(r.status == "ok" for r in runs) else None)
-                result["passes"][key] = scores
-                result["seconds"].setdefault(f"{w}/{proto}", []).append(time.perf_counter() - t)
-                result["summary"] = summarise(result)
-                write_json(out, result)
-                log(f"{key}: {time.perf_counter() - t:.0f}s " + ", ".join(f"{n} {s:.2f}" for n, s in scores.items()
-                                                                        if s is not None))
-    log(json.dumps(result.get("summary", {}), indent=1)[:2000])
+        ev = None
+        for seed in range(base.seed, base.seed + args.seeds):  # the proxy, as the search scores
+            key = f"{w}/proxy/{seed}"
+            if key in result["passes"]:
+                continue
+            took = max(result["seconds"].get(f"{w}/proxy", [0.0]) or [0.0])
+            if args.deadline and time.perf_counter() - t0 + took > args.deadline:
+                log(f"stopping before {key}: it would end after the deadline ({args.deadline:.0f}s)")
+                return save()
+            ev = ev or Evaluator(replace(base, warmup_sampling=w), log=log)
+            t = time.perf_counter()
+            res = ev.evaluate_many(specs, seed=seed)
+            result["passes"][key] = {n: r.score for n, r in zip(names, res)}
+            result["seconds"].setdefault(f"{w}/proxy", []).append(time.perf_counter() - t)
+            save()
+            log(f"{key}: {time.perf_counter() - t:.0f}s " + ", ".join(f"{n} {r.score:.2f}" for n, r in zip(names, res)
+                                                                   if r.score is not None))
+        sub = result["warmups"].setdefault(w, {})
+        if not all(f"x{s_:g}/{sd}" in sub.get("finals", {}) for s_, sd in
+                   [(1.0, sd) for sd in seeds] + [(1.5, sd) for sd in seeds[:args.check_seeds]]):
+            ev = ev or Evaluator(replace(base, warmup_sampling=w), log=log)
+            if not run_finals(ev, list(zip(names, specs)), fcfg, seeds, args.check_seeds, sub, save, log,
+                              args.deadline, t0):
+                return save()
+            sub["final_config"] = asdict(fcfg)
+        tasks = list(sub["finals"][f"x1/{seeds[0]}"]["runs"]["gelu"])
+        for seed in seeds:  # the final scores per seed, in the shape the summary reads
+            p = sub["finals"][f"x1/{seed}"]
+            result["passes"][f"{w}/final/{seed}"] = {n: dev_score(p, n, tasks) for n in names}
+        sub["summary"] = summarise_finals(sub, names, "gelu", tasks)
+        save()
+    log(json.dumps(result.get("summary", {}), indent=1)[:3000])
 
 
 if __name__ == "__main__":

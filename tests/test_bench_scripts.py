@@ -103,7 +103,7 @@ def test_bias_summary_doctests_and_candidates():
     import doctest
     res = doctest.testmod(bench_bias, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert res.attempted >= 2 and res.failed == 0
-    assert len(bench_bias.CANDIDATES) >= 12 and {"geglu", "swiglu", "sqrelu"} <= set(bench_bias.CANDIDATES)
+    assert len(bench_bias.CANDIDATES) == 14 and {"geglu", "swiglu", "sqrelu", "reglu"} <= set(bench_bias.CANDIDATES)
     from exprsearch.lang.parsing import parse
     for name, text in bench_bias.CANDIDATES.items():  # every candidate is a valid expression
         assert str(parse(text, strict=True)) == text, name

@@ -23,7 +23,7 @@ def _args(cfg, out: Path, *more: str) -> list[str]:
     return ["distill", SPEC, "--task", "SST-2", "-o", str(out), "--data-dir", cfg.data_dir, "--teacher", cfg.teacher,
             "--cache-dir", cfg.cache_dir, "--device", "cpu", "--layers", "2", "--max-len", "32", "--batch-size", "16",
             "--max-train", "64", "--max-dev", "32", "--warmup-steps", "5", "--teacher-epochs", "0.5", "--lr", "1e-3",
-            "--epochs", "2", "--eval-every", "2", "--heldout-rows", "12", *more]
+            "--epochs", "2", "--eval-every", "2", "--heldout-rows", "12", "--min-steps", "4", *more]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,9 @@ def test_the_directory_holds_everything_a_user_needs(shipped):
     assert cfg["model_type"] == "exprbert" and cfg["auto_map"]["AutoModelForSequenceClassification"]
     assert set(cfg["id2label"].values()) == {"0", "1"}
     card = (shipped / "README.md").read_text()
-    assert "standard-FFN student, same protocol" in card and "(2 seeds)" in card and "teacher" in card
+    assert "| standard-FFN student (`[linear1_" in card and "same protocol and seeds" in card
+    assert "(2 seeds)" in card and "teacher" in card and "FFN parameters" in card
+    assert "training seeds 10000, 10001 (none a search seed)" in card  # fresh seeds
     assert "latency, CPU, batch 1" in card and "non-embedding" in card and "exprsearch distill" in card
     assert not [p for p in shipped.parent.iterdir() if p.name.startswith(".")]  # nothing left aside
 

@@ -142,8 +142,9 @@ def test_glue_protocols_keep_their_hashes():
     from exprsearch.search.search import eval_hash
     assert set(USER_FIELDS) <= set(NEUTRAL)
     # the hashes of these protocols before the user-data fields existed (stores and caches stay valid)
-    assert eval_hash(EvalConfig()) == "9fa641faa7a11a28"
-    assert eval_hash(EvalConfig(tasks=("SST-2",), steps=7)) == "a8b6963f50896a76"
+    old = dict(heldout_rows=0, score_on="dev")  # today's defaults hold rows out; these are the old protocols
+    assert eval_hash(EvalConfig(**old)) == "9fa641faa7a11a28"
+    assert eval_hash(EvalConfig(tasks=("SST-2",), steps=7, **old)) == "a8b6963f50896a76"
 
 
 def test_a_dataset_folder_saved_by_datasets(data, tmp_path):
@@ -177,8 +178,9 @@ def test_eval_on_a_three_class_csv(capsys, data, tiny):
     info = json.loads(out)
     (r,) = info["results"]
     assert r["status"] == "ok" and set(r["metrics"]) == {"reviews"}  # named after the file's stem
-    assert set(r["metrics"]["reviews"]) == {"acc", "macro_f1", "acc_std"}
-    assert r["score"] == pytest.approx(100 * r["metrics"]["reviews"]["acc"])
+    assert set(r["metrics"]["reviews"]) == {"acc", "macro_f1", "acc_std", "heldout_acc", "heldout_macro_f1",
+                                            "heldout_acc_std", "score"}  # the score's held-out rows, then dev
+    assert r["score"] == pytest.approx(100 * r["metrics"]["reviews"]["heldout_acc"])  # scored on held-out rows
     assert set(info["teacher"]["reviews"]) == {"acc", "macro_f1"}
     assert info["config"]["train_file"] == str(data / "reviews.csv")
 
@@ -190,8 +192,8 @@ def test_eval_on_a_jsonl_regression_set(capsys, data, tiny):
     assert rc == 0, err
     (r,) = json.loads(out)["results"]
     m = r["metrics"]["scores"]
-    assert set(m) == {"pearson", "spearman", "pearson_std"} and -1 <= m["pearson"] <= 1
-    assert r["score"] == pytest.approx(100 * m["pearson"])
+    assert {"pearson", "spearman", "pearson_std", "score"} <= set(m) and -1 <= m["pearson"] <= 1
+    assert r["score"] == pytest.approx(100 * m["heldout_pearson"])
 
 
 def test_teacher_cache_keys_on_the_label_column(capsys, data, tiny):

@@ -21,11 +21,12 @@ def _options(p: argparse.ArgumentParser) -> None:
     from exprsearch.kd.final import FinalConfig
     p.add_argument("target", help="a run id, 'last' (its best candidate), an FFN expression, '[e1; e2; ...]' or a file")
     p.add_argument("-o", "--output", required=True, help="the model directory to write (DIR/<task> for several tasks)")
-    p.add_argument("--seeds", type=int, default=1, help="training seeds; the best on held-out training rows is saved")
+    p.add_argument("--seeds", type=int, default=1, help="fresh training seeds (10000, 10001, ...: never a seed the "
+                   "search trained with); the best on held-out training rows is saved (default 1)")
     p.add_argument("--store", help="SQLite file of runs (default: $EXPRSEARCH_STORE or ./exprsearch-runs.db)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     add_eval_options(p)
-    add_dataclass_args(p, FinalConfig, skip=("dropout",))
+    add_dataclass_args(p, FinalConfig, skip=("dropout", "scale"))
     p.add_argument("--final-dropout", type=float, default=0.1, help="student dropout while fine-tuning (default 0.1)")
 
 
@@ -52,8 +53,8 @@ def cmd_distill(ns: argparse.Namespace) -> int:
     text, source, stored = _target(ns)
     spec = parse_spec(text, strict=False)
     cfg = eval_config(ns)
-    if not cfg.heldout_rows:
-        cfg = replace(cfg, heldout_rows=DEFAULT_HELDOUT)
+    if not cfg.heldout_rows:  # the final protocol chooses checkpoints and the seed on held-out rows
+        cfg = replace(cfg, heldout_rows=DEFAULT_HELDOUT, score_on="heldout")
     fcfg = from_args(FinalConfig, ns, **{k: v for k, v in FINAL_PRESETS.get(ns.preset or "", {}).items()
                                          if not hasattr(ns, k)}, dropout=ns.final_dropout)
     log = logger(ns)
@@ -61,8 +62,16 @@ def cmd_distill(ns: argparse.Namespace) -> int:
     ev = Evaluator(cfg, log=log)
     command_line = "exprsearch " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["distill"] \
         else f"exprsearch distill {shlex.quote(str(spec))} --task {','.join(cfg.tasks)} -o DIR"
+    baseline, used = None, [cfg.seed]
+    if stored is not None:  # the run's own baseline (width-matched under its budget) and the seeds it trained with
+        from exprsearch.search.store import Store
+        run_cfg = Store(stored[0], readonly=True).run(stored[1])["config"]
+        if run_cfg.get("baseline"):
+            baseline = parse_spec(run_cfg["baseline"], strict=False)
+        seed = int(run_cfg.get("search", {}).get("seed", cfg.seed))
+        used = [seed] + [seed + k for k in range(1, int(run_cfg.get("search", {}).get("rerank_seeds", 0) or 0) + 1)]
     results = distill(ev, spec, Path(ns.output), fcfg, ns.seeds, command=command_line, source=source,
-                      overwrite=ns.overwrite, log=log)
+                      overwrite=ns.overwrite, log=log, baseline=baseline, used_seeds=used)
     if stored is not None:  # the run's report links the cards
         from exprsearch.search.store import Store
         store = Store(stored[0], create=False)
@@ -74,7 +83,8 @@ def cmd_distill(ns: argparse.Namespace) -> int:
         s, std = r["student"], r["standard"]
         lines.append(f"{r['task']}: dev {r['main_metric']} {s['mean']:.2f} ± {s['std']:.2f} over {len(s['seeds'])} "
                      f"seed(s) (kept seed {r['chosen_seed']})"
-                     + (f", standard FFN {std['mean']:.2f} ± {std['std']:.2f}" if std and std["mean"] is not None else "")
+                     + (f", standard FFN {std['mean']:.2f} ± {std['std']:.2f} (FFN params {s['ffn_params']:,} vs "
+                        f"{std['ffn_params']:,})" if std and std["mean"] is not None else "")
                      + f", teacher {r['teacher'].get(r['main_metric'], float('nan')):.2f} -> {r['dir']}")
     emit(ns, "\n".join(lines), results)
     return 0
