@@ -157,6 +157,7 @@ def main() -> None:
     ap.add_argument("--setup-limit", type=float, default=240, help="seconds allowed before the first candidate")
     ap.add_argument("--work", default="/tmp/bench-gpu-preset")
     ap.add_argument("--fault-check", action="store_true")
+    ap.add_argument("--fault-check-only", action="store_true", help="add the fault check to --out's JSON, no search")
     ap.add_argument("--out", default=None, help="JSON file (default results/bench_gpu_preset_<card>.json)")
     ap.add_argument("extra", nargs="*", help="more search options (after --)")
     args = ap.parse_args()
@@ -164,12 +165,16 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     card = device_name()
     out = Path(args.out) if args.out else RESULTS / f"bench_gpu_preset_{re.sub(r'[^A-Za-z0-9]+', '_', card)}.json"
-    result = {"device": card, "date": time.strftime("%Y-%m-%d"), "seconds_asked": args.seconds}
-    with Smi() as smi:
-        result["search"] = run_search(args, work, smi)
-    write_json(out, result)
-    print({k: v for k, v in result["search"].items() if k != "log_tail"}, flush=True)
-    if args.fault_check:
+    if args.fault_check_only:
+        import json
+        result = json.loads(out.read_text()) if out.exists() else {"device": card}
+    else:
+        result = {"device": card, "date": time.strftime("%Y-%m-%d"), "seconds_asked": args.seconds}
+        with Smi() as smi:
+            result["search"] = run_search(args, work, smi)
+        write_json(out, result)
+        print({k: v for k, v in result["search"].items() if k != "log_tail"}, flush=True)
+    if args.fault_check or args.fault_check_only:
         result["fault_check"] = fault_check(args)
         write_json(out, result)
         print(result["fault_check"], flush=True)

@@ -52,20 +52,23 @@ def cmd_distill(ns: argparse.Namespace) -> int:
     from exprsearch.ship.distill import distill
     text, source, stored = _target(ns)
     spec = parse_spec(text, strict=False)
-    cfg = eval_config(ns)
+    run_cfg: dict = {}
+    if stored is not None:  # a run's best: its own protocol (tasks, data, teacher, held-out rows, warm-up)
+        from exprsearch.search.store import Store
+        run_cfg = Store(stored[0], readonly=True).run(stored[1])["config"]
+    cfg = eval_config(ns, stored=run_cfg.get("eval"))
     if not cfg.heldout_rows:  # the final protocol chooses checkpoints and the seed on held-out rows
         cfg = replace(cfg, heldout_rows=DEFAULT_HELDOUT, score_on="heldout")
     fcfg = from_args(FinalConfig, ns, **{k: v for k, v in FINAL_PRESETS.get(ns.preset or "", {}).items()
                                          if not hasattr(ns, k)}, dropout=ns.final_dropout)
     log = logger(ns)
-    log(f"distilling {source}: {spec}")
+    log(f"distilling {source}: {spec}" + (f" (the run's protocol: {', '.join(cfg.tasks)}, {cfg.heldout_rows} "
+                                          f"held-out rows)" if run_cfg.get("eval") else ""))
     ev = Evaluator(cfg, log=log)
     command_line = "exprsearch " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["distill"] \
         else f"exprsearch distill {shlex.quote(str(spec))} --task {','.join(cfg.tasks)} -o DIR"
     baseline, used = None, [cfg.seed]
     if stored is not None:  # the run's own baseline (width-matched under its budget) and the seeds it trained with
-        from exprsearch.search.store import Store
-        run_cfg = Store(stored[0], readonly=True).run(stored[1])["config"]
         if run_cfg.get("baseline"):
             baseline = parse_spec(run_cfg["baseline"], strict=False)
         seed = int(run_cfg.get("search", {}).get("seed", cfg.seed))

@@ -80,11 +80,18 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     add_dataclass_args(p, EvalConfig, skip=("tasks",))
 
 
-def eval_config(ns: argparse.Namespace):
-    """The ``EvalConfig`` of the options given (over the preset, over the defaults)."""
+def eval_config(ns: argparse.Namespace, stored: dict[str, Any] | None = None):
+    """The ``EvalConfig`` of the options given, over ``stored`` (a stored run's protocol: its tasks,
+    data, teacher, held-out rows, warm-up -- so its caches are reused), else over the preset, over
+    the defaults."""
+    import dataclasses
+
     from exprsearch.kd.protocol import EvalConfig
-    preset = EVAL_PRESETS.get(ns.preset, {}) if ns.preset else {}
-    given = {k: v for k, v in preset.items() if not hasattr(ns, k)} | task_options(ns, ns.task)  # --task wins
+    if stored is not None:
+        base = dataclasses.asdict(EvalConfig.from_stored(stored))
+    else:
+        base = EVAL_PRESETS.get(ns.preset, {}) if ns.preset else {}
+    given = {k: v for k, v in base.items() if not hasattr(ns, k)} | task_options(ns, ns.task)  # --task wins
     cfg = from_args(EvalConfig, ns, **given)
     cfg.torch_device()  # --device cuda without CUDA: an error now, not after the data is read
     cfg.check_data()  # a bad data file: one message before anything is trained or stored

@@ -261,7 +261,8 @@ def score(metrics: dict[str, dict[str, float]], tasks: Sequence[Task]) -> float:
     >>> score({"RTE": {"acc": 0.6, "score": 0.64}, "CoLA": {"mcc": 0.3}}, [task("RTE"), task("CoLA")])
     47.0
     """
-    return 100.0 * sum(m["score"] if "score" in m else m[t.main] for m in (metrics[t.name] for t in tasks)) / len(tasks)
+    vals = [metrics[t.name]["score"] if "score" in metrics[t.name] else metrics[t.name][t.main] for t in tasks]
+    return 100.0 * sum(vals) / len(tasks)
 
 
 def main_metric(name: str, metrics: dict[str, float]) -> str:
