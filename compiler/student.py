@@ -1,7 +1,7 @@
 """model spec --> BERT student: HF ``transformers`` BERT whose layer-i FFN is compiled expression i.
 
 Input: a ``ModelSpec`` (one expression per layer, or one for all) and a ``StudentConfig``;
-optionally a teacher (any HF BERT) to initialise from.  Output: an
+optionally a teacher (an encoder of the BERT family: ``teachers.py``) to initialise from.  Output: an
 ``ExprBertForSequenceClassification`` -- a ``BertForSequenceClassification`` whose layers'
 ``intermediate`` is the identity and whose ``output`` runs the lowered FFN (which owns its
 residual and LayerNorm, exactly like BERT's own FFN).  Each layer's FFN is built once, by a factory
@@ -187,9 +187,12 @@ def _copy(dst: nn.Module, src: nn.Module, sliced: bool = False, layers: list[int
 
 def init_from_teacher(student: ExprBertForSequenceClassification, teacher: PreTrainedModel,
                       rule: str = "uniform") -> dict[str, int]:
-    """Warm-start a student from a HF BERT teacher where shapes allow: embeddings, each student
-    layer's attention and FFN from its mapped teacher layer, pooler and (same label count)
-    classifier.  Returns the number of tensors copied per part."""
+    """Warm-start a student from a teacher of the BERT family (through its BERT twin,
+    ``teachers.bert_twin``) where shapes allow: embeddings, each student layer's attention and FFN
+    from its mapped teacher layer, pooler and (same label count) classifier.  Returns the number
+    of tensors copied per part."""
+    from .teachers import bert_twin
+    teacher = bert_twin(teacher)
     t_bert = getattr(teacher, "bert", teacher)
     s_bert = student.bert
     mapping = layer_map(rule, len(s_bert.encoder.layer), len(t_bert.encoder.layer))
@@ -213,9 +216,10 @@ def build_student(spec: ModelSpec | str, cfg: StudentConfig, teacher: PreTrained
     if isinstance(spec, str):
         spec = parse_spec(spec, strict=False)
     if teacher is not None:
-        tc = teacher.config
-        cfg = StudentConfig(**{**cfg.__dict__, "vocab_size": tc.vocab_size, "type_vocab": tc.type_vocab_size,
-                               "max_position": tc.max_position_embeddings})
+        from .teachers import teacher_shape
+        tc = teacher_shape(teacher.config.to_dict())
+        cfg = StudentConfig(**{**cfg.__dict__, "vocab_size": tc["vocab_size"], "type_vocab": tc["type_vocab_size"],
+                               "max_position": tc["max_position_embeddings"]})
     spec = spec.broadcast(cfg.layers)
     model = ExprBertForSequenceClassification(_hf_config(spec, cfg), spec=spec, ffn=ffn)
     if teacher is not None:

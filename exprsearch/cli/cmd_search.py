@@ -71,9 +71,10 @@ def _check_with_teacher(scfg: SearchConfig, ecfg: EvalConfig) -> None:
     attn = [a for a in parse_attn_choices(scfg.attn_choices) if a is not None and a.heads is not None]
     if not attn:
         return
+    from exprsearch.compiler.teachers import teacher_shape
     teacher = check_teacher_dir(Path(ecfg.teacher) if ecfg.teacher else default_teacher_dir())
-    info = json.loads((teacher / "config.json").read_text(encoding="utf-8"))
-    heads, half = info.get("num_attention_heads", 12), info.get("hidden_size", 768) // 2
+    info = teacher_shape(json.loads((teacher / "config.json").read_text(encoding="utf-8")))
+    heads, half = info["num_attention_heads"], info["hidden_size"] // 2
     for a in attn:
         if a.kind == "mha" and a.heads > heads:
             raise ConfigError(f"attention choice mha(heads={a.heads}): the teacher has {heads} heads per layer")

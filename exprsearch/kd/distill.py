@@ -25,6 +25,7 @@ from torch import nn
 from exprsearch.compiler import FFNConfig, StudentConfig, build_student, inherit, layer_map
 from exprsearch.compiler.student import ExprBertForSequenceClassification, ExprFFNOutput, _copy
 from exprsearch.compiler.supernet import MAX_BLOCKS, SuperFFN, load_teacher_ffn, lower_shared
+from exprsearch.compiler.teachers import bert_twin
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import WB3, ModelSpec
 from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES
@@ -72,7 +73,7 @@ class KDLoss(nn.Module):
         """The teacher's logits (and hidden states / attentions when the loss needs them) for a
         batch: computed once and shared when several students learn from the same batch."""
         c = self.cfg
-        return self.teacher(**batch.model_inputs(_eager(self.teacher)), output_hidden_states=c.w_hidden > 0,
+        return self.teacher(**batch.inputs_for(self.teacher), output_hidden_states=c.w_hidden > 0,
                             output_attentions=c.w_attn > 0)
 
     def forward(self, student: nn.Module, batch: Batch, teacher_out: Any = None) -> torch.Tensor:
@@ -81,7 +82,7 @@ class KDLoss(nn.Module):
         if teacher_out is None and self.needs_teacher:
             teacher_out = self.teacher_outputs(batch)
         t = teacher_out
-        s = student(**batch.model_inputs(_eager(student)), output_hidden_states=want_h, output_attentions=want_a)
+        s = student(**batch.inputs_for(student), output_hidden_states=want_h, output_attentions=want_a)
         s_logits = s.logits.float()
         loss = s_logits.new_zeros(())
         if c.w_logits:
@@ -105,10 +106,6 @@ class KDLoss(nn.Module):
         if c.w_task:
             loss = loss + c.w_task * task_loss(s_logits, batch, self.task)
         return loss
-
-
-def _eager(model: nn.Module) -> bool:
-    return getattr(model.config, "_attn_implementation", "sdpa") == "eager"
 
 
 def task_loss(logits: torch.Tensor, batch: Batch, t: Task) -> torch.Tensor:
@@ -163,6 +160,7 @@ class SupernetStudent(nn.Module):
     def __init__(self, cfg: StudentConfig, teacher: nn.Module | None = None) -> None:
         super().__init__()
         if teacher is not None:  # the shapes build_student takes from the teacher, kept for extract()
+            teacher = bert_twin(teacher)  # any BERT-family teacher, under BERT's names
             tc = teacher.config
             cfg = replace(cfg, vocab_size=tc.vocab_size, max_position=tc.max_position_embeddings,
                           type_vocab=tc.type_vocab_size)

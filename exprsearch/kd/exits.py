@@ -115,7 +115,7 @@ def train_exits(model: EarlyExitBert, batches: Batcher, t: Task, device: torch.d
         model.student.eval()
 
     def loss(batch: Any) -> torch.Tensor:
-        logits, _ = model.all_logits(batch.model_inputs(_eager(model)))
+        logits, _ = model.all_logits(batch.inputs_for(model))
         final = logits[-1] if joint else logits[-1].detach()
         exits = sum(_self_distill(final.detach(), z, t, cfg.exit_temperature)
                     + cfg.exit_label_weight * task_loss(z, batch, t) for z in logits[:-1])
@@ -146,7 +146,7 @@ def train_gates(model: EarlyExitBert, batches: Batcher, t: Task, device: torch.d
         model.eval()  # backbone and exits frozen and without dropout; the gates have none
 
         def loss(batch: Any) -> torch.Tensor:
-            inputs = batch.model_inputs(_eager(model))
+            inputs = batch.inputs_for(model)
             with torch.no_grad():
                 static = model.student(**inputs).logits
             logits, ran = model.all_logits(inputs)
@@ -163,10 +163,6 @@ def train_gates(model: EarlyExitBert, batches: Batcher, t: Task, device: torch.d
     return curve
 
 
-def _eager(model: EarlyExitBert) -> bool:
-    return getattr(model.student.config, "_attn_implementation", "sdpa") == "eager"
-
-
 def _predictions(logits: torch.Tensor, t: Task) -> torch.Tensor:
     return logits[:, 0] if t.regression else logits.argmax(-1).float()
 
@@ -180,7 +176,7 @@ def evaluate_policy(model: EarlyExitBert, enc: Encoded, t: Task, policy: Any, de
     used = torch.empty(len(enc), device=device)
     for batch in Batcher(enc, batch_size, device=device, shuffle=False).epoch(0):
         with _autocast(device, device.type == "cuda"):
-            logits, n = model.infer(batch.model_inputs(_eager(model)), policy)
+            logits, n = model.infer(batch.inputs_for(model), policy)
         preds[batch.index], used[batch.index] = _predictions(logits, t), n.float()
     return compute_metrics(t, enc.labels.tolist(), preds.tolist()), float(used.mean()), preds
 
@@ -194,7 +190,7 @@ def time_policy(model: EarlyExitBert, enc: Encoded, policy: Any | None, device: 
 
     def once() -> None:
         for batch in batches:
-            inputs = batch.model_inputs(_eager(model))
+            inputs = batch.inputs_for(model)
             with _autocast(device, device.type == "cuda"):
                 model.student(**inputs) if policy is None else model.infer(inputs, policy)
 

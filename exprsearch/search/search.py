@@ -200,8 +200,9 @@ class Search:
             from pathlib import Path
 
             from exprsearch.kd.teacher import check_teacher_dir, default_teacher_dir
+            from exprsearch.compiler.teachers import teacher_shape
             d = check_teacher_dir(Path(self.ecfg.teacher) if self.ecfg.teacher else default_teacher_dir())
-            self._tc = json.loads((d / "config.json").read_text())
+            self._tc = teacher_shape(json.loads((d / "config.json").read_text()))  # under BERT's key names
         return self._tc
 
     def standard(self) -> ModelSpec:

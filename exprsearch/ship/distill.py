@@ -53,7 +53,7 @@ def _latency(model: Any, device: torch.device, batch: int, seq: int = 128) -> fl
 def check_onnx(model: Any, path: Path) -> dict[str, Any]:
     """Export ``model`` to ``path`` (inputs input_ids, attention_mask, token_type_ids; dynamic
     batch and length) and compare onnxruntime's logits with PyTorch's on two shapes."""
-    from exprsearch.compiler.export import export_onnx
+    from exprsearch.compiler.export import export_onnx, onnx_inputs
     try:
         import onnxruntime as ort
     except ImportError:
@@ -61,17 +61,19 @@ def check_onnx(model: Any, path: Path) -> dict[str, Any]:
     cpu = model.to("cpu").eval()
     export_onnx(cpu, path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names, vocab = onnx_inputs(cpu), cpu.config.vocab_size
     worst = 0.0
     for batch, seq in ((1, 9), (3, 37)):
-        ids = torch.randint(1000, cpu.config.vocab_size, (batch, seq))
+        ids = torch.randint(min(1000, vocab // 4), vocab, (batch, seq))  # past the special tokens
         mask = torch.ones_like(ids)
         mask[-1, seq // 2:] = 0
         types = torch.zeros_like(ids)
         types[:, seq // 3:] = 1
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        feed = {k: v for k, v in feed.items() if k in names}
         with torch.no_grad():
-            want = cpu(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.numpy()
-        got = sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
-                                    "token_type_ids": types.numpy()})[0]
+            want = cpu(**feed).logits.numpy()
+        got = sess.run(["logits"], {k: v.numpy() for k, v in feed.items()})[0]
         worst = max(worst, float(abs(got - want).max()))
     if worst > 1e-4:
         raise ExprSearchError(f"the ONNX export of {path.parent.name} differs from PyTorch by {worst:.2e} (> 1e-4)")
@@ -108,7 +110,8 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
         raise ConfigError("--seeds must be at least 1")
     spec = spec.broadcast(ev.cfg.layers) if len(spec) == 1 else spec
     first = ev.state[next(iter(ev.state))]
-    tc, labels_n = first.teacher.config.to_dict(), first.task.num_labels
+    from exprsearch.compiler.teachers import teacher_shape
+    tc, labels_n = teacher_shape(first.teacher.config.to_dict()), first.task.num_labels
 
     def price(s: ModelSpec) -> Any:
         return price_spec(s, ev.cfg, tc, labels_n)
