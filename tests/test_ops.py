@@ -212,3 +212,22 @@ def test_op_lookup_and_unknown_name():
     with pytest.raises(UnknownNameError) as info:
         op("linear9_9")
     assert "X" in info.value.hint and "Y" in info.value.hint
+
+
+@pytest.mark.parametrize("name", [o.name for o in OPS.values() if o.kind in (Kind.UNARY, Kind.BINARY)])
+def test_each_operators_python_source_computes_its_torch_function(name, tmp_path):
+    """The op table's ``py`` template (what a shipped model's generated code reads) equals ``torch_fn``
+    bit for bit, for every elementwise operator."""
+    import importlib.util
+
+    import torch
+    o = OPS[name]
+    src = tmp_path / "gen.py"
+    src.write_text("import torch\nimport torch.nn.functional as F\n\n\ndef f(a, b):\n    return "
+                   + o.py.format("a", "b") + "\n")
+    spec = importlib.util.spec_from_file_location("gen", src)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a, b = torch.randn(4, 64), torch.randn(4, 64)
+    want = o.torch_fn(a) if o.arity == 1 else o.torch_fn(a, b)
+    assert torch.equal(mod.f(a, b), want)

@@ -61,6 +61,8 @@ class Op:
     blocks: int = 0              # X of linearX_Y: FFN blocks stacked, each with weights+residual+LN
     ratio: int = 0               # Y of linearX_Y: inner width d = D // Y
     doc: str = ""
+    py: str = ""                 # the same function as Python source over public torch ops ({0}, {1}: operands),
+                                 # what a shipped model's generated FFN code reads (compiler/pysource.py)
 
     @property
     def is_linear(self) -> bool:
@@ -91,35 +93,38 @@ _ROWS: list[Op] = [
        doc="weight/bias slot of the gate linear: H -> d like wb1 (optional, at most once)"),
     # -- unary activations of the reference space
     Op("gelu", Kind.UNARY, 1, F.gelu, lambda a: a / 2 * (1 + _S.erf(a / _S.sqrt(2))), 8,
-       is_activation=True, doc="x * Phi(x), exact erf form"),
+       is_activation=True, doc="x * Phi(x), exact erf form", py="F.gelu({0})"),
     Op("sigmoid", Kind.UNARY, 1, torch.sigmoid, lambda a: 1 / (1 + _S.exp(-a)), 4,
-       is_activation=True, nonneg=True),
-    Op("tanh", Kind.UNARY, 1, torch.tanh, _S.tanh, 5, is_activation=True),
+       is_activation=True, nonneg=True, py="torch.sigmoid({0})"),
+    Op("tanh", Kind.UNARY, 1, torch.tanh, _S.tanh, 5, is_activation=True, py="torch.tanh({0})"),
     Op("relu", Kind.UNARY, 1, torch.relu, lambda a: _S.Max(a, 0), 1,
-       idempotent=True, is_activation=True, nonneg=True),
+       idempotent=True, is_activation=True, nonneg=True, py="torch.relu({0})"),
     Op("leaky_relu", Kind.UNARY, 1, F.leaky_relu, lambda a: _S.Max(a, a / 100), 2,
-       is_activation=True, doc="negative slope 0.01"),
+       is_activation=True, doc="negative slope 0.01", py="F.leaky_relu({0})"),
     Op("elu", Kind.UNARY, 1, F.elu, lambda a: _S.Piecewise((a, a > 0), (_S.exp(a) - 1, True)), 3,
-       is_activation=True, doc="alpha 1"),
+       is_activation=True, doc="alpha 1", py="F.elu({0})"),
     Op("swish", Kind.UNARY, 1, F.silu, lambda a: a / (1 + _S.exp(-a)), 5,
-       is_activation=True, doc="x * sigmoid(x) (SiLU)"),
+       is_activation=True, doc="x * sigmoid(x) (SiLU)", py="F.silu({0})"),
     # -- extended unary ops (safe: finite everywhere, finite gradients)
-    Op("neg", Kind.UNARY, 1, torch.neg, lambda a: -a, 1, reference=False),
-    Op("square", Kind.UNARY, 1, torch.square, lambda a: a**2, 1, nonneg=True, reference=False),
+    Op("neg", Kind.UNARY, 1, torch.neg, lambda a: -a, 1, reference=False, py="torch.neg({0})"),
+    Op("square", Kind.UNARY, 1, torch.square, lambda a: a**2, 1, nonneg=True, reference=False, py="torch.square({0})"),
     Op("sqrt_abs", Kind.UNARY, 1, _sqrt_abs, lambda a: _S.sqrt(_S.Abs(a) + _EPS), 3,
-       nonneg=True, reference=False, doc="sqrt(|a| + 1e-6): finite gradient at 0"),
+       nonneg=True, reference=False, doc="sqrt(|a| + 1e-6): finite gradient at 0",
+       py="torch.sqrt(torch.abs({0}) + 1e-6)"),
     Op("sqrelu", Kind.UNARY, 1, _sqrelu, lambda a: _S.Max(a, 0) ** 2, 2,
-       is_activation=True, nonneg=True, reference=False, doc="Primer's squared ReLU"),
+       is_activation=True, nonneg=True, reference=False, doc="Primer's squared ReLU",
+       py="torch.square(torch.relu({0}))"),
     # -- binary ops
-    Op("add", Kind.BINARY, 2, torch.add, lambda a, b: a + b, 1, commutative=True, associative=True),
+    Op("add", Kind.BINARY, 2, torch.add, lambda a, b: a + b, 1, commutative=True, associative=True,
+       py="torch.add({0}, {1})"),
     # mul is not flattened: with mul(a, a) -> square(a) the rules would stop being confluent;
     # re-associated products agree to rounding, so the numeric fingerprint merges them (dedup.py)
-    Op("mul", Kind.BINARY, 2, torch.mul, lambda a, b: a * b, 1, commutative=True),
+    Op("mul", Kind.BINARY, 2, torch.mul, lambda a, b: a * b, 1, commutative=True, py="torch.mul({0}, {1})"),
     Op("max", Kind.BINARY, 2, torch.maximum, _S.Max, 1,
-       commutative=True, associative=True, idempotent=True),
-    Op("sub", Kind.BINARY, 2, torch.sub, lambda a, b: a - b, 1, reference=False),
+       commutative=True, associative=True, idempotent=True, py="torch.maximum({0}, {1})"),
+    Op("sub", Kind.BINARY, 2, torch.sub, lambda a, b: a - b, 1, reference=False, py="torch.sub({0}, {1})"),
     Op("min", Kind.BINARY, 2, torch.minimum, _S.Min, 1,
-       commutative=True, associative=True, idempotent=True, reference=False),
+       commutative=True, associative=True, idempotent=True, reference=False, py="torch.minimum({0}, {1})"),
 ]
 _ROWS += [
     Op("mha", Kind.ATTN, 0, elementwise=False, reference=False,
