@@ -69,6 +69,10 @@ class Evaluator:
         self.device = cfg.torch_device()
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
+        else:  # threads on a core another process holds stall every step (issue 32): take the free ones
+            from .threads import apply
+            t = apply(cfg.threads)
+            log(f"CPU threads: {t.count} ({t.why})")
         self.data_dir, self.teacher_dir, self.cache = locations(cfg)
         self.tasks = [task(t) for t in cfg.tasks]
         if not self.tasks:

@@ -33,7 +33,7 @@ MAX_POSITIONS = 512  # BERT's position embeddings (students inherit the teacher'
 
 # fields that say how a protocol is executed, not what it computes: results are reusable across them
 EXECUTION_FIELDS = ("device", "cache_dir", "latency_batch", "latency_len", "group", "cuda_graphs", "streams",
-                    "bucket_widths", "setup_workers")
+                    "bucket_widths", "setup_workers", "threads")
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,8 @@ class EvalConfig:
     latency_len: int = 128              # sequence length of the latency measurement
     seed: int = 0                       # data order and initialisation
     device: str = "auto"                # auto | cpu | cuda | cuda:N
+    threads: int = 0                    # CPU threads of each training process (0: the cores other processes leave
+                                        # free, split among workers; OMP_NUM_THREADS / EXPRSEARCH_THREADS win)
     cache_dir: str | None = None        # default $EXPRSEARCH_CACHE or ~/.cache/exprsearch
     train_file: str = field(default="", metadata=_ALIAS["train"])  # your own data: training rows (.csv .tsv .jsonl, datasets folder)
     dev_file: str = field(default="", metadata=_ALIAS["dev"])      # your own data: dev rows, the same kinds
@@ -103,6 +105,7 @@ class EvalConfig:
         check_whole(self, "bucket_widths", least=2, most=MAX_POSITIONS, each=True)
         check_whole(self, "warmup_steps", "head_importance_steps", "group", "setup_workers", "latency_batch",
                     "heldout_rows", least=0)
+        check_whole(self, "threads", least=0, most=4096)
         check_whole(self, "seed", least=0, most=2**32 - 1)
         check_number(self, "lr", "teacher_epochs", "temperature", above=0)  # temperature 0: a NaN loss
         check_number(self, "w_logits", "w_hidden", "w_attn", least=0)

@@ -135,11 +135,14 @@ class PoolBackend(Backend):
 
     def _start(self) -> ProcessPoolExecutor:
         """A pool whose every worker holds its Evaluator: start-up is not search time."""
+        from exprsearch.kd.threads import pick
         ctx = mp.get_context("spawn")
         ready = ctx.Value("i", 0)
+        threads = pick(self.cfg.threads or _torch_threads(), self.capacity)  # workers x threads <= the cores
+        self.log(f"{self.capacity} worker processes, {threads.count} CPU thread(s) each ({threads.why})")
         pool = ProcessPoolExecutor(self.capacity, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(replace(self.cfg, setup_workers=1), ready,  # caches are warm
-                                             _torch_threads()))
+                                   initargs=(replace(self.cfg, setup_workers=1, threads=threads.count), ready,
+                                             threads.count))  # caches are warm
         probes = [pool.submit(os.getpid) for _ in range(self.capacity)]  # workers spawn on demand
         deadline = time.monotonic() + self.start_timeout
         while ready.value < self.capacity:
