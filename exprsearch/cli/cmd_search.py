@@ -33,11 +33,12 @@ def _store_option(p: argparse.ArgumentParser) -> None:
 def _search_options(p: argparse.ArgumentParser) -> None:
     from exprsearch.kd.evaluate import EvalConfig
     from exprsearch.search.search import SearchConfig
-    p.add_argument("--preset", choices=sorted(SEARCH_PRESETS), help="a bundle of settings (explicit options win)")
+    p.add_argument("--preset", choices=sorted(SEARCH_PRESETS),
+                   help="a bundle of settings (explicit options win; default: none)")
     p.add_argument("--tasks", "--task", dest="tasks", default=argparse.SUPPRESS,
                    help="GLUE tasks, comma-separated (e.g. RTE,MRPC); with --train FILE: your data's name "
-                        "(default: the file's stem)")
-    p.add_argument("--resume", metavar="RUN", help="continue a stored run ('last' = the newest)")
+                        "(default: the file's stem without a split word)")
+    p.add_argument("--resume", metavar="RUN", help="continue a stored run ('last' = the newest; default: a new run)")
     p.add_argument("--top", type=int, default=10, help="leaderboard rows to print (default 10)")
     _store_option(p)
     add_dataclass_args(p, SearchConfig)
@@ -148,7 +149,7 @@ def _clip(text: str, n: int) -> str:
 
 def _export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="?", default="last", help="run id ('last' = the newest)")
-    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="(default: csv)")
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     _store_option(p)
 
