@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from exprsearch.errors import ConfigError
 from exprsearch.search.leaderboard import leaderboard_table, pareto, pareto_table
+from exprsearch.search.liveness import shown
 from exprsearch.search.presets import SEARCH_PRESETS
 
 from .common import resolve_run, task_options
@@ -124,18 +125,19 @@ def cmd_show(ns: argparse.Namespace) -> int:
     from exprsearch.lang.display import table
     store = _store(ns, readonly=True)
     if ns.run == "list":
-        runs = store.runs()
+        runs = [{**r, **dict(zip(("status", "notes"), shown(r["status"], r.get("notes"))))} for r in store.runs()]
         emit(ns, table([[r["run_id"], r["status"], r["candidates"], None if r["best"] is None else round(r["best"], 2),
                          _clip(r.get("notes") or "", 70)] for r in runs], ["run", "status", "candidates", "best", "why"]),
              runs)
         return 0
     run = resolve_run(store, ns.run)
     info, rows = store.run(run), store.candidates(run)
+    info["status"], info["notes"] = shown(info["status"], info.get("notes"))  # 'died': its process is gone
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "stopped")}
     hint = ([f"not finished: still running, or stopped (continue it: exprsearch search --resume {run} "
              f"--store {store.path})"] if info["status"] == "running" else
-            [f"{info['status']}: {info.get('notes') or 'no reason recorded'}"] if info["status"] in ("failed", "interrupted")
-            else [])
+            [f"{info['status']}: {info.get('notes') or 'no reason recorded'}"]
+            if info["status"] in ("failed", "interrupted", "died") else [])
     human = "\n".join([f"run {run} ({info['status']}): {len(rows)} candidates {counts}", *hint,
                        "leaderboard:", leaderboard_table(rows, ns.top), "Pareto front:", pareto_table(rows)])
     emit(ns, human, {"run": info, "counts": counts, "pareto": pareto(rows),
