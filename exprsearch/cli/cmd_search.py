@@ -107,7 +107,8 @@ def cmd_search(ns: argparse.Namespace) -> int:
     rows = store.candidates(search.run_id)
     human = "\n".join([f"run {search.run_id}: {summary['stats']} in {summary['seconds']:.0f}s",
                        "leaderboard:", leaderboard_table(rows, ns.top),
-                       "Pareto front (score vs params vs latency):", pareto_table(rows),
+                       "Pareto front (score vs params vs latency x the standard FFN timed alongside; closer than "
+                       "the measured spread: a tie):", pareto_table(rows),
                        f"show it again with: exprsearch show {search.run_id} --store {store.path}"])
     emit(ns, human, {**summary, "leaderboard": sorted((r for r in rows if r["status"] == "ok"),
                                                       key=lambda r: -r["score"])[:ns.top]})

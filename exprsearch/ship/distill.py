@@ -43,11 +43,13 @@ def model_facts(model: Any, seq_len: int = 128) -> dict[str, Any]:
             "flops_per_token": cost["mm_flops_per_token"], "seq_len": seq_len}
 
 
-def _latency(model: Any, device: torch.device, batch: int, seq: int = 128) -> float:
-    """Milliseconds of one forward of ``batch`` sequences of ``seq`` tokens (median of repeats)."""
-    from exprsearch.compiler.timing import forward_ms
+def _latency(model: Any, reference: Any, device: torch.device, batch: int, seq: int = 128) -> dict[str, Any]:
+    """One forward of ``batch`` sequences of ``seq`` tokens, timed beside ``reference`` (the
+    standard-FFN student): median and spread over 7 repeats, and the ratio (``timing.Latency``)."""
+    from exprsearch.compiler.timing import paired_latency
     cpu = device.type == "cpu"
-    return forward_ms(model, device, batch, seq, warmup=2 if cpu else 5, iters=5 if cpu else 20)
+    return paired_latency(model.to(device), reference.to(device), device, batch, seq, repeats=7,
+                          warmup=2 if cpu else 5, iters=3 if cpu else 20).as_dict()
 
 
 def check_onnx(model: Any, path: Path) -> dict[str, Any]:
@@ -145,9 +147,11 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
             raise ExprSearchError(f"{name}: every seed failed ({mine[0].reason})")
         model = best.model
         facts = model_facts(model, min(ev.cfg.max_len, 128))
-        latency = {"cpu_batch1_ms": _latency(model.to("cpu"), torch.device("cpu"), 1)}
+        reference = st.supernet.extract(standard)  # timed alongside: the load moves both alike
+        latency = {"cpu_batch1": _latency(model, reference, torch.device("cpu"), 1)}
         if ev.device.type == "cuda":
-            latency["gpu_batch32_ms"] = _latency(model.to(ev.device), ev.device, 32)
+            latency["gpu_batch32"] = _latency(model, reference, ev.device, 32)
+        latency.update({f"{k}_ms": v["ms"] for k, v in list(latency.items())})  # the medians, as before
         labels = list(st.task.labels) if st.task.labels is not None else None
         info = {"task": name, "spec": str(spec), "chosen_seed": best.seed, "main_metric": st.task.main,
                 "student": _summary(mine, st.task.main, spec, ffn["student"]),
