@@ -89,5 +89,6 @@ def cmd_distill(ns: argparse.Namespace) -> int:
                      + (f", standard FFN {std['mean']:.2f} ± {std['std']:.2f} (FFN params {s['ffn_params']:,} vs "
                         f"{std['ffn_params']:,})" if std and std["mean"] is not None else "")
                      + f", teacher {r['teacher'].get(r['main_metric'], float('nan')):.2f} -> {r['dir']}")
+        lines += [f"  warning: {w}" for w in r.get("check", {}).get("warnings", [])]  # also at the card's top
     emit(ns, "\n".join(lines), results)
     return 0

@@ -47,6 +47,7 @@ class TaskState:
     teacher_metrics: dict[str, float]
     losses: dict[int, list[float]] = field(default_factory=dict)  # hurdle step -> earlier losses
     heldout: Encoded | None = None      # training rows kept out of training (cfg.heldout_rows), on the device
+    rows: dict[str, int] = field(default_factory=dict)  # holdout.Rows.counts(): each set's rows, before any cut
 
     def scored(self, cfg: EvalConfig) -> tuple[Encoded, str]:
         """The split a candidate's score is read from, and its name: the held-out training rows
@@ -89,7 +90,7 @@ def prepare(cfg: EvalConfig, t: Task, device: torch.device, data_dir: Path, teac
                       widths=cfg.bucket_widths if graphs else ())
     sup = _supernet(cfg, t, teacher, tdir, batches, device, cache, log)
     return TaskState(t, teacher, batches, dev.to(device), sup, info["dev"],
-                     heldout=None if heldout is None else heldout.to(device))
+                     heldout=None if heldout is None else heldout.to(device), rows=rows.counts())
 
 
 def student_config(cfg: EvalConfig, teacher: Any, num_labels: int) -> Any:

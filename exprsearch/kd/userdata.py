@@ -269,6 +269,7 @@ def _read(data: UserData, split: str, vocab: tuple[str, ...] | None, limit: int 
             out.texts.append(tuple("" if row[c] is None else str(row[c]) for c in data.text))  # type: ignore[index]
             out.labels.append(value)
             if limit is not None and len(out) >= limit:
+                out.cut_from = len(out) + sum(1 for _ in rows)  # the rows after the limit, counted, not read
                 break
     return seen, names
 

@@ -20,6 +20,8 @@ from typing import Any
 
 from exprsearch import __version__
 
+from .trivial import card_lines, headline
+
 __all__ = ["model_card"]
 
 
@@ -63,10 +65,12 @@ def model_card(info: dict[str, Any]) -> str:
              f"# ExprBert student for {task}", "",
              "A compact BERT student whose feed-forward networks are searched math expressions (EfficientBERT, "
              f"Findings of EMNLP 2021), distilled from a fine-tuned teacher with exprsearch {__version__}.", "",
+             *headline(info.get("check") or {}),  # the student or teacher no better than a constant: said first
              "## Use", "", "```python",
              "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
              "model = AutoModelForSequenceClassification.from_pretrained(PATH, trust_remote_code=True)",
-             "tokenizer = AutoTokenizer.from_pretrained(PATH)", "```", "",
+             "tokenizer = AutoTokenizer.from_pretrained(PATH, trust_remote_code=True)  # no custom-code prompt",
+             "```", "",
              "The architecture is in `modeling_exprbert.py` (generated; needs only torch and transformers); "
              "`model.onnx` takes `input_ids`, `attention_mask` and `token_type_ids`.", "",
              "## Spec", "", *([f"From {info['source']}.", ""] if info.get("source") else []),
@@ -85,6 +89,8 @@ def model_card(info: dict[str, Any]) -> str:
         dev_txt = "-" if dev is None else f"{100 * dev:.2f}"
         held_txt = "-" if held is None else f"{100 * held:.2f}"
         lines.append(f"| {s['seed']} | {dev_txt} | {held_txt} | {s['best_step']} / {s['steps']} |")
+    if info.get("check"):  # rows, the constant predictor, warnings (trivial.py)
+        lines += ["", *card_lines(info["check"])]
     lat = info.get("latency", {})
     lines += ["", "## Size and speed", "", "| | |", "|---|---|",
               f"| parameters | {info['params'] / 1e6:.2f}M (non-embedding {info['nonembed_params'] / 1e6:.2f}M, "

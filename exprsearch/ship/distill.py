@@ -7,7 +7,9 @@ summary dict: the spec's dev scores over seeds beside the width-matched standard
 (the run's baseline, or the widest standard FFN with at most the spec's FFN parameters; trained
 in the same group with the same seeds, both arms' FFN parameters side by side) and the teacher's,
 the seed kept (best on the held-out training rows, never on dev), params (total / non-embedding /
-FFN), FLOPs per token, latency, each seed's held-out curve and best step.  The seeds are fresh
+FFN), FLOPs per token, latency, each seed's held-out curve and best step, and the check that the
+student and the teacher beat a constant predictor on the same dev rows (``trivial.py``: rows, warnings,
+also logged).  The seeds are fresh
 (``kd.final.fresh_seeds``): none the search or its re-ranks trained with.
 Invariants: a directory appears whole or not at all (written aside, then renamed; an existing
 one is replaced only with ``overwrite``); the dev set chooses nothing.
@@ -30,6 +32,7 @@ from exprsearch.search.stats import mean_std
 
 from .card import model_card
 from .hf import write_hf_dir
+from .trivial import check, data_line
 
 __all__ = ["distill", "model_facts", "check_onnx"]
 
@@ -140,12 +143,17 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
             for r in mine:  # keep only the best model so far
                 if r is not best:
                     r.model = None
-            log(f"  {name} seed {seed}: {runs[0].status} dev {runs[0].dev.get(st.task.main, float('nan')):.4f}"
-                f" (held-out {runs[0].heldout}, best step {runs[0].best_step})")
+            held = "-" if runs[0].heldout is None else f"{100 * runs[0].heldout:.2f}"
+            log(f"  {name} seed {seed}: {runs[0].status} dev {st.task.main} "
+                f"{100 * runs[0].dev.get(st.task.main, float('nan')):.2f} (held-out {held}, best step {runs[0].best_step})")
         best = max((r for r in mine if r.status == "ok"), key=lambda r: r.heldout, default=None)
         if best is None:
             raise ExprSearchError(f"{name}: every seed failed ({mine[0].reason})")
         model = best.model
+        guess = check(st, model, ev.device, best.seed)  # the same dev rows: better than a constant?
+        log(f"  {name}: {data_line(guess).replace('**', '')}")
+        for w in guess["warnings"]:
+            log(f"  warning: {w}")
         facts = model_facts(model, min(ev.cfg.max_len, 128))
         reference = st.supernet.extract(standard)  # timed alongside: the load moves both alike
         latency = {"cpu_batch1": _latency(model, reference, torch.device("cpu"), 1)}
@@ -160,7 +168,8 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
                     "epochs": fcfg.epochs_for(name), "eval_every": fcfg.every(best.steps), "dropout": fcfg.dropout,
                     "heldout_rows": len(st.heldout), "lr": ev.cfg.lr, "batch_size": ev.cfg.batch_size,
                     "steps": best.steps, "seeds": seed_list,
-                    "best_before_last": all(r.best_before_last for r in mine if r.status == "ok")}, **facts, "latency": latency, "command": command, "source": source,
+                    "best_before_last": all(r.best_before_last for r in mine if r.status == "ok")}, **facts, "latency": latency,
+                "check": guess, "command": command, "source": source,
                 "seconds": time.perf_counter() - t0, "device": str(ev.device)}
         tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
