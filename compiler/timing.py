@@ -139,7 +139,7 @@ def paired_latency(model: torch.nn.Module, reference: torch.nn.Module, device: t
     times: list[list[float]] = [[], []]
     for r in range(repeats):
         for k in ((0, 1) if r % 2 == 0 else (1, 0)):
-            times[k].append(1e3 * time_call(calls[k], dev, warmup=warmup if r < 2 else 0, iters=iters, repeats=1))
+            times[k].append(1e3 * time_call(calls[k], dev, warmup=warmup if r == 0 else 0, iters=iters, repeats=1))
     ratios = [a / b for a, b in zip(*times)]
     return Latency(statistics.median(times[0]), _half_range(times[0]), repeats, statistics.median(times[1]),
                    statistics.median(ratios), _half_range(ratios))

@@ -74,7 +74,8 @@ def test_a_regression_card_has_spearman_rmse_and_the_mean(tmp_path, easy_glue, t
     assert "| predictor | pearson | spearman | RMSE | predicts |" in section
     assert "(the training labels' mean) | 0.00 | 0.00 |" in section
     student = next(line for line in section.splitlines() if line.startswith("| this student"))
-    assert len(student.split(" | ")) == 5 and "(the labels: 0.00 to 5.00)" in student  # name, pearson, spearman, RMSE, predicts
+    assert len(student.split(" | ")) == 5  # name, pearson, spearman, RMSE, what it predicts
+    assert "(the labels: 0.00 to 5.00)" in student
     assert "(held-out " in err and "(held-out 0." not in err  # the held-out score in points, not a raw fraction
 
 

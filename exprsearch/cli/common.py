@@ -78,7 +78,8 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", "--tasks", dest="task", help="GLUE task(s), comma-separated, e.g. RTE or RTE,MRPC; "
                    "with --train FILE: your data's name (default: the file's stem without a split word: "
                    "reviews_train.csv is reviews)")
-    p.add_argument("--preset", choices=sorted(EVAL_PRESETS), help="a bundle of settings (explicit options win; default: none)")
+    p.add_argument("--preset", choices=sorted(EVAL_PRESETS),
+                   help="a bundle of settings (explicit options win; default: none)")
     add_dataclass_args(p, EvalConfig, skip=("tasks",))
 
 

@@ -54,7 +54,7 @@ class CandidateResult:
     ffn_params: int = 0                         # of which the FFNs'
     flops_per_token: float = 0.0
     latency_ms: float | None = None             # inference, one batch (latency_batch x latency_len): median
-    latency: dict[str, Any] = field(default_factory=dict)  # its spread, and relative to the standard FFN (timing.Latency)
+    latency: dict[str, Any] = field(default_factory=dict)  # its spread and ratio to the standard FFN (timing.Latency)
     seconds: float = 0.0
     curves: dict[str, Any] = field(default_factory=dict)
 

@@ -156,7 +156,9 @@ def latency_text(r: dict[str, Any]) -> str | None:
         return None
     lat = r.get("latency") or {}
     text = f"{r['latency_ms']:.1f}" + (f" ± {lat['spread_ms']:.1f}" if lat.get("spread_ms") is not None else "")
-    return text + (f" ({lat['rel']:.2f} ± {lat.get('rel_spread') or 0:.2f} x std)" if lat.get("rel") is not None else "")
+    if lat.get("rel") is None:
+        return text
+    return text + f" ({lat['rel']:.2f} ± {lat.get('rel_spread') or 0:.2f} x std)"
 
 
 _HEAD = ["#", "score ± boot. std (seeds)", "scored on (main metric)", "params", "FFN params", "FLOPs/tok",

@@ -17,6 +17,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from . import liveness
 from .leaderboard import LATENCY_FLOOR, latency_text, pareto, score_text, scored_on, standard_row
 from .store import row_spec
 
@@ -44,8 +45,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
             "<th>FLOPs/token (M)</th><th>latency, ms (x standard FFN)</th><th>stage</th><th>spec</th></tr>")
     body = []
     for i, r in enumerate(rows, 1):
-        body.append(f"<tr><td>{i}</td><td class=num>{html.escape(score_text(r))}</td><td>{html.escape(scored_on(r))}</td>"
-                    f"<td class=num>{(r.get('params') or 0) / 1e6:.2f}</td><td class=num>{(r.get('flops') or 0) / 1e6:.1f}</td>"
+        body.append(f"<tr><td>{i}</td><td class=num>{html.escape(score_text(r))}</td>"
+                    f"<td>{html.escape(scored_on(r))}</td><td class=num>{(r.get('params') or 0) / 1e6:.2f}</td>"
+                    f"<td class=num>{(r.get('flops') or 0) / 1e6:.1f}</td>"
                     f"<td class=num>{html.escape(latency_text(r) or '')}</td>"
                     f"<td>{r.get('stage')}</td><td><code>{html.escape(r['spec'])}</code></td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
@@ -98,8 +100,8 @@ def _distilled_html(items: list[dict[str, Any]], page: Path) -> str:
     """Links to the model cards ``exprsearch distill`` wrote for this run."""
     if not items:
         return "<p>none yet: <code>exprsearch distill RUN --task TASK -o DIR</code> trains and saves one.</p>"
-    rows = "".join(f"<li>{html.escape(a['task'])}: <a href=\"{html.escape(_link(Path(a['dir']) / 'README.md', page))}\">"
-                   f"{html.escape(a['dir'])}</a> (dev {a['score']:.2f} ± {a['std']:.2f})</li>" for a in items)
+    rows = "".join(f"<li>{html.escape(a['task'])}: <a href=\"{html.escape(_link(Path(a['dir']) / 'README.md', page))}"
+                   f"\">{html.escape(a['dir'])}</a> (dev {a['score']:.2f} ± {a['std']:.2f})</li>" for a in items)
     return f"<ul>{rows}</ul>"
 
 
@@ -143,7 +145,7 @@ def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> 
 <style>{_CSS}</style></head><body>
 <h1>exprsearch run <code>{html.escape(run_id)}</code></h1>
 <p>{len(rows)} candidates ({counts['ok']} ok, {counts['failed']} failed, {counts['stopped']} stopped); status
-{html.escape(info['status'])}; code version {html.escape(str(info['code_version']))}; report written
+{html.escape(liveness.shown(info['status'], info.get('notes'))[0])}; code version {html.escape(str(info['code_version']))}; report written
 {time.strftime('%Y-%m-%d %H:%M')}.</p>
 <h2 id="config">Config</h2><details><summary>search and evaluation settings (JSON)</summary>
 <pre>{html.escape(json.dumps(info['config'], indent=2))}</pre></details>

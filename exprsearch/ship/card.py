@@ -45,8 +45,8 @@ def _latency(lat: dict[str, Any], key: str) -> str:
     d = lat.get(key)
     if not d:
         return f"{lat[key + '_ms']:.1f} ms"
-    return (f"{d['ms']:.1f} ms ± {d['spread_ms']:.1f} (median of {d['repeats']}); {d['rel']:.2f} ± {d['rel_spread']:.2f} "
-            f"x the standard-FFN student timed alongside ({d['ref_ms']:.1f} ms)")
+    return (f"{d['ms']:.1f} ms ± {d['spread_ms']:.1f} (median of {d['repeats']}); {d['rel']:.2f} ± "
+            f"{d['rel_spread']:.2f} x the standard-FFN student timed alongside ({d['ref_ms']:.1f} ms)")
 
 
 def _ffn(s: dict[str, Any] | None) -> str:

@@ -145,7 +145,8 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
                     r.model = None
             held = "-" if runs[0].heldout is None else f"{100 * runs[0].heldout:.2f}"
             log(f"  {name} seed {seed}: {runs[0].status} dev {st.task.main} "
-                f"{100 * runs[0].dev.get(st.task.main, float('nan')):.2f} (held-out {held}, best step {runs[0].best_step})")
+                f"{100 * runs[0].dev.get(st.task.main, float('nan')):.2f} (held-out {held}, "
+                f"best step {runs[0].best_step})")
         best = max((r for r in mine if r.status == "ok"), key=lambda r: r.heldout, default=None)
         if best is None:
             raise ExprSearchError(f"{name}: every seed failed ({mine[0].reason})")
@@ -168,8 +169,8 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
                     "epochs": fcfg.epochs_for(name), "eval_every": fcfg.every(best.steps), "dropout": fcfg.dropout,
                     "heldout_rows": len(st.heldout), "lr": ev.cfg.lr, "batch_size": ev.cfg.batch_size,
                     "steps": best.steps, "seeds": seed_list,
-                    "best_before_last": all(r.best_before_last for r in mine if r.status == "ok")}, **facts, "latency": latency,
-                "check": guess, "command": command, "source": source,
+                    "best_before_last": all(r.best_before_last for r in mine if r.status == "ok")}, **facts,
+                "latency": latency, "check": guess, "command": command, "source": source,
                 "seconds": time.perf_counter() - t0, "device": str(ev.device)}
         tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -58,8 +58,8 @@ def constant_predictor(t: Task, train_labels: Sequence[float], dev_labels: Seque
         metrics = compute_metrics(t, dev_labels, [float(cls)] * len(dev_labels))
         scored.append((metrics[t.main], -cls, metrics))
     best, neg_cls, metrics = max(scored)
-    return {"what": f"always predicting {_name(t, -neg_cls)!r} (the best constant on these rows)", "value": _name(t, -neg_cls),
-            "metrics": metrics}
+    name = _name(t, -neg_cls)
+    return {"what": f"always predicting {name!r} (the best constant on these rows)", "value": name, "metrics": metrics}
 
 
 def judge(t: Task, labels: Sequence[float], preds: Sequence[float]) -> dict[str, Any]:
@@ -70,7 +70,8 @@ def judge(t: Task, labels: Sequence[float], preds: Sequence[float]) -> dict[str,
     if t.regression:
         out["rmse"] = _rmse(labels, preds)
         out["range"] = [float(min(preds)), float(max(preds))]
-        out["note"] = f"predicts {min(preds):.2f} to {max(preds):.2f} (the labels: {min(labels):.2f} to {max(labels):.2f})"
+        out["note"] = (f"predicts {min(preds):.2f} to {max(preds):.2f} (the labels: {min(labels):.2f} to "
+                       f"{max(labels):.2f})")
     else:
         cls, n = Counter(preds).most_common(1)[0]
         out["mode"], out["mode_share"] = _name(t, cls), n / len(preds)
@@ -126,7 +127,10 @@ def data_line(check: dict[str, Any]) -> str:
 
     >>> print(data_line({"counts": {"train": 200, "train_before_cut": 1300, "heldout": 200, "dev": 100,
     ...                             "dev_before_cut": 500}, "files": [["train", "/d/qnli_train.jsonl"]]}))
-    **Trained on only 200 of 1,300 training rows** (max_train cut the rest: --max-train none keeps them all); 200 other training rows, never trained on, chose the checkpoint and the seed; **scored on only 100 of 500 dev rows** (max_dev cut the rest: --max-dev none keeps them all).  Data: qnli_train.jsonl (training).
+    **Trained on only 200 of 1,300 training rows** (max_train cut the rest: --max-train none keeps
+    them all); 200 other training rows, never trained on, chose the checkpoint and the seed;
+    **scored on only 100 of 500 dev rows** (max_dev cut the rest: --max-dev none keeps them all).
+    Data: qnli_train.jsonl (training).
     """
     c = check.get("counts") or {}
     if not c:
