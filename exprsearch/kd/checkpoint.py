@@ -71,8 +71,8 @@ class Checkpoint:
         self._last = time.perf_counter()
 
     def restore(self, trainer: Any) -> int:
-        """Load the checkpoint, if there is one, into ``trainer`` and the modules; the step it
-        was taken after (0: none, start from the beginning)."""
+        """Load the checkpoint, if there is one, into ``trainer`` (its parameters and optimizer) and
+        the random states; the step it was taken after (0: none, start from the beginning)."""
         if not self.path.is_file():
             return 0
         try:
@@ -81,13 +81,16 @@ class Checkpoint:
             self.log(f"ignoring the unreadable checkpoint {self.path.name} ({type(err).__name__}): starting over")
             return 0
         device, params = trainer.device, _params(trainer)
-        if set(state["params"]) != set(params):
+        if not isinstance(state, dict) or set(state.get("params") or ()) != set(params):
             self.log(f"ignoring the checkpoint {self.path.name} of other parameters: starting over")
             return 0
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(state["params"][name].to(device))
+        lrs = [g["lr"] for g in trainer.opt.param_groups]  # on CUDA device tensors the update reads: kept
         trainer.opt.load_state_dict(state["optimizer"])
+        for g, lr in zip(trainer.opt.param_groups, lrs):
+            g["lr"] = lr  # (the loop sets its value every step)
         for rng, st in zip(self.rngs, state["rngs"]):
             rng.setstate(st)
         torch.set_rng_state(state["torch"])
