@@ -29,6 +29,7 @@ import torch
 from exprsearch.compiler.student import set_dropout
 from exprsearch.errors import ConfigError, DeviceError, ExprSearchError
 from exprsearch.lang.expr import ModelSpec
+from exprsearch.lang.standard import standard_ffn
 
 from .distill import KDLoss
 from .glue import score, task
@@ -81,7 +82,8 @@ class Evaluator:
                       for t in self.tasks}
         self._group_size: int | None = cfg.group if cfg.group > 0 else None
         self.graphs = cfg.cuda_graphs
-        self._reference: Any = None  # the standard-FFN student latencies are timed beside
+        sup = next(iter(self.state.values())).supernet  # latencies are timed beside its standard-FFN student
+        self._reference = sup.extract(ModelSpec((standard_ffn(),))).to(self.device).eval() if cfg.latency_batch else None
 
     # -- execution sizes -----------------------------------------------------------------------------
     @property
@@ -173,14 +175,10 @@ class Evaluator:
 
     def _latency(self, student: Any, res: CandidateResult) -> None:
         """``res``'s latency: one inference forward of a ``latency_batch`` x ``latency_len`` batch,
-        timed beside the standard-FFN student (built once per evaluator; ``timing.paired_latency``)."""
+        timed beside the standard-FFN student (built with the evaluator; ``timing.paired_latency``)."""
         from exprsearch.compiler.timing import paired_latency
-        if not self.cfg.latency_batch:
-            return
         if self._reference is None:
-            from exprsearch.lang.standard import standard_ffn
-            sup = next(iter(self.state.values())).supernet
-            self._reference = sup.extract(ModelSpec((standard_ffn(),))).to(self.device).eval()
+            return
         lat = paired_latency(student, self._reference, self.device, self.cfg.latency_batch, self.cfg.latency_len)
         res.latency_ms, res.latency = lat.ms, lat.as_dict()
 

@@ -7,9 +7,9 @@ summary dict: the spec's dev scores over seeds beside the width-matched standard
 (the run's baseline, or the widest standard FFN with at most the spec's FFN parameters; trained
 in the same group with the same seeds, both arms' FFN parameters side by side) and the teacher's,
 the seed kept (best on the held-out training rows, never on dev), params (total / non-embedding /
-FFN), FLOPs per token, latency, each seed's held-out curve and best step, and the check that the
-student and the teacher beat a constant predictor on the same dev rows (``trivial.py``: rows, warnings,
-also logged).  The seeds are fresh
+FFN), FLOPs per token, latency (timed beside the standard-FFN student), each seed's held-out curve
+and best step, and whether the student and the teacher beat a constant predictor on the same dev
+rows (``trivial.py``: the rows, the warnings, also logged).  The seeds are fresh
 (``kd.final.fresh_seeds``): none the search or its re-ranks trained with.
 Invariants: a directory appears whole or not at all (written aside, then renamed; an existing
 one is replaced only with ``overwrite``); the dev set chooses nothing.
