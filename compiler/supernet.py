@@ -79,9 +79,13 @@ def _sliced(g: fx.Graph, b: int, name: str, out_f: int, in_f: int) -> tuple[fx.N
 
 
 def lower_shared(e: Expr, sup: SuperFFN) -> fx.GraphModule:
-    """The candidate ``e`` as a view of the supernet: its parameters *are* the supernet's."""
+    """The candidate ``e`` as a view of the supernet: its parameters *are* the supernet's.  Draws
+    no random number (whatever lowering initialises is the supernet's): a warm-up's dropout masks
+    do not depend on which views were lowered before, so a warm-up continued from a checkpoint
+    draws what an uninterrupted one does."""
     _check_shareable(e, sup)
-    return lower(e, sup.cfg, root=sup, weight=_sliced, class_name="SharedFFN")
+    with torch.random.fork_rng(devices=[]):
+        return lower(e, sup.cfg, root=sup, weight=_sliced, class_name="SharedFFN")
 
 
 @torch.no_grad()

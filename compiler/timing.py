@@ -1,14 +1,18 @@
-"""modules --> seconds: timing helpers shared by the CLI, the REPL and benchmarks/bench_ffn.py.
+"""modules --> seconds: timing helpers shared by the CLI, the REPL, the search and benchmarks/bench_ffn.py.
 
 ``time_call`` synchronises CUDA around CUDA events (or uses ``perf_counter`` on CPU) and reports
-the median of several repeats.  ``StandardFFN`` is the hand-written BERT FFN block
+the median of several repeats.  ``paired_latency`` times a student and a reference student back to
+back, repeat by repeat, in alternating order: on a shared machine the load moves both alike, so
+their ratio holds where single timings do not (identical students on 2 busy cores: 944, 936,
+133, 920 and 19 ms).  ``StandardFFN`` is the hand-written BERT FFN block
 ``LN(x + Dropout(W2 gelu(W1 x)))`` -- the reference the compiled modules are compared with.
 """
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +20,7 @@ from torch import nn
 
 from .execute import autocast
 
-__all__ = ["time_call", "StandardFFN", "matmul_bound"]
+__all__ = ["time_call", "StandardFFN", "matmul_bound", "forward_ms", "Latency", "paired_latency"]
 
 
 class StandardFFN(nn.Module):
@@ -85,3 +89,57 @@ def forward_ms(model: torch.nn.Module, device: torch.device | str, batch: int, l
     return 1e3 * time_call(lambda: model(input_ids=ids, attention_mask=mask), dev,
                            warmup=(1 if quick else 3) if warmup is None else warmup,
                            iters=(2 if quick else 5) if iters is None else iters, repeats=3)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One student's latency, measured beside a reference student in the same process."""
+
+    ms: float                  # median over the repeats of one forward (milliseconds)
+    spread_ms: float           # half the range of the repeats: how far one repeat strayed
+    repeats: int
+    ref_ms: float              # the reference's median, timed alongside
+    rel: float                 # median over the repeats of this / the reference (timed back to back)
+    rel_spread: float          # half the range of those ratios
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _half_range(xs: list[float]) -> float:
+    return (max(xs) - min(xs)) / 2
+
+
+def paired_latency(model: torch.nn.Module, reference: torch.nn.Module, device: torch.device | str, batch: int,
+                   length: int, *, repeats: int = 5, warmup: int | None = None, iters: int | None = None) -> Latency:
+    """Latency of ``model`` and of ``reference`` (one inference forward of ``batch`` sequences of
+    ``length`` random tokens; bf16 autocast on CUDA) after ``warmup`` forwards each, timed in
+    ``repeats`` rounds of ``iters`` forwards each, the order alternating round by round; the
+    median and spread of each and of their ratio.
+
+    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+    ...                  intermediate_size=32, max_position_embeddings=32)
+    >>> a, b = BertForSequenceClassification(cfg), BertForSequenceClassification(cfg)
+    >>> lat = paired_latency(a, b, "cpu", 2, 8)
+    >>> lat.repeats, lat.ms > 0, 0.1 < lat.rel < 10, lat.rel_spread >= 0
+    (5, True, True, True)
+    """
+    dev = torch.device(device)
+    quick = dev.type != "cuda"
+    warmup = (1 if quick else 3) if warmup is None else warmup
+    iters = (2 if quick else 3) if iters is None else iters
+    length = min(length, model.config.max_position_embeddings, reference.config.max_position_embeddings)
+    vocab = min(model.config.vocab_size, reference.config.vocab_size)
+    ids = torch.randint(min(1000, vocab - 1), vocab, (batch, length), device=dev)
+    mask = torch.ones_like(ids)
+    calls = [lambda m=m: m(input_ids=ids, attention_mask=mask) for m in (model, reference)]
+    for m in (model, reference):
+        m.eval()
+    times: list[list[float]] = [[], []]
+    for r in range(repeats):
+        for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+            times[k].append(1e3 * time_call(calls[k], dev, warmup=warmup if r == 0 else 0, iters=iters, repeats=1))
+    ratios = [a / b for a, b in zip(*times)]
+    return Latency(statistics.median(times[0]), _half_range(times[0]), repeats, statistics.median(times[1]),
+                   statistics.median(ratios), _half_range(ratios))

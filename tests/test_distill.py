@@ -45,6 +45,10 @@ def test_the_directory_holds_everything_a_user_needs(shipped):
     assert "(2 seeds)" in card and "teacher" in card and "FFN parameters" in card
     assert "training seeds 10000, 10001 (none a search seed)" in card  # fresh seeds
     assert "latency, CPU, batch 1" in card and "non-embedding" in card and "exprsearch distill" in card
+    assert "x the standard-FFN student timed alongside" in card and "(median of 7)" in card
+    # the rows that trained, chose and scored it (the options cut both sets), and the constant predictor beside it
+    assert "**Trained on only 64 of " in card and "**scored on only 32 of 100 dev rows**" in card
+    assert "| this student (seed 1000" in card and "(the best constant on these rows) |" in card
     assert not [p for p in shipped.parent.iterdir() if p.name.startswith(".")]  # nothing left aside
 
 
@@ -129,3 +133,15 @@ def test_distilling_a_runs_best_records_it_for_the_report(tmp_path, search_ecfg)
     (art,) = Store(tmp_path / "runs.db", readonly=True).artifacts(search.run_id)
     assert art["dir"] == str(out) and art["spec"] == best["spec"] and art["task"] == "SST-2"
     assert f"run {search.run_id}" in (out / "README.md").read_text()  # the card says where the spec came from
+
+
+def test_the_cards_snippet_runs_without_a_custom_code_prompt(shipped):
+    card = (shipped / "README.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0].replace("PATH", repr(str(shipped)))
+    assert "trust_remote_code=True" in snippet.split("AutoTokenizer.from_pretrained", 1)[1]
+    proc = subprocess.run([sys.executable, "-c", 'import sys; sys.modules["exprsearch"] = None\n' + snippet
+                           + "\nprint('LOADED', type(tokenizer).__name__)"], capture_output=True, text=True, cwd="/",
+                          stdin=subprocess.DEVNULL, timeout=300,
+                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0 and "LOADED" in proc.stdout, proc.stderr[-2000:]
+    assert "Do you wish to run the custom code" not in proc.stdout + proc.stderr

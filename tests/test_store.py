@@ -91,10 +91,12 @@ def test_add_a_duplicate_key_returns_false_and_keeps_the_first(store):
 def test_rows_round_trip_every_column(store):
     run = store.new_run({})
     store.add(run, {**_result("[k]", 55.0), "reason": "why", "flops_per_token": 123.5, "latency_ms": 2.5,
-                    "seconds": 1.25, "curves": {"SST-2": {"loss": [[1, 0.5]]}}, "ffn_params": 300},
+                    "seconds": 1.25, "curves": {"SST-2": {"loss": [[1, 0.5]]}}, "ffn_params": 300,
+                    "latency": {"ms": 2.5, "spread_ms": 0.1, "rel": 0.9, "rel_spread": 0.02}},
               eval_hash="hh", stage=2, config={"eval": "hh"}, worker="inline")
     (r,) = store.candidates(run)
-    assert set(r) == set(COLUMNS) | {"ffn_params"} and r["ffn_params"] == 300
+    assert set(r) == set(COLUMNS) | {"ffn_params", "latency"} and r["ffn_params"] == 300
+    assert r["latency"] == {"ms": 2.5, "spread_ms": 0.1, "rel": 0.9, "rel_spread": 0.02}
     assert (r["run_id"], r["key"], r["spec"], r["stage"], r["status"], r["reason"]) == (run, "[k]", "[k]", 2, "ok", "why")
     assert (r["score"], r["params"], r["flops"], r["latency_ms"], r["seconds"]) == (55.0, 1000, 123.5, 2.5, 1.25)
     assert r["metrics"] == {"SST-2": {"acc": 0.55}} and r["curves"] == {"SST-2": {"loss": [[1, 0.5]]}}

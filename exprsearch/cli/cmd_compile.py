@@ -20,7 +20,8 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--code", action="store_true", help="print the generated fx code")
     p.add_argument("--cost", action="store_true", help="print the cost table (default if nothing else asked)")
     p.add_argument("--bench", action="store_true", help="time it against the hand-written standard FFN")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where --bench runs (default: cuda when there is one, else cpu)")
     p.add_argument("--relaxed", action="store_true", help="apply the relaxed validity rules")
 
 

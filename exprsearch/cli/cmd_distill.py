@@ -21,13 +21,13 @@ def _options(p: argparse.ArgumentParser) -> None:
     from exprsearch.kd.final import FinalConfig
     p.add_argument("target", help="a run id, 'last' (its best candidate), an FFN expression, '[e1; e2; ...]' or a file")
     p.add_argument("-o", "--output", required=True, help="the model directory to write (DIR/<task> for several tasks)")
-    p.add_argument("--seeds", type=int, default=1, help="fresh training seeds (10000, 10001, ...: never a seed the "
-                   "search trained with); the best on held-out training rows is saved (default 1)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="fresh training seeds (10000, 10001, ...: never "
+                   "a seed the search trained with); the best on held-out training rows is saved (default: 1)")
     p.add_argument("--store", help="SQLite file of runs (default: $EXPRSEARCH_STORE or ./exprsearch-runs.db)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     add_eval_options(p)
     add_dataclass_args(p, FinalConfig, skip=("dropout", "scale"))
-    p.add_argument("--final-dropout", type=float, default=0.1, help="student dropout while fine-tuning (default 0.1)")
+    p.add_argument("--final-dropout", type=float, default=0.1, help="student dropout while fine-tuning (default: 0.1)")
 
 
 def _target(ns: argparse.Namespace) -> tuple[str, str, tuple[Path, str] | None]:
@@ -89,5 +89,6 @@ def cmd_distill(ns: argparse.Namespace) -> int:
                      + (f", standard FFN {std['mean']:.2f} ± {std['std']:.2f} (FFN params {s['ffn_params']:,} vs "
                         f"{std['ffn_params']:,})" if std and std["mean"] is not None else "")
                      + f", teacher {r['teacher'].get(r['main_metric'], float('nan')):.2f} -> {r['dir']}")
+        lines += [f"  warning: {w}" for w in r.get("check", {}).get("warnings", [])]  # also at the card's top
     emit(ns, "\n".join(lines), results)
     return 0

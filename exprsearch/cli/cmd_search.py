@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from exprsearch.errors import ConfigError
 from exprsearch.search.leaderboard import leaderboard_table, pareto, pareto_table
+from exprsearch.search.liveness import shown
 from exprsearch.search.presets import SEARCH_PRESETS
 
 from .common import resolve_run, task_options
@@ -33,11 +34,12 @@ def _store_option(p: argparse.ArgumentParser) -> None:
 def _search_options(p: argparse.ArgumentParser) -> None:
     from exprsearch.kd.evaluate import EvalConfig
     from exprsearch.search.search import SearchConfig
-    p.add_argument("--preset", choices=sorted(SEARCH_PRESETS), help="a bundle of settings (explicit options win)")
+    p.add_argument("--preset", choices=sorted(SEARCH_PRESETS),
+                   help="a bundle of settings (explicit options win; default: none)")
     p.add_argument("--tasks", "--task", dest="tasks", default=argparse.SUPPRESS,
                    help="GLUE tasks, comma-separated (e.g. RTE,MRPC); with --train FILE: your data's name "
-                        "(default: the file's stem)")
-    p.add_argument("--resume", metavar="RUN", help="continue a stored run ('last' = the newest)")
+                        "(default: the file's stem without a split word)")
+    p.add_argument("--resume", metavar="RUN", help="continue a stored run ('last' = the newest; default: a new run)")
     p.add_argument("--top", type=int, default=10, help="leaderboard rows to print (default 10)")
     _store_option(p)
     add_dataclass_args(p, SearchConfig)
@@ -106,7 +108,8 @@ def cmd_search(ns: argparse.Namespace) -> int:
     rows = store.candidates(search.run_id)
     human = "\n".join([f"run {search.run_id}: {summary['stats']} in {summary['seconds']:.0f}s",
                        "leaderboard:", leaderboard_table(rows, ns.top),
-                       "Pareto front (score vs params vs latency):", pareto_table(rows),
+                       "Pareto front (score vs params vs latency x the standard FFN timed alongside; closer than "
+                       "the measured spread: a tie):", pareto_table(rows),
                        f"show it again with: exprsearch show {search.run_id} --store {store.path}"])
     emit(ns, human, {**summary, "leaderboard": sorted((r for r in rows if r["status"] == "ok"),
                                                       key=lambda r: -r["score"])[:ns.top]})
@@ -124,18 +127,19 @@ def cmd_show(ns: argparse.Namespace) -> int:
     from exprsearch.lang.display import table
     store = _store(ns, readonly=True)
     if ns.run == "list":
-        runs = store.runs()
+        runs = [{**r, **dict(zip(("status", "notes"), shown(r["status"], r.get("notes"))))} for r in store.runs()]
         emit(ns, table([[r["run_id"], r["status"], r["candidates"], None if r["best"] is None else round(r["best"], 2),
                          _clip(r.get("notes") or "", 70)] for r in runs], ["run", "status", "candidates", "best", "why"]),
              runs)
         return 0
     run = resolve_run(store, ns.run)
     info, rows = store.run(run), store.candidates(run)
+    info["status"], info["notes"] = shown(info["status"], info.get("notes"))  # 'died': its process is gone
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "stopped")}
     hint = ([f"not finished: still running, or stopped (continue it: exprsearch search --resume {run} "
              f"--store {store.path})"] if info["status"] == "running" else
-            [f"{info['status']}: {info.get('notes') or 'no reason recorded'}"] if info["status"] in ("failed", "interrupted")
-            else [])
+            [f"{info['status']}: {info.get('notes') or 'no reason recorded'}"]
+            if info["status"] in ("failed", "interrupted", "died") else [])
     human = "\n".join([f"run {run} ({info['status']}): {len(rows)} candidates {counts}", *hint,
                        "leaderboard:", leaderboard_table(rows, ns.top), "Pareto front:", pareto_table(rows)])
     emit(ns, human, {"run": info, "counts": counts, "pareto": pareto(rows),
@@ -149,7 +153,7 @@ def _clip(text: str, n: int) -> str:
 
 def _export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="?", default="last", help="run id ('last' = the newest)")
-    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="(default: csv)")
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     _store_option(p)
 

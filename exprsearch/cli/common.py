@@ -3,6 +3,7 @@ and presets, and the log.  Text becomes a ``ModelSpec`` here, at the edge."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -75,8 +76,10 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     """--task, --preset and one option per ``EvalConfig`` field."""
     from exprsearch.kd.protocol import EvalConfig
     p.add_argument("--task", "--tasks", dest="task", help="GLUE task(s), comma-separated, e.g. RTE or RTE,MRPC; "
-                   "with --train FILE: your data's name (default: the file's stem)")
-    p.add_argument("--preset", choices=sorted(EVAL_PRESETS), help="a bundle of settings (explicit options win)")
+                   "with --train FILE: your data's name (default: the file's stem without a split word: "
+                   "reviews_train.csv is reviews)")
+    p.add_argument("--preset", choices=sorted(EVAL_PRESETS),
+                   help="a bundle of settings (explicit options win; default: none)")
     add_dataclass_args(p, EvalConfig, skip=("tasks",))
 
 
@@ -101,9 +104,9 @@ def eval_config(ns: argparse.Namespace, stored: dict[str, Any] | None = None):
 def task_options(ns: argparse.Namespace, names: str | None) -> dict[str, Any]:
     """The tasks the options name (over a preset's), and your own data's files made absolute (so
     worker processes and ``--resume`` find them): ``--train FILE`` alone is the task named after
-    the file's stem.
+    the file's stem (``data_name``).
 
-    >>> task_options(argparse.Namespace(train_file="data/reviews.csv"), None)["tasks"]
+    >>> task_options(argparse.Namespace(train_file="data/reviews_train.csv"), None)["tasks"]
     ('reviews',)
     """
     out: dict[str, Any] = {}
@@ -113,8 +116,21 @@ def task_options(ns: argparse.Namespace, names: str | None) -> dict[str, Any]:
         if getattr(ns, name, None):
             out[name] = str(Path(getattr(ns, name)).expanduser().absolute())
     if "train_file" in out and "tasks" not in out:
-        out["tasks"] = (Path(out["train_file"]).stem,)
+        out["tasks"] = (data_name(Path(out["train_file"])),)
     return out
+
+
+def data_name(path: Path) -> str:
+    """The task name a training file gives: its stem without a split word (``qnli_train.jsonl``
+    is ``qnli``, not ``qnli_train``: the name titles the model card).
+
+    >>> data_name(Path("qnli_train.jsonl")), data_name(Path("train-reviews.csv")), data_name(Path("reviews.csv"))
+    ('qnli', 'reviews', 'reviews')
+    >>> data_name(Path("train.csv"))
+    'train'
+    """
+    m = re.fullmatch(r"(?i)(.+?)[._ -]+train(?:ing)?|train(?:ing)?[._ -]+(.+)", path.stem)
+    return (m.group(1) or m.group(2)) if m else path.stem
 
 
 def logger(ns: argparse.Namespace) -> Callable[[str], None]:

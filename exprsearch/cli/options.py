@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from exprsearch.errors import ConfigError
 
-__all__ = ["add_dataclass_args", "from_args", "field_comments", "to_dict"]
+__all__ = ["add_dataclass_args", "from_args", "field_comments", "to_dict", "help_text"]
 
 T = TypeVar("T")
 _COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
@@ -69,16 +69,34 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, *, skip: tupl
             continue
         tp = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        help_ = f"{docs.get(f.name, '')} (default: {shown})".strip()
+        help_ = help_text(docs.get(f.name, ""), default)
         flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("flags", ())]  # metadata flags: short aliases
-        if tp is bool:
+        if tp is bool and f.name.startswith("no_"):  # --no-kd and its opposite --kd (not --no-no-kd)
+            group.add_argument(*flags, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_)
+            group.add_argument("--" + f.name[3:].replace("_", "-"), dest=f.name, action="store_false",
+                               default=argparse.SUPPRESS, help=f"the opposite of {flags[0]}")
+        elif tp is bool:
             group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_)
         else:
             conv, metavar = _parser_for(tp)
             group.add_argument(*flags, dest=f.name, type=conv, metavar=metavar,
                                default=argparse.SUPPRESS, help=help_)
+
+
+def help_text(doc: str, default: Any) -> str:
+    """An option's help: its field comment, and its default unless the comment already says it
+    (``None`` as the command line spells it: none; a tuple as its comma list).
+
+    >>> help_text("first N rows only", None), help_text("GLUE folder (default: $GLUE_DIR)", None)
+    ('first N rows only (default: none)', 'GLUE folder (default: $GLUE_DIR)')
+    >>> help_text("padded lengths", (32, 64))
+    'padded lengths (default: 32,64)'
+    """
+    if "default" in doc.lower():
+        return doc
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else "none" if default is None else default
+    return f"{doc} (default: {shown})".strip()
 
 
 def from_args(cls: type[T], ns: argparse.Namespace, **overrides: Any) -> T:

@@ -29,6 +29,7 @@ import torch
 from exprsearch.compiler.student import set_dropout
 from exprsearch.errors import ConfigError, DeviceError, ExprSearchError
 from exprsearch.lang.expr import ModelSpec
+from exprsearch.lang.standard import standard_ffn
 
 from .distill import KDLoss
 from .glue import score, task
@@ -53,7 +54,8 @@ class CandidateResult:
     params: int = 0
     ffn_params: int = 0                         # of which the FFNs'
     flops_per_token: float = 0.0
-    latency_ms: float | None = None             # inference, one batch (latency_batch x latency_len)
+    latency_ms: float | None = None             # inference, one batch (latency_batch x latency_len): median
+    latency: dict[str, Any] = field(default_factory=dict)  # its spread and ratio to the standard FFN (timing.Latency)
     seconds: float = 0.0
     curves: dict[str, Any] = field(default_factory=dict)
 
@@ -84,6 +86,8 @@ class Evaluator:
                       for t in self.tasks}
         self._group_size: int | None = cfg.group if cfg.group > 0 else None
         self.graphs = cfg.cuda_graphs
+        sup = next(iter(self.state.values())).supernet  # latencies are timed beside its standard-FFN student
+        self._reference = sup.extract(ModelSpec((standard_ffn(),))).to(self.device).eval() if cfg.latency_batch else None
 
     # -- execution sizes -----------------------------------------------------------------------------
     @property
@@ -151,7 +155,7 @@ class Evaluator:
                 cost = student_cost(run.student, min(self.cfg.max_len, 128))
                 res.params, res.flops_per_token = cost["params"], cost["mm_flops_per_token"]
                 res.ffn_params = cost["ffn_params"]
-                res.latency_ms = self._latency(run.student)
+                self._latency(run.student, res)
             except Exception as err:  # noqa: BLE001 - the candidate's, or re-raised
                 res.status, res.reason = "failed", f"{name}: {_candidates(err)}"
 
@@ -173,11 +177,14 @@ class Evaluator:
             raise CandidateFailed(f"{name}: {run.reason}")
         return run.student, st, {k: v for k, v in run.metrics.items() if not k.endswith("_std")}
 
-    def _latency(self, student: Any) -> float | None:
-        """Milliseconds of one inference forward of a ``latency_batch`` x ``latency_len`` batch."""
-        from exprsearch.compiler.timing import forward_ms
-        return forward_ms(student, self.device, self.cfg.latency_batch, self.cfg.latency_len) \
-            if self.cfg.latency_batch else None
+    def _latency(self, student: Any, res: CandidateResult) -> None:
+        """``res``'s latency: one inference forward of a ``latency_batch`` x ``latency_len`` batch,
+        timed beside the standard-FFN student (built with the evaluator; ``timing.paired_latency``)."""
+        from exprsearch.compiler.timing import paired_latency
+        if self._reference is None:
+            return
+        lat = paired_latency(student, self._reference, self.device, self.cfg.latency_batch, self.cfg.latency_len)
+        res.latency_ms, res.latency = lat.ms, lat.as_dict()
 
     def _student(self, st: TaskState, spec: ModelSpec) -> Any:
         """The candidate, inheriting the warm supernet: shallower specs keep the layers of the

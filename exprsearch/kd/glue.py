@@ -112,14 +112,20 @@ class Examples:
     labels: list[float] = field(default_factory=list)
     skipped: int = 0
     part: str = ""  # which rows of the file, when not all of them in file order (kd/holdout.py)
+    cut_from: int | None = None  # the rows there were before a limit (max_train, max_dev) cut them
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    @property
+    def before_cut(self) -> int:
+        """How many rows there were before a limit cut them (``len`` when none did)."""
+        return len(self) if self.cut_from is None else self.cut_from
+
     def head(self, n: int | None) -> "Examples":
         if n is None or n >= len(self):
             return self
-        return Examples(self.task, self.path, self.texts[:n], self.labels[:n], self.skipped, self.part)
+        return Examples(self.task, self.path, self.texts[:n], self.labels[:n], self.skipped, self.part, self.before_cut)
 
 
 def file_digest(path: Path) -> str:
@@ -200,6 +206,7 @@ def read_split(data_dir: str | Path, t: Task | str, split: str, *, skip_bad_rows
         out.texts.append(tuple(parts[c] for c in cols))
         out.labels.append(value)
         if limit is not None and len(out) >= limit:
+            out.cut_from = len(out) + sum(1 for rest in lines[lineno:] if rest.strip())  # counted, not read
             break
     if not out.texts:
         raise DataError(f"{path}: no usable rows")

@@ -236,16 +236,20 @@ class GroupTrainer:
         return graph, static
 
     # -- the loop ---------------------------------------------------------------------------------
-    def train(self, batches: Batcher, on_log: OnLog | None = None) -> list[Outcome]:
+    def train(self, batches: Batcher, on_log: OnLog | None = None, start: int = 0) -> list[Outcome]:
         """Run ``cfg.steps`` steps; every ``log_every`` steps record each running member's mean loss,
-        mark newly failed members, and let ``on_log`` stop members.  Stops early once none runs."""
+        mark newly failed members, and let ``on_log`` stop members.  Stops early once none runs.
+        ``start``: the steps already done (a training continued from a checkpoint: their batches
+        are skipped and the schedule goes on from the next step)."""
         cfg = self.cfg
         factor = lr_factor(cfg)
         outs = [Outcome() for _ in self.members]
         stream = batches.forever()
-        last = 0  # step of the last curve point
+        for _ in range(start):
+            next(stream)
+        last = start  # step of the last curve point
         try:
-            for step in range(1, cfg.steps + 1):
+            for step in range(start + 1, cfg.steps + 1):
                 f = factor(step - 1)
                 for g, lr in zip(self.opt.param_groups, self.base_lr):
                     if isinstance(g["lr"], torch.Tensor):
@@ -294,11 +298,13 @@ class GroupTrainer:
 def train_one(loss: Callable[[Any], torch.Tensor], params: list[tuple[str, nn.Parameter]], batches: Any,
               cfg: TrainConfig, device: torch.device | str = "cpu", *,
               on_log: Callable[[int, Any], Any] | None = None, lr_of: Callable[[str], float] | None = None,
-              log: Callable[[str], None] | None = None) -> Curve:
+              log: Callable[[str], None] | None = None, checkpoint: Any = None) -> Curve:
     """Train ``params`` on ``loss(batch)`` for ``cfg.steps`` steps: the group loop with one member,
     eager (the loss may change the model between steps: supernet sampling).  ``on_log(step, mean
     loss)`` every ``log_every`` steps may raise to stop.  Raises ``CandidateFailed`` on a NaN/Inf
-    loss or gradient norm, or exploding gradients.
+    loss or gradient norm, or exploding gradients.  ``checkpoint`` (``checkpoint.Checkpoint``):
+    continue from its file if there is one, write it at log points (the caller removes it once
+    the result is safe: ``checkpoint.done()``).
 
     >>> import torch
     >>> from .tokens import Encoded, Batcher
@@ -312,8 +318,16 @@ def train_one(loss: Callable[[Any], torch.Tensor], params: list[tuple[str, nn.Pa
     """
     member = Member(None, lambda _model, batch, _shared: loss(batch), params=params)
     trainer = GroupTrainer([member], cfg, device, graphs=False, log=log, lr_of=lr_of)
-    hook = (lambda step, means: on_log(step, means[0]) or {}) if on_log is not None else None  # noqa: E731
-    out = trainer.train(batches, on_log=hook)[0]
+    start = checkpoint.restore(trainer) if checkpoint is not None else 0
+
+    def hook(step: int, means: dict[int, float]) -> dict[int, str]:
+        out = (on_log(step, means[0]) or {}) if on_log is not None else {}
+        if checkpoint is not None:
+            checkpoint.save(trainer, step)
+        return out
+
+    out = trainer.train(batches, on_log=hook if on_log is not None or checkpoint is not None else None,
+                        start=start)[0]
     if out.failed is not None:
         raise out.failed
     return out.curve

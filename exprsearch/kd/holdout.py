@@ -52,12 +52,36 @@ class Rows:
     removed: int = 0               # training rows dropped because a held-out row contains them
 
     def describe(self) -> str:
-        """One log line: how many rows each set has, and how alike held-out and dev are."""
+        """One log line: how many rows each set has (and of how many, where a limit -- a preset's
+        ``max_train`` / ``max_dev`` -- cut them), and how alike held-out and dev are."""
+        train, dev = _count(self.train, "training", "max_train"), _count(self.dev, "dev", "max_dev")
         if self.heldout is None:
-            return f"{len(self.train)} training rows, {len(self.dev)} dev rows (nothing held out)"
-        return (f"{len(self.train)} training rows, {len(self.heldout)} held out to choose on "
+            return f"{train}, {dev} (nothing held out)"
+        return (f"{train}, {len(self.heldout):,} held out to choose on "
                 f"({_mean_words(self.heldout.texts):.1f} words a row; dev {_mean_words(self.dev.texts):.1f}), "
-                f"{len(self.dev)} dev rows reported only; {self.removed} training rows inside held-out rows removed")
+                f"{dev} reported only; {self.removed:,} training rows inside held-out rows removed")
+
+    def counts(self) -> dict[str, int]:
+        """The rows of each set, and how many there were before a limit cut them."""
+        return {"train": len(self.train), "train_before_cut": self.train.before_cut,
+                "heldout": 0 if self.heldout is None else len(self.heldout), "dev": len(self.dev),
+                "dev_before_cut": self.dev.before_cut, "removed": self.removed}
+
+
+def _count(ex: Examples, what: str, limit: str) -> str:
+    """``ex``'s size for a log line, saying so where a limit cut it.
+
+    >>> from exprsearch.kd.glue import task
+    >>> ex = Examples(task("SST-2"), Path("train.tsv"), [("a",)] * 200, [0.0] * 200, cut_from=1300)
+    >>> _count(ex, "training", "max_train")
+    '200 of 1,300 training rows (cut by max_train 200: --max-train none keeps them all)'
+    >>> _count(Examples(task("SST-2"), Path("dev.tsv"), [("a",)] * 872, [0.0] * 872), "dev", "max_dev")
+    '872 dev rows'
+    """
+    if ex.cut_from is None:
+        return f"{len(ex):,} {what} rows"
+    return (f"{len(ex):,} of {ex.cut_from:,} {what} rows (cut by {limit} {len(ex)}: --{limit.replace('_', '-')} none "
+            f"keeps them all)")
 
 
 def _norm(texts: tuple[str, ...]) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 
+from .checkpoint import Checkpoint
 from .distill import ExprPool, KDLoss, SupernetStudent
 from .glue import Task
 from .group import train_one
@@ -33,7 +34,7 @@ from .teacher import finetune_teacher, load_teacher, load_tokenizer
 from .tokens import Batcher, Encoded, encode
 from .train import Progress, TrainConfig, dev_metrics
 
-__all__ = ["TaskState", "prepare", "student_config", "prefill", "locations"]
+__all__ = ["TaskState", "prepare", "student_config", "prefill", "locations", "supernet_path"]
 
 
 @dataclass
@@ -46,6 +47,7 @@ class TaskState:
     teacher_metrics: dict[str, float]
     losses: dict[int, list[float]] = field(default_factory=dict)  # hurdle step -> earlier losses
     heldout: Encoded | None = None      # training rows kept out of training (cfg.heldout_rows), on the device
+    rows: dict[str, int] = field(default_factory=dict)  # holdout.Rows.counts(): each set's rows, before any cut
 
     def scored(self, cfg: EvalConfig) -> tuple[Encoded, str]:
         """The split a candidate's score is read from, and its name: the held-out training rows
@@ -88,7 +90,7 @@ def prepare(cfg: EvalConfig, t: Task, device: torch.device, data_dir: Path, teac
                       widths=cfg.bucket_widths if graphs else ())
     sup = _supernet(cfg, t, teacher, tdir, batches, device, cache, log)
     return TaskState(t, teacher, batches, dev.to(device), sup, info["dev"],
-                     heldout=None if heldout is None else heldout.to(device))
+                     heldout=None if heldout is None else heldout.to(device), rows=rows.counts())
 
 
 def student_config(cfg: EvalConfig, teacher: Any, num_labels: int) -> Any:
@@ -113,14 +115,7 @@ def _supernet(cfg: EvalConfig, t: Task, teacher: Any, tdir: Path, batches: Batch
         sup.model.config._attn_implementation = "eager"
     if cfg.warmup_steps <= 0:
         return sup
-    recipe = [tdir.name, t.name, cfg.layers, cfg.base_width, cfg.warmup_steps, cfg.batch_size, cfg.lr, cfg.max_len,
-              cfg.max_train, cfg.seed, cfg.layerdrop, asdict(cfg.kd()), "v2"]
-    recipe += [f"{k}={getattr(cfg, k)}" for k in ("warmup_sampling", "heldout_rows", "warmup_space")  # new fields:
-               if getattr(cfg, k) != NEUTRAL[k]]                              # only when set (old caches stay valid)
-    if cfg.warmup_sampling == "space":
-        recipe.append("pool-v2")  # standard FFN drawn per layer, the pool from the search's space
-    key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:20]
-    path = cache / "supernets" / f"{t.name}-{key}.pt"
+    path = supernet_path(cfg, t, tdir, cache)
     if path.is_file():
         sup.load_state_dict(torch.load(path, map_location=device, weights_only=True), strict=False)
         return sup
@@ -139,9 +134,10 @@ def _supernet(cfg: EvalConfig, t: Task, teacher: Any, tdir: Path, batches: Batch
         sup.sample(rng, cfg.layerdrop, pool)  # a uniform (X, Y) sub-model (and layer skips) per step
         return kd(sup.model, batch)
 
-    train_one(loss, sup.trainable() + list(kd.named_parameters()), batches,
-              TrainConfig.from_eval(cfg, steps=cfg.warmup_steps), device,
-              on_log=Progress(log, f"warm-up {t.name}", cfg.warmup_steps))
+    ckpt = Checkpoint(path.with_suffix(".partial.pt"), [rng], log=log)
+    train_one(loss, sup.trainable() + list(kd.named_parameters()), batches,  # a stopped warm-up goes on from
+              TrainConfig.from_eval(cfg, steps=cfg.warmup_steps), device,  # its last checkpoint
+              on_log=Progress(log, f"warm-up {t.name}", cfg.warmup_steps), checkpoint=ckpt)
     sup.use(4, 1)
     if cfg.layerdrop:
         from exprsearch.compiler.layerdrop import set_skips
@@ -150,8 +146,23 @@ def _supernet(cfg: EvalConfig, t: Task, teacher: Any, tdir: Path, batches: Batch
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(sup.state_dict(), tmp)
     os.replace(tmp, path)
+    ckpt.done()
     log(f"supernet warm-up on {t.name} took {time.perf_counter() - t0:.1f}s")
     return sup
+
+
+def supernet_path(cfg: EvalConfig, t: Task, tdir: Path, cache: Path) -> Path:
+    """The cache file of task ``t``'s warm supernet under protocol ``cfg`` (``tdir``: its fine-tuned
+    teacher's folder, whose name keys the teacher, the data and the held-out split): a run and the
+    same run resumed find the same file."""
+    recipe = [tdir.name, t.name, cfg.layers, cfg.base_width, cfg.warmup_steps, cfg.batch_size, cfg.lr, cfg.max_len,
+              cfg.max_train, cfg.seed, cfg.layerdrop, asdict(cfg.kd()), "v2"]
+    recipe += [f"{k}={getattr(cfg, k)}" for k in ("warmup_sampling", "heldout_rows", "warmup_space")  # new fields:
+               if getattr(cfg, k) != NEUTRAL[k]]                              # only when set (old caches stay valid)
+    if cfg.warmup_sampling == "space":
+        recipe.append("pool-v2")  # standard FFN drawn per layer, the pool from the search's space
+    key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:20]
+    return cache / "supernets" / f"{t.name}-{key}.pt"
 
 
 def prefill(cfg: EvalConfig, log: Callable[[str], None] = print) -> None:

@@ -142,10 +142,10 @@ class EvalConfig:
         if not self.train_file:
             given = [f for f in USER_FIELDS if getattr(self, f, NEUTRAL[f]) != NEUTRAL[f]]
             if given:
-                raise ConfigError(f"--{given[0].replace('_', '-')} describes your own data: give it with --train FILE "
+                raise ConfigError(f"{_flag(given[0])} describes your own data: give it with --train FILE "
                                   f"--dev FILE --text-columns COL[,COL2] --label-column COL")
             return None
-        lacking = [f"--{f.replace('_', '-')}" for f in ("dev_file", "text_columns", "label_column") if not getattr(self, f)]
+        lacking = [_flag(f) for f in ("dev_file", "text_columns", "label_column") if not getattr(self, f)]
         if lacking:
             raise ConfigError(f"your own data needs --train FILE --dev FILE --text-columns COL[,COL2] --label-column COL: "
                               f"{', '.join(lacking)} missing")
@@ -205,6 +205,16 @@ class EvalConfig:
             return KDConfig(w_logits=0.0, w_hidden=0.0, w_attn=0.0, w_task=1.0, layer_map=self.layer_map)
         return KDConfig(w_logits=self.w_logits, temperature=self.temperature, w_hidden=self.w_hidden,
                         w_attn=self.w_attn, layer_map=self.layer_map)
+
+
+def _flag(name: str) -> str:
+    """The option a user types for field ``name``: its short alias where it has one.
+
+    >>> _flag("dev_file"), _flag("label_column")
+    ('--dev', '--label-column')
+    """
+    short = _ALIAS.get(name.removesuffix("_file"), {}) if name.endswith("_file") else {}
+    return short.get("flags", (f"--{name.replace('_', '-')}",))[0]
 
 
 def _per_task(option: str, text: str, name: str, default: float) -> float:

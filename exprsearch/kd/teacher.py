@@ -34,9 +34,12 @@ __all__ = ["check_teacher_dir", "default_teacher_dir", "load_tokenizer", "load_t
 
 
 def offline() -> None:
-    """Forbid hub downloads for the whole process."""
+    """Forbid hub downloads for the whole process, and keep transformers' progress bars
+    ("Loading weights", "Writing model shards") out of the logs."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
 
 
 def default_teacher_dir() -> Path:

@@ -88,14 +88,40 @@ def _table_rows(path: Path, delimiter: str, columns: list[str]) -> Rows:
                 if not any(p.strip() for p in parts):
                     continue
                 where = f"{path}:{reader.line_num}"
-                if len(parts) <= max(at.values()):
-                    yield where, f"has {len(parts)} columns, the header has {len(header)}"
+                if len(parts) != len(header):  # too many is as wrong as too few: a value lost its quotes
+                    yield where, _field_count(len(parts), len(header), delimiter)
                 else:
                     yield where, {c: parts[i] for c, i in at.items()}
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err})") from None
     except csv.Error as err:
         raise DataError(f"{path}: not a readable {'TSV' if delimiter == chr(9) else 'CSV'} file ({err})") from None
+
+
+def _field_count(got: int, want: int, delimiter: str) -> str:
+    """The problem of a row with another number of fields than its header.
+
+    >>> _field_count(4, 3, ",")
+    'has 4 fields, the header has 3 (a value holding a comma needs double quotes)'
+    >>> _field_count(2, 3, chr(9))
+    'has 2 fields, the header has 3'
+    """
+    hint = (" (a value holding a comma needs double quotes)" if delimiter == "," else
+            " (a value may not hold a tab)") if got > want else ""
+    return f"has {got} fields, the header has {want}{hint}"
+
+
+def _json_problem(err: json.JSONDecodeError) -> str:
+    """A JSONL line's decoding error, said once (json's own messages may end in 'at').
+
+    >>> try:
+    ...     json.loads('{"a": "unterminated')
+    ... except json.JSONDecodeError as err:
+    ...     print(_json_problem(err))
+    not a JSON object (Unterminated string starting at column 7)
+    """
+    msg = err.msg[:-3] if err.msg.endswith(" at") else err.msg
+    return f"not a JSON object ({msg} at column {err.colno})"
 
 
 def _jsonl_rows(path: Path, columns: list[str]) -> Rows:
@@ -109,7 +135,7 @@ def _jsonl_rows(path: Path, columns: list[str]) -> Rows:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as err:
-                    yield where, f"not a JSON object ({err.msg} at column {err.colno})"
+                    yield where, _json_problem(err)
                     continue
                 if not isinstance(obj, dict):
                     yield where, f"not a JSON object but a JSON {type(obj).__name__} (JSONL: one object per line)"
@@ -243,6 +269,7 @@ def _read(data: UserData, split: str, vocab: tuple[str, ...] | None, limit: int 
             out.texts.append(tuple("" if row[c] is None else str(row[c]) for c in data.text))  # type: ignore[index]
             out.labels.append(value)
             if limit is not None and len(out) >= limit:
+                out.cut_from = len(out) + sum(1 for _ in rows)  # the rows after the limit, counted, not read
                 break
     return seen, names
 

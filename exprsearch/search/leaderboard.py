@@ -3,10 +3,17 @@
 The front compares trained candidates only, and only on objectives both rows measured: a row
 without a latency (a stage-3 row scored on the supernet, never trained or timed) is neither
 better nor worse on latency than one with it, and supernet-scored rows are left out of it.
+Latency is compared as measured: relative to the standard-FFN student timed beside each candidate
+(``timing.paired_latency``), and only where two rows differ by more than their measured spreads
+(at least ``LATENCY_FLOOR``) -- identical students tie, whatever load each met; a row with one
+bare timing (a run stored before) has no comparable latency and is compared on the rest.
 
->>> rows = [{"score": 60, "params": 10, "latency_ms": 5}, {"score": 58, "params": 12, "latency_ms": 6},
-...         {"score": 55, "params": 8, "latency_ms": 4}]
+>>> def row(score, params, rel, spread=0.01):
+...     return {"score": score, "params": params, "latency_ms": 10 * rel, "latency": {"rel": rel, "rel_spread": spread}}
+>>> rows = [row(60, 10, 1.0), row(58, 12, 1.2), row(55, 8, 0.8)]
 >>> [r["score"] for r in pareto(rows)]
+[60, 55]
+>>> [r["score"] for r in pareto(rows + [row(59, 10, 0.98)])]   # 2 % faster: within the floor, a tie
 [60, 55]
 >>> proxy = {"score": 73.0, "params": 10, "latency_ms": None, "worker": "supernet"}
 >>> [r["score"] for r in pareto(rows + [proxy])]
@@ -19,14 +26,34 @@ from typing import Any
 
 from exprsearch.lang.display import table
 
-__all__ = ["pareto", "leaderboard_table", "pareto_table", "score_std", "standard_row", "supernet_scored"]
+__all__ = ["pareto", "leaderboard_table", "pareto_table", "score_std", "standard_row", "supernet_scored", "score_text",
+           "scored_on", "latency_text", "LATENCY_FLOOR"]
+
+LATENCY_FLOOR = 0.05  # relative latencies closer than 5 % of the standard FFN's never decide the front
+
+
+def _latency(r: dict[str, Any]) -> tuple[float, float] | None:
+    """(latency relative to the standard FFN timed alongside, its spread), or None: not measured so."""
+    lat = r.get("latency") or {}
+    return None if lat.get("rel") is None else (lat["rel"], lat.get("rel_spread") or 0.0)
+
+
+def _faster(a: dict[str, Any], b: dict[str, Any]) -> int | None:
+    """-1 if ``a`` is faster than ``b`` beyond both spreads (and the floor), 1 if slower, 0 if
+    they tie, None if either has no comparable latency."""
+    la, lb = _latency(a), _latency(b)
+    if la is None or lb is None:
+        return None
+    diff = la[0] - lb[0]
+    return 0 if abs(diff) <= max(la[1] + lb[1], LATENCY_FLOOR) else (-1 if diff < 0 else 1)
 
 
 def _dominates(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...]) -> bool:
     """``a`` is at least as good as ``b`` on every objective both measured, better on one."""
-    both = [k for k in keys if a.get(k) is not None and b.get(k) is not None]
-    better = a["score"] >= b["score"] and all(a[k] <= b[k] for k in both)
-    strictly = a["score"] > b["score"] or any(a[k] < b[k] for k in both)
+    both = [k for k in keys if k != "latency" and a.get(k) is not None and b.get(k) is not None]
+    fast = _faster(a, b) if "latency" in keys else None
+    better = a["score"] >= b["score"] and all(a[k] <= b[k] for k in both) and (fast is None or fast <= 0)
+    strictly = a["score"] > b["score"] or any(a[k] < b[k] for k in both) or fast == -1
     return better and strictly
 
 
@@ -35,15 +62,16 @@ def supernet_scored(r: dict[str, Any]) -> bool:
     return r.get("worker") == "supernet" or str(r.get("key", "")).endswith("@proxy")
 
 
-def pareto(rows: list[dict[str, Any]], keys: tuple[str, ...] = ("params", "latency_ms")) -> list[dict[str, Any]]:
-    """Trained rows not dominated on (higher score, fewer params, lower latency), best score first."""
+def pareto(rows: list[dict[str, Any]], keys: tuple[str, ...] = ("params", "latency")) -> list[dict[str, Any]]:
+    """Trained rows not dominated on (higher score, fewer params, lower latency beyond its
+    spread), best score first."""
     ok = [r for r in rows if r.get("status", "ok") == "ok" and r.get("score") is not None and not supernet_scored(r)]
-    keys = tuple(k for k in keys if any(r.get(k) is not None for r in ok))
+    keys = tuple(k for k in keys if any((_latency(r) if k == "latency" else r.get(k)) is not None for r in ok))
     front = [r for r in ok if not any(_dominates(o, r, keys) for o in ok if o is not r)]
     return sorted(front, key=lambda r: -r["score"])
 
 
-def _main_metrics(r: dict[str, Any]) -> str:
+def scored_on(r: dict[str, Any]) -> str:
     """Each task's main metric and the rows it was read from (held-out, or dev in older runs)."""
     from exprsearch.kd.glue import scored_metric
     out = []
@@ -96,10 +124,10 @@ def standard_row(r: dict[str, Any]) -> bool:
     return spec is not None and is_standard(spec)
 
 
-def _score(r: dict[str, Any]) -> str:
+def score_text(r: dict[str, Any]) -> str:
     """Score ± bootstrap std; a row re-scored over several seeds says so, with their std.
 
-    >>> _score({"score": 61.0, "metrics": {}, "seed_scores": [60.0, 62.0], "seed_std": 1.41})
+    >>> score_text({"score": 61.0, "metrics": {}, "seed_scores": [60.0, 62.0], "seed_std": 1.41})
     '61.00 (2 seeds ± 1.41)'
     """
     sd = score_std(r)
@@ -110,14 +138,31 @@ def _score(r: dict[str, Any]) -> str:
 def _row(i: int | str, r: dict[str, Any]) -> list[Any]:
     spec = r["spec"] if len(r["spec"]) <= 60 else r["spec"][:57] + "..."
     ffn = r.get("ffn_params")
-    return [i, _score(r), _main_metrics(r), f"{(r.get('params') or 0) / 1e6:.2f}M",
+    return [i, score_text(r), scored_on(r), f"{(r.get('params') or 0) / 1e6:.2f}M",
             "-" if ffn is None else f"{ffn / 1e6:.2f}M",
-            f"{(r.get('flops') or 0) / 1e6:.1f}M", None if r.get("latency_ms") is None else f"{r['latency_ms']:.1f}",
+            f"{(r.get('flops') or 0) / 1e6:.1f}M", latency_text(r),
             r.get("stage"), ("standard FFN: " if standard_row(r) else "") + spec]
 
 
-_HEAD = ["#", "score ± boot. std (seeds)", "scored on (main metric)", "params", "FFN params", "FLOPs/tok", "ms", "stage",
-         "spec"]
+def latency_text(r: dict[str, Any]) -> str | None:
+    """A row's latency: median ms ± spread, and relative to the standard FFN timed alongside.
+
+    >>> latency_text({"latency_ms": 12.3, "latency": {"ms": 12.3, "spread_ms": 0.4, "rel": 0.98, "rel_spread": 0.02}})
+    '12.3 ± 0.4 (0.98 ± 0.02 x std)'
+    >>> latency_text({"latency_ms": 19.0}), latency_text({})
+    ('19.0', None)
+    """
+    if r.get("latency_ms") is None:
+        return None
+    lat = r.get("latency") or {}
+    text = f"{r['latency_ms']:.1f}" + (f" ± {lat['spread_ms']:.1f}" if lat.get("spread_ms") is not None else "")
+    if lat.get("rel") is None:
+        return text
+    return text + f" ({lat['rel']:.2f} ± {lat.get('rel_spread') or 0:.2f} x std)"
+
+
+_HEAD = ["#", "score ± boot. std (seeds)", "scored on (main metric)", "params", "FFN params", "FLOPs/tok",
+         "ms (x standard FFN)", "stage", "spec"]
 
 
 def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -124,8 +124,17 @@ def plot_pareto(rows: list[dict[str, Any]], path: str | Path, *, standard: float
     ok = [r for r in rows if r.get("status") == "ok" and r.get("score") is not None]
     front = {id(r) for r in pareto(ok)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((axes[0], "params", "parameters (M)"), (axes[1], "latency_ms", "latency (ms)")):
-        pts = [(r[key] / (1e6 if key == "params" else 1), r["score"], id(r) in front) for r in ok if r.get(key)]
+    relative = any((r.get("latency") or {}).get("rel") is not None for r in ok)  # else a run stored before
+
+    def x(r: dict[str, Any], key: str) -> float | None:
+        if key == "params":
+            return r["params"] / 1e6 if r.get("params") else None
+        return (r.get("latency") or {}).get("rel") if relative else r.get("latency_ms")
+
+    for ax, key, label in ((axes[0], "params", "parameters (M)"),
+                           (axes[1], "latency", "latency / the standard FFN's, timed alongside" if relative
+                            else "latency (ms, one timing each)")):
+        pts = [(x(r, key), r["score"], id(r) in front) for r in ok if x(r, key)]
         if pts:
             ax.scatter([p[0] for p in pts if not p[2]], [p[1] for p in pts if not p[2]], s=18, alpha=0.5,
                        label="candidates")

@@ -9,13 +9,16 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import shlex
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from .leaderboard import pareto, standard_row
+from . import liveness
+from .leaderboard import LATENCY_FLOOR, latency_text, pareto, score_text, scored_on, standard_row
 from .store import row_spec
 
 __all__ = ["write_report", "SECTIONS"]
@@ -36,15 +39,16 @@ def _img(path: Path) -> str:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    from exprsearch.kd.glue import main_metric
-    head = "<tr><th>#</th><th>score</th><th>dev</th><th>params (M)</th><th>FLOPs/token (M)</th><th>latency (ms)</th><th>stage</th><th>spec</th></tr>"
+    """The leaderboard's rows as the terminal prints them: score ± its bootstrap std (and seeds),
+    the rows it was read from, latency ± its spread and relative to the standard FFN."""
+    head = ("<tr><th>#</th><th>score ± boot. std (seeds)</th><th>scored on (main metric)</th><th>params (M)</th>"
+            "<th>FLOPs/token (M)</th><th>latency, ms (x standard FFN)</th><th>stage</th><th>spec</th></tr>")
     body = []
     for i, r in enumerate(rows, 1):
-        dev = ", ".join(f"{t} {100 * m[main_metric(t, m)]:.1f}" for t, m in (r.get("metrics") or {}).items())
-        lat = "" if r.get("latency_ms") is None else f"{r['latency_ms']:.1f}"
-        body.append(f"<tr><td>{i}</td><td class=num>{r['score']:.2f}</td><td>{html.escape(dev)}</td>"
-                    f"<td class=num>{(r.get('params') or 0) / 1e6:.2f}</td><td class=num>{(r.get('flops') or 0) / 1e6:.1f}</td>"
-                    f"<td class=num>{lat}</td>"
+        body.append(f"<tr><td>{i}</td><td class=num>{html.escape(score_text(r))}</td>"
+                    f"<td>{html.escape(scored_on(r))}</td><td class=num>{(r.get('params') or 0) / 1e6:.2f}</td>"
+                    f"<td class=num>{(r.get('flops') or 0) / 1e6:.1f}</td>"
+                    f"<td class=num>{html.escape(latency_text(r) or '')}</td>"
                     f"<td>{r.get('stage')}</td><td><code>{html.escape(r['spec'])}</code></td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -59,7 +63,9 @@ def _reproduce(cfg: dict[str, Any], run_id: str) -> str:
             args += ["--tasks", ",".join(v)]
             continue
         flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
+        if isinstance(v, bool) and k.startswith("no_"):  # --no-kd / --kd (options.py)
+            args.append(flag if v else "--" + k[3:].replace("_", "-"))
+        elif isinstance(v, bool):
             args.append(flag if v else "--no-" + k.replace("_", "-"))
         else:
             args += [flag, ",".join(map(str, v)) if isinstance(v, list) else str(v)]
@@ -77,12 +83,25 @@ def _exits_html(tables: list[dict[str, Any]], tmp: Path, plot: Any) -> str:
     return _img(plot(tables, tmp / "exits.png")) + f"<table>{head}{body}</table><p>* the chosen setting</p>"
 
 
-def _distilled_html(items: list[dict[str, Any]]) -> str:
+def _link(target: Path, page: Path) -> str:
+    """``target`` as a link from the page at ``page``: relative, so the report and the models can
+    move together (a file:// URL only where no relative path exists, e.g. another drive).
+
+    >>> _link(Path("/w/students/sst2/README.md"), Path("/w/reports/run.html"))
+    '../students/sst2/README.md'
+    """
+    try:
+        return urllib.parse.quote(Path(os.path.relpath(target.resolve(), page.resolve().parent)).as_posix())
+    except ValueError:
+        return target.resolve().as_uri()
+
+
+def _distilled_html(items: list[dict[str, Any]], page: Path) -> str:
     """Links to the model cards ``exprsearch distill`` wrote for this run."""
     if not items:
         return "<p>none yet: <code>exprsearch distill RUN --task TASK -o DIR</code> trains and saves one.</p>"
-    rows = "".join(f"<li>{html.escape(a['task'])}: <a href=\"{html.escape(Path(a['dir']).resolve().as_uri())}/README.md\">"
-                   f"{html.escape(a['dir'])}</a> (dev {a['score']:.2f} ± {a['std']:.2f})</li>" for a in items)
+    rows = "".join(f"<li>{html.escape(a['task'])}: <a href=\"{html.escape(_link(Path(a['dir']) / 'README.md', page))}"
+                   f"\">{html.escape(a['dir'])}</a> (dev {a['score']:.2f} ± {a['std']:.2f})</li>" for a in items)
     return f"<ul>{rows}</ul>"
 
 
@@ -117,7 +136,7 @@ def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> 
                                      final_label="mean over re-scoring seeds"))
                      if len(pairs) >= 3 else f"<p>{len(pairs)} re-scored candidate(s); the plot needs 3 "
                                              f"(search with --rerank N, N >= 3).</p>")
-    figs["distilled"] = _distilled_html(store.artifacts(run_id))
+    figs["distilled"] = _distilled_html(store.artifacts(run_id), Path(out))
     figs["exits"] = _exits_html(store.exits(run_id), tmp, plot_exits)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "stopped")}
     best_html = (f"<p>score {ok[0]['score']:.2f}, {ok[0]['params'] / 1e6:.2f}M params</p><pre>"
@@ -126,12 +145,14 @@ def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> 
 <style>{_CSS}</style></head><body>
 <h1>exprsearch run <code>{html.escape(run_id)}</code></h1>
 <p>{len(rows)} candidates ({counts['ok']} ok, {counts['failed']} failed, {counts['stopped']} stopped); status
-{html.escape(info['status'])}; code version {html.escape(str(info['code_version']))}; report written
+{html.escape(liveness.shown(info['status'], info.get('notes'))[0])}; code version {html.escape(str(info['code_version']))}; report written
 {time.strftime('%Y-%m-%d %H:%M')}.</p>
 <h2 id="config">Config</h2><details><summary>search and evaluation settings (JSON)</summary>
 <pre>{html.escape(json.dumps(info['config'], indent=2))}</pre></details>
 <h2 id="leaderboard">Leaderboard</h2>{_table(ok[:top])}
-<h2 id="pareto">Pareto front (score vs parameters vs latency)</h2>{figs['pareto']}{_table(pareto(ok))}
+<h2 id="pareto">Pareto front (score vs parameters vs latency)</h2>
+<p>Latency is compared relative to the standard-FFN student timed beside each candidate; rows closer than
+their measured spreads (at least {100 * LATENCY_FLOOR:.0f} %) tie.</p>{figs['pareto']}{_table(pareto(ok))}
 <h2 id="progress">Search progress</h2>{figs['progress']}
 <h2 id="nonlinearity">Nonlinearity of the best model's FFNs</h2>{figs['nonlinearity']}
 <h2 id="proxy">Proxy (one seed) vs re-scored mean</h2>{figs['proxy']}

@@ -33,6 +33,7 @@ from exprsearch.space.generate import Space
 from exprsearch.space.samplers import SAMPLERS, make_sampler
 
 from .failures import FailureWatch
+from .liveness import Terminated, owner, sigterm_as_interrupt
 from .pricing import Budget, Price, parse_budget, price_spec, resolve, teacher_price
 from .store import Store, row_spec
 
@@ -270,7 +271,8 @@ class Search:
         if any(s not in (1, 2, 3) for s in stages):
             raise ConfigError(f"stages {self.scfg.stages!r}: choose from 1,2,3")
         self._check_selection()
-        self.store.set_status(self.run_id, "running")
+        self.store.set_status(self.run_id, "running", owner())  # show tells a run whose process is gone
+        restore = sigterm_as_interrupt()  # kill PID stops the run as Ctrl-C does: marked, workers closed
         try:
             for stage in stages:
                 if stage in (1, 2):
@@ -287,13 +289,15 @@ class Search:
                     from .stage3 import run_stage3
                     run_stage3(self)
             self.store.set_status(self.run_id, "done")
-        except KeyboardInterrupt:
-            self.store.set_status(self.run_id, "interrupted", "stopped by the user (Ctrl-C)")
+        except KeyboardInterrupt as err:
+            self.store.set_status(self.run_id, "interrupted", str(err) if isinstance(err, Terminated)
+                                  else "stopped by the user (Ctrl-C)")
             raise
         except BaseException as err:  # the run is marked failed, with why; the error goes on to the caller
             self.store.set_status(self.run_id, "failed", f"{type(err).__name__}: {err}"[:2000])
             raise
         finally:
+            restore()
             if self._backend is not None:
                 self._backend.close()
         return self.summary()

@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS candidates (
     run_id TEXT NOT NULL, key TEXT NOT NULL, spec TEXT, stage INTEGER, status TEXT, reason TEXT,
     score REAL, metrics TEXT, params INTEGER, flops REAL, latency_ms REAL, seconds REAL, curves TEXT,
     eval_hash TEXT, config TEXT, code_version TEXT, created REAL, worker TEXT, seq INTEGER,
-    ffn_params INTEGER, PRIMARY KEY (run_id, key)
+    ffn_params INTEGER, latency TEXT, PRIMARY KEY (run_id, key)
 );
 CREATE INDEX IF NOT EXISTS candidates_by_key ON candidates (key, eval_hash);
 CREATE TABLE IF NOT EXISTS reseeds (
@@ -122,6 +122,8 @@ class Store:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             self.db.executescript(_SCHEMA)  # a new store, or the tables a newer version added
+            if "latency" not in {r[1] for r in self.db.execute("PRAGMA table_info(candidates)")}:
+                self.db.execute("ALTER TABLE candidates ADD COLUMN latency TEXT")  # latency spread, relative (JSON)
             if "ffn_params" not in {r[1] for r in self.db.execute("PRAGMA table_info(candidates)")}:
                 self.db.execute("ALTER TABLE candidates ADD COLUMN ffn_params INTEGER")  # the column a newer version added
         except sqlite3.DatabaseError as err:
@@ -245,10 +247,10 @@ class Store:
                result.get("params"), result.get("flops_per_token", result.get("flops")),
                result.get("latency_ms"), result.get("seconds"), json.dumps(result.get("curves", {})),
                eval_hash, json.dumps(config or {}, default=str), __version__, time.time(), worker,
-               result.get("ffn_params"), run_id)
+               result.get("ffn_params"), json.dumps(result.get("latency") or {}), run_id)
         # seq (arrival order) is computed inside the same write transaction, so it is unique per run
-        cols = ", ".join(COLUMNS[:-1] + ("ffn_params", "seq"))
-        cur = self._write(f"INSERT OR IGNORE INTO candidates ({cols}) VALUES ({','.join('?' * len(COLUMNS))}, "
+        cols = ", ".join(COLUMNS[:-1] + ("ffn_params", "latency", "seq"))
+        cur = self._write(f"INSERT OR IGNORE INTO candidates ({cols}) VALUES ({','.join('?' * (len(COLUMNS) + 1))}, "
                           f"(SELECT COALESCE(MAX(seq) + 1, 0) FROM candidates WHERE run_id = ?))", row)
         return cur.rowcount == 1
 
@@ -361,7 +363,7 @@ def _with_seeds(row: dict[str, Any], more: dict[int, dict[str, Any]]) -> dict[st
     return {**row, "score": mean, "metrics": metrics, "seed_scores": scores, "seed_std": std}
 
 
-def _decode(row: sqlite3.Row, columns: tuple[str, ...] = ("metrics", "curves", "config")) -> dict[str, Any]:
+def _decode(row: sqlite3.Row, columns: tuple[str, ...] = ("metrics", "curves", "config", "latency")) -> dict[str, Any]:
     """A row as a dict with its JSON ``columns`` decoded.  A column that is not the JSON object (or,
     ``rows``, list) it was written as -- a damaged row -- reads as empty and is named in the row's
     ``damaged`` list; the file keeps its text.

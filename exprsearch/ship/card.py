@@ -20,6 +20,8 @@ from typing import Any
 
 from exprsearch import __version__
 
+from .trivial import card_lines, headline
+
 __all__ = ["model_card"]
 
 
@@ -28,6 +30,23 @@ def _score(s: dict[str, Any] | None) -> str:
         return "-"
     n = sum(x["status"] == "ok" for x in s["seeds"])
     return f"{s['mean']:.2f} ± {s['std']:.2f} ({n} seed{'s' * (n != 1)})"
+
+
+def _latency(lat: dict[str, Any], key: str) -> str:
+    """A latency cell: the median with its spread, and the ratio to the standard-FFN student timed
+    alongside (on a loaded machine the ratio holds where milliseconds do not).
+
+    >>> _latency({"cpu_batch1": {"ms": 12.34, "spread_ms": 0.4, "repeats": 7, "ref_ms": 12.6, "rel": 0.98,
+    ...                          "rel_spread": 0.02}, "cpu_batch1_ms": 12.34}, "cpu_batch1")
+    '12.3 ms ± 0.4 (median of 7); 0.98 ± 0.02 x the standard-FFN student timed alongside (12.6 ms)'
+    >>> _latency({"cpu_batch1_ms": 3.0}, "cpu_batch1")
+    '3.0 ms'
+    """
+    d = lat.get(key)
+    if not d:
+        return f"{lat[key + '_ms']:.1f} ms"
+    return (f"{d['ms']:.1f} ms ± {d['spread_ms']:.1f} (median of {d['repeats']}); {d['rel']:.2f} ± "
+            f"{d['rel_spread']:.2f} x the standard-FFN student timed alongside ({d['ref_ms']:.1f} ms)")
 
 
 def _ffn(s: dict[str, Any] | None) -> str:
@@ -46,10 +65,12 @@ def model_card(info: dict[str, Any]) -> str:
              f"# ExprBert student for {task}", "",
              "A compact BERT student whose feed-forward networks are searched math expressions (EfficientBERT, "
              f"Findings of EMNLP 2021), distilled from a fine-tuned teacher with exprsearch {__version__}.", "",
+             *headline(info.get("check") or {}),  # the student or teacher no better than a constant: said first
              "## Use", "", "```python",
              "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
              "model = AutoModelForSequenceClassification.from_pretrained(PATH, trust_remote_code=True)",
-             "tokenizer = AutoTokenizer.from_pretrained(PATH)", "```", "",
+             "tokenizer = AutoTokenizer.from_pretrained(PATH, trust_remote_code=True)  # no custom-code prompt",
+             "```", "",
              "The architecture is in `modeling_exprbert.py` (generated; needs only torch and transformers); "
              "`model.onnx` takes `input_ids`, `attention_mask` and `token_type_ids`.", "",
              "## Spec", "", *([f"From {info['source']}.", ""] if info.get("source") else []),
@@ -68,15 +89,17 @@ def model_card(info: dict[str, Any]) -> str:
         dev_txt = "-" if dev is None else f"{100 * dev:.2f}"
         held_txt = "-" if held is None else f"{100 * held:.2f}"
         lines.append(f"| {s['seed']} | {dev_txt} | {held_txt} | {s['best_step']} / {s['steps']} |")
+    if info.get("check"):  # rows, the constant predictor, warnings (trivial.py)
+        lines += ["", *card_lines(info["check"])]
     lat = info.get("latency", {})
     lines += ["", "## Size and speed", "", "| | |", "|---|---|",
               f"| parameters | {info['params'] / 1e6:.2f}M (non-embedding {info['nonembed_params'] / 1e6:.2f}M, "
               f"FFN {info['ffn_params'] / 1e6:.2f}M) |",
               f"| matmul FLOPs per token | {info['flops_per_token'] / 1e6:.1f}M |"]
     if "cpu_batch1_ms" in lat:
-        lines.append(f"| latency, CPU, batch 1 x 128 tokens | {lat['cpu_batch1_ms']:.1f} ms |")
+        lines.append(f"| latency, CPU, batch 1 x 128 tokens | {_latency(lat, 'cpu_batch1')} |")
     if "gpu_batch32_ms" in lat:
-        lines.append(f"| latency, GPU, batch 32 x 128 tokens (bf16) | {lat['gpu_batch32_ms']:.1f} ms |")
+        lines.append(f"| latency, GPU, batch 32 x 128 tokens (bf16) | {_latency(lat, 'gpu_batch32')} |")
     proto = info.get("protocol", {})
     seeds = proto.get("seeds")
     lines += ["", "## How it was made", "",

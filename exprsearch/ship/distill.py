@@ -7,7 +7,9 @@ summary dict: the spec's dev scores over seeds beside the width-matched standard
 (the run's baseline, or the widest standard FFN with at most the spec's FFN parameters; trained
 in the same group with the same seeds, both arms' FFN parameters side by side) and the teacher's,
 the seed kept (best on the held-out training rows, never on dev), params (total / non-embedding /
-FFN), FLOPs per token, latency, each seed's held-out curve and best step.  The seeds are fresh
+FFN), FLOPs per token, latency (timed beside the standard-FFN student), each seed's held-out curve
+and best step, and whether the student and the teacher beat a constant predictor on the same dev
+rows (``trivial.py``: the rows, the warnings, also logged).  The seeds are fresh
 (``kd.final.fresh_seeds``): none the search or its re-ranks trained with.
 Invariants: a directory appears whole or not at all (written aside, then renamed; an existing
 one is replaced only with ``overwrite``); the dev set chooses nothing.
@@ -30,6 +32,7 @@ from exprsearch.search.stats import mean_std
 
 from .card import model_card
 from .hf import write_hf_dir
+from .trivial import check, data_line
 
 __all__ = ["distill", "model_facts", "check_onnx"]
 
@@ -43,11 +46,13 @@ def model_facts(model: Any, seq_len: int = 128) -> dict[str, Any]:
             "flops_per_token": cost["mm_flops_per_token"], "seq_len": seq_len}
 
 
-def _latency(model: Any, device: torch.device, batch: int, seq: int = 128) -> float:
-    """Milliseconds of one forward of ``batch`` sequences of ``seq`` tokens (median of repeats)."""
-    from exprsearch.compiler.timing import forward_ms
+def _latency(model: Any, reference: Any, device: torch.device, batch: int, seq: int = 128) -> dict[str, Any]:
+    """One forward of ``batch`` sequences of ``seq`` tokens, timed beside ``reference`` (the
+    standard-FFN student): median and spread over 7 repeats, and the ratio (``timing.Latency``)."""
+    from exprsearch.compiler.timing import paired_latency
     cpu = device.type == "cpu"
-    return forward_ms(model, device, batch, seq, warmup=2 if cpu else 5, iters=5 if cpu else 20)
+    return paired_latency(model.to(device), reference.to(device), device, batch, seq, repeats=7,
+                          warmup=2 if cpu else 5, iters=3 if cpu else 20).as_dict()
 
 
 def check_onnx(model: Any, path: Path) -> dict[str, Any]:
@@ -141,16 +146,24 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
             for r in mine:  # keep only the best model so far
                 if r is not best:
                     r.model = None
-            log(f"  {name} seed {seed}: {runs[0].status} dev {runs[0].dev.get(st.task.main, float('nan')):.4f}"
-                f" (held-out {runs[0].heldout}, best step {runs[0].best_step})")
+            held = "-" if runs[0].heldout is None else f"{100 * runs[0].heldout:.2f}"
+            log(f"  {name} seed {seed}: {runs[0].status} dev {st.task.main} "
+                f"{100 * runs[0].dev.get(st.task.main, float('nan')):.2f} (held-out {held}, "
+                f"best step {runs[0].best_step})")
         best = max((r for r in mine if r.status == "ok"), key=lambda r: r.heldout, default=None)
         if best is None:
             raise ExprSearchError(f"{name}: every seed failed ({mine[0].reason})")
         model = best.model
+        guess = check(st, model, ev.device, best.seed)  # the same dev rows: better than a constant?
+        log(f"  {name}: {data_line(guess).replace('**', '')}")
+        for w in guess["warnings"]:
+            log(f"  warning: {w}")
         facts = model_facts(model, min(ev.cfg.max_len, 128))
-        latency = {"cpu_batch1_ms": _latency(model.to("cpu"), torch.device("cpu"), 1)}
+        reference = st.supernet.extract(standard)  # timed alongside: the load moves both alike
+        latency = {"cpu_batch1": _latency(model, reference, torch.device("cpu"), 1)}
         if ev.device.type == "cuda":
-            latency["gpu_batch32_ms"] = _latency(model.to(ev.device), ev.device, 32)
+            latency["gpu_batch32"] = _latency(model, reference, ev.device, 32)
+        latency.update({f"{k}_ms": v["ms"] for k, v in list(latency.items())})  # the medians, as before
         labels = list(st.task.labels) if st.task.labels is not None else None
         info = {"task": name, "spec": str(spec), "chosen_seed": best.seed, "main_metric": st.task.main,
                 "student": _summary(mine, st.task.main, spec, ffn["student"]),
@@ -159,7 +172,8 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
                     "epochs": fcfg.epochs_for(name), "eval_every": fcfg.every(best.steps), "dropout": fcfg.dropout,
                     "heldout_rows": len(st.heldout), "lr": ev.cfg.lr, "batch_size": ev.cfg.batch_size,
                     "steps": best.steps, "seeds": seed_list,
-                    "best_before_last": all(r.best_before_last for r in mine if r.status == "ok")}, **facts, "latency": latency, "command": command, "source": source,
+                    "best_before_last": all(r.best_before_last for r in mine if r.status == "ok")}, **facts,
+                "latency": latency, "check": guess, "command": command, "source": source,
                 "seconds": time.perf_counter() - t0, "device": str(ev.device)}
         tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -158,6 +158,8 @@ def modeling_source(model: Any) -> str:
 def write_hf_dir(model: Any, out: Path, tokenizer_dir: Path, labels: list[str] | None = None) -> Path:
     """Save ``model`` into ``out`` (created) as a self-contained Hugging Face directory."""
     from exprsearch.compiler.student import SPEC_FILE
+    from exprsearch.kd.teacher import offline
+    offline()  # no "Writing model shards" bar in the log
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.config
