@@ -27,12 +27,13 @@ from typing import Any, Callable
 import torch
 
 from exprsearch.compiler.student import set_dropout
-from exprsearch.errors import ConfigError, DeviceError, ExprSearchError
+from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.standard import standard_ffn
 
 from .distill import KDLoss
 from .glue import score, task
+from .blame import candidates_fault as _candidates
 from .group import GroupTrainer, Member, is_oom, train_one
 from .prepare import TaskState, locations, prefill, prepare
 from .protocol import EvalConfig, teacher_config
@@ -361,38 +362,6 @@ class _Run:
     metrics: dict[str, float] = field(default_factory=dict)
     curve: Curve | None = None
     student: Any = None
-
-
-def _device_broken(err: BaseException) -> bool:
-    """A CUDA error that leaves the device unusable (device-side assert, illegal access): every
-    later candidate would fail too, so it stops the run instead of failing one candidate."""
-    text = str(err)
-    return (isinstance(err, getattr(torch, "AcceleratorError", ())) or "CUDA error" in text
-            or "device-side assert" in text) and not is_oom(err)
-
-
-def _candidates(err: BaseException) -> str:
-    """The failure reason when ``err`` is one a candidate causes -- an error of its expression or
-    its training (``RuntimeError``: shapes, NaN/Inf, out of memory; our own ``ExprSearchError`` s) --
-    else re-raise it: a device fault as ``DeviceError``, anything else (a bug) as it is.
-
-    >>> _candidates(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
-    'RuntimeError: mat1 and mat2 shapes cannot be multiplied'
-    >>> _candidates(KeyError("typo"))
-    Traceback (most recent call last):
-    KeyError: 'typo'
-    """
-    if isinstance(err, DeviceError):
-        raise err
-    if _device_broken(err):
-        raise DeviceError(f"the GPU reported an error no candidate can cause ({type(err).__name__}: {err})") from err
-    if is_oom(err):
-        return "CUDA out of memory"
-    if isinstance(err, CandidateFailed):
-        return str(err)
-    if isinstance(err, (ExprSearchError, RuntimeError)):
-        return f"{type(err).__name__}: {err}"
-    raise err
 
 
 def _quantile(xs: list[float], q: float) -> float:
