@@ -52,12 +52,20 @@ def _encode(sentences: list[str]) -> dict[str, torch.Tensor]:
     return dict(load_tokenizer(tokenizer_dir())(sentences, padding=True, return_tensors="pt"))
 
 
+def _between(values: torch.Tensor) -> float:
+    """A cut halfway between the two middle values (at least two, all distinct)."""
+    v = values.flatten().sort().values
+    k = len(v) // 2
+    return float(v[k - 1] + v[k]) / 2
+
+
 @torch.no_grad()
 def _exit_student():
     """Three layers with exit heads and skipping gates, set on SENTENCES so that every path of the
     gate policy is taken: half the rows leave at the first exit (the threshold is the median of its
     normalised entropy), the second exit is unsure, the first gate runs layer 1 and the second skips
-    layer 2 for half the remaining rows (its bias at their median)."""
+    layer 2 for half the remaining rows (its bias at their median).  Each cut lies halfway between
+    two rows' values, so no decision hangs on rounding."""
     from exprsearch.compiler.exits import normalized_entropy
     ee = EarlyExitBert(_student(f"[{GEGLU}; {STD}; {CUT}]", layers=3, seed=4)).eval()
     g = torch.Generator().manual_seed(5)
@@ -69,9 +77,9 @@ def _exit_student():
     inputs = _encode(SENTENCES)
     states = ee.student(**inputs, output_hidden_states=True).hidden_states
     entropy = normalized_entropy(ee.exits[0](states[1]))
-    threshold = float(entropy.median())  # rows strictly below leave at the first exit
+    threshold = _between(entropy)
     stay = entropy >= threshold
-    ee.gates[1].lin.bias.fill_(-float(ee.gates[1].lin(states[2][stay, 0]).median()))
+    ee.gates[1].lin.bias.fill_(-_between(ee.gates[1].lin(states[2][stay, 0])))
     return ee, GateExit(threshold=threshold)
 
 
