@@ -8,7 +8,10 @@ layer's logits; gates soft, or hard with a straight-through gradient); ``infer``
 inference where each example leaves at its own layer: the rows still running are gathered
 after every layer, so compute really drops.  Policies (``EntropyExit``, ``PatienceExit``,
 ``GateExit``) decide per layer which rows leave.  Invariant: batched and one-example-at-a-time
-inference give the same predictions and layer counts (tested).
+inference give the same predictions and layer counts (tested).  The heads, gates, policies and the
+batched loop are the shipped model's own (``hf/exits_exprbert.py``); ``with_exits`` turns a
+trained wrapper into the student a model directory holds: its exits inside, the policy in its
+config, early exit off until ``config.early_exit`` turns it on.
 
 >>> import torch
 >>> from exprsearch.compiler import StudentConfig, build_student
@@ -21,8 +24,7 @@ inference give the same predictions and layer counts (tested).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import copy
 from typing import Any
 
 import torch
@@ -30,18 +32,19 @@ from torch import nn
 
 from exprsearch.errors import ConfigError
 
-__all__ = ["EarlyExitBert", "ExitHead", "SkipGate", "EntropyExit", "PatienceExit", "GateExit", "normalized_entropy"]
+from .hf.exits_exprbert import (
+    EntropyExit,
+    ExitHead,
+    GateExit,
+    PatienceExit,
+    SkipGate,
+    early_exits,
+    normalized_entropy,
+)
+from .hf.modeling_exprbert import attention_mask_for
 
-
-class ExitHead(nn.Module):
-    """Pooler-shaped classifier on the [CLS] vector: dense, tanh, dropout, linear."""
-
-    def __init__(self, hidden: int, labels: int, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.dense, self.drop, self.out = nn.Linear(hidden, hidden), nn.Dropout(dropout), nn.Linear(hidden, labels)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.out(self.drop(torch.tanh(self.dense(h[:, 0]))))
+__all__ = ["EarlyExitBert", "ExitHead", "SkipGate", "EntropyExit", "PatienceExit", "GateExit", "normalized_entropy",
+           "with_exits"]
 
 
 class _FinalHead(nn.Module):
@@ -56,74 +59,9 @@ class _FinalHead(nn.Module):
         return s.classifier(s.dropout(s.bert.pooler(h)))
 
 
-class SkipGate(nn.Module):
-    """Probability of skipping the next layer, from its input's [CLS] vector (starts near 0)."""
-
-    def __init__(self, hidden: int) -> None:
-        super().__init__()
-        self.lin = nn.Linear(hidden, 1)
-        nn.init.zeros_(self.lin.weight)
-        nn.init.constant_(self.lin.bias, -2.0)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.lin(h[:, 0]).squeeze(-1).float())
-
-
 def _run_layer(layer: nn.Module, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     out = layer(h, attention_mask=mask)
     return out[0] if isinstance(out, tuple) else out
-
-
-def normalized_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax(logits) divided by log(classes): 0 = certain, 1 = uniform."""
-    p = torch.softmax(logits.float(), dim=-1)
-    return -(p * torch.log(p.clamp_min(1e-12))).sum(-1) / math.log(logits.shape[-1])
-
-
-@dataclass(frozen=True)
-class EntropyExit:
-    """DeeBERT / FastBERT: leave at the first layer whose normalised entropy < ``threshold``
-    (0 never leaves early; above 1 always leaves after the first layer)."""
-
-    threshold: float
-
-    def leave(self, i: int, logits: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        if logits.shape[-1] < 2:
-            raise ConfigError("the entropy policy needs a classification task; use patience for regression")
-        return normalized_entropy(logits) < self.threshold
-
-
-@dataclass(frozen=True)
-class PatienceExit:
-    """PABEE: leave once the prediction has stayed the same for ``patience`` consecutive layers
-    (regression: changed by less than ``tolerance``).  Patience 0 leaves after the first layer."""
-
-    patience: int
-    tolerance: float = 0.1
-
-    def leave(self, i: int, logits: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        pred = logits[:, 0].float() if logits.shape[-1] == 1 else logits.argmax(-1).float()
-        if "prev" in state:
-            same = (pred - state["prev"]).abs() < self.tolerance if logits.shape[-1] == 1 else pred == state["prev"]
-            state["streak"] = torch.where(same, state["streak"] + 1, torch.zeros_like(state["streak"]))
-        else:
-            state["streak"] = torch.zeros_like(pred)
-        state["prev"] = pred
-        return state["streak"] >= self.patience
-
-
-@dataclass(frozen=True)
-class GateExit:
-    """SmartBERT: hard skipping gates (skip layer i when its gate says p > 0.5), plus an entropy
-    exit below ``threshold`` (0: gates only)."""
-
-    threshold: float = 0.0
-    gates: bool = True
-
-    def leave(self, i: int, logits: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.threshold <= 0:
-            return torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-        return EntropyExit(self.threshold).leave(i, logits, state)
 
 
 class EarlyExitBert(nn.Module):
@@ -157,14 +95,8 @@ class EarlyExitBert(nn.Module):
         return self.final(h) if i == len(self.layers) - 1 else self.exits[i](h)
 
     def _embed(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        ids = inputs["input_ids"]
-        h = self.student.bert.embeddings(input_ids=ids, token_type_ids=inputs.get("token_type_ids"))
-        mask = inputs.get("attention_mask")
-        if mask is not None and mask.dim() == 2:  # (B, L) 0/1 -> the 4-D boolean form SDPA and LSRA take
-            mask = mask[:, None, None, :].bool()
-            if getattr(self.student.config, "_attn_implementation", "sdpa") == "eager":
-                mask = (~mask).float() * torch.finfo(torch.float32).min
-        return h, mask
+        h = self.student.bert.embeddings(input_ids=inputs["input_ids"], token_type_ids=inputs.get("token_type_ids"))
+        return h, attention_mask_for(inputs.get("attention_mask"), h, self.student.config)
 
     def all_logits(self, inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Every layer's exit logits, and the mean fraction of layers run (1.0 without gates).
@@ -191,32 +123,30 @@ class EarlyExitBert(nn.Module):
         """(logits (B, labels), layers run per example (B,)) with per-example exits: rows that
         leave are dropped from the batch; rows a gate skips keep their hidden state."""
         h, mask = self._embed(inputs)
-        b, n = h.shape[0], len(self.layers)
-        gates = isinstance(policy, GateExit) and policy.gates
-        logits_out = torch.empty(b, self.student.classifier.out_features, device=h.device)
-        used = torch.zeros(b, dtype=torch.long, device=h.device)
-        active = torch.arange(b, device=h.device)
-        state: dict[str, torch.Tensor] = {}
-        for i, layer in enumerate(self.layers):
-            if gates and i > 0:
-                run = self.gates[i - 1](h) <= 0.5
-                if bool(run.all()):
-                    h = _run_layer(layer, h, mask)
-                elif bool(run.any()):
-                    h = h.clone()
-                    h[run] = _run_layer(layer, h[run], None if mask is None else mask[run])
-                used[active] += run.long()
-            else:
-                h = _run_layer(layer, h, mask)
-                used[active] += 1
-            logits = self.head(i, h).float()
-            leave = torch.ones_like(active, dtype=torch.bool) if i == n - 1 else policy.leave(i, logits, state)
-            if bool(leave.any()):
-                logits_out[active[leave]] = logits[leave]
-                stay = ~leave
-                active, h = active[stay], h[stay]
-                mask = None if mask is None else mask[stay]
-                state = {k: v[stay] for k, v in state.items()}
-                if active.numel() == 0:
-                    break
-        return logits_out, used
+        return early_exits(h, mask, self.layers, self.head, policy, self.gates)
+
+
+def with_exits(model: EarlyExitBert, policy: Any) -> nn.Module:
+    """The student of ``model`` with its exit heads inside (and, for the gate policy, its gates),
+    the policy and its setting in the config, ``early_exit`` off: a new model, what
+    ``ship.hf.write_hf_dir`` writes.  Its state dict is ``model``'s without the ``student.`` prefix."""
+    student = model.student
+    config = copy.deepcopy(student.config)
+    config.exit_layers = list(range(len(model.exits)))
+    config.early_exit = False
+    if isinstance(policy, EntropyExit):
+        config.exit_policy, config.exit_threshold = "entropy", policy.threshold
+    elif isinstance(policy, PatienceExit):
+        config.exit_policy, config.exit_patience, config.exit_tolerance = "patience", policy.patience, policy.tolerance
+    elif isinstance(policy, GateExit):
+        config.exit_policy, config.exit_threshold = "gate", policy.threshold
+    else:
+        raise ConfigError(f"no exit policy {policy!r}: EntropyExit, PatienceExit or GateExit")
+    layers = student.bert.encoder.layer
+    out = type(student)(config, ffn=lambda i: copy.deepcopy(layers[i].ffn))
+    state = {k.removeprefix("student."): v for k, v in model.state_dict().items()
+             if config.exit_policy == "gate" or not k.startswith("gates.")}
+    out.load_state_dict(state)
+    out.spec = student.spec
+    out.config._attn_implementation = student.config._attn_implementation
+    return out.to(next(student.parameters()).device).train(student.training)

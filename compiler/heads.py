@@ -86,22 +86,20 @@ def keep_top(importance: torch.Tensor, heads: list[int | None]) -> dict[int, lis
 
 @torch.no_grad()
 def prune_heads(model: nn.Module, keep: dict[int, list[int]]) -> None:
-    """Keep only ``keep[i]`` heads in layer i (other layers untouched)."""
+    """Keep only ``keep[i]`` heads (indices among its current heads) in layer i, other layers
+    untouched; the model's config records the heads removed (``pruned_heads``: indices among the
+    layer's original heads), so it still describes the model."""
+    from .hf.modeling_exprbert import keep_heads
+    config = getattr(model, "config", None)
+    record = isinstance(getattr(config, "pruned_heads", None), dict)
     for i, layer in enumerate(encoder_layers(model)):
         if i not in keep or not _is_mha(layer):
             continue
-        s, out = layer.attention.self, layer.attention.output.dense
-        hd = s.attention_head_size
-        idx = torch.tensor([h * hd + j for h in keep[i] for j in range(hd)], device=s.query.weight.device)
-        for name in ("query", "key", "value"):
-            lin = getattr(s, name)
-            new = nn.Linear(lin.in_features, len(idx), device=lin.weight.device, dtype=lin.weight.dtype)
-            new.weight.copy_(lin.weight[idx])
-            new.bias.copy_(lin.bias[idx])
-            setattr(s, name, new)
-        new_out = nn.Linear(len(idx), out.out_features, device=out.weight.device, dtype=out.weight.dtype)
-        new_out.weight.copy_(out.weight[:, idx])
-        new_out.bias.copy_(out.bias)
-        layer.attention.output.dense = new_out
-        s.num_attention_heads = len(keep[i])
-        s.all_head_size = len(idx)
+        if record:
+            full = config.num_attention_heads
+            now = [h for h in range(full) if h not in config.pruned_heads.get(i, ())]  # current -> original
+            kept = {now[j] for j in keep[i]}
+            config.pruned_heads[i] = [h for h in range(full) if h not in kept]
+            if not config.pruned_heads[i]:
+                del config.pruned_heads[i]
+        keep_heads(layer.attention, keep[i])

@@ -24,8 +24,6 @@ __all__ = ["install_layerdrop", "set_skips", "sample_skips", "every_other", "ext
 
 def install_layerdrop(model: nn.Module) -> None:
     """Make every layer skippable (idempotent)."""
-    import transformers
-    tuple_out = int(transformers.__version__.split(".")[0]) < 5  # transformers 4 layers return tuples
     for layer in encoder_layers(model):
         if hasattr(layer, "_full_forward"):
             continue
@@ -34,7 +32,7 @@ def install_layerdrop(model: nn.Module) -> None:
 
         def forward(hidden_states: torch.Tensor, *args: Any, _layer: nn.Module = layer, **kw: Any) -> Any:
             if _layer._skip:
-                return (hidden_states,) if tuple_out else hidden_states
+                return hidden_states, None  # what a layer returns: its output, no attention probabilities
             return _layer._full_forward(hidden_states, *args, **kw)
 
         layer.forward = forward
@@ -68,13 +66,11 @@ def every_other(p: float, n: int) -> list[int]:
 @torch.no_grad()
 def extract_layers(model: Any, keep: list[int]) -> Any:
     """A new student made of layers ``keep`` of ``model`` (an ExprBertForSequenceClassification)."""
-    from exprsearch.compiler.student import ExprBertConfig, ExprBertForSequenceClassification
+    from .student import shallower_config, student_from_config
     n = model.config.num_hidden_layers
     if not keep or any(not 0 <= i < n for i in keep) or len(set(keep)) != len(keep):
         raise ConfigError(f"keep {keep}: distinct layers of 0..{n - 1}")
-    spec = model.spec.with_layers(keep)
-    cfg = ExprBertConfig(**{**model.config.to_dict(), "num_hidden_layers": len(keep), "ffn_spec": str(spec)})
-    small = ExprBertForSequenceClassification(cfg, spec=spec)
+    small = student_from_config(shallower_config(model.config, keep), model.spec.with_layers(keep))
     theirs = model.state_dict()
     mine = small.state_dict()
     for name in mine:

@@ -38,6 +38,8 @@ from exprsearch.lang.expr import Expr
 from exprsearch.lang.ops import Kind
 from exprsearch.lang.widths import linear_width, node_widths
 
+from .hf.modeling_exprbert import ExprBertFFNBlock as Block  # one block's parameters: the shipped model's own class
+
 __all__ = ["FFNConfig", "Block", "block", "lower", "slot_instances", "verify_graph", "CompileError", "blocks_of"]
 
 
@@ -113,16 +115,6 @@ def _widths(e: Expr, cfg: FFNConfig) -> dict[Expr, int]:
     return w
 
 
-class Block(nn.Module):
-    """Parameters of one stacked block: one ``nn.Linear`` per linear instance, and a LayerNorm."""
-
-    def __init__(self, linears: dict[str, tuple[int, int]], hidden: int, eps: float) -> None:
-        super().__init__()
-        for name, (out_f, in_f) in linears.items():
-            self.add_module(name, nn.Linear(in_f, out_f))
-        self.ln = nn.LayerNorm(hidden, eps=eps)
-
-
 def _cut(g: fx.Graph, v: fx.Node, width: int, target: int) -> fx.Node:
     if width == target:
         return v
@@ -168,7 +160,7 @@ def lower(e: Expr, cfg: FFNConfig, *, root: nn.Module | None = None, weight=None
     inst = slot_instances(e, cfg)
     n_blocks = blocks_of(e)
     if root is None:
-        linears = {name: (o, i) for name, o, i in inst.values()}
+        linears = {name: [i, o] for name, o, i in inst.values()}
         root = nn.Module()
         root.blocks = nn.ModuleList(Block(linears, cfg.hidden, cfg.ln_eps) for _ in range(n_blocks))
         root.dropout = nn.Dropout(cfg.dropout)

@@ -1,10 +1,12 @@
-"""validated AST --> readable Python: the forward of one FFN block, as a shipped model's code.
+"""validated AST --> readable Python: a shipped model's FFN code (``ffn_exprbert.py``).
 
 Input: an expression and an ``FFNConfig``.  Output: the source of a method
 ``block(self, b, x)`` that computes one block's expression with public torch ops (each operator's
 ``py`` template from the op table), one line per distinct node, each value named after what it
 is (``wb1``, ``gelu_wb1``, ``mul``, ...), binary operands cut to the narrower width where the
-width rule says so.  Invariants: it computes what ``lower`` compiles, bit for bit (tested over the
+width rule says so; ``ffn_module`` puts one such method per distinct layer expression into an
+``ExprBertFFN`` subclass (``hf/modeling_exprbert.py``: it stacks the blocks) and lists each
+layer's class.  Invariants: it computes what ``lower`` compiles, bit for bit (tested over the
 op table); the parameters are the same ``nn.Linear`` s (``b.wb1``, ``b.wb3``, ...), so a lowered
 FFN's state dict loads into the shipped one unchanged.
 
@@ -24,13 +26,14 @@ from __future__ import annotations
 import builtins
 import keyword
 import re
+from typing import Sequence
 
 from exprsearch.lang.expr import Expr
 from exprsearch.lang.ops import Kind
 
 from .lower import FFNConfig, _postorder, _widths, slot_instances
 
-__all__ = ["block_source"]
+__all__ = ["block_source", "ffn_module"]
 
 _LONG = 24  # longer derived names fall back to the operator's name and a number
 
@@ -80,3 +83,45 @@ def block_source(e: Expr, cfg: FFNConfig, indent: str = "") -> str:
             rhs = n.op.py.format(*(ref(a, widths[n]) for a in n.args))
         lines.append(f"    return {rhs}" if n is e else f"    {names[n]} = {rhs}")
     return "\n".join(indent + line for line in lines)
+
+
+def ffn_module(layers: Sequence[Expr], cfg: FFNConfig) -> str:
+    r'''The source of ``ffn_exprbert.py`` for a model whose layer i computes ``layers[i]``: one
+    ``ExprBertFFN`` class per distinct expression (named after the first layer using it), and
+    ``LAYER_FFNS``, each layer's class.
+
+    >>> import exprsearch as es
+    >>> std = es.parse("linear1_1(gelu(linear1_1(x,wb1)),wb2)")
+    >>> print(ffn_module([std, std], FFNConfig(hidden=8)).split("\n\n\n", 1)[1])
+    class Layer0FFN(ExprBertFFN):
+        """Layers 0 and 1."""
+    <BLANKLINE>
+        def block(self, b, x):
+            """linear1_1(gelu(linear1_1(x,wb1)),wb2)"""
+            wb1 = b.wb1(x)
+            gelu_wb1 = F.gelu(wb1)
+            return b.wb2(gelu_wb1)
+    <BLANKLINE>
+    <BLANKLINE>
+    LAYER_FFNS = [Layer0FFN, Layer0FFN]
+    <BLANKLINE>
+    '''
+    from exprsearch import __version__
+    first: dict[Expr, int] = {}
+    for i, e in enumerate(layers):
+        first.setdefault(e, i)
+    classes = []
+    for e, i in first.items():
+        users = [j for j, other in enumerate(layers) if other is e]
+        said = f"Layer {users[0]}" if len(users) == 1 else \
+            "Layers " + ", ".join(map(str, users[:-1])) + f" and {users[-1]}"
+        classes.append(f'class Layer{i}FFN(ExprBertFFN):\n    """{said}."""\n\n{block_source(e, cfg, indent="    ")}\n')
+    body = "\n\n".join(classes)
+    imports = [line for line, used in (("import torch", "torch." in body), ("import torch.nn.functional as F", "F." in body))
+               if used]
+    head = (f'"""The feed-forward networks of this ExprBert model, one class per distinct layer expression\n'
+            f"(written by exprsearch {__version__} from the expressions in config.json's ``ffn_layers``).\n\n"
+            "``block`` computes one block of the layer's FFN; ``ExprBertFFN`` (modeling_exprbert.py) stacks the\n"
+            'blocks, each followed by ``LayerNorm(h + dropout(block(h)))``.\n"""')
+    table = "LAYER_FFNS = [" + ", ".join(f"Layer{first[e]}FFN" for e in layers) + "]\n"
+    return "\n".join([head, *imports, "", "from .modeling_exprbert import ExprBertFFN", "", "", body, "", table])

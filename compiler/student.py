@@ -1,44 +1,45 @@
-"""model spec --> BERT student: HF ``transformers`` BERT whose layer-i FFN is compiled expression i.
+"""model spec --> BERT student: the shipped model's own class, with compiled FFNs.
 
-Input: a ``ModelSpec`` (one expression per layer, or one for all) and a ``StudentConfig``;
-optionally a teacher (an encoder of the BERT family: ``teachers.py``) to initialise from.  Output: an
-``ExprBertForSequenceClassification`` -- a ``BertForSequenceClassification`` whose layers'
-``intermediate`` is the identity and whose ``output`` runs the lowered FFN (which owns its
-residual and LayerNorm, exactly like BERT's own FFN).  Each layer's FFN is built once, by a factory
-(``lower`` for a fresh student; ``SupernetStudent.extract`` passes ``inherit`` for a supernet
-slice).  Invariants: the model holds its parsed ``spec``; the text form lives in the config
-(``ffn_spec``), written for ``save_pretrained`` and parsed only by ``from_pretrained``, so the pair
-round-trips the architecture and weights.
+Input: a ``ModelSpec`` (one expression per layer, or one for all; attention parts) and a
+``StudentConfig``; optionally a teacher (an encoder of the BERT family: ``teachers.py``) to
+initialise from.  Output: an ``ExprBertForSequenceClassification`` -- the class of
+``compiler/hf/modeling_exprbert.py``, the very file a shipped directory holds -- whose config lists
+every layer (its FFN's expression, blocks and linears; its attention; pruned heads) and whose
+layer-i FFN is expression i lowered to torch.fx (``lower``, each layer once), with the parameter
+layout of the shipped FFN classes (``blocks[b].<slot>``, ``blocks[b].ln``).  Invariants: the
+model holds its parsed ``spec``; the config describes the same model, so ``save_pretrained`` and
+``load_student`` (the edge that parses a saved config's expressions) round-trip it.
 
 >>> import exprsearch as es, torch
 >>> spec = es.parse_spec("[linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2); tanh(linear2_2(gelu(linear2_2(x,wb1)),wb2))]")
 >>> m = build_student(spec, StudentConfig(layers=2, hidden=32, heads=2, vocab_size=100)).eval()
 >>> m(input_ids=torch.tensor([[1, 5, 7, 2]])).logits.shape
 torch.Size([1, 2])
+>>> m.config.ffn_layers[1]["blocks"], m.config.ffn_layers[1]["linears"]
+(2, {'wb1': [32, 16], 'wb2': [16, 32]})
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Iterator
 
 import torch
-from torch import fx, nn
-from transformers import BertConfig, BertForSequenceClassification, PreTrainedModel
+from torch import nn
+from transformers import PreTrainedModel
 
 from exprsearch.errors import ConfigError
-from exprsearch.lang.expr import Expr, ModelSpec
+from exprsearch.lang.expr import AttnSpec, Expr, ModelSpec
 from exprsearch.lang.parsing import parse_spec
 
-from .lower import FFNConfig, lower
+from .hf.configuration_exprbert import ExprBertConfig
+from .hf.modeling_exprbert import ExprBertForSequenceClassification
+from .lower import FFNConfig, blocks_of, lower, slot_instances
 from .supernet import load_teacher_ffn
 
-__all__ = ["StudentConfig", "ExprBertConfig", "ExprBertForSequenceClassification", "ExprFFNOutput",
-           "build_student", "ffn_modules", "layer_map", "init_from_teacher", "set_dropout", "SPEC_FILE", "FFNFactory"]
-
-FFNFactory = Callable[[int, Expr, FFNConfig], fx.GraphModule]  # (layer index, expression, shape) -> FFN
-
-SPEC_FILE = "model.ffn"  # the model spec saved next to the weights, one expression per line
+__all__ = ["StudentConfig", "ExprBertConfig", "ExprBertForSequenceClassification", "build_student", "load_student",
+           "student_config", "student_from_config", "shallower_config", "spec_of", "ffn_config", "ffn_shape",
+           "ffn_modules", "layer_map", "init_from_teacher", "set_dropout"]
 
 
 @dataclass(frozen=True)
@@ -57,68 +58,94 @@ class StudentConfig:
     layer_map: str = "uniform"       # student layer -> teacher layer: uniform | first | e.g. 1,3,5
 
 
-class ExprBertConfig(BertConfig):
-    """BertConfig plus ``ffn_spec`` (the per-layer expressions) and ``ffn_base_width`` (D)."""
+def ffn_shape(e: Expr, cfg: FFNConfig) -> dict[str, Any]:
+    """What the config says of one layer's FFN: its expression, blocks, and linears' [in, out].
 
-    model_type = "exprbert"
-
-    def __init__(self, ffn_spec: str = "", ffn_base_width: int | None = None, **kw) -> None:
-        super().__init__(**kw)
-        self.ffn_spec = ffn_spec
-        self.ffn_base_width = ffn_base_width
-
-
-class ExprFFNOutput(nn.Module):
-    """Stands in for ``BertOutput``: BERT calls it as ``output(intermediate(h), h)``; the
-    intermediate is the identity, so this just runs the lowered FFN on ``h``."""
-
-    def __init__(self, ffn: fx.GraphModule) -> None:
-        super().__init__()
-        self.ffn = ffn
-
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        return self.ffn(input_tensor)
+    >>> import exprsearch as es
+    >>> ffn_shape(es.parse("linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)"), FFNConfig(hidden=12))
+    {'expression': 'linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)', 'blocks': 1, 'linears': {'wb1': [12, 4], 'wb3': [12, 4], 'wb2': [4, 12]}}
+    """
+    return {"expression": str(e), "blocks": blocks_of(e),
+            "linears": {name: [n_in, n_out] for name, n_out, n_in in slot_instances(e, cfg).values()}}
 
 
-class ExprBertForSequenceClassification(BertForSequenceClassification):
-    config_class = ExprBertConfig
-
-    def __init__(self, config: ExprBertConfig, spec: ModelSpec | None = None, ffn: FFNFactory | None = None) -> None:
-        """``spec``: the parsed spec (None: ``from_pretrained``, which has only the saved config's
-        text); ``ffn(i, e, cfg)`` builds layer i's FFN (default: ``lower(e, cfg)``).  A shipped
-        directory's ``hidden_act`` names no activation (a plain BERT refuses it): BERT's own FFN
-        modules are built with GELU, then replaced."""
-        act, config.hidden_act = config.hidden_act, "gelu"
-        super().__init__(config)
-        config.hidden_act = act
-        if spec is None:
-            spec = parse_spec(config.ffn_spec, strict=False)
-        self.spec = spec.broadcast(config.num_hidden_layers)
-        cfg = FFNConfig(hidden=config.hidden_size, base_width=config.ffn_base_width,
-                        dropout=config.hidden_dropout_prob, ln_eps=config.layer_norm_eps)
-        from .attention import apply_attn
-        attn = self.spec.attn or (None,) * len(self.spec)
-        for layer, e, a in zip(self.bert.encoder.layer, self.spec.layers, attn):
-            layer.intermediate = nn.Identity()
-            if ffn is None:
-                layer.output = ExprFFNOutput(lower(e, cfg))
-            apply_attn(layer, a, config)
-        self.post_init()
-        if ffn is not None:  # FFNs that come with their weights (supernet slices): after the init, which redraws
-            for i, (layer, e) in enumerate(zip(self.bert.encoder.layer, self.spec.layers)):
-                layer.output = ExprFFNOutput(ffn(i, e, cfg))
-
-    def save_pretrained(self, save_directory: str | Path, **kw) -> None:  # type: ignore[override]
-        self.config.ffn_spec = str(self.spec)  # the text form is written here (pruned heads included)
-        super().save_pretrained(save_directory, **kw)
-        (Path(save_directory) / SPEC_FILE).write_text(self.spec.to_lines(), encoding="utf-8")
+def _attention(a: AttnSpec | None, i: int, cfg: StudentConfig) -> tuple[dict[str, Any], list[int]]:
+    """Layer i's attention entry and its pruned heads (``mha(heads=k)`` keeps the first k)."""
+    from .attention import lsra_heads
+    if a is not None and a.kind == "lsra":
+        heads, kernel = lsra_heads(a, cfg.heads), a.kernel or 7
+        half = cfg.hidden // 2
+        if cfg.hidden % 2 or half % heads or kernel % 2 == 0:
+            raise ConfigError(f"layer {i}: lsra(heads={heads}, kernel={kernel}) needs an even hidden size "
+                              f"({cfg.hidden}) whose half is a multiple of the heads, and an odd kernel")
+        return {"type": "lsra", "heads": heads, "kernel": kernel}, []
+    if a is not None and a.heads is not None and a.heads > cfg.heads:
+        raise ConfigError(f"mha(heads={a.heads}): the model has {cfg.heads} heads per layer")
+    kept = cfg.heads if a is None or a.heads is None else a.heads
+    return {"type": "mha"}, list(range(kept, cfg.heads))
 
 
-def ffn_modules(model: nn.Module) -> Iterator[fx.GraphModule]:
-    """The lowered FFN of each layer, bottom to top."""
-    for m in model.modules():
-        if isinstance(m, ExprFFNOutput):
-            yield m.ffn
+def student_config(spec: ModelSpec, cfg: StudentConfig) -> ExprBertConfig:
+    """The config of ``spec``'s student (``spec`` already one item per layer)."""
+    if cfg.hidden % cfg.heads:
+        raise ConfigError(f"hidden size {cfg.hidden} is not a multiple of heads {cfg.heads}")
+    fcfg = FFNConfig(hidden=cfg.hidden, base_width=cfg.base_width, dropout=cfg.dropout)
+    attention, pruned = [], {}
+    for i, a in enumerate(spec.attn or (None,) * len(spec)):
+        entry, heads = _attention(a, i, cfg)
+        attention.append(entry)
+        if heads:
+            pruned[i] = heads
+    return ExprBertConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+        ffn_layers=[ffn_shape(e, fcfg) for e in spec.layers], ffn_base_width=cfg.base_width,
+        attention_layers=attention, pruned_heads=pruned,
+        hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout, max_position_embeddings=cfg.max_position,
+        type_vocab_size=cfg.type_vocab, num_labels=max(1, cfg.num_labels),
+        problem_type="regression" if cfg.num_labels == 1 else "single_label_classification")
+
+
+def ffn_config(config: ExprBertConfig) -> FFNConfig:
+    """The shapes the FFNs of ``config``'s model are lowered with."""
+    return FFNConfig(hidden=config.hidden_size, base_width=config.ffn_base_width, dropout=config.hidden_dropout_prob,
+                     ln_eps=config.layer_norm_eps)
+
+
+def spec_of(config: ExprBertConfig) -> ModelSpec:
+    """The spec a saved config describes: its expressions parsed (a saved model is an edge)."""
+    text = "[" + "; ".join(f["expression"] for f in config.ffn_layers) + "]"
+    attn = []
+    for i, a in enumerate(config.attention_layers):
+        if a["type"] == "lsra":
+            attn.append(AttnSpec("lsra", heads=a["heads"], kernel=a["kernel"]))
+        else:
+            attn.append(AttnSpec("mha", heads=config.heads(i)) if config.heads(i) < config.num_attention_heads else None)
+    return ModelSpec(parse_spec(text, strict=False).layers, tuple(attn))
+
+
+def student_from_config(config: ExprBertConfig, spec: ModelSpec) -> ExprBertForSequenceClassification:
+    """The student ``config`` describes, layer i's FFN ``spec``'s expression i lowered (freshly
+    initialised, like every other weight)."""
+    fcfg = ffn_config(config)
+    model = ExprBertForSequenceClassification(config, ffn=lambda i: lower(spec.layers[i], fcfg))
+    model.spec = spec
+    return model
+
+
+def shallower_config(config: ExprBertConfig, keep: list[int]) -> ExprBertConfig:
+    """``config`` of a model made of layers ``keep`` only (LayerDrop extraction; no exit heads)."""
+    return ExprBertConfig(**{**config.to_dict(), "num_hidden_layers": len(keep), "exit_layers": None,
+                             "ffn_layers": [config.ffn_layers[k] for k in keep],
+                             "attention_layers": [config.attention_layers[k] for k in keep],
+                             "pruned_heads": {j: config.pruned_heads[k] for j, k in enumerate(keep)
+                                              if k in config.pruned_heads}})
+
+
+def ffn_modules(model: nn.Module) -> Iterator[nn.Module]:
+    """The FFN of each layer, bottom to top."""
+    from .heads import encoder_layers
+    for layer in encoder_layers(model):
+        yield layer.ffn
 
 
 def layer_map(rule: str, student_layers: int, teacher_layers: int) -> list[int]:
@@ -141,19 +168,6 @@ def layer_map(rule: str, student_layers: int, teacher_layers: int) -> list[int]:
     if len(out) != student_layers or not all(0 <= t < teacher_layers for t in out):
         raise ConfigError(f"layer map {out} must name {student_layers} teacher layers in 0..{teacher_layers - 1}")
     return out
-
-
-def _hf_config(spec: ModelSpec, cfg: StudentConfig) -> ExprBertConfig:
-    if cfg.hidden % cfg.heads:
-        raise ConfigError(f"hidden size {cfg.hidden} is not a multiple of heads {cfg.heads}")
-    return ExprBertConfig(
-        ffn_spec=str(spec.broadcast(cfg.layers)), ffn_base_width=cfg.base_width,
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-        num_attention_heads=cfg.heads, intermediate_size=cfg.base_width or cfg.hidden,
-        hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
-        max_position_embeddings=cfg.max_position, type_vocab_size=cfg.type_vocab,
-        num_labels=max(1, cfg.num_labels),
-        problem_type="regression" if cfg.num_labels == 1 else "single_label_classification")
 
 
 @torch.no_grad()
@@ -200,7 +214,7 @@ def init_from_teacher(student: ExprBertForSequenceClassification, teacher: PreTr
     for s_layer, t in zip(s_bert.encoder.layer, mapping):
         t_layer = t_bert.encoder.layer[t]
         counts["attention"] += _copy(s_layer.attention, t_layer.attention, sliced=True)
-        counts["ffn"] += load_teacher_ffn(s_layer.output.ffn, t_layer.intermediate, t_layer.output)
+        counts["ffn"] += load_teacher_ffn(s_layer.ffn, t_layer.intermediate, t_layer.output)
     if getattr(s_bert, "pooler", None) is not None and getattr(t_bert, "pooler", None) is not None:
         counts["pooler"] = _copy(s_bert.pooler, t_bert.pooler)
     if hasattr(teacher, "classifier"):
@@ -208,22 +222,34 @@ def init_from_teacher(student: ExprBertForSequenceClassification, teacher: PreTr
     return counts
 
 
-def build_student(spec: ModelSpec | str, cfg: StudentConfig, teacher: PreTrainedModel | None = None,
-                  ffn: FFNFactory | None = None) -> ExprBertForSequenceClassification:
+def build_student(spec: ModelSpec | str, cfg: StudentConfig, teacher: PreTrainedModel | None = None
+                  ) -> ExprBertForSequenceClassification:
     """A BERT student whose layer i FFN is ``spec[i]`` (a one-layer spec applies to every layer),
-    built by ``ffn`` (default ``lower``), initialised from ``teacher`` where shapes allow.  A
-    text spec is a library user's input and is parsed here; the library passes parsed specs."""
+    initialised from ``teacher`` where shapes allow.  A text spec is a library user's input and is
+    parsed here; the library passes parsed specs."""
     if isinstance(spec, str):
         spec = parse_spec(spec, strict=False)
     if teacher is not None:
         from .teachers import teacher_shape
         tc = teacher_shape(teacher.config.to_dict())
-        cfg = StudentConfig(**{**cfg.__dict__, "vocab_size": tc["vocab_size"], "type_vocab": tc["type_vocab_size"],
-                               "max_position": tc["max_position_embeddings"]})
+        cfg = replace(cfg, vocab_size=tc["vocab_size"], type_vocab=tc["type_vocab_size"],
+                      max_position=tc["max_position_embeddings"])
     spec = spec.broadcast(cfg.layers)
-    model = ExprBertForSequenceClassification(_hf_config(spec, cfg), spec=spec, ffn=ffn)
+    model = student_from_config(student_config(spec, cfg), spec)
     if teacher is not None:
         init_from_teacher(model, teacher, cfg.layer_map)
+    return model
+
+
+def load_student(path: str | Path, **kwargs: Any) -> ExprBertForSequenceClassification:
+    """A student saved with ``save_pretrained`` (a shipped directory too) as the library uses it:
+    its FFNs lowered from the config's expressions, the weights loaded into them."""
+    config = ExprBertConfig.from_pretrained(path, **kwargs)
+    spec = spec_of(config)
+    fcfg = ffn_config(config)
+    model = ExprBertForSequenceClassification.from_pretrained(path, config=config,
+                                                              ffn=lambda i: lower(spec.layers[i], fcfg))
+    model.spec = spec
     return model
 
 

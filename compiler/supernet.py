@@ -3,8 +3,9 @@
 Input: a ``SuperFFN`` (the largest X = 4 blocks and full width D, one per layer) and an expression.
 Output: ``lower_shared`` -- a GraphModule whose linears read *slices of the supernet's own
 parameters* (first d output channels of ``wb1`` and of a gate's ``wb3``, first d input columns of
-``wb2``, first X blocks), so training it trains the supernet; ``inherit`` -- a standalone GraphModule holding *copies* of
-the same slices (a warm start).  Invariant: both compute exactly the same function.
+``wb2``, first X blocks), so training it trains the supernet; ``inherit`` -- a standalone
+GraphModule holding *copies* of the same slices (a warm start; ``load_slices`` copies them into a
+student's own lowered FFN).  Invariant: both compute exactly the same function.
 
 >>> import torch, exprsearch as es
 >>> cfg = FFNConfig(hidden=8)
@@ -33,7 +34,7 @@ from .lower import (
     slot_instances,
 )
 
-__all__ = ["SuperFFN", "lower_shared", "inherit", "load_teacher_ffn", "MAX_BLOCKS", "SHARED_SLOTS"]
+__all__ = ["SuperFFN", "lower_shared", "inherit", "load_slices", "load_teacher_ffn", "MAX_BLOCKS", "SHARED_SLOTS"]
 
 MAX_BLOCKS = 4
 SHARED_SLOTS = ("wb1", "wb2", "wb3")  # one full matrix of each per block; wb3 is a gated FFN's gate
@@ -46,7 +47,7 @@ class SuperFFN(nn.Module):
     def __init__(self, cfg: FFNConfig, max_blocks: int = MAX_BLOCKS) -> None:
         super().__init__()
         self.cfg = cfg
-        full = {"wb1": (cfg.D, cfg.hidden), "wb2": (cfg.hidden, cfg.D), "wb3": (cfg.D, cfg.hidden)}
+        full = {"wb1": [cfg.hidden, cfg.D], "wb2": [cfg.D, cfg.hidden], "wb3": [cfg.hidden, cfg.D]}  # [in, out]
         self.blocks = nn.ModuleList(Block(full, cfg.hidden, cfg.ln_eps) for _ in range(max_blocks))
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -88,11 +89,17 @@ def lower_shared(e: Expr, sup: SuperFFN) -> fx.GraphModule:
         return lower(e, sup.cfg, root=sup, weight=_sliced, class_name="SharedFFN")
 
 
-@torch.no_grad()
 def inherit(sup: SuperFFN, e: Expr) -> fx.GraphModule:
     """A standalone FFN for ``e`` initialised with copies of the supernet slices it would use."""
+    return load_slices(lower(e, sup.cfg), sup, e)
+
+
+@torch.no_grad()
+def load_slices(gm: nn.Module, sup: SuperFFN, e: Expr) -> nn.Module:
+    """Copy into ``gm`` (``e`` lowered: a GraphModule, or any module with its parameter layout) the
+    supernet slices ``e`` uses: first X blocks, first d rows of ``wb1`` / ``wb3``, first d columns
+    of ``wb2``, the LayerNorms.  Returns ``gm``."""
     inst = _check_shareable(e, sup)
-    gm = lower(e, sup.cfg)
     for b in range(blocks_of(e)):
         src, dst = sup.blocks[b], block(gm, b)
         for name, out_f, in_f in inst.values():

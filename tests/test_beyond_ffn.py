@@ -30,7 +30,7 @@ from exprsearch.compiler.heads import head_importance, head_masks, heads_of, kee
 from exprsearch.compiler.layerdrop import every_other, extract_layers, sample_skips, set_skips
 from exprsearch.compiler.lower import FFNConfig
 from exprsearch.errors import ConfigError, DSLError
-from exprsearch.lang.expr import AttnSpec
+from exprsearch.lang.expr import AttnSpec, ModelSpec
 from exprsearch.lang.parsing import parse, parse_spec, read_spec
 
 STD = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
@@ -93,7 +93,9 @@ def test_spec_errors_have_a_caret(text, msg):
 def test_too_many_heads_is_a_config_error():
     with pytest.raises(ConfigError, match="the model has 4 heads"):
         build_student(f"layer(attn=mha(heads=8), ffn={STD})", TINY)
-    with pytest.raises(ConfigError, match="kernel"):
+    with pytest.raises(ConfigError, match=r"lsra\(heads=3, kernel=7\) needs .* a multiple of the heads"):
+        build_student(ModelSpec((parse(STD),), (AttnSpec("lsra", heads=3),)), TINY)  # 16 / 3
+    with pytest.raises(ValueError, match="kernel"):  # the module itself: the shipped code's error type
         LSRASelfAttention(hidden=32, heads=2, kernel=4)
 
 
@@ -149,8 +151,12 @@ def test_lsra_matches_a_hand_written_reference(kernel):
 
 def test_lsra_is_an_fx_graph_and_its_cost_matches_counted_flops():
     from torch.utils.flop_counter import FlopCounterMode
+
+    from exprsearch.compiler.attention import lsra_graph
     m = LSRASelfAttention(hidden=32, heads=4, kernel=5, dropout=0.0).eval()
-    assert isinstance(m.core, torch.fx.GraphModule) and "conv" in m.core.code
+    gm = lsra_graph(32, 4, 5)
+    assert isinstance(gm, torch.fx.GraphModule) and "conv" in gm.code
+    assert dict(gm.named_parameters()).keys() == dict(m.core.named_parameters()).keys()  # the same program, traced
     assert lsra_params(32, 5) == sum(p.numel() for p in m.core.parameters())
     n = 16
     from torch.nn.attention import SDPBackend, sdpa_kernel

@@ -580,7 +580,7 @@ def test_the_readable_block_source_computes_what_lower_compiles(text, tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     from exprsearch.compiler.lower import Block, slot_instances
-    linears = {name: (o, i) for name, o, i in slot_instances(e, cfg).values()}
+    linears = {name: [i, o] for name, o, i in slot_instances(e, cfg).values()}
     blocks = torch.nn.ModuleList(Block(linears, cfg.hidden, cfg.ln_eps) for _ in gm.blocks.children())
     blocks.load_state_dict(gm.blocks.state_dict())  # the same tensors, in real nn.Linear modules
     x = torch.randn(2, 5, 8)

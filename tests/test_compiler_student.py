@@ -15,8 +15,8 @@ from exprsearch.compiler import (
     ffn_modules,
     init_from_teacher,
     layer_map,
+    load_student,
 )
-from exprsearch.compiler.student import SPEC_FILE
 from exprsearch.errors import ConfigError
 
 STANDARD = "linear1_1(gelu(linear1_1(x,wb1)),wb2)"
@@ -49,13 +49,16 @@ def test_per_layer_spec():
     gms = list(ffn_modules(m))
     assert [gm.meta["expr"] for gm in gms] == [str(es.parse(t)) for t in TWO]
     assert [gm.meta["expr"] for gm in gms] == [str(e) for e in m.spec]
-    # layer i of the BERT encoder runs FFN i
-    assert [layer.output.ffn for layer in m.bert.encoder.layer] == gms
-    assert all(isinstance(layer.intermediate, torch.nn.Identity) for layer in m.bert.encoder.layer)
+    # layer i of the encoder runs FFN i; BERT's own FFN modules are not built at all
+    assert [layer.ffn for layer in m.bert.encoder.layer] == gms
+    assert not any(hasattr(layer, "intermediate") or hasattr(layer, "output") for layer in m.bert.encoder.layer)
     # expression shapes: layer 0 has d = 16, one block; layer 1 has two blocks
     assert dict(gms[0].named_parameters())["blocks.0.wb1.weight"].shape == (16, 32)
     assert {k.split(".")[1] for k, _ in gms[1].named_parameters()} == {"0", "1"}
-    assert m.config.ffn_spec == "[" + "; ".join(str(es.parse(t)) for t in TWO) + "]"
+    # the config describes each layer: its expression, stacked blocks and linears' [in, out]
+    assert [f["expression"] for f in m.config.ffn_layers] == [str(es.parse(t)) for t in TWO]
+    assert [f["blocks"] for f in m.config.ffn_layers] == [1, 2]
+    assert m.config.ffn_layers[0]["linears"] == {"wb1": [32, 16], "wb2": [16, 32]}
 
 
 def test_one_expression_broadcast_to_all_layers():
@@ -66,7 +69,7 @@ def test_one_expression_broadcast_to_all_layers():
     assert gms[0] is not gms[1]
     p0, p1 = dict(gms[0].named_parameters()), dict(gms[1].named_parameters())
     assert p0["blocks.0.wb1.weight"] is not p1["blocks.0.wb1.weight"]
-    assert m.config.ffn_spec == f"[{TWO[1]}; {TWO[1]}]"
+    assert [f["expression"] for f in m.config.ffn_layers] == [TWO[1], TWO[1]]
     ids, mask = _ids()
     assert m(input_ids=ids, attention_mask=mask).logits.shape == (2, 2)
 
@@ -83,10 +86,10 @@ def test_save_pretrained_round_trip(tmp_path):
     m = build_student(es.parse_spec("[" + "; ".join(TWO) + "]"), StudentConfig(**TINY, num_labels=3)).eval()
     _perturb(m)
     m.save_pretrained(tmp_path)
-    assert (tmp_path / SPEC_FILE).read_text(encoding="utf-8").splitlines() == [str(es.parse(t)) for t in TWO]
     cfg = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
-    assert cfg["ffn_spec"] == m.config.ffn_spec
-    back = ExprBertForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert cfg["ffn_layers"] == m.config.ffn_layers and cfg["model_type"] == "exprbert"
+    back = load_student(tmp_path).eval()
+    assert isinstance(back, ExprBertForSequenceClassification) and back.spec == m.spec
     assert [gm.meta["expr"] for gm in ffn_modules(back)] == [gm.meta["expr"] for gm in ffn_modules(m)]
     mine, theirs = m.state_dict(), back.state_dict()
     assert mine.keys() == theirs.keys()

@@ -35,10 +35,11 @@ def shipped(tmp_path_factory, search_ecfg):
 
 def test_the_directory_holds_everything_a_user_needs(shipped):
     names = {p.name for p in shipped.iterdir()}
-    assert {"config.json", "model.safetensors", "modeling_exprbert.py", "model.onnx", "README.md",
-            "tokenizer_config.json", "model.ffn"} <= names and {"tokenizer.json", "vocab.txt"} & names
+    assert {"config.json", "model.safetensors", "configuration_exprbert.py", "modeling_exprbert.py", "ffn_exprbert.py",
+            "model.onnx", "README.md", "tokenizer_config.json"} <= names and {"tokenizer.json", "vocab.txt"} & names
     cfg = json.loads((shipped / "config.json").read_text())
     assert cfg["model_type"] == "exprbert" and cfg["auto_map"]["AutoModelForSequenceClassification"]
+    assert [f["expression"] for f in cfg["ffn_layers"]] == [SPEC, SPEC]  # the config describes both layers
     assert set(cfg["id2label"].values()) == {"0", "1"}
     card = (shipped / "README.md").read_text()
     assert "| standard-FFN student (`[linear1_" in card and "same protocol and seeds" in card
@@ -58,29 +59,27 @@ sys.modules["exprsearch"] = None   # not installed, as far as this process knows
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 path = sys.argv[1]
 model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
-tok = AutoTokenizer.from_pretrained(path)
+tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
 enc = tok(["a good movie", "the plot was bad and the music"], padding=True, return_tensors="pt")
 with torch.no_grad():
     logits = model(**enc).logits
-try:
-    BertForSequenceClassification.from_pretrained(path)
-    refused = ""
-except Exception as err:
-    refused = f"{type(err).__name__}: {err}"
+_, info = BertForSequenceClassification.from_pretrained(path, output_loading_info=True)  # reports the FFNs missing
 print("\nRESULT " + json.dumps({"logits": logits.tolist(), "ids": enc["input_ids"].tolist(), "mask": enc["attention_mask"].tolist(),
-                  "types": enc["token_type_ids"].tolist(), "refused": refused, "cls": type(model).__name__}))
+                  "types": enc["token_type_ids"].tolist(), "bert_missing": sorted(info["missing_keys"]),
+                  "cls": type(model).__name__}))
 '''
 
 
-def test_it_loads_and_runs_without_exprsearch_and_a_plain_bert_refuses(shipped):
+def test_it_loads_and_runs_without_exprsearch_and_a_plain_bert_does_not_load_random_ffns_silently(shipped, tmp_path):
     proc = subprocess.run([sys.executable, "-c", LOAD, str(shipped)], capture_output=True, text=True, cwd="/",
-                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=300)
+                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                               "HF_HOME": str(tmp_path)}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert got["cls"] == "ExprBertForSequenceClassification"
-    assert "trust_remote_code=True" in got["refused"]
-    from exprsearch.compiler.student import ExprBertForSequenceClassification
-    mine = ExprBertForSequenceClassification.from_pretrained(shipped).eval()
+    assert "bert.encoder.layer.0.intermediate.dense.weight" in got["bert_missing"]
+    from exprsearch.compiler import load_student
+    mine = load_student(shipped).eval()
     with torch.no_grad():
         want = mine(input_ids=torch.tensor(got["ids"]), attention_mask=torch.tensor(got["mask"]),
                     token_type_ids=torch.tensor(got["types"])).logits
@@ -89,8 +88,8 @@ def test_it_loads_and_runs_without_exprsearch_and_a_plain_bert_refuses(shipped):
 
 def test_onnx_matches_pytorch(shipped):
     ort = pytest.importorskip("onnxruntime")
-    from exprsearch.compiler.student import ExprBertForSequenceClassification
-    model = ExprBertForSequenceClassification.from_pretrained(shipped).eval()
+    from exprsearch.compiler import load_student
+    model = load_student(shipped).eval()
     sess = ort.InferenceSession(str(shipped / "model.onnx"), providers=["CPUExecutionProvider"])
     ids = torch.randint(1000, 2000, (4, 21))
     mask, types = torch.ones_like(ids), (torch.arange(21) > 9).long().expand(4, 21).contiguous()

@@ -177,5 +177,5 @@ def test_supernet_student_extracts_gated_candidates(tiny_teacher):
         want, got = sup(input_ids=ids).logits, student(input_ids=ids).logits
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
     d = 32 // 3
-    mine = block(student.bert.encoder.layer[1].output.ffn, 0).wb3.weight
+    mine = block(student.bert.encoder.layer[1].ffn, 0).wb3.weight
     assert torch.equal(mine, sup.supers[1].blocks[0].wb3.weight[:d])

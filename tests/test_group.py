@@ -180,7 +180,7 @@ def test_a_candidate_that_raises_fails_alone_in_its_group(ev_group, monkeypatch)
     orig = KDLoss.forward
 
     def broken_for_relu(self, student, batch, *shared):
-        if "relu" in student.config.ffn_spec:
+        if any("relu" in f["expression"] for f in student.config.ffn_layers):
             raise RuntimeError("shape mismatch in this candidate")
         return orig(self, student, batch, *shared)
 

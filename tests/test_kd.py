@@ -281,10 +281,12 @@ def test_a_non_bert_teacher_is_refused_before_its_weights_load(tmp_path, easy_gl
         raise AssertionError("weights were loaded")
 
     monkeypatch.setattr("transformers.BertForSequenceClassification.from_pretrained", no_loading)
-    with pytest.raises(ConfigError, match="not a BERT model") as info:
+    monkeypatch.setattr("transformers.AutoModelForSequenceClassification.from_pretrained", no_loading)
+    refused = r"model_type 'gpt2' is not supported; exprsearch distils from encoders of the BERT family"
+    with pytest.raises(ConfigError, match=refused) as info:
         finetune_teacher(task("SST-2"), easy_glue, gpt, TeacherConfig(), tmp_path, CPU)
-    assert "gpt2" in str(info.value)
-    with pytest.raises(ConfigError, match="not a BERT model"):
+    assert "GPT2LMHeadModel" in str(info.value)
+    with pytest.raises(ConfigError, match=refused):
         load_teacher(gpt)
 
 

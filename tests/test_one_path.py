@@ -3,7 +3,7 @@ is lowered once, and a bug in our code surfaces instead of becoming a failed can
 
 The edges that may turn spec text into a ``ModelSpec``: the command line and the REPL
 (``exprsearch.cli``), the store reader (``exprsearch.search.store.row_spec``), a saved model's
-config (``from_pretrained``, i.e. ``ExprBertForSequenceClassification`` built without a spec) and
+config (``from_pretrained``: ``compiler.student.spec_of``, which ``load_student`` calls) and
 the search's attention-choice option (``parse_attn_choices``: config text).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from exprsearch.search.store import Store, row_spec
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EDGES = ("exprsearch.cli", "exprsearch.search.store", "tests", "test_", "conftest")
-EDGE_FUNCTIONS = {("exprsearch.compiler.student", "__init__"), ("exprsearch.space.samplers", "parse_attn_choices")}
+EDGE_FUNCTIONS = {("exprsearch.compiler.student", "spec_of"), ("exprsearch.space.samplers", "parse_attn_choices")}
 
 
 def _caller(depth: int = 2) -> tuple[str, str]:

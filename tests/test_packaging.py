@@ -47,6 +47,8 @@ def test_wheel_contains_grammar_and_examples(wheel: Path):
     assert "exprsearch/lang/syntax.py" in names and "exprsearch/lang/ops.py" in names
     assert {f"exprsearch/{p}/__init__.py" for p in ("lang", "space", "compiler", "kd", "search", "ship", "cli")} <= names
     assert "exprsearch/py.typed" in names and "exprsearch/compiler/lower.py" in names
+    # the shipped model's own code: save_pretrained copies these next to the weights
+    assert {f"exprsearch/compiler/hf/{m}_exprbert.py" for m in ("configuration", "modeling", "lsra", "exits", "ffn")} <= names
     assert not any(n.startswith("compiler/") for n in names)  # no top-level package to clash with another
     with zipfile.ZipFile(wheel) as z:
         assert z.read("exprsearch/_grammar/ffn.lark") == (ROOT / "grammar" / "ffn.lark").read_bytes()

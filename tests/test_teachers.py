@@ -71,7 +71,7 @@ sys.modules["exprsearch"] = None   # not installed, as far as this process knows
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 path = sys.argv[1]
 model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
-tok = AutoTokenizer.from_pretrained(path)
+tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
 enc = tok(["a good movie", "the plot was bad"], padding=True, return_tensors="pt")
 with torch.no_grad():
     logits = model(**enc).logits
@@ -94,16 +94,16 @@ def test_teacher_search_distill_and_load_without_exprsearch(tmp_path, easy_glue,
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "exprbert" and cfg["type_vocab_size"] == (2 if kind in ("bert", "electra") else 1)
     proc = subprocess.run([sys.executable, "-c", LOAD, str(out)], capture_output=True, text=True, cwd="/",
-                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
-                          timeout=300)
+                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                               "HF_HOME": str(tmp_path / "hf_home")}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert len(got["logits"]) == 2 and all(len(row) == 2 for row in got["logits"])
     assert ("token_type_ids" in got["keys"]) == (kind in ("bert", "electra"))  # the teacher's own tokenizer
-    from exprsearch.compiler.student import ExprBertForSequenceClassification
-    mine = ExprBertForSequenceClassification.from_pretrained(out).eval()
+    from exprsearch.compiler import load_student
+    mine = load_student(out).eval()
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
     enc = tok(["a good movie", "the plot was bad"], padding=True, return_tensors="pt")
     with torch.no_grad():
         want = mine(**enc).logits

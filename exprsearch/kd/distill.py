@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exprsearch.compiler import FFNConfig, StudentConfig, build_student, inherit, layer_map
-from exprsearch.compiler.student import ExprBertForSequenceClassification, ExprFFNOutput, _copy
-from exprsearch.compiler.supernet import MAX_BLOCKS, SuperFFN, load_teacher_ffn, lower_shared
+from exprsearch.compiler import FFNConfig, StudentConfig, build_student, layer_map
+from exprsearch.compiler.student import ExprBertForSequenceClassification, _copy
+from exprsearch.compiler.supernet import MAX_BLOCKS, SuperFFN, load_slices, load_teacher_ffn, lower_shared
 from exprsearch.compiler.teachers import bert_twin
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import WB3, ModelSpec
@@ -182,7 +182,7 @@ class SupernetStudent(nn.Module):
 
     def trainable(self) -> list[tuple[str, nn.Parameter]]:
         """Every parameter: the supernets' and the rest of the model's (not the swapped views)."""
-        own = [(n, p) for n, p in self.model.named_parameters() if ".output.ffn." not in n]
+        own = [(n, p) for n, p in self.model.named_parameters() if ".ffn." not in n]
         return own + [(f"supers.{n}", p) for n, p in self.supers.named_parameters()]
 
     def use_spec(self, spec: ModelSpec) -> None:
@@ -190,7 +190,7 @@ class SupernetStudent(nn.Module):
             key = (e, i)  # interned: equal expressions are one object
             if key not in self._views:
                 self._views[key] = lower_shared(e, self.supers[i])
-            layer.output = ExprFFNOutput(self._views[key])
+            layer.ffn = self._views[key]
 
     def use(self, x: int, y: int) -> None:
         self.use_spec(ModelSpec((standard_ffn(x, y),)))
@@ -216,7 +216,7 @@ class SupernetStudent(nn.Module):
     @torch.no_grad()
     def extract(self, spec: ModelSpec, keep_layers: list[int] | None = None) -> ExprBertForSequenceClassification:
         """A standalone student for ``spec`` inheriting every weight: embeddings, attention, pooler
-        and classifier copied, each FFN the supernet slice it uses (``inherit``: each layer built
+        and classifier copied, each FFN the supernet slice it uses (``load_slices``: each layer lowered
         once).  ``keep_layers``: a shallower student made of these supernet layers (LayerDrop),
         ``spec`` giving one expression per kept layer.  Built on the supernet's device."""
         keep = list(range(self.cfg.layers)) if keep_layers is None else list(keep_layers)
@@ -225,9 +225,10 @@ class SupernetStudent(nn.Module):
         spec = spec.broadcast(len(keep))
         cfg = replace(self.cfg, layers=len(keep), type_vocab=self.model.config.type_vocab_size)
         with torch.device(next(self.parameters()).device):
-            student = build_student(spec, cfg, ffn=lambda i, e, _: inherit(self.supers[keep[i]], e))
-            # all but the FFNs; pruned heads keep the first heads
-            _copy(student, self.model, sliced=True, layers=keep, skip=".output.ffn.")
+            student = build_student(spec, cfg)
+        for i, (layer, e) in enumerate(zip(student.bert.encoder.layer, spec.layers)):
+            load_slices(layer.ffn, self.supers[keep[i]], e)  # each FFN: the supernet slices it uses
+        _copy(student, self.model, sliced=True, layers=keep, skip=".ffn.")  # the rest; pruned heads keep the first
         student.config._attn_implementation = self.model.config._attn_implementation
         return student
 
