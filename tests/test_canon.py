@@ -16,6 +16,7 @@ import exprsearch.lang.canon as canon
 from exprsearch import Space, sample
 from exprsearch.errors import ExprSearchError
 from exprsearch.lang.canon import (
+    blocked,
     canonical_key,
     canonicalize,
     canonicalize_spec,
@@ -293,18 +294,37 @@ def test_rule_is_an_exact_identity_that_shrinks(rule):
     assert len(seen) > 10, "random instances are diverse"
 
 
-# Every rule's random instances canonicalise like their right-hand side (the set is confluent).
+# Every rule's random instances canonicalise like their right-hand side (the set is confluent),
+# except where a rewrite would nest an activation directly inside one: the canonicaliser does not
+# make it (a valid expression stays valid), so two forms may stay apart there -- both fixpoints
+# with a rule left unapplied (the fingerprint merges them).
 JOINABLE = tuple(r.name for r in RULES)
+
+
+def nested_activations(e: Expr) -> int:
+    return sum(n.op.is_activation and n.args[0].op.is_activation for n in e.walk() if n.args)
+
+
+def has_blocked_site(e: Expr) -> bool:
+    return any(match(r.lhs, n, {}) is not None for n in e.walk() for r in RULES)
 
 
 @pytest.mark.parametrize("name", JOINABLE)
 def test_applying_a_rule_keeps_the_canonical_form(name):
     (rule,) = [r for r in RULES if r.name == name]
     rng = random.Random(len(name) * 104729)
+    joined = 0
     for _ in range(150):
         lhs = instantiate(rule.lhs, rng, {})
         rhs = rule.rhs(**match(rule.lhs, lhs, {}))
-        assert canonicalize(lhs) is canonicalize(rhs), (str(lhs), str(rhs))
+        cl, cr = canonicalize(lhs), canonicalize(rhs)
+        if cl is cr:
+            joined += 1
+            continue
+        assert has_blocked_site(cl) or has_blocked_site(cr), (str(lhs), str(rhs))
+        assert nested_activations(cl) <= nested_activations(lhs) and nested_activations(cr) <= nested_activations(rhs)
+        assert same_values(evaluate(cl), evaluate(cr))
+    assert joined >= 75  # most instances still join
 
 
 # -- canonicalisation on generated expressions -------------------------------------------------
