@@ -17,6 +17,7 @@ from exprsearch.lang.parsing import parse
 from exprsearch.lang.validity import width_of
 from exprsearch.space.generate import Space, count, enumerate_space, sample
 
+from .checks import check_count, check_space
 from .common import as_file
 from .main import command, emit
 from .options import add_dataclass_args, from_args, to_dict
@@ -167,6 +168,9 @@ def distinct_count(sp: Space, use_sympy: bool = False) -> dict:
 @command("space", "size of a search space (exact), distinct candidates, uniform samples")(_space_options)
 def cmd_space(ns: argparse.Namespace) -> int:
     sp = from_args(Space, ns)
+    check_space(sp)
+    check_count("samples", ns.samples, 0, 100_000)
+    check_count("limit", ns.limit, 1, 100_000_000)
     total = count(sp)
     rng = random.Random(ns.seed)
     samples = [str(sample(sp, rng)) for _ in range(max(0, ns.samples))]

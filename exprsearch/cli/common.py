@@ -12,6 +12,7 @@ from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.parsing import parse_spec
 from exprsearch.search.presets import EVAL_PRESETS
 
+from .checks import check_eval, check_task_names
 from .options import add_dataclass_args, from_args
 
 __all__ = ["as_file", "spec_text", "read_spec_arg", "add_eval_options", "eval_config", "logger", "resolve_run",
@@ -86,6 +87,7 @@ def eval_config(ns: argparse.Namespace):
     preset = EVAL_PRESETS.get(ns.preset, {}) if ns.preset else {}
     given = {k: v for k, v in preset.items() if not hasattr(ns, k)} | task_options(ns, ns.task)  # --task wins
     cfg = from_args(EvalConfig, ns, **given)
+    check_eval(cfg)  # upper bounds, per-task values: before anything is read or trained
     cfg.torch_device()  # --device cuda without CUDA: an error now, not after the data is read
     cfg.check_data()  # a bad data file: one message before anything is trained or stored
     return cfg
@@ -107,6 +109,7 @@ def task_options(ns: argparse.Namespace, names: str | None) -> dict[str, Any]:
             out[name] = str(Path(getattr(ns, name)).expanduser().absolute())
     if "train_file" in out and "tasks" not in out:
         out["tasks"] = (Path(out["train_file"]).stem,)
+    check_task_names(out.get("tasks", ()))  # names become file names: never a path
     return out
 
 

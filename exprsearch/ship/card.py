@@ -16,11 +16,30 @@ True
 """
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 from exprsearch import __version__
 
-__all__ = ["model_card"]
+__all__ = ["model_card", "md"]
+
+_MD = re.compile(r"([\\`*_{}\[\]()#+!|~])")  # Markdown's signs
+
+
+def md(text: Any) -> str:
+    r"""``text`` as Markdown text, not markup: HTML's ``< > &`` as entities, Markdown's own signs
+    escaped (a task or store named ``<script>...`` or ``*x*`` reads as written).
+
+    >>> print(md("<script>alert(1)</script> *x*"))
+    &lt;script&gt;alert\(1\)&lt;/script&gt; \*x\*
+    """
+    return _MD.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks in ``text``."""
+    return "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
 
 
 def _score(s: dict[str, Any] | None) -> str:
@@ -32,7 +51,8 @@ def _score(s: dict[str, Any] | None) -> str:
 
 def model_card(info: dict[str, Any]) -> str:
     """The model card of one distilled task (see the module docstring)."""
-    main, task = info["main_metric"], info["task"]
+    main, task = md(info["main_metric"]), md(info["task"])
+    command = info.get("command", "")
     lines = ["---", "library_name: transformers", "pipeline_tag: text-classification",
              "tags: [exprsearch, bert, knowledge-distillation, text-classification]", "---", "",
              f"# ExprBert student for {task}", "",
@@ -44,18 +64,18 @@ def model_card(info: dict[str, Any]) -> str:
              "tokenizer = AutoTokenizer.from_pretrained(PATH)", "```", "",
              "The architecture is in `modeling_exprbert.py` (generated; needs only torch and transformers); "
              "`model.onnx` takes `input_ids`, `attention_mask` and `token_type_ids`.", "",
-             "## Spec", "", *([f"From {info['source']}.", ""] if info.get("source") else []),
+             "## Spec", "", *([f"From {md(info['source'])}.", ""] if info.get("source") else []),
              "```", *[f"{item}" for item in info["spec"].strip("[]").split("; ")], "```", "",
              f"## Dev scores ({task}, {main} x 100)", "",
              "| model | dev |", "|---|---|",
              f"| this student | {_score(info['student'])} |",
              f"| standard-FFN student, same protocol | {_score(info.get('standard'))} |",
-             f"| teacher | {info['teacher'].get(main, float('nan')):.2f} |", "",
+             f"| teacher | {info['teacher'].get(info['main_metric'], float('nan')):.2f} |", "",
              f"The saved weights are seed {info['chosen_seed']}'s: of the seeds, the best on "
              f"{info.get('protocol', {}).get('heldout_rows', 'the')} held-out training rows (the dev set chooses "
              "nothing).  Per seed:", "", "| seed | dev | held-out | best step / steps |", "|---|---|---|---|"]
     for s in info["student"]["seeds"]:
-        dev, held = s["dev"].get(main), s["heldout"]
+        dev, held = s["dev"].get(info["main_metric"]), s["heldout"]
         dev_txt = "-" if dev is None else f"{100 * dev:.2f}"
         held_txt = "-" if held is None else f"{100 * held:.2f}"
         lines.append(f"| {s['seed']} | {dev_txt} | {held_txt} | {s['best_step']} / {s['steps']} |")
@@ -72,5 +92,5 @@ def model_card(info: dict[str, Any]) -> str:
     lines += ["", "## How it was made", "",
               f"A full KD fine-tune from the search's warm supernet: {proto.get('epochs', '?')} epochs, "
               f"the best of evaluations every {proto.get('eval_every', '?')} steps on held-out training rows, "
-              f"dropout {proto.get('dropout')}.  Reproduce:", "", "```", info.get("command", ""), "```", ""]
+              f"dropout {proto.get('dropout')}.  Reproduce:", "", _fence(command), command, _fence(command), ""]
     return "\n".join(lines)
