@@ -197,3 +197,17 @@ def test_a_full_disk_while_writing_the_student_is_one_message(capsys, tmp_path, 
     err = capsys.readouterr().err
     assert "no space left on the device of" in err and "internal error" not in err
     assert list(tmp_path.iterdir()) == []  # the reservation is released
+
+
+def test_a_best_row_with_damaged_sizes_is_reported_and_a_directory_is_no_report_file(capsys, tmp_path):
+    db = tmp_path / "runs.db"
+    make_store(db)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE candidates SET params = 'many', flops = 'x', latency_ms = 'y', ffn_params = 'z'")
+    con.commit()
+    con.close()
+    for argv in (["show"], ["report", "-o", str(tmp_path / "r.html")]):
+        assert main([*argv, "--store", str(db)]) == 0
+    assert "score 61.50, - params" in (tmp_path / "r.html").read_text()
+    assert main(["report", "-o", str(tmp_path), "--store", str(db)]) == 2
+    assert "is a directory" in capsys.readouterr().err

@@ -192,9 +192,14 @@ def _report_options(p: argparse.ArgumentParser) -> None:
 def cmd_report(ns: argparse.Namespace) -> int:
     from exprsearch.search.report import write_report
     check_count("top", ns.top, 1, 1_000_000)
+    if Path(ns.output).is_dir():
+        raise ConfigError(f"-o {ns.output} is a directory: name the HTML file to write, e.g. {Path(ns.output) / 'report.html'}")
     store = _store(ns, readonly=True)
     run = resolve_run(store, ns.run)
-    path = write_report(store, run, ns.output, top=ns.top)
+    try:
+        path = write_report(store, run, ns.output, top=ns.top)
+    except OSError as err:
+        raise ConfigError(f"cannot write {ns.output}: {err.strerror or err}") from None
     emit(ns, f"wrote {path}", {"report": str(path), "run": run})
     return 0
 
