@@ -35,6 +35,7 @@ __all__ = ["Probe", "evaluate", "evaluate_at", "fingerprint", "default_probe", "
            "MIN_CLEAN", "MIN_EXERCISED"]
 
 ATOL = 1e-12  # absolute tolerance of numeric agreement (and the least spread of informative values)
+_CACHED_VALUES = 1_600_000  # rows of values a probe keeps (100,000 nodes at 16 points): ~150 MB
 
 
 def probe_width(hidden: int, ratio: float) -> int:
@@ -123,7 +124,7 @@ def evaluate(e: Expr, probe: Probe | None = None) -> torch.Tensor:
         a, b = evaluate(e.args[0], p), evaluate(e.args[1], p)
         w = binary_width(a.shape[-1], b.shape[-1])
         out = e.op.torch_fn(a[..., :w], b[..., :w])  # type: ignore[misc]
-    if len(cache) > 100_000:
+    if len(cache) > _CACHED_VALUES // p.points:
         cache.clear()  # the weights cached here are rebuilt on demand
     cache[e] = out
     return out
@@ -197,22 +198,32 @@ MIN_EXERCISED = 0.02  # least share of each operation's values that are clean an
 def numerically_equal(a: Expr, b: Expr, base_ratio: float = 1.0, seeds: tuple[int, ...] = (1, 2)) -> bool:
     """Agreement (rtol 1e-9) on fresh probes with more points: the last word on equivalence.  Values
     that are not ``informative`` (non-finite, constant) prove nothing: False; nor does agreement
-    where either expression is numerically saturated (``saturation.py``): unless at least
-    ``MIN_CLEAN`` of the values are saturated in neither, and every operation of each is exercised
-    (clean, not flat) at ``MIN_EXERCISED`` of its values, the pair stays apart."""
+    where either expression is numerically saturated (``saturation.py``, on the first probe): unless
+    at least ``MIN_CLEAN`` of the values are saturated in neither, and every operation of each is
+    exercised (clean, not flat) at ``MIN_EXERCISED`` of its values, the pair stays apart.  The
+    probes and what they computed are kept (a class representative is compared again and again)."""
     from .saturation import evidence
     if sorted(n.name for n in a.linears()) != sorted(n.name for n in b.linears()):
         return False
     for s in seeds:
-        p = Probe(base_ratio=base_ratio, points=64, seed=s)
+        p = _fresh_probe(base_ratio, s)
         va, vb = evaluate(a, p), evaluate(b, p)
         if va.shape != vb.shape or not (informative(va) and informative(vb)) or \
                 not torch.allclose(va, vb, rtol=1e-9, atol=ATOL):
             return False
-        (sa, ua), (sb, ub) = evidence(a, p), evidence(b, p)
-        if float((~(sa | sb)).float().mean()) < MIN_CLEAN or min(ua, ub) < MIN_EXERCISED:
-            return False
-    return True
+    p = _fresh_probe(base_ratio, seeds[0])
+    (sa, ua), (sb, ub) = evidence(a, p), evidence(b, p)
+    return float((~(sa | sb)).float().mean()) >= MIN_CLEAN and min(ua, ub) >= MIN_EXERCISED
+
+
+_FRESH: dict[tuple[float, int], Probe] = {}
+
+
+def _fresh_probe(base_ratio: float, seed: int) -> Probe:
+    """The probe of ``numerically_equal`` (64 points; other seeds than the fingerprint's)."""
+    if (base_ratio, seed) not in _FRESH:
+        _FRESH[base_ratio, seed] = Probe(base_ratio=base_ratio, points=64, seed=seed)
+    return _FRESH[base_ratio, seed]
 
 
 _DEFAULT: dict[float, Probe] = {}

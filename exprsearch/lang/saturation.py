@@ -108,7 +108,10 @@ def evidence(e: Expr, probe: Probe) -> tuple[torch.Tensor, float]:
     >>> evidence(parse_one("sqrelu(" * 12 + "x" + ")" * 12), Probe(points=64))[1] < 0.02  # x^4096 > 0
     True
     """
-    bad: dict[Expr, torch.Tensor] = {}
-    used: dict[Expr, float] = {}
-    out = _scan(e, probe, bad, used)
-    return out, min(used.values(), default=1.0)
+    key = ("evidence", e)
+    hit = probe._cache.get(key)
+    if hit is None:
+        bad: dict[Expr, torch.Tensor] = {}
+        used: dict[Expr, float] = {}
+        hit = probe._cache[key] = (_scan(e, probe, bad, used), min(used.values(), default=1.0))
+    return hit
