@@ -3,6 +3,7 @@ and presets, and the log.  Text becomes a ``ModelSpec`` here, at the edge."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -100,6 +101,8 @@ def task_options(ns: argparse.Namespace, names: str | None) -> dict[str, Any]:
 
     >>> task_options(argparse.Namespace(train_file="data/reviews.csv"), None)["tasks"]
     ('reviews',)
+    >>> task_options(argparse.Namespace(train_file="data/my reviews (2024).csv"), None)["tasks"]
+    ('my_reviews__2024_',)
     """
     out: dict[str, Any] = {}
     if names:
@@ -107,8 +110,8 @@ def task_options(ns: argparse.Namespace, names: str | None) -> dict[str, Any]:
     for name in ("train_file", "dev_file"):
         if getattr(ns, name, None):
             out[name] = str(Path(getattr(ns, name)).expanduser().absolute())
-    if "train_file" in out and "tasks" not in out:
-        out["tasks"] = (Path(out["train_file"]).stem,)
+    if "train_file" in out and "tasks" not in out:  # the file's stem, as a name that is never a path
+        out["tasks"] = (re.sub(r"[^A-Za-z0-9._-]", "_", Path(out["train_file"]).stem).lstrip(".-")[:64] or "data",)
     check_task_names(out.get("tasks", ()))  # names become file names: never a path
     return out
 
