@@ -23,7 +23,7 @@ from exprsearch.lang.canon import (
     verify_canonical,
 )
 from exprsearch.lang.expr import WB1, Expr, ModelSpec, X, node, order_key
-from exprsearch.lang.numeric import Probe, evaluate, fingerprint
+from exprsearch.lang.numeric import Probe, evaluate, fingerprint, informative
 from exprsearch.lang.ops import OPS, Kind
 from exprsearch.lang.parsing import parse, parse_spec
 from exprsearch.lang.rewrite import RULES, Pat, match, rewrite_once, rules_for
@@ -368,14 +368,16 @@ def test_canonicalisation_is_idempotent_and_preserves_values(seed, which):
     assert canonicalize(c) is c
     canon._MEMO.clear()
     assert canonicalize(e) is c
-    assert c.size <= e.size
+    free = canon._canon(e)  # the rules' fixpoint shrinks; an activation it nests is written max(u, u)
+    assert free.size <= e.size and c in (free, canon._unnest(free, False))
     assert str(c) == canonical_key(e)
     reassociated = any(n.op.name == "add" for n in e.walk())  # add chains are re-associated: rounding only
     for p in PROBES[:2]:
         u, v = evaluate(e, p), evaluate(c, p)
         assert same_values(u, v) or (reassociated and torch.allclose(u, v, rtol=1e-12, atol=1e-12, equal_nan=True)), \
             (str(e), str(c))
-    assert fingerprint(e) == fingerprint(c)
+    if informative(evaluate(e)):  # saturated values are hashed with the text (dedup fingerprints c)
+        assert fingerprint(e) == fingerprint(c)
     # equivalent scrambles of e canonicalise to the same node
     for _ in range(3):
         s = scramble(e, rng, full=(which == "ref"))

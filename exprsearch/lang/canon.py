@@ -5,11 +5,12 @@ Input: any expression.  Output: its canonical form; ``str`` of it is the candida
 operands of commutative operators are in ``order_key`` order, chains of associative operators
 (add, max, min) are flattened across nesting, sorted and folded -- so
 ``add(add(x,tanh(x)),sigmoid(x))`` and ``add(x,add(sigmoid(x),tanh(x)))`` are one candidate --
-and no rule applies anywhere, except where its result would nest an activation directly inside
-an activation (``sigmoid(max(x,relu(x)))`` stays: ``sigmoid(relu(x))`` breaks a validity rule).
-So the canonical form of a valid expression is valid, and it re-parses: it never nests deeper
-than its input (chains are folded left, or -- where the left fold would nest deeper than the
-parser reads -- by depth, two shallowest first).  Canonicalisation only uses identities of real
+and no rule applies anywhere -- but no activation sits directly inside an activation: where the
+rules' fixpoint has one there (``sigmoid(max(x,relu(x)))`` -> ``sigmoid(relu(x))``, which breaks
+a validity rule), the inner one is written ``neg(neg(u))``: the same value, a valid form, one
+form per class (verify accepts the rule left unapplied there).  So the canonical form of a valid
+expression is valid, and it re-parses: chains are folded left, or -- where the left fold would
+nest deeper than the parser reads -- by depth, two shallowest first (never deeper than the input).  Canonicalisation only uses identities of real
 arithmetic: the canonical form computes what the input does, exactly for max/min chains and the
 rules, up to floating-point rounding where an add chain is re-associated (mul chains are not
 flattened: the ``mul(a, a) -> square(a)`` rule would not stay confluent; the fingerprint merges
@@ -23,7 +24,7 @@ True
 >>> str(canonicalize(parse_one("add(x,add(sigmoid(x),tanh(x)))")))
 'add(add(x,sigmoid(x)),tanh(x))'
 >>> str(canonicalize(parse_one("sigmoid(max(x,relu(x)))")))  # not sigmoid(relu(x)): nested
-'sigmoid(max(x,relu(x)))'
+'sigmoid(neg(neg(relu(x))))'
 """
 from __future__ import annotations
 
@@ -35,20 +36,19 @@ from exprsearch.errors import ExprSearchError
 from .dsl_errors import MAX_NESTING
 from .expr import Expr, ModelSpec, node, order_key
 from .ops import Op
-from .rewrite import RULES, match, rules_for
+from .rewrite import RULES, match, rewrite_once
 
 __all__ = ["canonicalize", "canonical_key", "canonicalize_spec", "verify_canonical", "blocked", "VERIFY"]
 
 VERIFY = os.environ.get("EXPRSEARCH_VERIFY", "") not in ("", "0")  # tests turn this on
-_MEMO: dict = {}  # node -> canonical node; (node, context) -> canonical node in other contexts
+_MEMO: dict = {}  # node -> its rules' fixpoint; (node, True) -> the same with chains folded by depth
 _MEMO_LIMIT = 500_000
-
-Context = tuple[bool, bool]  # (the parent is an activation, chains are folded by depth everywhere)
 
 
 def blocked(n: Expr, r: Expr, under_activation: bool) -> bool:
     """Whether rewriting ``n`` to ``r`` would nest an activation directly inside an activation
-    that ``n`` did not nest (below an activation parent when ``under_activation``).
+    that ``n`` did not nest (below an activation parent when ``under_activation``): where a
+    canonical form may leave the rule unapplied.
 
     >>> from .validity import parse_one
     >>> blocked(parse_one("square(sigmoid(x))"), parse_one("sqrelu(sigmoid(x))"), False)
@@ -100,85 +100,85 @@ def fold(o: Op, flat: list[Expr], by_depth: bool = False) -> Expr:
     return heap[0][2]
 
 
-def _chain(o: Op, flat: list[Expr], ctx: Context) -> tuple[Expr, bool]:
+def _chain(o: Op, flat: list[Expr], by_depth: bool) -> Expr:
     """Canonical chain of an associative-commutative operator: apply the rules to every *pair*
     of operands (any two are neighbours up to AC) until none fires, then sort, dedupe
-    (idempotent ops) and fold.  Below an activation, a rewrite or a dedupe that would leave one
-    activation alone is not made (it would nest): then the second value is True."""
-    under, kept_apart = ctx[0], False
+    (idempotent ops) and fold."""
     changed = True
     while changed:
         changed = False
         for i in range(len(flat)):
             for j in range(i + 1, len(flat)):
                 a, b = sorted((flat[i], flat[j]), key=order_key)
-                r = _rewrite(node(o, a, b), False)
+                r = rewrite_once(node(o, a, b))
                 if r is not None:
-                    r = _canon(r, (False, ctx[1]))
-                    rest = [x for k, x in enumerate(flat) if k not in (i, j)]
-                    if under and not rest and r.op.is_activation:
-                        kept_apart = True  # the chain would be one activation right below another
-                        continue
-                    flat = rest + _operands(o.name, r)
+                    r = _canon(r, by_depth)
+                    flat = [x for k, x in enumerate(flat) if k not in (i, j)] + _operands(o.name, r)
                     changed = True
                     break
             if changed:
                 break
     flat.sort(key=order_key)
     if o.idempotent:
-        kept = [x for i, x in enumerate(flat) if i == 0 or x is not flat[i - 1]]
-        if under and len(kept) == 1 and kept[0].op.is_activation:
-            kept, kept_apart = flat[:2], True
-        flat = kept
-    return fold(o, flat, ctx[1]), kept_apart
+        flat = [x for i, x in enumerate(flat) if i == 0 or x is not flat[i - 1]]
+    return fold(o, flat, by_depth)
 
 
-def _rewrite(n: Expr, under_activation: bool) -> Expr | None:
-    """The first rule's rewrite of ``n`` at its root that does not nest activations, or None."""
-    for rule in rules_for(n.op.name):
-        bound = match(rule.lhs, n, {})
-        if bound is not None:
-            r = rule.rhs(**bound)
-            if not blocked(n, r, under_activation):
-                return r
-    return None
-
-
-def _canon(e: Expr, ctx: Context = (False, False)) -> Expr:
-    key = e if ctx == (False, False) else (e, ctx)
+def _canon(e: Expr, by_depth: bool = False) -> Expr:
+    """The rules' fixpoint of ``e`` (``by_depth``: every chain folded by depth)."""
+    key = (e, True) if by_depth else e
     hit = _MEMO.get(key)
     if hit is not None:
         return hit
     if not e.args:
         result = e
     else:
-        inner = (e.op.is_activation, ctx[1])
-        args = [_canon(a, inner) for a in e.args]
+        args = [_canon(a, by_depth) for a in e.args]
         o = e.op
         if o.associative:
-            n, kept_apart = _chain(o, [x for a in args for x in _operands(o.name, a)], ctx)
-            if kept_apart:  # below an activation: copies of one operand that is no activation there
-                alone = {_canon(x, ctx) for a in e.args for x in _operands(o.name, a)}
-                if o.idempotent and len(alone) == 1 and not next(iter(alone)).op.is_activation:
-                    n = next(iter(alone))
+            n = _chain(o, [x for a in args for x in _operands(o.name, a)], by_depth)
         else:
             if o.commutative and order_key(args[1]) < order_key(args[0]):
                 args.reverse()
             n = node(o, *args)
-        r = _rewrite(n, ctx[0]) if n.args else None
-        result = n if r is None else _canon(r, ctx)
+        r = rewrite_once(n) if n.args else None
+        result = n if r is None else _canon(r, by_depth)
     if len(_MEMO) > _MEMO_LIMIT:
         _MEMO.clear()
     _MEMO[key] = result
-    _MEMO[result if ctx == (False, False) else (result, ctx)] = result
+    _MEMO[(result, True) if by_depth else result] = result
     return result
+
+
+def _nests(e: Expr) -> int:
+    """How often an activation sits directly inside an activation in ``e``."""
+    return sum(n.op.is_activation and n.args[0].op.is_activation for n in e.walk() if n.args)
+
+
+def _unnest(e: Expr, by_depth: bool, under_activation: bool = False) -> Expr:
+    """``e`` with every activation that sits directly inside an activation written ``neg(neg(u))``
+    (the same value, exactly; nothing duplicated, so no linear is), bottom up; operands re-sorted
+    (their sizes grew)."""
+    if not e.args:
+        return e
+    args = [_unnest(a, by_depth, e.op.is_activation) for a in e.args]
+    o = e.op
+    if o.associative:
+        n = fold(o, sorted((x for a in args for x in _operands(o.name, a)), key=order_key), by_depth)
+    else:
+        if o.commutative and order_key(args[1]) < order_key(args[0]):
+            args.reverse()
+        n = node(o, *args)
+    return node("neg", node("neg", n)) if under_activation and n.op.is_activation else n
 
 
 def canonicalize(e: Expr) -> Expr:
     """The canonical form of ``e`` (memoised per node; cheap on repeated subtrees)."""
-    result = _canon(e)
+    result, by_depth = _canon(e), False
     if result.depth > MAX_NESTING:  # left folds nest deeper than the parser reads: fold by depth
-        result = _canon(e, (False, True))
+        result, by_depth = _canon(e, True), True
+    if _nests(result):  # an activation right inside one is invalid: neg(neg(u)), one form per class
+        result = _unnest(result, by_depth)
     if VERIFY:
         verify_canonical(result)
     return result
@@ -205,12 +205,13 @@ def verify_canonical(e: Expr) -> None:
         if o.commutative and not o.associative and order_key(n.args[1]) < order_key(n.args[0]):
             raise ExprSearchError(f"verify: commutative operands out of order in {n}")
         under = parent is not None and parent.is_activation
+        if under and o.is_activation:
+            raise ExprSearchError(f"verify: {o.name} directly inside {parent.name} in {e}")
         if o.associative and parent is not o:
             ops = sorted(_operands(o.name, n), key=order_key)
             if n is not fold(o, ops) and n is not fold(o, ops, True):
                 raise ExprSearchError(f"verify: {o.name} chain not flattened, sorted and folded in {n}")
-            if o.idempotent and any(x is y for x, y in zip(ops, ops[1:])) and \
-                    not (under and len(ops) == 2 and ops[0].op.is_activation):
+            if o.idempotent and any(x is y for x, y in zip(ops, ops[1:])):
                 raise ExprSearchError(f"verify: {o.name} chain keeps a repeated operand in {n}")
         for rule in RULES:
             bound = match(rule.lhs, n, {})
