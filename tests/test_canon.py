@@ -16,13 +16,14 @@ import exprsearch.lang.canon as canon
 from exprsearch import Space, sample
 from exprsearch.errors import ExprSearchError
 from exprsearch.lang.canon import (
+    blocked,
     canonical_key,
     canonicalize,
     canonicalize_spec,
     verify_canonical,
 )
 from exprsearch.lang.expr import WB1, Expr, ModelSpec, X, node, order_key
-from exprsearch.lang.numeric import Probe, evaluate, fingerprint
+from exprsearch.lang.numeric import Probe, evaluate, fingerprint, informative
 from exprsearch.lang.ops import OPS, Kind
 from exprsearch.lang.parsing import parse, parse_spec
 from exprsearch.lang.rewrite import RULES, Pat, match, rewrite_once, rules_for
@@ -293,18 +294,37 @@ def test_rule_is_an_exact_identity_that_shrinks(rule):
     assert len(seen) > 10, "random instances are diverse"
 
 
-# Every rule's random instances canonicalise like their right-hand side (the set is confluent).
+# Every rule's random instances canonicalise like their right-hand side (the set is confluent),
+# except where a rewrite would nest an activation directly inside one: the canonicaliser does not
+# make it (a valid expression stays valid), so two forms may stay apart there -- both fixpoints
+# with a rule left unapplied (the fingerprint merges them).
 JOINABLE = tuple(r.name for r in RULES)
+
+
+def nested_activations(e: Expr) -> int:
+    return sum(n.op.is_activation and n.args[0].op.is_activation for n in e.walk() if n.args)
+
+
+def has_blocked_site(e: Expr) -> bool:
+    return any(match(r.lhs, n, {}) is not None for n in e.walk() for r in RULES)
 
 
 @pytest.mark.parametrize("name", JOINABLE)
 def test_applying_a_rule_keeps_the_canonical_form(name):
     (rule,) = [r for r in RULES if r.name == name]
     rng = random.Random(len(name) * 104729)
+    joined = 0
     for _ in range(150):
         lhs = instantiate(rule.lhs, rng, {})
         rhs = rule.rhs(**match(rule.lhs, lhs, {}))
-        assert canonicalize(lhs) is canonicalize(rhs), (str(lhs), str(rhs))
+        cl, cr = canonicalize(lhs), canonicalize(rhs)
+        if cl is cr:
+            joined += 1
+            continue
+        assert has_blocked_site(cl) or has_blocked_site(cr), (str(lhs), str(rhs))
+        assert nested_activations(cl) <= nested_activations(lhs) and nested_activations(cr) <= nested_activations(rhs)
+        assert same_values(evaluate(cl), evaluate(cr))
+    assert joined >= 75  # most instances still join
 
 
 # -- canonicalisation on generated expressions -------------------------------------------------
@@ -348,14 +368,16 @@ def test_canonicalisation_is_idempotent_and_preserves_values(seed, which):
     assert canonicalize(c) is c
     canon._MEMO.clear()
     assert canonicalize(e) is c
-    assert c.size <= e.size
+    free = canon._canon(e)  # the rules' fixpoint shrinks; an activation it nests is written max(u, u)
+    assert free.size <= e.size and c in (free, canon._unnest(free, False))
     assert str(c) == canonical_key(e)
     reassociated = any(n.op.name == "add" for n in e.walk())  # add chains are re-associated: rounding only
     for p in PROBES[:2]:
         u, v = evaluate(e, p), evaluate(c, p)
         assert same_values(u, v) or (reassociated and torch.allclose(u, v, rtol=1e-12, atol=1e-12, equal_nan=True)), \
             (str(e), str(c))
-    assert fingerprint(e) == fingerprint(c)
+    if informative(evaluate(e)):  # saturated values are hashed with the text (dedup fingerprints c)
+        assert fingerprint(e) == fingerprint(c)
     # equivalent scrambles of e canonicalise to the same node
     for _ in range(3):
         s = scramble(e, rng, full=(which == "ref"))

@@ -54,7 +54,7 @@ def test_a_model_that_learned_nothing_is_said_first(tmp_path, tiny_teacher, caps
     section = card.split("## Data, and better than guessing?")[1].split("## Size and speed")[0]
     assert "**Trained on only 100 of 180 training rows** (max_train cut the rest" in section  # 200 - 20 held out
     assert "20 other training rows, never trained on, chose the checkpoint and the seed" in section
-    assert "scored on 60 dev rows." in section and "noise_train.csv (training), noise_dev.csv (dev)" in section
+    assert "scored on 60 dev rows." in section and "noise\\_train.csv (training), noise\\_dev.csv (dev)" in section
     assert "| predictor | acc | predicts |" in section and "(the best constant on these rows) |" in section
     assert "**Warning: the student is not better than" in section
     # the log says it too: the cut and the warnings
@@ -104,3 +104,31 @@ def test_a_model_that_learned_is_not_warned_about():
     found = warnings(sts, constant_predictor(sts, y, y), flat, None)
     assert len(found) == 1 and found[0].startswith("the student's values are further from the labels than the "
                                                    "training mean's")
+
+
+def _info(task: str, **kw):
+    return {"task": task, "spec": "[x]", "main_metric": "mcc" if task == "CoLA" else "acc", "chosen_seed": 10000,
+            "student": {"mean": 31.25, "std": 1.5, "seeds": [{"seed": s, "status": "ok", "dev": {"acc": 0.8},
+                                                              "heldout": 0.81, "best_step": 5, "steps": 6}
+                                                             for s in (10000, 10001)]},
+            "standard": None, "teacher": {"acc": 90.0, "mcc": 40.0}, "params": 10, "nonembed_params": 4,
+            "ffn_params": 2, "flops_per_token": 1e6, "latency": {}, "command": "exprsearch distill x", "protocol": {},
+            **kw}
+
+
+def test_the_card_metadata_is_yaml_the_hub_reads():
+    """Issue 30 item 3: library_name, pipeline_tag, tags, base_model = the teacher, datasets and the
+    dev score as a model-index, parsed back with a YAML parser."""
+    import yaml
+
+    from exprsearch.ship.card import model_card
+    meta = yaml.safe_load(model_card(_info("CoLA", base_model="sentence-transformers/all-MiniLM-L6-v2")).split("---")[1])
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-classification"
+    assert "exprsearch" in meta["tags"] and meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert meta["datasets"] == ["glue"] and meta["metrics"] == ["matthews_correlation"]
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"] == {"name": "GLUE CoLA", "type": "glue", "config": "cola", "split": "validation"}
+    assert result["metrics"][0]["value"] == 31.25 and "mean of 2 seeds (std 1.50)" in result["metrics"][0]["name"]
+    mine = yaml.safe_load(model_card(_info("my:task #1")).split("---")[1])  # a user's task: quoted, no GLUE
+    assert "datasets" not in mine and "base_model" not in mine
+    assert mine["model-index"][0]["results"][0]["dataset"]["name"] == "my-task--1"

@@ -30,6 +30,12 @@ def cmd_compile(ns: argparse.Namespace) -> int:
     from exprsearch.compiler import FFNConfig, ffn_cost, lower
     from exprsearch.lang.standard import STANDARD_FFN
     from exprsearch.compiler.timing import StandardFFN, time_call
+
+    from .checks import MAX_BATCH, check_count
+    check_count("hidden", ns.hidden, 1, 16_384)
+    check_count("base_width", ns.base_width, 1, 65_536)
+    check_count("seq_len", ns.seq_len, 1, 4_096)
+    check_count("batch", ns.batch, 1, MAX_BATCH)
     e = parse(ns.expr, strict=not ns.relaxed)
     cfg = FFNConfig(hidden=ns.hidden, base_width=ns.base_width)
     gm = lower(e, cfg)

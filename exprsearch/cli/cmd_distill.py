@@ -7,6 +7,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from exprsearch.errors import ExprSearchError
+
+from .checks import check_final
 from .common import add_eval_options, eval_config, logger, run_best, spec_text
 from .main import command, emit
 from .options import add_dataclass_args, from_args
@@ -30,6 +33,14 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--final-dropout", type=float, default=0.1, help="student dropout while fine-tuning (default: 0.1)")
 
 
+def _student_bytes(cfg) -> int:
+    """About what the students take on disk: weights and ONNX, each at most the teacher's size."""
+    from exprsearch.kd.teacher import default_teacher_dir
+    teacher = Path(cfg.teacher) if cfg.teacher else default_teacher_dir()
+    weights = sum(f.stat().st_size for f in teacher.glob("*") if f.suffix in (".safetensors", ".bin", ".pt"))
+    return 2 * weights * len(cfg.tasks)
+
+
 def _target(ns: argparse.Namespace) -> tuple[str, str, tuple[Path, str] | None]:
     """(spec text, where it came from, (store, run) when it is a stored run's best candidate)."""
     from exprsearch.search.store import Store, default_store_path
@@ -48,8 +59,13 @@ def _target(ns: argparse.Namespace) -> tuple[str, str, tuple[Path, str] | None]:
 def cmd_distill(ns: argparse.Namespace) -> int:
     from exprsearch.kd.evaluate import Evaluator
     from exprsearch.kd.final import FinalConfig
+    from exprsearch.kd.glue import task
     from exprsearch.lang.parsing import parse_spec
     from exprsearch.ship.distill import distill
+    from exprsearch.ship.outdir import no_space, reserve
+    fcfg = from_args(FinalConfig, ns, **{k: v for k, v in FINAL_PRESETS.get(ns.preset or "", {}).items()
+                                         if not hasattr(ns, k)}, dropout=ns.final_dropout)
+    check_final(fcfg, ns.seeds)  # every option, the target and -o are checked before any training
     text, source, stored = _target(ns)
     spec = parse_spec(text, strict=False)
     run_cfg: dict = {}
@@ -59,22 +75,28 @@ def cmd_distill(ns: argparse.Namespace) -> int:
     cfg = eval_config(ns, stored=run_cfg.get("eval"))
     if not cfg.heldout_rows:  # the final protocol chooses checkpoints and the seed on held-out rows
         cfg = replace(cfg, heldout_rows=DEFAULT_HELDOUT, score_on="heldout")
-    fcfg = from_args(FinalConfig, ns, **{k: v for k, v in FINAL_PRESETS.get(ns.preset or "", {}).items()
-                                         if not hasattr(ns, k)}, dropout=ns.final_dropout)
-    log = logger(ns)
-    log(f"distilling {source}: {spec}" + (f" (the run's protocol: {', '.join(cfg.tasks)}, {cfg.heldout_rows} "
-                                          f"held-out rows)" if run_cfg.get("eval") else ""))
-    ev = Evaluator(cfg, log=log)
-    command_line = "exprsearch " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["distill"] \
-        else f"exprsearch distill {shlex.quote(str(spec))} --task {','.join(cfg.tasks)} -o DIR"
     baseline, used = None, [cfg.seed]
     if stored is not None:  # the run's own baseline (width-matched under its budget) and the seeds it trained with
         if run_cfg.get("baseline"):
             baseline = parse_spec(run_cfg["baseline"], strict=False)
         seed = int(run_cfg.get("search", {}).get("seed", cfg.seed))
         used = [seed] + [seed + k for k in range(1, int(run_cfg.get("search", {}).get("rerank_seeds", 0) or 0) + 1)]
-    results = distill(ev, spec, Path(ns.output), fcfg, ns.seeds, command=command_line, source=source,
-                      overwrite=ns.overwrite, log=log, baseline=baseline, used_seeds=used)
+    log = logger(ns)
+    names = list(dict.fromkeys(task(t).name for t in cfg.tasks))  # the evaluator's names: distill's folders
+    with reserve(Path(ns.output), names, ns.overwrite, _student_bytes(cfg)):
+        log(f"distilling {source}: {spec}" + (f" (the run's protocol: {', '.join(cfg.tasks)}, {cfg.heldout_rows} "
+                                              f"held-out rows)" if run_cfg.get("eval") else ""))
+        ev = Evaluator(cfg, log=log)
+        command_line = "exprsearch " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["distill"] \
+            else f"exprsearch distill {shlex.quote(str(spec))} --task {','.join(cfg.tasks)} -o DIR"
+        try:
+            results = distill(ev, spec, Path(ns.output), fcfg, ns.seeds, command=command_line, source=source,
+                              overwrite=ns.overwrite, log=log, baseline=baseline, used_seeds=used)
+        except Exception as err:
+            if no_space(err):  # nothing half-written is left: distill writes aside, then renames
+                raise ExprSearchError(f"no space left on the device of {ns.output}: the student was trained but "
+                                      f"could not be written ({err}); free some space and run again") from None
+            raise
     if stored is not None:  # the run's report links the cards
         from exprsearch.search.store import Store
         store = Store(stored[0], create=False)

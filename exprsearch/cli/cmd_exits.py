@@ -7,6 +7,7 @@ from typing import Any
 from exprsearch.errors import ConfigError
 from exprsearch.lang.display import table
 
+from .checks import check_exits
 from .common import add_eval_options, eval_config, logger, run_best, spec_text
 from .main import command, emit
 from .options import add_dataclass_args, from_args
@@ -46,6 +47,7 @@ def cmd_exits(ns: argparse.Namespace) -> int:
 
     from .options import to_dict
     ecfg, xcfg = eval_config(ns), from_args(ExitConfig, ns)
+    check_exits(xcfg)
     if (not ns.task and not ecfg.train_file) or len(ecfg.tasks) != 1:
         raise ConfigError("name one task: --task SST-2 (or your own data: --train FILE ...)")
     name = ecfg.tasks[0]

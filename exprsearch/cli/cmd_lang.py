@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 
-from exprsearch.errors import DSLError, ExprSearchError
+from exprsearch.errors import DSLError, ExprSearchError, check_number
 from exprsearch.lang.canon import canonicalize
 from exprsearch.lang.dag import dag_stats, to_dag
 from exprsearch.lang.dedup import Deduper
@@ -17,6 +17,7 @@ from exprsearch.lang.parsing import parse
 from exprsearch.lang.validity import width_of
 from exprsearch.space.generate import Space, count, enumerate_space, sample
 
+from .checks import check_count, check_space
 from .common import as_file
 from .main import command, emit
 from .options import add_dataclass_args, from_args, to_dict
@@ -90,11 +91,16 @@ def _canon_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relaxed", action="store_true", help="apply the relaxed validity rules")
     p.add_argument("--base-ratio", type=float, default=1.0, help="D / H of the model (default 1)")
     p.add_argument("--no-sympy", action="store_true", help="decide fingerprint matches numerically only")
+    p.add_argument("--sympy-seconds", type=float, default=30.0, help="sympy's time in all, once per expression; "
+                   "past it the numeric probes decide alone (default 30)")
 
 
 @command("canon", "canonical form and dedup groups of expressions")(_canon_options)
 def cmd_canon(ns: argparse.Namespace) -> int:
-    dd = Deduper(base_ratio=ns.base_ratio, use_sympy=not ns.no_sympy, full_proofs=not ns.no_sympy)
+    check_number(ns, "base_ratio", above=0, most=64)
+    check_number(ns, "sympy_seconds", least=0, most=86_400)
+    dd = Deduper(base_ratio=ns.base_ratio, use_sympy=not ns.no_sympy, full_proofs=not ns.no_sympy,
+                 sympy_seconds=ns.sympy_seconds)
     rows, records, errors = [], [], []
     first: dict[str, int] = {}
     for item in _read_inputs(ns.inputs):
@@ -118,12 +124,14 @@ def cmd_canon(ns: argparse.Namespace) -> int:
         groups.setdefault(rec["key"], []).append(f"#{rec['n']} {rec['source']}")
     groups = {k: v for k, v in groups.items() if len(v) > 1}
     summary = {"expressions": len(records), "classes": len(dd), "invalid": len(errors),
-               "duplicates": len(records) - len(dd), "proofs": dd.proofs, "collisions": dd.collisions}
+               "duplicates": len(records) - len(dd), "proofs": dd.proofs, "collisions": dd.collisions,
+               "sympy_seconds": round(dd.sympy_spent, 2)}
     lines = [table(rows, ["#", "source", "canonical form", "class"]), "",
              f"{len(records)} expressions, {len(dd)} distinct candidates, "
              f"{summary['duplicates']} duplicates (identical canonical form {dd.proofs['identical']}, "
              f"sympy {dd.proofs['sympy']}, numeric {dd.proofs['numeric']}), "
-             f"{dd.collisions} fingerprint collisions, {len(errors)} invalid"]
+             f"{dd.collisions} fingerprint collisions, {len(errors)} invalid"
+             + (f"; sympy {dd.sympy_spent:.1f} s (budget {ns.sympy_seconds:g} s)" if dd.sympy_spent >= 1 else "")]
     if groups:
         lines += ["", "dedup groups:"] + [f"  {k}\n    {', '.join(v)}" for k, v in groups.items()]
     emit(ns, "\n".join(lines), {"items": records, "groups": groups, "summary": summary,
@@ -160,6 +168,9 @@ def distinct_count(sp: Space, use_sympy: bool = False) -> dict:
 @command("space", "size of a search space (exact), distinct candidates, uniform samples")(_space_options)
 def cmd_space(ns: argparse.Namespace) -> int:
     sp = from_args(Space, ns)
+    check_space(sp)
+    check_count("samples", ns.samples, 0, 100_000)
+    check_count("limit", ns.limit, 1, 100_000_000)
     total = count(sp)
     rng = random.Random(ns.seed)
     samples = [str(sample(sp, rng)) for _ in range(max(0, ns.samples))]

@@ -11,6 +11,7 @@ from exprsearch.search.leaderboard import leaderboard_table, pareto, pareto_tabl
 from exprsearch.search.liveness import shown
 from exprsearch.search.presets import SEARCH_PRESETS
 
+from .checks import check_count, check_eval, check_search, check_stored, check_task_names
 from .common import resolve_run, task_options
 
 if TYPE_CHECKING:
@@ -51,9 +52,11 @@ def _configs(ns: argparse.Namespace):
     from exprsearch.search.search import SearchConfig
     s_preset, e_preset = SEARCH_PRESETS.get(ns.preset, ({}, {})) if ns.preset else ({}, {})
     scfg = from_args(SearchConfig, ns, **{k: v for k, v in s_preset.items() if not hasattr(ns, k)})
+    check_search(scfg)
     over = {k: v for k, v in e_preset.items() if not hasattr(ns, k)}
     over.update(task_options(ns, getattr(ns, "tasks", None)))
     ecfg = from_args(EvalConfig, ns, **over, seed=scfg.seed)
+    check_eval(ecfg)
     ecfg.torch_device()  # --device cuda without CUDA: an error now, not after the teacher's fine-tuning
     ecfg.check_data()  # a bad data file: one message, and no run in the store
     _check_with_teacher(scfg, ecfg)
@@ -88,6 +91,7 @@ def _check_with_teacher(scfg: SearchConfig, ecfg: EvalConfig) -> None:
 @command("search", "search FFN expressions (3 progressive stages) and store every candidate")(_search_options)
 def cmd_search(ns: argparse.Namespace) -> int:
     from exprsearch.search.search import Search
+    check_count("top", ns.top, 1, 1_000_000)
     configs = None if ns.resume else _configs(ns)  # every option checked before the store is touched
     store = _store(ns, create=not ns.resume)  # --resume needs the run's store
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
@@ -98,6 +102,11 @@ def cmd_search(ns: argparse.Namespace) -> int:
             raise ConfigError(f"run {run} cannot be resumed: " + (
                 "its stored config is damaged" if not config else
                 f"it is no search (made by exprsearch {config.get('command', 'of another version')})"))
+        from exprsearch.kd.protocol import EvalConfig
+        from exprsearch.search.search import SearchConfig
+        check_stored(SearchConfig, config["search"], f"run {run} cannot be resumed")
+        check_stored(EvalConfig, config["eval"], f"run {run} cannot be resumed")
+        check_task_names(config["eval"].get("tasks", ()))
         search = Search.resume(store, run, log=log)
         log(f"resuming run {run}: {store.count(run)} candidates already stored")
     else:
@@ -125,6 +134,7 @@ def _show_options(p: argparse.ArgumentParser) -> None:
 @command("show", "leaderboard and Pareto front of a stored run (or 'list' the runs)")(_show_options)
 def cmd_show(ns: argparse.Namespace) -> int:
     from exprsearch.lang.display import table
+    check_count("top", ns.top, 1, 1_000_000)
     store = _store(ns, readonly=True)
     if ns.run == "list":
         runs = [{**r, **dict(zip(("status", "notes"), shown(r["status"], r.get("notes"))))} for r in store.runs()]
@@ -186,9 +196,15 @@ def _report_options(p: argparse.ArgumentParser) -> None:
 @command("report", "write a self-contained HTML report of a stored run")(_report_options)
 def cmd_report(ns: argparse.Namespace) -> int:
     from exprsearch.search.report import write_report
+    check_count("top", ns.top, 1, 1_000_000)
+    if Path(ns.output).is_dir():
+        raise ConfigError(f"-o {ns.output} is a directory: name the HTML file to write, e.g. {Path(ns.output) / 'report.html'}")
     store = _store(ns, readonly=True)
     run = resolve_run(store, ns.run)
-    path = write_report(store, run, ns.output, top=ns.top)
+    try:
+        path = write_report(store, run, ns.output, top=ns.top)
+    except OSError as err:
+        raise ConfigError(f"cannot write {ns.output}: {err.strerror or err}") from None
     emit(ns, f"wrote {path}", {"report": str(path), "run": run})
     return 0
 

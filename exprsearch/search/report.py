@@ -139,7 +139,8 @@ def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> 
     figs["distilled"] = _distilled_html(store.artifacts(run_id), Path(out))
     figs["exits"] = _exits_html(store.exits(run_id), tmp, plot_exits)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "stopped")}
-    best_html = (f"<p>score {ok[0]['score']:.2f}, {ok[0]['params'] / 1e6:.2f}M params</p><pre>"
+    params = "-" if ok and ok[0]["params"] is None else f"{ok[0]['params'] / 1e6:.2f}M" if ok else ""  # damaged: -
+    best_html = (f"<p>score {ok[0]['score']:.2f}, {params} params</p><pre>"
                  + html.escape(row_spec(ok[0]["spec"]).to_lines()) + "</pre>") if ok else "<p>-</p>"
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>exprsearch run {html.escape(run_id)}</title>
 <style>{_CSS}</style></head><body>

@@ -61,7 +61,8 @@ class Search:
             lambda: teacher_price(self._teacher_config(), self._labels()))
         self.run_id = run_id or store.new_run({"search": asdict(scfg), "eval": asdict(ecfg),
                                                "baseline": str(self._baseline)})
-        self.dedup = Deduper(use_sympy=False)
+        d_over_h = ecfg.base_width / self._teacher_config()["hidden_size"] if ecfg.base_width else 1.0
+        self.dedup = Deduper(base_ratio=d_over_h, use_sympy=False)  # D / H decides which widths an expression cuts
         self._reps: dict[str, Any] = {}
         self.seen: set[str] = set()
         self.stats = {"evaluated": 0, "reused": 0, "duplicates": 0, "over_budget": 0, "failed": 0, "reseeded": 0}

@@ -36,6 +36,9 @@ from exprsearch.errors import ExprSearchError
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.search.stats import mean_std
 
+from .damage import typed
+from .storefile import creation_message, readonly_uri, remove_new
+
 __all__ = ["Store", "default_store_path", "StoreError", "COLUMNS", "row_spec"]
 
 COLUMNS = ("run_id", "key", "spec", "stage", "status", "reason", "score", "metrics", "params", "flops",
@@ -105,10 +108,10 @@ class Store:
         self.path = Path(path)
         if (readonly or not create) and not self.path.is_file():
             raise StoreError(f"{self.path}: no such store (a search creates it; --store names another file)")
+        new = not readonly and not self.path.exists()  # made here: removed whole if it cannot be
         try:
-            if readonly:
-                self.db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=timeout,
-                                          isolation_level=None)
+            if readonly:  # no -wal/-shm left beside it (storefile.py)
+                self.db = sqlite3.connect(readonly_uri(self.path), uri=True, timeout=timeout, isolation_level=None)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
@@ -126,10 +129,14 @@ class Store:
                 self.db.execute("ALTER TABLE candidates ADD COLUMN latency TEXT")  # latency spread, relative (JSON)
             if "ffn_params" not in {r[1] for r in self.db.execute("PRAGMA table_info(candidates)")}:
                 self.db.execute("ALTER TABLE candidates ADD COLUMN ffn_params INTEGER")  # the column a newer version added
-        except sqlite3.DatabaseError as err:
+        except (sqlite3.DatabaseError, OSError) as err:
+            if new:  # a full disk: no 4 kB store and -wal/-shm left, and the disk is named, not the store
+                getattr(self, "db", None) and self.db.close()
+                remove_new(self.path)
+                raise StoreError(creation_message(self.path, str(err))) from None
+            if isinstance(err, OSError):
+                raise StoreError(f"{self.path}: cannot open the store ({err})") from None
             raise self._error(err, "not a usable exprsearch store") from None
-        except OSError as err:
-            raise StoreError(f"{self.path}: cannot open the store ({err})") from None
 
     def _check_schema(self, empty_ok: bool) -> bool:
         """True if the file holds an exprsearch store, False if it is empty and ``empty_ok`` (a
@@ -207,8 +214,9 @@ class Store:
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run: id, created, status, candidate count and best score (re-scored rows: their mean)."""
-        out = [dict(r) for r in self._rows(
-            "SELECT r.run_id, r.created, r.status, r.notes, COUNT(c.key) AS candidates, MAX(c.score) AS best "
+        out = [typed(dict(r)) for r in self._rows(
+            "SELECT r.run_id, r.created, r.status, r.notes, COUNT(c.key) AS candidates, "
+            "MAX(CASE WHEN typeof(c.score) IN ('real', 'integer') THEN c.score END) AS best "
             "FROM runs r LEFT JOIN candidates c ON c.run_id = r.run_id GROUP BY r.run_id ORDER BY r.created")]
         rescored = ({x[0] for x in self._rows("SELECT DISTINCT run_id FROM reseeds")}
                     if self._has_reseeds() else set())
@@ -384,4 +392,4 @@ def _decode(row: sqlite3.Row, columns: tuple[str, ...] = ("metrics", "curves", "
                 value = kind()
                 d.setdefault("damaged", []).append(k)
             d[k] = value
-    return d
+    return typed(d)  # wrong-typed values (text in score, NaN metrics) read as missing: damage.py

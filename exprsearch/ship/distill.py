@@ -26,6 +26,7 @@ import torch
 
 from exprsearch.errors import ConfigError, ExprSearchError
 from exprsearch.kd.final import FinalConfig, FinalRun, finetune, fresh_seeds
+from exprsearch.kd.teacher import hub_id
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.search.pricing import matched_standard, price_spec
 from exprsearch.search.stats import mean_std
@@ -82,7 +83,7 @@ def check_onnx(model: Any, path: Path) -> dict[str, Any]:
         worst = max(worst, float(abs(got - want).max()))
     if worst > 1e-4:
         raise ExprSearchError(f"the ONNX export of {path.parent.name} differs from PyTorch by {worst:.2e} (> 1e-4)")
-    return {"onnx": path.name, "max_abs_diff": worst}
+    return {"onnx": path.name, "max_abs_diff": worst, "onnx_inputs": names}
 
 
 def _summary(runs: list[FinalRun], main: str, spec: ModelSpec, ffn_params: int) -> dict[str, Any]:
@@ -168,7 +169,7 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
         info = {"task": name, "spec": str(spec), "chosen_seed": best.seed, "main_metric": st.task.main,
                 "student": _summary(mine, st.task.main, spec, ffn["student"]),
                 "standard": _summary(theirs, st.task.main, standard, ffn["standard"]) if with_std else None,
-                "teacher": {k: 100 * v for k, v in st.teacher_metrics.items()}, "protocol": {
+                "teacher": {k: 100 * v for k, v in st.teacher_metrics.items()}, "base_model": hub_id(ev.teacher_dir), "protocol": {
                     "epochs": fcfg.epochs_for(name), "eval_every": fcfg.every(best.steps), "dropout": fcfg.dropout,
                     "heldout_rows": len(st.heldout), "lr": ev.cfg.lr, "batch_size": ev.cfg.batch_size,
                     "steps": best.steps, "seeds": seed_list,

@@ -33,6 +33,8 @@ import numpy as np
 
 from exprsearch.kd.glue import Task, compute_metrics, metric_std
 
+from .markdown import md
+
 __all__ = ["constant_predictor", "judge", "warnings", "check", "data_line", "card_lines", "headline", "MARGIN"]
 
 MARGIN = 2.0  # a model beats the constant when its main metric is higher by more than this many bootstrap stds
@@ -130,7 +132,7 @@ def data_line(check: dict[str, Any]) -> str:
     **Trained on only 200 of 1,300 training rows** (max_train cut the rest: --max-train none keeps
     them all); 200 other training rows, never trained on, chose the checkpoint and the seed;
     **scored on only 100 of 500 dev rows** (max_dev cut the rest: --max-dev none keeps them all).
-    Data: qnli_train.jsonl (training).
+    Data: qnli\\_train.jsonl (training).
     """
     c = check.get("counts") or {}
     if not c:
@@ -142,7 +144,7 @@ def data_line(check: dict[str, Any]) -> str:
         return (f"**{verb} on only {n:,} of {before:,} {what} rows** ({limit} cut the rest: "
                 f"--{limit.replace('_', '-')} none keeps them all)")
 
-    files = ", ".join(f"{Path(f).name} ({'training' if s == 'train' else s})" for s, f in check.get("files") or [])
+    files = ", ".join(f"{md(Path(f).name)} ({'training' if s == 'train' else s})" for s, f in check.get("files") or [])
     return (part(c["train"], c["train_before_cut"], "training", "Trained", "max_train")
             + (f"; {c['heldout']:,} other training rows, never trained on, chose the checkpoint and the seed"
                if c.get("heldout") else "")
@@ -160,11 +162,11 @@ def card_lines(check: dict[str, Any]) -> list[str]:
              f"| this student (seed {check['seed']}) | {_cells(check, student)} | {student['note']} |"]
     if teacher is not None:
         lines.append(f"| teacher | {_cells(check, teacher)} | {teacher['note']} |")
-    lines += [f"| {const['what']} | {_cells(check, const)} | |", ""]
+    lines += [f"| {md(const['what'])} | {_cells(check, const)} | |", ""]
     if check["warnings"]:
-        lines += [f"**Warning: {w}.**" for w in check["warnings"]]
+        lines += [f"**Warning: {md(w)}.**" for w in check["warnings"]]
     else:
-        lines.append(f"The student and the teacher are better than {const['what'].split(' (')[0]} by more than "
+        lines.append(f"The student and the teacher are better than {md(const['what'].split(' (')[0])} by more than "
                      f"{MARGIN:g} bootstrap stds.")
     return lines
 
@@ -173,5 +175,5 @@ def headline(check: dict[str, Any]) -> list[str]:
     """The warnings in short, for the top of the card (the section below has the numbers)."""
     if not check.get("warnings"):
         return []
-    return [f"**Warning: {'; '.join(w.split(' (')[0] for w in check['warnings'])}** (numbers: \"Data, and better "
+    return [f"**Warning: {md('; '.join(w.split(' (')[0] for w in check['warnings']))}** (numbers: \"Data, and better "
             f"than guessing?\" below).", ""]
