@@ -67,7 +67,7 @@ def run_finals(ev: Any, members: list[tuple[str, Any]], fcfg: Any, seeds: list[i
 
 
 def _main(task_name: str) -> str:
-    from exprsearch.kd.glue import task
+    from exprsearch.rows.glue import task
     return task(task_name).main
 
 

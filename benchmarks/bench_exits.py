@@ -45,7 +45,7 @@ def main() -> None:
     import torch
 
     from exprsearch.kd.exits import POLICIES, ExitConfig, run_exits
-    from exprsearch.kd.glue import task
+    from exprsearch.rows.glue import task
     from exprsearch.lang.parsing import parse_spec
     ecfg = eval_config(args, latency_batch=0)
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())

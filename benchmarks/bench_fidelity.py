@@ -77,7 +77,7 @@ def candidates(layers: int, n_random: int, n_evolved: int, budget: float, price,
 
 def summarise(names: list[str], proxy: dict[int, list], final: dict[int, list], tasks: list[str]) -> dict:
     """Mean +- std per candidate, the seed noise of each protocol, and the rank agreement."""
-    from exprsearch.kd.glue import task
+    from exprsearch.rows.glue import task
     from exprsearch.search.stats import kendall_tau, mean_std
 
     def scores(runs: dict[int, list], i: int, tasks_: list[str] | None = None) -> list[float]:

@@ -128,7 +128,7 @@ def fault_check(args: argparse.Namespace) -> dict:
     """Out of memory inside a real capture: the group shrinks, nothing fails, the RNG still draws."""
     import torch
 
-    from exprsearch.kd import faults
+    from exprsearch.engine import faults
     from exprsearch.kd.evaluate import EvalConfig, Evaluator
     from exprsearch.lang.parsing import parse_spec
     from exprsearch.search.presets import SEARCH_PRESETS

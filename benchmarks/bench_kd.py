@@ -53,7 +53,7 @@ def main() -> None:
     import torch
 
     from exprsearch.kd.evaluate import Evaluator
-    from exprsearch.kd.glue import task
+    from exprsearch.rows.glue import task
     from exprsearch.lang.parsing import parse_spec
     from exprsearch.search.stats import kendall_tau
     cfg = eval_config(args, teacher_task_epochs=args.teacher_task_epochs, group=args.group, streams=args.streams)

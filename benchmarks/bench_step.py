@@ -40,11 +40,11 @@ def main() -> None:
 
     from exprsearch.compiler import StudentConfig
     from exprsearch.kd.distill import KDConfig, KDLoss, SupernetStudent
-    from exprsearch.kd.glue import read_split, task
-    from exprsearch.kd.group import GroupTrainer, Member
+    from exprsearch.rows.glue import read_split, task
+    from exprsearch.engine.group import GroupTrainer, Member
     from exprsearch.kd.teacher import load_teacher, load_tokenizer
-    from exprsearch.kd.tokens import Batcher, encode
-    from exprsearch.kd.train import TrainConfig
+    from exprsearch.rows.tokens import Batcher, encode
+    from exprsearch.engine.train import TrainConfig
     from exprsearch.lang.parsing import parse_spec
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True

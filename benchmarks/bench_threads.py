@@ -6,7 +6,7 @@ Settings (each run in a fresh process, so OpenMP reads its environment at start)
   one       OMP_NUM_THREADS=1
   passive   today's threads, OMP_WAIT_POLICY=PASSIVE (threads sleep instead of spinning)
   interop1  today's threads, one inter-op thread (EXPRSEARCH_INTEROP=1)
-  auto      exprsearch's default: the cores other processes leave free (kd/threads.py)
+  auto      exprsearch's default: the cores other processes leave free (engine/threads.py)
 Loads: 0, 1 or 2 background processes, each a niced torch loop of matrix products with torch's
 default threads -- what a second, niced search does to the cores.  Measured: teacher fine-tuning
 steps/s of the quick preset's recipe (SST-2, batch 16, max_len 64; ``--steps`` steps, fresh cache)
@@ -36,9 +36,9 @@ BUSY = ("import torch\na = torch.randn(384, 384)\nwhile True:\n    for _ in rang
 STEPS = r'''
 import json, sys, time, torch
 from pathlib import Path
-from exprsearch.kd.glue import task
+from exprsearch.rows.glue import task
 from exprsearch.kd.teacher import TeacherConfig, finetune_teacher
-from exprsearch.kd.threads import apply
+from exprsearch.engine.threads import apply
 t = apply(0)  # what exprsearch does (the environment wins)
 if "EXPRSEARCH_INTEROP" in __import__("os").environ:
     torch.set_interop_threads(int(__import__("os").environ["EXPRSEARCH_INTEROP"]))
@@ -127,7 +127,7 @@ def main() -> None:
     ap.add_argument("--jobs", action="store_true", help="also time the whole quick preset (today / auto, load 0 / 1)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
-    from exprsearch.kd.threads import busy_elsewhere, usable_cores
+    from exprsearch.engine.threads import busy_elsewhere, usable_cores
     log = Log()
     cores = usable_cores()
     result = {"benchmark": "bench_threads", "device": device_name(), "cores": cores, "load_before": busy_elsewhere(1.0),

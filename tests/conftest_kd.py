@@ -131,7 +131,7 @@ EASY_TEACHER_CFG = dict(epochs=2.0, lr=3e-3, batch_size=16, max_len=32)
 @pytest.fixture(scope="session")
 def easy_teacher(tiny_teacher, easy_glue, kd_cache) -> Path:
     """The tiny teacher fine-tuned on the easy synthetic SST-2 (dev accuracy ~1)."""
-    from exprsearch.kd.glue import task
+    from exprsearch.rows.glue import task
     from exprsearch.kd.teacher import TeacherConfig, finetune_teacher
     torch.manual_seed(0)  # finetune_teacher initialises the new classifier head from the global RNG
     return finetune_teacher(task("SST-2"), easy_glue, tiny_teacher, TeacherConfig(**EASY_TEACHER_CFG), kd_cache,

@@ -100,7 +100,7 @@ EQUIVALENT = [
 
 
 # Sign identities among the extension ops are left to the fingerprint (rules for them do not join
-# with neg(neg(a)) -> a; see exprsearch/rewrite.py): the Deduper merges these groups numerically.
+# with neg(neg(a)) -> a; see exprsearch/lang/rewrite.py): the Deduper merges these groups numerically.
 DEDUP_EQUIVALENT = [
     [f"sub({A},neg({B}))", f"add({A},{B})", f"add({B},{A})", f"sub({B},neg({A}))"],
     [f"add({A},neg({B}))", f"add(neg({B}),{A})", f"sub({A},{B})", f"neg(sub({B},{A}))"],

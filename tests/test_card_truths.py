@@ -13,7 +13,7 @@ import pytest
 from conftest_kd import easy_glue, kd_cache, one_thread, tiny_teacher  # noqa: F401
 
 from exprsearch.cli.main import main
-from exprsearch.kd.glue import task
+from exprsearch.rows.glue import task
 from exprsearch.ship.trivial import constant_predictor, judge, warnings
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -31,8 +31,8 @@ from conftest_search import (  # noqa: F401
 from exprsearch.kd.distill import ExprPool, SupernetStudent
 from exprsearch.kd.evaluate import Evaluator
 from exprsearch.kd.final import FinalConfig, finetune
-from exprsearch.kd.glue import Examples, task
-from exprsearch.kd.holdout import draw_heldout, task_rows
+from exprsearch.rows.glue import Examples, task
+from exprsearch.rows.holdout import draw_heldout, task_rows
 from exprsearch.lang.standard import STANDARD_SPEC, standard_ffn
 from exprsearch.search.search import SearchConfig, eval_hash
 from exprsearch.space.generate import Space

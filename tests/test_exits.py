@@ -31,9 +31,9 @@ from exprsearch.kd.exits import (
     train_exits,
     train_gates,
 )
-from exprsearch.kd.glue import compute_metrics
-from exprsearch.kd.tokens import Batcher
-from exprsearch.kd.train import predict
+from exprsearch.rows.glue import compute_metrics
+from exprsearch.rows.tokens import Batcher
+from exprsearch.engine.train import predict
 from exprsearch.lang.parsing import parse_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")

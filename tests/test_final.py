@@ -33,7 +33,7 @@ def test_the_best_held_out_checkpoint_is_kept(ev):
         assert r.heldout == max(v for _, v in r.curve) and (r.best_step, r.heldout) in r.curve
         assert 0.0 <= r.dev["acc"] <= 1.0 and "acc_std" in r.dev
         # the kept model is the chosen checkpoint: it scores the held-out rows as recorded
-        from exprsearch.kd.train import dev_metrics
+        from exprsearch.engine.train import dev_metrics
         st = ev.state["SST-2"]
         assert dev_metrics(r.model, st.heldout, st.task, ev.device)["acc"] == pytest.approx(r.heldout)
 

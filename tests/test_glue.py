@@ -1,4 +1,4 @@
-"""exprsearch.glue: every GLUE TSV layout, malformed rows, task lookup, metrics vs sklearn/scipy."""
+"""exprsearch.rows.glue: every GLUE TSV layout, malformed rows, task lookup, metrics vs sklearn/scipy."""
 from __future__ import annotations
 
 import random
@@ -11,8 +11,8 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from exprsearch.errors import ConfigError, ExprSearchError
-from exprsearch.kd.glue import TASKS, DataError, compute_metrics, read_split, task
-from exprsearch.kd.paths import bundled_glue
+from exprsearch.rows.glue import TASKS, DataError, compute_metrics, read_split, task
+from exprsearch.rows.paths import bundled_glue
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data" / "glue"
@@ -205,7 +205,7 @@ def test_bundled_slices_parse(name):
             real = read_split(SHARED, name, split, limit=n)
             assert real.texts == ex.texts[:n] and real.labels == ex.labels[:n]
         if name == "SST-2":  # the quick preset holds out the same sentences from the bundle as from the file
-            from exprsearch.kd.holdout import task_rows
+            from exprsearch.rows.holdout import task_rows
             a, b = (task_rows(g, TASKS[name], heldout_rows=1000, max_train=4000) for g in (glue, SHARED))
             assert a.heldout.texts == b.heldout.texts
 

@@ -1,4 +1,4 @@
-"""grammar/ffn.lark and exprsearch.ops.OPS list exactly the same operator names per kind."""
+"""grammar/ffn.lark and exprsearch.lang.ops.OPS list exactly the same operator names per kind."""
 from __future__ import annotations
 
 import re

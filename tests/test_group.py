@@ -1,4 +1,4 @@
-"""Candidates trained in lock-step (exprsearch/group.py) and the Evaluator's groups.
+"""Candidates trained in lock-step (exprsearch/engine/group.py) and the Evaluator's groups.
 
 A group must give each member exactly what training it alone gives (no cross-talk through the
 summed backward, the shared optimizer or the shared teacher pass), fail only the member that
@@ -26,10 +26,10 @@ from torch import nn
 from exprsearch.errors import DeviceError
 from exprsearch.kd.distill import KDLoss
 from exprsearch.kd.evaluate import Evaluator
-from exprsearch.kd.group import GroupTrainer, Member
-from exprsearch.kd.tokens import Batcher, Encoded
+from exprsearch.engine.group import GroupTrainer, Member
+from exprsearch.rows.tokens import Batcher, Encoded
 from exprsearch.lang.parsing import parse_spec
-from exprsearch.kd.train import TrainConfig
+from exprsearch.engine.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

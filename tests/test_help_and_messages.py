@@ -13,8 +13,8 @@ import pytest
 
 from exprsearch.cli import main as cli
 from exprsearch.cli.main import build_parser
-from exprsearch.kd.glue import DataError
-from exprsearch.kd.userdata import UserData, read_user_split, user_task
+from exprsearch.rows.glue import DataError
+from exprsearch.rows.userdata import UserData, read_user_split, user_task
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:

@@ -32,7 +32,7 @@ from exprsearch.errors import ConfigError
 from exprsearch.kd.distill import KDConfig, KDLoss, SupernetStudent
 from exprsearch.kd.evaluate import CandidateResult, Evaluator
 from exprsearch.lang.standard import STANDARD_FFN
-from exprsearch.kd.glue import read_split, task
+from exprsearch.rows.glue import read_split, task
 from exprsearch.kd.teacher import (
     TeacherConfig,
     finetune_teacher,
@@ -40,9 +40,9 @@ from exprsearch.kd.teacher import (
     load_tokenizer,
     teacher_info,
 )
-from exprsearch.kd.tokens import Batcher, encode
-from exprsearch.kd.group import train_one
-from exprsearch.kd.train import CandidateFailed, TrainConfig
+from exprsearch.rows.tokens import Batcher, encode
+from exprsearch.engine.group import train_one
+from exprsearch.engine.train import CandidateFailed, TrainConfig
 from exprsearch.lang.parsing import parse_spec
 
 STANDARD_SPEC = str(STANDARD_FFN)  # the standard FFN's text

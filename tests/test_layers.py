@@ -1,7 +1,8 @@
 """Imports point backwards only: the packages are layers in data-flow order.
 
-    exprsearch.errors  <  exprsearch.lang  <  exprsearch.space  <  exprsearch.compiler  <  exprsearch.kd
-                       <  exprsearch.search  <  exprsearch.ship  <  exprsearch.cli
+    exprsearch.errors  <  exprsearch.lang  <  exprsearch.space  <  exprsearch.compiler  <  exprsearch.rows
+                       <  exprsearch.engine  <  exprsearch.kd  <  exprsearch.search  <  exprsearch.ship
+                       <  exprsearch.cli
 
 A module may import its own layer and any earlier one, never a later one -- at module level or
 inside a function.  The package root ``exprsearch`` re-exports the language and the space (its
@@ -15,8 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["exprsearch.errors", "exprsearch.lang", "exprsearch.space", "exprsearch.compiler", "exprsearch.kd",
-          "exprsearch.search", "exprsearch.ship", "exprsearch.cli"]
+LAYERS = ["exprsearch.errors", "exprsearch.lang", "exprsearch.space", "exprsearch.compiler", "exprsearch.rows",
+          "exprsearch.engine", "exprsearch.kd", "exprsearch.search", "exprsearch.ship", "exprsearch.cli"]
 
 
 def layer(module: str) -> int | None:
@@ -95,3 +96,33 @@ def test_the_check_sees_a_forward_import(tmp_path):
         assert "exprsearch.kd.evaluate" in found and layer("exprsearch.kd.evaluate") > layer("exprsearch.lang.x")
     finally:
         bad.unlink()
+
+
+
+def cycles(package: str, sources: list[Path] = SOURCES) -> list[list[str]]:
+    """Import cycles among the modules of one package (imports inside functions count too)."""
+    import networkx as nx
+    graph = nx.DiGraph()
+    for path in sources:
+        mod = module_name(path).removesuffix(".__init__")
+        if mod.startswith(package + "."):
+            graph.add_node(mod)
+            graph.add_edges_from((mod, t) for _, t in imports(path) if t.startswith(package + ".") and t != mod)
+    return [sorted(c) for c in nx.simple_cycles(graph)]
+
+
+@pytest.mark.parametrize("package", ["exprsearch.rows", "exprsearch.engine", "exprsearch.kd"])
+def test_no_import_cycle_inside(package: str):
+    # e.g. glue -> userdata -> records: the reader of your own files does not import glue back
+    assert not cycles(package), cycles(package)
+
+
+def test_the_check_sees_a_cycle():
+    a, b = ROOT / "exprsearch" / "rows" / "_probe_a.py", ROOT / "exprsearch" / "rows" / "_probe_b.py"
+    try:
+        a.write_text("from .records import Task\nfrom ._probe_b import g\n")
+        b.write_text("def g():\n    from ._probe_a import Task\n")
+        assert cycles("exprsearch.rows", SOURCES + [a, b]) == [["exprsearch.rows._probe_a", "exprsearch.rows._probe_b"]]
+    finally:
+        a.unlink()
+        b.unlink()

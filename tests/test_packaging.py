@@ -45,7 +45,10 @@ def test_wheel_contains_grammar_and_examples(wheel: Path):
     assert "exprsearch/_grammar/ffn.lark" in names
     assert "exprsearch/data/examples.ffn" in names
     assert "exprsearch/lang/syntax.py" in names and "exprsearch/lang/ops.py" in names
-    assert {f"exprsearch/{p}/__init__.py" for p in ("lang", "space", "compiler", "kd", "search", "ship", "cli")} <= names
+    assert {f"exprsearch/{p}/__init__.py" for p in ("lang", "space", "compiler", "rows", "engine", "kd", "search", "ship",
+                                                    "cli")} <= names
+    # every package of the checkout ships (pyproject's list names each one)
+    assert {p.relative_to(ROOT).as_posix() for p in (ROOT / "exprsearch").rglob("*/__init__.py")} <= names
     assert "exprsearch/py.typed" in names and "exprsearch/compiler/lower.py" in names
     # the shipped model's own code: save_pretrained copies these next to the weights
     assert {f"exprsearch/compiler/hf/{m}_exprbert.py" for m in ("configuration", "modeling", "lsra", "exits", "ffn")} <= names

@@ -26,9 +26,9 @@ from conftest_search import (  # noqa: F401
 )
 
 from exprsearch.errors import DeviceError, RunAborted
-from exprsearch.kd import faults
+from exprsearch.engine import faults
 from exprsearch.kd.evaluate import Evaluator
-from exprsearch.kd.sizing import GIB, Footprint, plan
+from exprsearch.engine.sizing import GIB, Footprint, plan
 from exprsearch.lang.parsing import parse_spec
 from exprsearch.search.failures import STREAK
 from exprsearch.search.search import Search

@@ -15,10 +15,10 @@ import torch
 from conftest_kd import Recorder, easy_glue, eval_config, one_thread, quiet, tiny_teacher  # noqa: F401
 from conftest_search import SEARCH_EVAL, scfg
 
-import exprsearch.kd.checkpoint as checkpoint
+import exprsearch.engine.checkpoint as checkpoint
 from exprsearch.cli import main as cli
 from exprsearch.kd.distill import SupernetStudent
-from exprsearch.kd.glue import task
+from exprsearch.rows.glue import task
 from exprsearch.kd.prepare import locations, prepare
 from exprsearch.search.search import Search, eval_hash
 from exprsearch.search.store import Store

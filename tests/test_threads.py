@@ -1,9 +1,9 @@
-"""Issue 32: CPU thread counts that survive a busy machine (exprsearch/kd/threads.py)."""
+"""Issue 32: CPU thread counts that survive a busy machine (exprsearch/engine/threads.py)."""
 from __future__ import annotations
 
 import pytest
 
-from exprsearch.kd.threads import ENV_VARS, pick
+from exprsearch.engine.threads import ENV_VARS, pick
 
 
 @pytest.mark.parametrize("cores", [1, 2, 4, 16])

@@ -1,4 +1,4 @@
-"""exprsearch.tokens: tokenisation layout, the on-disk token cache, length-bucketed batches, 4-D masks."""
+"""exprsearch.rows.tokens: tokenisation layout, the on-disk token cache, length-bucketed batches, 4-D masks."""
 from __future__ import annotations
 
 import random
@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest_kd import base_tokenizer, load_base_tokenizer  # noqa: F401  (fixture)
 
-from exprsearch.kd.glue import read_split
-from exprsearch.kd.tokens import Batch, Batcher, Encoded, encode, tokenizer_digest
+from exprsearch.rows.glue import read_split
+from exprsearch.rows.tokens import Batch, Batcher, Encoded, encode, tokenizer_digest
 
 PAIRS = [("The cat sat on the mat.", "A cat is sitting."),
          ("Stocks fell sharply on Monday after the announcement of new tariffs.", "Markets dropped."),

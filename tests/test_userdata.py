@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from conftest_kd import kd_cache, one_thread, tiny_teacher  # noqa: F401
 
-import exprsearch.kd.userdata as userdata
+import exprsearch.rows.userdata as userdata
 from exprsearch.cli import main as cli
 from exprsearch.errors import ConfigError
-from exprsearch.kd.glue import DataError, task
+from exprsearch.rows.glue import DataError, task
 from exprsearch.kd.protocol import NEUTRAL, USER_FIELDS, EvalConfig
-from exprsearch.kd.userdata import UserData, read_user_split, user_task
+from exprsearch.rows.userdata import UserData, read_user_split, user_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -59,7 +59,7 @@ def _target(ns: argparse.Namespace) -> tuple[str, str, tuple[Path, str] | None]:
 def cmd_distill(ns: argparse.Namespace) -> int:
     from exprsearch.kd.evaluate import Evaluator
     from exprsearch.kd.final import FinalConfig
-    from exprsearch.kd.glue import task
+    from exprsearch.rows.glue import task
     from exprsearch.lang.parsing import parse_spec
     from exprsearch.ship.distill import distill
     from exprsearch.ship.outdir import no_space, reserve

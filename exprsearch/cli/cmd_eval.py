@@ -53,7 +53,7 @@ def _teacher_options(p: argparse.ArgumentParser) -> None:
 @command("teacher", "fine-tune the teacher on GLUE task(s) or your own data and cache it (never twice)")(_teacher_options)
 def cmd_teacher(ns: argparse.Namespace) -> int:
     from exprsearch.kd.evaluate import teacher_config
-    from exprsearch.kd.glue import task
+    from exprsearch.rows.glue import task
     from exprsearch.kd.prepare import locations
     from exprsearch.kd.teacher import finetune_teacher
     cfg = eval_config(ns)

@@ -265,7 +265,7 @@ def _prompt_session() -> Any:
     from prompt_toolkit.history import FileHistory
     from prompt_toolkit.validation import ValidationError, Validator
 
-    from exprsearch.kd.paths import cache_root
+    from exprsearch.rows.paths import cache_root
 
     class DSLValidator(Validator):
         def validate(self, document: Any) -> None:

@@ -1,4 +1,4 @@
-"""warm-up knowledge distillation: GLUE data --> tokens --> teacher fine-tuning --> supernet warm-up --> candidates trained in lock-step groups --> dev scores; early-exit training.
+"""warm-up knowledge distillation: teacher fine-tuning --> supernet warm-up --> candidates trained in lock-step groups --> scores; the final protocol; early-exit training.
 
-Imports: exprsearch.lang, exprsearch.space, compiler.
+Imports: exprsearch.lang, exprsearch.space, compiler, exprsearch.rows (the data), exprsearch.engine (the training loop).
 """

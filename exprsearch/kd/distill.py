@@ -30,9 +30,8 @@ from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import WB3, ModelSpec
 from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES
 from exprsearch.lang.standard import standard_ffn
-
-from .glue import Task
-from .tokens import Batch
+from exprsearch.rows.glue import Task
+from exprsearch.rows.tokens import Batch
 
 __all__ = ["KDConfig", "KDLoss", "SupernetStudent", "ExprPool"]
 

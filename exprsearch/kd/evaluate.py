@@ -27,18 +27,18 @@ from typing import Any, Callable
 import torch
 
 from exprsearch.compiler.student import set_dropout
+from exprsearch.engine.blame import candidates_fault as _candidates
+from exprsearch.engine.group import GroupTrainer, Member, is_oom, train_one
+from exprsearch.engine.sizing import Plan
+from exprsearch.engine.train import CandidateFailed, Curve, TrainConfig, dev_metrics
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.standard import standard_ffn
+from exprsearch.rows.glue import score, task
 
 from .distill import KDLoss
-from .glue import score, task
-from .blame import candidates_fault as _candidates
-from .group import GroupTrainer, Member, is_oom, train_one
 from .prepare import TaskState, locations, prefill, prepare
 from .protocol import EvalConfig, teacher_config
-from .sizing import Plan
-from .train import CandidateFailed, Curve, TrainConfig, dev_metrics
 
 CPU_GROUP = 8  # group size on the CPU when the config leaves it to the evaluator (0)
 
@@ -73,7 +73,7 @@ class Evaluator:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
         else:  # threads on a core another process holds stall every step (issue 32): take the free ones
-            from .threads import apply
+            from exprsearch.engine.threads import apply
             t = apply(cfg.threads)
             log(f"CPU threads: {t.count} ({t.why})")
         self.data_dir, self.teacher_dir, self.cache = locations(cfg)
@@ -103,7 +103,7 @@ class Evaluator:
         measured and logged: ``sizing.size_to_gpu``); this evaluator adopts the group size and
         graphs setting.  Explicit ``cfg.group`` / ``workers`` are kept (with a warning when they
         will not fit)."""
-        from .sizing import size_to_gpu
+        from exprsearch.engine.sizing import size_to_gpu
         p = (size_to_gpu(self, workers) if self.device.type == "cuda"
              else Plan(self.cfg.group or CPU_GROUP, workers or 1, False))
         self._group_size, self.graphs = p.group, p.graphs

@@ -30,14 +30,14 @@ import torch
 import torch.nn.functional as F
 
 from exprsearch.compiler.exits import EarlyExitBert, EntropyExit, GateExit, PatienceExit
+from exprsearch.engine.group import train_one
+from exprsearch.engine.train import TrainConfig, _autocast
 from exprsearch.errors import ConfigError, check_number, check_whole
 from exprsearch.lang.expr import ModelSpec
+from exprsearch.rows.glue import Task, compute_metrics
+from exprsearch.rows.tokens import Batcher, Encoded
 
 from .distill import task_loss
-from .glue import Task, compute_metrics
-from .tokens import Batcher, Encoded
-from .group import train_one
-from .train import TrainConfig, _autocast
 
 __all__ = ["ExitConfig", "POLICIES", "GATE_COSTS", "make_policy", "settings", "train_exits", "train_gates", "evaluate_policy",
            "time_policy", "sweep"]
@@ -254,7 +254,7 @@ def run_exits(spec: ModelSpec, task_name: str, ecfg: Any, xcfg: ExitConfig, *,
     ``swept_on`` says which -- since a threshold is picked from them}, "chosen": {policy: the
     configured setting measured on dev}}."""
     from .evaluate import Evaluator
-    from .glue import task
+    from exprsearch.rows.glue import task
     policies = policies or (xcfg.policy,)
     if task(task_name).regression:  # no class distribution: entropy is undefined, gates skip without an entropy exit
         if policies == ("entropy",):

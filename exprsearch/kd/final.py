@@ -23,10 +23,9 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from exprsearch.engine.train import TrainConfig, dev_metrics
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import ModelSpec
-
-from .train import TrainConfig, dev_metrics
 
 __all__ = ["FinalConfig", "FinalRun", "finetune", "final_steps", "fresh_seeds", "convergence", "FRESH_SEED"]
 

@@ -23,16 +23,17 @@ from typing import Any, Callable
 
 import torch
 
-from .checkpoint import Checkpoint
+from exprsearch.engine.checkpoint import Checkpoint
+from exprsearch.engine.group import train_one
+from exprsearch.engine.processes import how_it_ended, pool_processes
+from exprsearch.engine.train import Progress, TrainConfig, dev_metrics
+from exprsearch.rows.glue import Task
+from exprsearch.rows.holdout import task_rows
+from exprsearch.rows.tokens import Batcher, Encoded, encode
+
 from .distill import ExprPool, KDLoss, SupernetStudent
-from .glue import Task
-from .group import train_one
-from .holdout import task_rows
-from .processes import how_it_ended, pool_processes
 from .protocol import NEUTRAL, EvalConfig, teacher_config
 from .teacher import finetune_teacher, load_teacher, load_tokenizer
-from .tokens import Batcher, Encoded, encode
-from .train import Progress, TrainConfig, dev_metrics
 
 __all__ = ["TaskState", "prepare", "student_config", "prefill", "locations", "supernet_path"]
 
@@ -188,14 +189,14 @@ def prefill(cfg: EvalConfig, log: Callable[[str], None] = print) -> None:
 
 def locations(cfg: EvalConfig) -> tuple[Path, Path, Path]:
     """(GLUE data folder, teacher directory, cache folder) a protocol names, defaults resolved."""
-    from .paths import cache_root, resolve_data_dir
+    from exprsearch.rows.paths import cache_root, resolve_data_dir
     from .teacher import default_teacher_dir
     return (resolve_data_dir(cfg.data_dir), Path(cfg.teacher) if cfg.teacher else default_teacher_dir(),
             cache_root(cfg.cache_dir))
 
 
 def _prepare_one(cfg: EvalConfig) -> tuple[str, float]:
-    from .glue import task
+    from exprsearch.rows.glue import task
     t0 = time.perf_counter()
     name = cfg.tasks[0]
     data_dir, teacher_dir, cache = locations(cfg)

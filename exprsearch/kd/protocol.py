@@ -15,11 +15,11 @@ import torch
 
 from exprsearch.errors import ConfigError, check_number, check_whole
 from exprsearch.lang.dsl_errors import FIELD_MAX
+from exprsearch.rows.glue import is_glue, task
+from exprsearch.rows.userdata import UserData, check_files, register
 
 from .distill import KDConfig
-from .glue import is_glue, task
 from .teacher import TeacherConfig
-from .userdata import UserData, check_files, register
 
 __all__ = ["EvalConfig", "teacher_config", "EXECUTION_FIELDS", "NEUTRAL"]
 
@@ -70,7 +70,7 @@ class EvalConfig:
     warmup_sampling: str = "standard"   # supernet warm-up: standard (GELU FFNs of random X_Y) | space (random expressions)
     warmup_space: str = ""              # the space an op-sampling warm-up draws from (Space.describe(); "": the
                                         # reference space); a search sets its own
-    heldout_rows: int = 1000            # training rows held out of every training, the teacher's too (kd/holdout.py:
+    heldout_rows: int = 1000            # training rows held out of every training, the teacher's too (rows/holdout.py:
                                         # whole rows drawn to resemble dev; at most a fifth): every selection reads them
     score_on: str = "heldout"           # heldout: the score is read from the held-out rows | dev: from the dev rows
                                         # (the search refuses it: dev is reported, never selected on) | auto: heldout

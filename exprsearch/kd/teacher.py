@@ -21,13 +21,12 @@ from typing import Any
 
 import torch
 
+from exprsearch.engine.group import GroupTrainer, Member
+from exprsearch.engine.train import Progress, TrainConfig, dev_metrics
 from exprsearch.errors import ConfigError, ExprSearchError, check_number, check_whole
-
-from .glue import Task, file_digest
-from .group import GroupTrainer, Member
-from .holdout import task_rows
-from .tokens import Batcher, encode
-from .train import Progress, TrainConfig, dev_metrics
+from exprsearch.rows.glue import Task, file_digest
+from exprsearch.rows.holdout import task_rows
+from exprsearch.rows.tokens import Batcher, encode
 
 __all__ = ["check_teacher_dir", "default_teacher_dir", "hub_id", "load_tokenizer", "load_teacher", "teacher_digest", "finetune_teacher",
            "TeacherConfig", "offline", "fp32_kwargs"]
@@ -171,7 +170,7 @@ class TeacherConfig:
     skip_bad_rows: bool = False   # count and skip malformed data rows instead of stopping
     seed: int = 0                 # data order
     cuda_graphs: bool = True      # on CUDA: replay each length bucket's captured training step
-    heldout_rows: int = 0         # training rows held out of the teacher's training too (kd/holdout.py)
+    heldout_rows: int = 0         # training rows held out of the teacher's training too (rows/holdout.py)
 
     def __post_init__(self) -> None:
         check_number(self, "epochs", "lr", above=0)
@@ -233,7 +232,7 @@ def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherCon
 def _recipe(cfg: TeacherConfig) -> dict[str, Any]:
     """The fields that change the fine-tuned weights (not how the steps are executed); a teacher
     trained on every row keeps the key it had before held-out rows existed."""
-    from .holdout import HOLDOUT_RULE
+    from exprsearch.rows.holdout import HOLDOUT_RULE
     d = asdict(cfg)
     d.pop("cuda_graphs")
     if d["heldout_rows"]:

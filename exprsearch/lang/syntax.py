@@ -132,7 +132,7 @@ class _Builder(Transformer):
 
     unary = binary = linear = _call
 
-    # -- layer items and model fields (exprsearch.parsing assembles them into a ModelSpec) ------
+    # -- layer items and model fields (exprsearch.lang.parsing assembles them into a ModelSpec) ------
     @staticmethod
     def _err(msg: str, c: list) -> DSLSyntaxError:
         first, last = c[0], c[-1]

@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from exprsearch.errors import ConfigError, GraphMemoryLost
-from exprsearch.kd.processes import how_it_ended, pool_processes
+from exprsearch.engine.processes import how_it_ended, pool_processes
 from exprsearch.lang.expr import ModelSpec
 
 __all__ = ["Backend", "InlineBackend", "PoolBackend", "RayBackend", "make_backend"]
@@ -135,7 +135,7 @@ class PoolBackend(Backend):
 
     def _start(self) -> ProcessPoolExecutor:
         """A pool whose every worker holds its Evaluator: start-up is not search time."""
-        from exprsearch.kd.threads import pick
+        from exprsearch.engine.threads import pick
         ctx = mp.get_context("spawn")
         ready = ctx.Value("i", 0)
         threads = pick(self.cfg.threads or _torch_threads(), self.capacity)  # workers x threads <= the cores
@@ -298,6 +298,6 @@ def make_backend(name: str, cfg: Any, workers: int = 0, address: str | None = No
     device = ev.device
     del ev  # the workers hold their own; this process's memory goes back to the GPU
     if device.type == "cuda":
-        from exprsearch.kd.sizing import free_memory
+        from exprsearch.engine.sizing import free_memory
         free_memory(device)
     return PoolBackend(replace(cfg, group=plan.group, cuda_graphs=plan.graphs), plan.workers, log, warm=True)

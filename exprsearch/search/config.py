@@ -103,6 +103,6 @@ def eval_hash(cfg: EvalConfig) -> str:
     for k in execution + tuple(k for k, v in NEUTRAL.items() if d.get(k) == v):
         d.pop(k, None)  # a field added with a neutral default keeps older stores' hashes
     if cfg.heldout_rows:  # which rows are held out (and that the teacher never saw them) changes every score
-        from exprsearch.kd.holdout import HOLDOUT_RULE
+        from exprsearch.rows.holdout import HOLDOUT_RULE
         d["heldout_rule"] = HOLDOUT_RULE
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

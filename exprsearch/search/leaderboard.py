@@ -73,7 +73,7 @@ def pareto(rows: list[dict[str, Any]], keys: tuple[str, ...] = ("params", "laten
 
 def scored_on(r: dict[str, Any]) -> str:
     """Each task's main metric and the rows it was read from (held-out, or dev in older runs)."""
-    from exprsearch.kd.glue import scored_metric
+    from exprsearch.rows.glue import scored_metric
     out = []
     for t, m in (r.get("metrics") or {}).items():
         try:
@@ -94,7 +94,7 @@ def score_std(r: dict[str, Any]) -> float | None:
     >>> score_std({"metrics": {"SST-2": {"heldout_acc": 0.8, "heldout_acc_std": 0.02, "score": 0.8}}})
     2.0
     """
-    from exprsearch.kd.glue import scored_metric
+    from exprsearch.rows.glue import scored_metric
     ms = r.get("metrics") or {}
     try:
         stds = [scored_metric(t, m)[2] for t, m in ms.items()]

@@ -133,7 +133,7 @@ class Search:
         return self._baseline
 
     def _labels(self) -> int:
-        from exprsearch.kd.glue import task
+        from exprsearch.rows.glue import task
         return task(self.ecfg.tasks[0]).num_labels
 
     def prices(self, spec: ModelSpec) -> Price:

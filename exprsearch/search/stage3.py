@@ -16,7 +16,7 @@ import torch
 from exprsearch.compiler.student import set_dropout
 from exprsearch.kd.distill import KDLoss
 from exprsearch.kd.evaluate import Evaluator
-from exprsearch.kd.glue import score
+from exprsearch.rows.glue import score
 from exprsearch.lang.expr import AttnSpec, Expr, ModelSpec, node
 from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES, Kind, linear_op
 

@@ -51,8 +51,8 @@ _HUB_METRIC = {"acc": "accuracy", "f1": "f1", "mcc": "matthews_correlation", "pe
 
 def _front_matter(info: dict[str, Any]) -> list[str]:
     """The Hub's YAML metadata (every user string JSON-quoted: valid YAML)."""
-    from exprsearch.kd.glue import is_glue
-    from exprsearch.kd.glue import task as glue_task
+    from exprsearch.rows.glue import is_glue
+    from exprsearch.rows.glue import task as glue_task
     name, main = info["task"], info["main_metric"]
     glue = is_glue(name)
     metric = _HUB_METRIC.get(main, main)

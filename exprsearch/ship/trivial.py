@@ -10,7 +10,7 @@ where the student or the teacher is not better than the constant by more than ``
 bootstrap stds, or a regression student's values are further from the labels than the mean's.
 Invariant: every number comes from the dev rows the card reports; nothing here selects anything.
 
->>> from exprsearch.kd.glue import task
+>>> from exprsearch.rows.glue import task
 >>> t = task("SST-2")
 >>> const = constant_predictor(t, [0, 1, 1], [0, 0, 0, 1, 1])
 >>> const["what"], round(const["metrics"]["acc"], 2)
@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from exprsearch.kd.glue import Task, compute_metrics, metric_std
+from exprsearch.rows.glue import Task, compute_metrics, metric_std
 
 from .markdown import md
 
@@ -107,7 +107,7 @@ def warnings(t: Task, const: dict[str, Any], student: dict[str, Any], teacher: d
 def check(st: Any, model: Any, device: Any, seed: int) -> dict[str, Any]:
     """The check of a shipped ``model`` (seed ``seed``) on task state ``st``'s dev rows: the
     constant predictor, the student's and the teacher's predictions, the warnings, the rows."""
-    from exprsearch.kd.train import predict
+    from exprsearch.engine.train import predict
     t, labels = st.task, st.dev.labels.tolist()
     const = constant_predictor(t, st.train.enc.labels.tolist(), labels)
     student = judge(t, labels, predict(model, st.dev, t, device).tolist())

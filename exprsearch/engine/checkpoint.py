@@ -15,7 +15,7 @@ but tensors and plain values is unpickled (``weights_only``).
 >>> import random, tempfile, torch
 >>> from pathlib import Path
 >>> from .group import train_one
->>> from .tokens import Batcher, Encoded
+>>> from exprsearch.rows.tokens import Batcher, Encoded
 >>> from .train import TrainConfig
 >>> enc = Encoded(torch.randint(1, 50, (32, 6)), torch.zeros(32, 6, dtype=torch.long), torch.full((32,), 6),
 ...               torch.zeros(32))

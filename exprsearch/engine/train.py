@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from exprsearch.errors import ExprSearchError, check_number, check_whole
-
-from .glue import Task, compute_metrics, metric_std
-from .tokens import Batcher, Encoded
+from exprsearch.rows.glue import Task, compute_metrics, metric_std
+from exprsearch.rows.tokens import Batcher, Encoded
 
 __all__ = ["TrainConfig", "CandidateFailed", "predict", "dev_metrics",
            "Curve", "lr_factor", "param_groups", "bad_reason", "Progress"]

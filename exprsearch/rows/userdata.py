@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 from exprsearch.errors import suggest
 
-from .glue import DataError, Examples, Task
+from .records import DataError, Examples, Task
 
 __all__ = ["UserData", "user_task", "read_user_split", "register", "registered", "check_files", "FORMATS"]
 

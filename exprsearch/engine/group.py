@@ -30,7 +30,7 @@ in device tensors that the graph reads, so replays need no host synchronisation 
 the losses every ``log_every`` steps); a step that cannot be captured runs eagerly (``mode``).
 
 >>> import torch
->>> from .tokens import Encoded, Batcher
+>>> from exprsearch.rows.tokens import Encoded, Batcher
 >>> enc = Encoded(torch.randint(1, 50, (64, 6)), torch.zeros(64, 6, dtype=torch.long),
 ...               torch.full((64,), 6), torch.randint(0, 2, (64,)).float())
 >>> def mean_loss(m, batch, shared):
@@ -50,9 +50,9 @@ import torch
 from torch import nn
 
 from exprsearch.errors import DeviceError, GraphMemoryLost
+from exprsearch.rows.tokens import Batch, Batcher
 
 from . import faults
-from .tokens import Batch, Batcher
 from .train import (
     CandidateFailed,
     Curve,
@@ -307,7 +307,7 @@ def train_one(loss: Callable[[Any], torch.Tensor], params: list[tuple[str, nn.Pa
     the result is safe: ``checkpoint.done()``).
 
     >>> import torch
-    >>> from .tokens import Encoded, Batcher
+    >>> from exprsearch.rows.tokens import Encoded, Batcher
     >>> enc = Encoded(torch.randint(1, 50, (32, 6)), torch.zeros(32, 6, dtype=torch.long),
     ...               torch.full((32,), 6), torch.randint(0, 2, (32,)).float())
     >>> lin = torch.nn.Linear(6, 1)

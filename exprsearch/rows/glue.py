@@ -7,7 +7,8 @@ and labels) and the task's metrics.  Invariants: columns are found by header nam
 file has a header (CoLA has none: fixed columns); a malformed row is a ``DataError`` naming
 ``file:line`` unless ``skip_bad_rows`` counts and skips it; ``TASKS`` is the only list of GLUE
 tasks; a task of your own data (``userdata.py``: its ``files`` set) is found by ``task(name)`` once
-an ``EvalConfig`` registered it, and ``read_split`` reads its files.
+an ``EvalConfig`` registered it, and ``read_split`` reads its files.  The records themselves
+(``Task``, ``Examples``, ``DataError``) are ``records.py``'s, re-exported here.
 
 >>> TASKS["STS-B"].regression, TASKS["MNLI"].labels
 (True, ('contradiction', 'entailment', 'neutral'))
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -26,41 +26,11 @@ import numpy as np
 
 from exprsearch.errors import ConfigError, ExprSearchError, suggest
 
+from .records import DataError, Examples, Task
+from .userdata import read_user_split, registered
+
 __all__ = ["metric_std", "Task", "TASKS", "Examples", "DataError", "read_split", "compute_metrics", "score", "task",
            "file_digest", "is_glue", "main_metric", "scored_metric"]
-
-
-class DataError(ExprSearchError):
-    """A data file is missing or malformed (the message names ``file:line``)."""
-
-
-@dataclass(frozen=True)
-class Task:
-    """One GLUE task's file layout and metrics."""
-
-    name: str                          # folder name, as in the GLUE distribution
-    text: tuple[str, ...]              # text column names (one or two), or indices if no header
-    label: str | int                   # label column name (or index)
-    labels: tuple[str, ...] | None     # label vocabulary in file spelling; None = regression
-    metrics: tuple[str, ...]           # metrics reported
-    main: str                          # the metric used as fitness
-    header: bool = True                # does the file start with a header row?
-    dev: tuple[str, ...] = ("dev",)    # dev split file stems
-    files: tuple[tuple[str, str], ...] = ()  # a user task's (split, file) pairs (kd/userdata.py); () = GLUE
-
-    @property
-    def regression(self) -> bool:
-        return self.labels is None
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.labels is None else len(self.labels)
-
-    def identity(self) -> list:
-        """What a user task's caches must key on beyond its files' contents (its columns and label
-        vocabulary); [] for a GLUE task, whose cache keys stay as they were."""
-        return [list(map(str, self.text)), str(self.label), self.labels] if self.files else []
-
 
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task("CoLA", ("3",), 1, ("0", "1"), ("mcc", "acc"), "mcc", header=False),
@@ -88,11 +58,10 @@ def is_glue(name: str) -> bool:
 
 def task(name: str) -> Task:
     """Look a task up by name (case and '-' insensitive: ``sst2``, ``sts-b``): a GLUE task, or a
-    user task an ``EvalConfig`` of this process registered (``kd/userdata.py``)."""
+    user task an ``EvalConfig`` of this process registered (``rows/userdata.py``)."""
     key = _norm(name)
     if key in _ALIASES:
         return TASKS[_ALIASES[key]]
-    from .userdata import registered
     found = registered(name)
     if found is not None:
         return found
@@ -100,32 +69,6 @@ def task(name: str) -> Task:
     raise ConfigError(f"unknown GLUE task {name!r}" + (f"; did you mean {best!r}?" if best else
                       f"; choose from {', '.join(TASKS)}") + " (your own data: --train FILE --dev FILE "
                       "--text-columns COL --label-column COL)")
-
-
-@dataclass
-class Examples:
-    """Text pairs and labels of one split (labels are class ids, or floats for regression)."""
-
-    task: Task
-    path: Path
-    texts: list[tuple[str, ...]] = field(default_factory=list)
-    labels: list[float] = field(default_factory=list)
-    skipped: int = 0
-    part: str = ""  # which rows of the file, when not all of them in file order (kd/holdout.py)
-    cut_from: int | None = None  # the rows there were before a limit (max_train, max_dev) cut them
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    @property
-    def before_cut(self) -> int:
-        """How many rows there were before a limit cut them (``len`` when none did)."""
-        return len(self) if self.cut_from is None else self.cut_from
-
-    def head(self, n: int | None) -> "Examples":
-        if n is None or n >= len(self):
-            return self
-        return Examples(self.task, self.path, self.texts[:n], self.labels[:n], self.skipped, self.part, self.before_cut)
 
 
 def file_digest(path: Path) -> str:
@@ -148,7 +91,6 @@ def read_split(data_dir: str | Path, t: Task | str, split: str, *, skip_bad_rows
     unused)."""
     t = task(t) if isinstance(t, str) else t
     if t.files:
-        from .userdata import read_user_split
         return read_user_split(t, split, skip_bad_rows=skip_bad_rows, limit=limit)
     path = Path(data_dir) / t.name / f"{split}.tsv"
     if not path.is_file():

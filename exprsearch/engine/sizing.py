@@ -123,7 +123,7 @@ class _Fixed:
 def _batches(ev: Any, st: Any) -> list[Any]:
     """Synthetic batches of the task's shapes: the longest width first (the eager warm-up step),
     then each width twice (capture, replay)."""
-    from .tokens import Batch
+    from exprsearch.rows.tokens import Batch
     n, dev = ev.cfg.batch_size, ev.device
     widths = list(st.train.widths) or [ev.cfg.max_len]
     vocab = st.teacher.config.vocab_size

@@ -10,11 +10,11 @@ candidates, checkpoints and seeds, and the dev rows that are only ever reported.
   training seed, so held-out scores pair across seeds;
 * nothing of a held-out row is trained on: the row itself, every copy of it, and every training
   row it contains (SST-2 labels the phrases of each sentence) leave the training rows -- of the
-  teacher too (``teacher.py`` reads the same ``Rows``);
+  teacher too (``kd/teacher.py`` reads the same ``Rows``);
 * the draw looks at the texts only, never at a label or at the dev labels; ``max_train`` cuts the
   training rows *after* the hold-out, so a small preset still holds out whole sentences.
 
->>> from exprsearch.kd.glue import Examples, task
+>>> from exprsearch.rows.glue import Examples, task
 >>> t = task("SST-2")
 >>> sents = [f"w{i} a b c d e f g" for i in range(10)]
 >>> phrases = [s.split(" a ")[0] + " a" for s in sents]   # a phrase of each sentence
@@ -71,7 +71,7 @@ class Rows:
 def _count(ex: Examples, what: str, limit: str) -> str:
     """``ex``'s size for a log line, saying so where a limit cut it.
 
-    >>> from exprsearch.kd.glue import task
+    >>> from exprsearch.rows.glue import task
     >>> ex = Examples(task("SST-2"), Path("train.tsv"), [("a",)] * 200, [0.0] * 200, cut_from=1300)
     >>> _count(ex, "training", "max_train")
     '200 of 1,300 training rows (cut by max_train 200: --max-train none keeps them all)'
