@@ -21,11 +21,16 @@ True
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from torch import fx, nn
+from torch import fx
+
+from exprsearch.lang.expr import AttnSpec
 
 from .hf.lsra_exprbert import LSRACore, LSRASelfAttention
+
+if TYPE_CHECKING:
+    from .hf.modeling_exprbert import ExprBertLayer
 
 __all__ = ["LSRACore", "LSRASelfAttention", "lsra_graph", "attention_mm_flops", "layer_attention_flops",
            "module_attention_flops", "lsra_params", "lsra_heads"]
@@ -55,7 +60,7 @@ def attention_mm_flops(kind: str, hidden: int, heads: int, seq: int, kernel: int
     return 2.0 * 3 * half * half + 4.0 * seq * half + 2.0 * half * 2 * half + 2.0 * kernel * half + 2.0 * half * half
 
 
-def layer_attention_flops(spec: Any, hidden: int, heads: int, seq: int) -> float:
+def layer_attention_flops(spec: AttnSpec | None, hidden: int, heads: int, seq: int) -> float:
     """FLOPs per token of one layer's attention block as ``spec`` (an ``AttnSpec`` or None for
     standard MHA) builds it in a model with ``heads`` heads, output projection included."""
     if spec is not None and spec.kind == "lsra":
@@ -65,7 +70,7 @@ def layer_attention_flops(spec: Any, hidden: int, heads: int, seq: int) -> float
     return attention_mm_flops("mha", hidden, kept, seq, head_dim=hidden // heads) + 2.0 * width * hidden
 
 
-def module_attention_flops(layer: nn.Module, hidden: int, seq: int) -> float:
+def module_attention_flops(layer: ExprBertLayer, hidden: int, seq: int) -> float:
     """The same for a built HF ``BertLayer`` (LSRA or MHA with possibly pruned heads)."""
     sa = layer.attention.self
     if isinstance(sa, LSRASelfAttention):
@@ -75,6 +80,6 @@ def module_attention_flops(layer: nn.Module, hidden: int, seq: int) -> float:
     return attention_mm_flops("mha", hidden, kept, seq, head_dim=hd) + 2.0 * kept * hd * hidden
 
 
-def lsra_heads(spec: Any, full: int) -> int:
+def lsra_heads(spec: AttnSpec, full: int) -> int:
     """Heads of an LSRA layer: its own field, else half the model's (it sees half the channels)."""
     return spec.heads or max(1, full // 2)

@@ -18,16 +18,19 @@ from __future__ import annotations
 import functools
 import operator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from exprsearch.lang.expr import Expr
+from exprsearch.lang.expr import AttnSpec, Expr
 from exprsearch.lang.ops import OPS
 
-from .lower import FFNConfig, blocks_of, lower, slot_instances
+from .lower import CompileError, FFNConfig, blocks_of, lower, slot_instances
+
+if TYPE_CHECKING:
+    from .hf.modeling_exprbert import ExprBertPreTrainedModel
 
 __all__ = ["Cost", "CostProp", "graph_cost", "ffn_cost", "linear_cost", "student_cost", "spec_params", "LN_COST"]
 
@@ -71,7 +74,8 @@ class CostProp(fx.Interpreter):
         mm = ew = params = 0.0
         if n.op == "call_function":
             if n.target is F.linear:
-                x, w, b = (self.env[a] if isinstance(a, fx.Node) else a for a in n.args)
+                vals: list[Any] = [self.env[a] if isinstance(a, fx.Node) else a for a in n.args]
+                x, w, b = vals
                 mm = 2.0 * w.shape[0] * w.shape[1] * out.numel() / out.shape[-1]
                 params = w.numel() + (b.numel() if b is not None else 0)
                 ew = out.numel()  # the bias add
@@ -80,7 +84,7 @@ class CostProp(fx.Interpreter):
             elif n.target is operator.add:
                 ew = out.numel()
         elif n.op == "call_module":
-            mod = self.module.get_submodule(n.target)
+            mod = self.module.get_submodule(str(n.target))
             if isinstance(mod, nn.LayerNorm):
                 ew = LN_COST * out.numel()
                 params = sum(p.numel() for p in mod.parameters())
@@ -128,7 +132,7 @@ def linear_cost(e: Expr, cfg: FFNConfig) -> tuple[int, float]:
     return blocks * params, blocks * sum(2.0 * o * i for _, o, i in inst)
 
 
-def attention_params(attn: Any, hidden: int, heads: int) -> int:
+def attention_params(attn: AttnSpec | None, hidden: int, heads: int) -> int:
     """Parameters of one layer's attention block (self-attention, output projection, LayerNorm)."""
     from .attention import lsra_params
     h = hidden
@@ -139,7 +143,7 @@ def attention_params(attn: Any, hidden: int, heads: int) -> int:
 
 
 def spec_params(layers: list[Expr], cfg: FFNConfig, *, vocab: int, max_position: int, type_vocab: int,
-                num_labels: int, attn: Any = None, heads: int = 12) -> int:
+                num_labels: int, attn: Sequence[AttnSpec | None] | None = None, heads: int = 12) -> int:
     """Parameters of a whole BERT student for the per-layer expressions, without building it:
     embeddings (+ LayerNorm), per layer attention Q, K, V, O (+ LayerNorm) and the FFN from its
     linears' shapes (``linear_cost``), pooler and classifier.  Equals ``sum(p.numel())`` of
@@ -156,21 +160,25 @@ def head_flops(hidden: int, labels: int, seq_len: int) -> float:
     return (2.0 * hidden * hidden + 2.0 * hidden * labels) / seq_len
 
 
-def student_cost(model: nn.Module, seq_len: int, dtype_bytes: int = 2) -> dict[str, Any]:
+def student_cost(model: ExprBertPreTrainedModel, seq_len: int, dtype_bytes: int = 2) -> dict[str, Any]:
     """Parameters (exact) and FLOPs per token of a whole BERT student at sequence length ``seq_len``.
 
     Attention (per layer, as built: pruned heads, LSRA): projections + scores and weighted sum;
     FFNs: the cost model above; pooler and classifier counted once per sequence, divided by L."""
+    from .hf.modeling_exprbert import ExprBertForSequenceClassification
     from .student import ffn_modules  # avoid an import cycle
     cfg = model.config
     h = cfg.hidden_size
     ffn = Cost(0, 0.0, 0.0, 0.0)
     for gm in ffn_modules(model):
+        if not isinstance(gm, fx.GraphModule):
+            raise CompileError(f"costing needs lowered FFNs (torch.fx graphs), not {type(gm).__name__}")
         ffn = ffn + graph_cost(gm, h, dtype_bytes=dtype_bytes)
     from .attention import module_attention_flops
     from .heads import encoder_layers
     attn_mm = sum(module_attention_flops(layer, h, seq_len) for layer in encoder_layers(model))
-    head_mm = head_flops(h, model.classifier.out_features, seq_len) if hasattr(model, "classifier") else 0.0
+    head_mm = (head_flops(h, model.classifier.out_features, seq_len)
+               if isinstance(model, ExprBertForSequenceClassification) else 0.0)
     params = sum(p.numel() for p in model.parameters())
     return {"params": params, "ffn_params": ffn.params, "mm_flops_per_token": attn_mm + ffn.mm_flops_per_token + head_mm,
             "ffn": ffn.as_dict(), "attention_mm_flops_per_token": attn_mm, "seq_len": seq_len}

@@ -19,7 +19,7 @@ import contextlib
 import copy
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, TypeVar, cast
 
 import torch
 from torch import fx, nn
@@ -29,7 +29,7 @@ from exprsearch.lang.expr import Expr
 
 from .lower import FFNConfig, lower
 
-__all__ = ["ModuleCache", "maybe_compile", "autocast", "default_cache_dir"]
+__all__ = ["ModuleCache", "maybe_compile", "autocast", "default_cache_dir", "to_device"]
 
 
 def default_cache_dir() -> Path:
@@ -64,10 +64,11 @@ def lower_params_like(proto: fx.GraphModule) -> nn.Module:
     for m in root.modules():
         if isinstance(m, nn.LayerNorm):
             m.reset_parameters()
-        elif hasattr(m, "weight") and isinstance(getattr(m, "weight"), nn.Parameter) and hasattr(m, "bias"):
-            nn.init.kaiming_uniform_(m.weight, a=5 ** 0.5)  # nn.Linear's default initialisation
-            fan_in = m.weight.shape[1]
-            nn.init.uniform_(m.bias, -1 / fan_in ** 0.5, 1 / fan_in ** 0.5)
+        elif isinstance(getattr(m, "weight", None), nn.Parameter) and hasattr(m, "bias"):
+            weight, bias = getattr(m, "weight"), getattr(m, "bias")
+            nn.init.kaiming_uniform_(weight, a=5 ** 0.5)  # nn.Linear's default initialisation
+            fan_in = weight.shape[1]
+            nn.init.uniform_(bias, -1 / fan_in ** 0.5, 1 / fan_in ** 0.5)
     return root
 
 
@@ -79,7 +80,17 @@ def maybe_compile(module: nn.Module, enabled: bool, cache_dir: Path | None = Non
     d.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(d))
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-    return torch.compile(module)
+    return cast(nn.Module, torch.compile(module))  # a module's OptimizedModule
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def to_device(model: M, device: torch.device | str) -> M:
+    """``model.to(device)``, typed as ``model``: transformers wraps ``PreTrainedModel.to`` with
+    ``functools.wraps``, which type checkers read as an unbound function."""
+    moved: Any = model
+    return moved.to(device)
 
 
 @contextlib.contextmanager

@@ -25,23 +25,27 @@ config, early exit off until ``config.early_exit`` turns it on.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Iterable, cast
 
 import torch
 from torch import nn
 
 from exprsearch.errors import ConfigError
 
+from .execute import to_device
+from .heads import encoder_layers
 from .hf.exits_exprbert import (
     EntropyExit,
     ExitHead,
+    ExitPolicy,
     GateExit,
     PatienceExit,
     SkipGate,
     early_exits,
     normalized_entropy,
 )
-from .hf.modeling_exprbert import attention_mask_for
+from .hf.modeling_exprbert import ExprBertForSequenceClassification, attention_mask_for
+from .student import attach_spec, attached_spec
 
 __all__ = ["EarlyExitBert", "ExitHead", "SkipGate", "EntropyExit", "PatienceExit", "GateExit", "normalized_entropy",
            "with_exits"]
@@ -50,12 +54,13 @@ __all__ = ["EarlyExitBert", "ExitHead", "SkipGate", "EntropyExit", "PatienceExit
 class _FinalHead(nn.Module):
     """The student's own pooler + classifier as the last exit (not copied: shared)."""
 
-    def __init__(self, student: nn.Module) -> None:
+    def __init__(self, student: ExprBertForSequenceClassification) -> None:
         super().__init__()
         self.student = [student]  # a list: not registered twice as a submodule
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         s = self.student[0]
+        assert s.bert.pooler is not None  # EarlyExitBert checked it
         return s.classifier(s.dropout(s.bert.pooler(h)))
 
 
@@ -67,24 +72,29 @@ def _run_layer(layer: nn.Module, h: torch.Tensor, mask: torch.Tensor | None) -> 
 class EarlyExitBert(nn.Module):
     """``student`` plus per-layer exit heads and skipping gates (see the module docstring)."""
 
-    def __init__(self, student: nn.Module, dropout: float = 0.1) -> None:
+    def __init__(self, student: ExprBertForSequenceClassification, dropout: float = 0.1) -> None:
         super().__init__()
+        pooler = student.bert.pooler
+        if pooler is None:
+            raise ConfigError("exit heads start as copies of the student's pooler and classifier: it has no pooler")
         self.student = student
         cfg = student.config
         n, h, labels = cfg.num_hidden_layers, cfg.hidden_size, student.classifier.out_features
-        self.exits = nn.ModuleList([ExitHead(h, labels, dropout) for _ in range(n - 1)])
+        exits = [ExitHead(h, labels, dropout) for _ in range(n - 1)]
+        self.exits = nn.ModuleList(exits)
         self.final = _FinalHead(student)
         self.gates = nn.ModuleList([SkipGate(h) for _ in range(n - 1)])  # gate i decides layer i + 1
         self.gate_mode = "off"  # off | soft | hard
         with torch.no_grad():  # exits start as copies of the final head: a sensible first guess
-            for e in self.exits:
-                e.dense.load_state_dict(student.bert.pooler.dense.state_dict())
+            for e in exits:
+                e.dense.load_state_dict(pooler.dense.state_dict())
                 e.out.load_state_dict(student.classifier.state_dict())
 
     def reset_gates(self) -> None:
         """Gates back to their initial state (p(skip) = 0.12 everywhere), on the same device."""
-        dev = self.gates[0].lin.weight.device if len(self.gates) else None
-        for i, g in enumerate(self.gates):
+        gates = cast(Iterable[SkipGate], self.gates)
+        dev = next(self.gates.parameters()).device if len(self.gates) else None
+        for i, g in enumerate(gates):
             self.gates[i] = SkipGate(g.lin.in_features).to(dev)
 
     @property
@@ -119,14 +129,14 @@ class EarlyExitBert(nn.Module):
         return out, ran / len(self.layers)
 
     @torch.no_grad()
-    def infer(self, inputs: dict[str, torch.Tensor], policy: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def infer(self, inputs: dict[str, torch.Tensor], policy: ExitPolicy) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, labels), layers run per example (B,)) with per-example exits: rows that
         leave are dropped from the batch; rows a gate skips keep their hidden state."""
         h, mask = self._embed(inputs)
         return early_exits(h, mask, self.layers, self.head, policy, self.gates)
 
 
-def with_exits(model: EarlyExitBert, policy: Any) -> nn.Module:
+def with_exits(model: EarlyExitBert, policy: ExitPolicy) -> ExprBertForSequenceClassification:
     """The student of ``model`` with its exit heads inside (and, for the gate policy, its gates),
     the policy and its setting in the config, ``early_exit`` off: a new model, what
     ``ship.hf.write_hf_dir`` writes.  Its state dict is ``model``'s without the ``student.`` prefix."""
@@ -142,11 +152,11 @@ def with_exits(model: EarlyExitBert, policy: Any) -> nn.Module:
         config.exit_policy, config.exit_threshold = "gate", policy.threshold
     else:
         raise ConfigError(f"no exit policy {policy!r}: EntropyExit, PatienceExit or GateExit")
-    layers = student.bert.encoder.layer
+    layers = encoder_layers(student)
     out = type(student)(config, ffn=lambda i: copy.deepcopy(layers[i].ffn))
     state = {k.removeprefix("student."): v for k, v in model.state_dict().items()
              if config.exit_policy == "gate" or not k.startswith("gates.")}
     out.load_state_dict(state)
-    out.spec = student.spec
+    attach_spec(out, attached_spec(student))
     out.config._attn_implementation = student.config._attn_implementation
-    return out.to(next(student.parameters()).device).train(student.training)
+    return to_device(out, next(student.parameters()).device).train(student.training)

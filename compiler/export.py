@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ def export_onnx(model: nn.Module, path: str | Path, seq_len: int = 16, opset: in
     if "token_type_ids" in names:
         args += (torch.zeros_like(ids),)
     axes = {0: "batch", 1: "seq"}
-    kw = dict(input_names=names, output_names=["logits"],
+    kw: dict[str, Any] = dict(input_names=names, output_names=["logits"],
               dynamic_axes={**{n: axes for n in names}, "logits": {0: "batch"}})
     if opset:
         kw["opset_version"] = opset

@@ -10,27 +10,35 @@ computes with those heads' masks set to zero (tested).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import torch
 from torch import nn
 
+from .hf.lsra_exprbert import LSRASelfAttention
+
+if TYPE_CHECKING:
+    from .hf.modeling_exprbert import ExprBertLayer
+
 __all__ = ["encoder_layers", "head_masks", "head_importance", "prune_heads", "heads_of", "keep_top"]
 
 
-def encoder_layers(model: nn.Module) -> list[nn.Module]:
+def encoder_layers(model: nn.Module) -> list[ExprBertLayer]:
     """The transformer layers of a BERT model or of its classification wrapper."""
-    return list(getattr(model, "bert", model).encoder.layer)
+    base: Any = getattr(model, "bert", model)
+    return list(base.encoder.layer)
 
 
-def _is_mha(layer: nn.Module) -> bool:
+def _is_mha(layer: ExprBertLayer) -> bool:
     return hasattr(layer.attention.self, "attention_head_size")
 
 
-def heads_of(layer: nn.Module) -> int:
+def heads_of(layer: ExprBertLayer) -> int:
     """Heads of a layer's multi-head attention (an LSRA layer: its attention branch's heads)."""
     s = layer.attention.self
-    return s.query.out_features // s.attention_head_size if _is_mha(layer) else s.heads
+    if isinstance(s, LSRASelfAttention):
+        return s.heads
+    return s.query.out_features // s.attention_head_size
 
 
 @contextmanager
@@ -58,7 +66,11 @@ def head_masks(model: nn.Module, masks: torch.Tensor) -> Iterator[torch.Tensor]:
             h.remove()
 
 
-def head_importance(model: nn.Module, batches: Any, loss_fn: Callable[[Any], torch.Tensor], steps: int = 20
+class _Batches(Protocol):
+    def forever(self) -> Iterator[Any]: ...
+
+
+def head_importance(model: nn.Module, batches: _Batches, loss_fn: Callable[[Any], torch.Tensor], steps: int = 20
                     ) -> torch.Tensor:
     """(layers, heads) importance scores over ``steps`` batches of ``batches.forever()``."""
     layers = encoder_layers(model)
@@ -90,7 +102,7 @@ def prune_heads(model: nn.Module, keep: dict[int, list[int]]) -> None:
     untouched; the model's config records the heads removed (``pruned_heads``: indices among the
     layer's original heads), so it still describes the model."""
     from .hf.modeling_exprbert import keep_heads
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)  # an ExprBertConfig records the heads; another config may not
     record = isinstance(getattr(config, "pruned_heads", None), dict)
     for i, layer in enumerate(encoder_layers(model)):
         if i not in keep or not _is_mha(layer):

@@ -10,7 +10,7 @@ exactly what the full model computes with the dropped layers skipped (tested).
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from torch import nn
 from exprsearch.errors import ConfigError
 
 from .heads import encoder_layers
+
+if TYPE_CHECKING:
+    from .hf.modeling_exprbert import ExprBertForSequenceClassification
 
 __all__ = ["install_layerdrop", "set_skips", "sample_skips", "every_other", "extract_layers"]
 
@@ -27,22 +30,23 @@ def install_layerdrop(model: nn.Module) -> None:
     for layer in encoder_layers(model):
         if hasattr(layer, "_full_forward"):
             continue
-        layer._full_forward = layer.forward
-        layer._skip = False
+        patched: Any = layer  # gains _full_forward and _skip; its forward is replaced
+        patched._full_forward = layer.forward
+        patched._skip = False
 
-        def forward(hidden_states: torch.Tensor, *args: Any, _layer: nn.Module = layer, **kw: Any) -> Any:
+        def forward(hidden_states: torch.Tensor, *args: Any, _layer: Any = layer, **kw: Any) -> Any:
             if _layer._skip:
                 return hidden_states, None  # what a layer returns: its output, no attention probabilities
             return _layer._full_forward(hidden_states, *args, **kw)
 
-        layer.forward = forward
+        patched.forward = forward
 
 
 def set_skips(model: nn.Module, skips: set[int] | list[int]) -> None:
     install_layerdrop(model)
     s = set(skips)
     for i, layer in enumerate(encoder_layers(model)):
-        layer._skip = i in s
+        setattr(layer, "_skip", i in s)
 
 
 def sample_skips(n: int, p: float, rng: random.Random) -> set[int]:
@@ -64,13 +68,13 @@ def every_other(p: float, n: int) -> list[int]:
 
 
 @torch.no_grad()
-def extract_layers(model: Any, keep: list[int]) -> Any:
-    """A new student made of layers ``keep`` of ``model`` (an ExprBertForSequenceClassification)."""
-    from .student import shallower_config, student_from_config
+def extract_layers(model: ExprBertForSequenceClassification, keep: list[int]) -> ExprBertForSequenceClassification:
+    """A new student made of layers ``keep`` of ``model``."""
+    from .student import attached_spec, shallower_config, student_from_config
     n = model.config.num_hidden_layers
     if not keep or any(not 0 <= i < n for i in keep) or len(set(keep)) != len(keep):
         raise ConfigError(f"keep {keep}: distinct layers of 0..{n - 1}")
-    small = student_from_config(shallower_config(model.config, keep), model.spec.with_layers(keep))
+    small = student_from_config(shallower_config(model.config, keep), attached_spec(model).with_layers(keep))
     theirs = model.state_dict()
     mine = small.state_dict()
     for name in mine:

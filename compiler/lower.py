@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -65,8 +66,9 @@ class FFNConfig:
         return linear_width("wb1", ratio, self.hidden, self.D)
 
 
-def block(gm: nn.Module, b: int) -> Block:
-    """Block ``b`` of a lowered FFN or a SuperFFN (a GraphModule keeps ``blocks`` as a plain Module)."""
+def block(gm: nn.Module, b: int) -> Any:
+    """Block ``b`` of a lowered FFN or a SuperFFN (a GraphModule keeps ``blocks`` as a plain Module): a
+    ``Block``, or a module of the same layout; its linears are known by name only (``wb1``, ...)."""
     return getattr(gm.blocks, str(b))
 
 
@@ -118,11 +120,12 @@ def _widths(e: Expr, cfg: FFNConfig) -> dict[Expr, int]:
 def _cut(g: fx.Graph, v: fx.Node, width: int, target: int) -> fx.Node:
     if width == target:
         return v
-    return g.call_function(operator.getitem, (v, (Ellipsis, slice(None, target))))
+    index = (Ellipsis, slice(None, target))  # fx's Argument type leaves out the Ellipsis it takes
+    return g.call_function(operator.getitem, (v, index))  # type: ignore[arg-type]
 
 
 def _lower_block(g: fx.Graph, e: Expr, x: fx.Node, b: int, inst: dict[Expr, tuple[str, int, int]],
-                 widths: dict[Expr, int], weight: "WeightFn") -> fx.Node:
+                 widths: dict[Expr, int], weight: WeightFn) -> fx.Node:
     env: dict[Expr, fx.Node] = {}
     for n in _postorder(e):
         k = n.kind
@@ -135,22 +138,29 @@ def _lower_block(g: fx.Graph, e: Expr, x: fx.Node, b: int, inst: dict[Expr, tupl
             w, bias = weight(g, b, name, out_f, in_f)
             env[n] = g.call_function(F.linear, (inp, w, bias))
         elif k is Kind.UNARY:
-            env[n] = g.call_function(n.op.torch_fn, (env[n.args[0]],))
+            env[n] = g.call_function(_torch_fn(n), (env[n.args[0]],))
         else:
             target = widths[n]
             a, c = (_cut(g, env[s], widths[s], target) for s in n.args)
-            env[n] = g.call_function(n.op.torch_fn, (a, c))
+            env[n] = g.call_function(_torch_fn(n), (a, c))
     return env[e]
 
 
-WeightFn = "callable(graph, block, name, out_features, in_features) -> (weight node, bias node)"
+def _torch_fn(n: Expr) -> Callable[..., torch.Tensor]:
+    if n.op.torch_fn is None:  # every unary and binary row of the op table has one
+        raise CompileError(f"{n.op.name} has no torch function in the op table")
+    return n.op.torch_fn
+
+
+# (graph, block, name, out_features, in_features) -> (weight node, bias node)
+WeightFn = Callable[[fx.Graph, int, str, int, int], tuple[fx.Node, fx.Node]]
 
 
 def _own_weights(g: fx.Graph, b: int, name: str, out_f: int, in_f: int) -> tuple[fx.Node, fx.Node]:
     return g.get_attr(f"blocks.{b}.{name}.weight"), g.get_attr(f"blocks.{b}.{name}.bias")
 
 
-def lower(e: Expr, cfg: FFNConfig, *, root: nn.Module | None = None, weight=None,
+def lower(e: Expr, cfg: FFNConfig, *, root: nn.Module | None = None, weight: WeightFn | None = None,
           class_name: str = "FFN") -> fx.GraphModule:
     """Compile ``e`` into a GraphModule with its own freshly initialised parameters.
 

@@ -39,7 +39,7 @@ from .supernet import load_teacher_ffn
 
 __all__ = ["StudentConfig", "ExprBertConfig", "ExprBertForSequenceClassification", "build_student", "load_student",
            "student_config", "student_from_config", "shallower_config", "spec_of", "ffn_config", "ffn_shape",
-           "ffn_modules", "layer_map", "init_from_teacher", "set_dropout"]
+           "ffn_modules", "layer_map", "init_from_teacher", "set_dropout", "attach_spec", "attached_spec"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def ffn_config(config: ExprBertConfig) -> FFNConfig:
 def spec_of(config: ExprBertConfig) -> ModelSpec:
     """The spec a saved config describes: its expressions parsed (a saved model is an edge)."""
     text = "[" + "; ".join(f["expression"] for f in config.ffn_layers) + "]"
-    attn = []
+    attn: list[AttnSpec | None] = []
     for i, a in enumerate(config.attention_layers):
         if a["type"] == "lsra":
             attn.append(AttnSpec("lsra", heads=a["heads"], kernel=a["kernel"]))
@@ -123,12 +123,27 @@ def spec_of(config: ExprBertConfig) -> ModelSpec:
     return ModelSpec(parse_spec(text, strict=False).layers, tuple(attn))
 
 
+def attach_spec(model: nn.Module, spec: ModelSpec) -> None:
+    """Keep ``spec`` on the student as ``model.spec``: the library's record of the parsed spec the
+    model was built from (the shipped class itself knows nothing of it)."""
+    setattr(model, "spec", spec)
+
+
+def attached_spec(model: nn.Module) -> ModelSpec:
+    """The parsed spec ``model`` was built from (``attach_spec``)."""
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, ModelSpec):
+        raise ConfigError(f"this {type(model).__name__} holds no parsed spec: build it with build_student or "
+                          f"load_student")
+    return spec
+
+
 def student_from_config(config: ExprBertConfig, spec: ModelSpec) -> ExprBertForSequenceClassification:
     """The student ``config`` describes, layer i's FFN ``spec``'s expression i lowered (freshly
     initialised, like every other weight)."""
     fcfg = ffn_config(config)
     model = ExprBertForSequenceClassification(config, ffn=lambda i: lower(spec.layers[i], fcfg))
-    model.spec = spec
+    attach_spec(model, spec)
     return model
 
 
@@ -205,20 +220,21 @@ def init_from_teacher(student: ExprBertForSequenceClassification, teacher: PreTr
     ``teachers.bert_twin``) where shapes allow: embeddings, each student layer's attention and FFN
     from its mapped teacher layer, pooler and (same label count) classifier.  Returns the number
     of tensors copied per part."""
+    from .heads import encoder_layers
     from .teachers import bert_twin
-    teacher = bert_twin(teacher)
-    t_bert = getattr(teacher, "bert", teacher)
+    twin: Any = bert_twin(teacher)  # a BERT: its parts known by BERT's attribute names
+    t_bert = getattr(twin, "bert", twin)
     s_bert = student.bert
     mapping = layer_map(rule, len(s_bert.encoder.layer), len(t_bert.encoder.layer))
     counts = {"embeddings": _copy(s_bert.embeddings, t_bert.embeddings), "attention": 0, "ffn": 0}
-    for s_layer, t in zip(s_bert.encoder.layer, mapping):
+    for s_layer, t in zip(encoder_layers(student), mapping):
         t_layer = t_bert.encoder.layer[t]
         counts["attention"] += _copy(s_layer.attention, t_layer.attention, sliced=True)
         counts["ffn"] += load_teacher_ffn(s_layer.ffn, t_layer.intermediate, t_layer.output)
-    if getattr(s_bert, "pooler", None) is not None and getattr(t_bert, "pooler", None) is not None:
+    if s_bert.pooler is not None and getattr(t_bert, "pooler", None) is not None:
         counts["pooler"] = _copy(s_bert.pooler, t_bert.pooler)
-    if hasattr(teacher, "classifier"):
-        counts["classifier"] = _copy(student.classifier, teacher.classifier)
+    if hasattr(twin, "classifier"):
+        counts["classifier"] = _copy(student.classifier, twin.classifier)
     return counts
 
 
@@ -249,7 +265,7 @@ def load_student(path: str | Path, **kwargs: Any) -> ExprBertForSequenceClassifi
     fcfg = ffn_config(config)
     model = ExprBertForSequenceClassification.from_pretrained(path, config=config,
                                                               ffn=lambda i: lower(spec.layers[i], fcfg))
-    model.spec = spec
+    attach_spec(model, spec)
     return model
 
 

@@ -18,9 +18,11 @@ True
 from __future__ import annotations
 
 import operator
+from typing import Any, Iterable, TypeVar, cast
 
 import torch
 from torch import fx, nn
+from transformers.models.bert.modeling_bert import BertIntermediate, BertOutput
 
 from exprsearch.lang.expr import Expr
 
@@ -52,7 +54,7 @@ class SuperFFN(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # the full supernet: standard gelu FFN blocks
-        for b in self.blocks:
+        for b in cast(Iterable[Any], self.blocks):  # Blocks: their linears are known by name
             x = b.ln(x + self.dropout(b.wb2(torch.nn.functional.gelu(b.wb1(x)))))
         return x
 
@@ -94,14 +96,17 @@ def inherit(sup: SuperFFN, e: Expr) -> fx.GraphModule:
     return load_slices(lower(e, sup.cfg), sup, e)
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
 @torch.no_grad()
-def load_slices(gm: nn.Module, sup: SuperFFN, e: Expr) -> nn.Module:
+def load_slices(gm: M, sup: SuperFFN, e: Expr) -> M:
     """Copy into ``gm`` (``e`` lowered: a GraphModule, or any module with its parameter layout) the
     supernet slices ``e`` uses: first X blocks, first d rows of ``wb1`` / ``wb3``, first d columns
     of ``wb2``, the LayerNorms.  Returns ``gm``."""
     inst = _check_shareable(e, sup)
     for b in range(blocks_of(e)):
-        src, dst = sup.blocks[b], block(gm, b)
+        src, dst = block(sup, b), block(gm, b)
         for name, out_f, in_f in inst.values():
             getattr(dst, name).weight.copy_(getattr(src, name).weight[:out_f, :in_f])
             getattr(dst, name).bias.copy_(getattr(src, name).bias[:out_f])
@@ -110,7 +115,7 @@ def load_slices(gm: nn.Module, sup: SuperFFN, e: Expr) -> nn.Module:
 
 
 @torch.no_grad()
-def load_teacher_ffn(dst: nn.Module, intermediate: nn.Module, output: nn.Module) -> int:
+def load_teacher_ffn(dst: nn.Module, intermediate: BertIntermediate, output: BertOutput) -> int:
     """Copy a HF BERT layer's FFN (``intermediate.dense``, ``output.dense``, ``output.LayerNorm``)
     into every block of ``dst`` (a SuperFFN or a lowered FFN) where shapes allow, taking the first
     rows/columns; returns how many tensors were copied.  A gate (``wb3``) gets the same rows of
@@ -119,7 +124,8 @@ def load_teacher_ffn(dst: nn.Module, intermediate: nn.Module, output: nn.Module)
     w1, b1 = intermediate.dense.weight, intermediate.dense.bias
     w2, b2 = output.dense.weight, output.dense.bias
     copied = 0
-    for blk in dst.blocks.children():
+    blocks: list[Any] = list(dst.get_submodule("blocks").children())  # Blocks, or modules of their layout
+    for blk in blocks:
         for name, lin in blk.named_children():  # in a GraphModule the linears are plain Modules
             if not name.startswith("wb"):
                 continue

@@ -26,8 +26,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from exprsearch.errors import ConfigError
+
+from .execute import to_device
 
 __all__ = ["FAMILIES", "family", "teacher_shape", "bert_twin", "has_token_types"]
 
@@ -83,13 +86,17 @@ def has_token_types(model: nn.Module) -> bool:
     return getattr(getattr(model, "config", None), "type_vocab_size", None) is not None
 
 
-def _base(model: nn.Module) -> nn.Module:
-    return getattr(model, model.base_model_prefix, model) if hasattr(model, "base_model_prefix") else model
+def _base(model: nn.Module) -> Any:
+    """The encoder of ``model`` (its ``base_model_prefix`` part): a family's own classes, known by their
+    attribute names only."""
+    prefix = getattr(model, "base_model_prefix", None)
+    return getattr(model, prefix, model) if prefix is not None else model
 
 
 def _bert_names(model: nn.Module, config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The teacher's tensors under the names of a ``BertForSequenceClassification``."""
-    fam, base, sd = family(config), _base(model), {}
+    fam, base = family(config), _base(model)
+    sd: dict[str, torch.Tensor] = {}
     emb = base.embeddings
     sd["bert.embeddings.word_embeddings.weight"] = emb.word_embeddings.weight
     sd["bert.embeddings.position_embeddings.weight"] = emb.position_embeddings.weight[_offset(config):]
@@ -114,9 +121,9 @@ def _bert_names(model: nn.Module, config: dict[str, Any]) -> dict[str, torch.Ten
     head = {"bert": ("bert.pooler.dense", "classifier"), "distilbert": ("pre_classifier", "classifier")}.get(
         fam, ("classifier.dense", "classifier.out_proj"))
     for src, dst in zip(head, ("bert.pooler.dense", "classifier")):
-        mod = model.get_submodule(src) if _has(model, src) else None
-        if mod is not None:
-            sd[dst + ".weight"], sd[dst + ".bias"] = mod.weight, mod.bias
+        part: Any = model.get_submodule(src) if _has(model, src) else None
+        if part is not None:
+            sd[dst + ".weight"], sd[dst + ".bias"] = part.weight, part.bias
     return sd
 
 
@@ -129,7 +136,7 @@ def _has(model: nn.Module, name: str) -> bool:
 
 
 @torch.no_grad()
-def bert_twin(teacher: nn.Module) -> nn.Module:
+def bert_twin(teacher: PreTrainedModel) -> PreTrainedModel:
     """``teacher`` itself when it is a BERT, else a ``BertForSequenceClassification`` with its
     weights (see the module docstring)."""
     from transformers import BertConfig, BertForSequenceClassification
@@ -137,9 +144,9 @@ def bert_twin(teacher: nn.Module) -> nn.Module:
     if family(config) == "bert":
         return teacher
     shape = teacher_shape(config)
-    twin = BertForSequenceClassification(BertConfig(
-        **shape, hidden_act="gelu", num_labels=teacher.config.num_labels,
-        pad_token_id=config.get("pad_token_id", 0))).to(next(teacher.parameters()).device)
+    fields = {**shape, "hidden_act": "gelu", "num_labels": teacher.config.num_labels,
+              "pad_token_id": config.get("pad_token_id", 0)}
+    twin = to_device(BertForSequenceClassification(BertConfig(**fields)), next(teacher.parameters()).device)
     mine = twin.state_dict()
     for name, t in _bert_names(teacher, config).items():
         if name in mine and mine[name].shape == t.shape:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedModel
 
 from .execute import autocast
 
@@ -75,7 +76,7 @@ def matmul_bound(shapes: list[tuple[int, int]], x: torch.Tensor) -> Callable[[],
     return lambda: [torch.mm(a, w.T) for a, w in zip(xs, ws)]
 
 
-def forward_ms(model: torch.nn.Module, device: torch.device | str, batch: int, length: int, *,
+def forward_ms(model: PreTrainedModel, device: torch.device | str, batch: int, length: int, *,
                warmup: int | None = None, iters: int | None = None) -> float:
     """Milliseconds of one inference forward of a BERT student on ``batch`` sequences of
     ``length`` random tokens (bf16 autocast on CUDA; fewer repeats on the CPU), median of 3."""
@@ -110,7 +111,7 @@ def _half_range(xs: list[float]) -> float:
     return (max(xs) - min(xs)) / 2
 
 
-def paired_latency(model: torch.nn.Module, reference: torch.nn.Module, device: torch.device | str, batch: int,
+def paired_latency(model: PreTrainedModel, reference: PreTrainedModel, device: torch.device | str, batch: int,
                    length: int, *, repeats: int = 5, warmup: int | None = None, iters: int | None = None) -> Latency:
     """Latency of ``model`` and of ``reference`` (one inference forward of ``batch`` sequences of
     ``length`` random tokens; bf16 autocast on CUDA) after ``warmup`` forwards each, timed in

@@ -21,7 +21,7 @@ import os as _os
 _CHECKOUT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "compiler")) and \
         _os.path.isfile(_os.path.join(_CHECKOUT, "compiler", "__init__.py")):
-    __path__.append(_CHECKOUT)  # type: ignore[name-defined]  # noqa: F821
+    __path__.append(_CHECKOUT)  # noqa: F821
 
 
 def tune_gc() -> None:

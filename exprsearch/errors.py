@@ -45,7 +45,7 @@ def _bounds(**limits: float | None) -> str:
     return " and ".join(f"{signs[k]} {v:g}" for k, v in limits.items() if v is not None)
 
 
-def check_whole(cfg: Any, *names: str, least: int = 0, most: int | None = None, each: bool = False) -> None:
+def check_whole(cfg: object, *names: str, least: int = 0, most: int | None = None, each: bool = False) -> None:
     """Integer fields of ``cfg`` from ``least`` to ``most`` (``each``: every item of a tuple field).
 
     >>> from types import SimpleNamespace
@@ -63,7 +63,7 @@ def check_whole(cfg: Any, *names: str, least: int = 0, most: int | None = None, 
                                   f"{_bounds(least=least, most=most)}, got {value!r}")
 
 
-def check_number(cfg: Any, *names: str, above: float | None = None, least: float | None = None,
+def check_number(cfg: object, *names: str, above: float | None = None, least: float | None = None,
                  below: float | None = None, most: float | None = None, each: bool = False) -> None:
     """Finite real fields of ``cfg`` within the bounds given (``each``: every item of a tuple field).
 

@@ -149,6 +149,15 @@ def test_lsra_matches_a_hand_written_reference(kernel):
     torch.testing.assert_close(m(y, keep[:, None, None, :])[0][keep], out[keep])
 
 
+def test_lsra_converts_to_half_precision():
+    # LSRACore kept its channel split in ``self.half``, shadowing nn.Module.half(): calling it raised
+    # "'int' object is not callable" (found by mypy: "Cannot assign to a method")
+    m = LSRASelfAttention(hidden=32, heads=4, kernel=5, dropout=0.0)
+    assert m.core.half() is m.core and m.core.query.weight.dtype == torch.float16
+    x = torch.randn(1, 6, 32)
+    ref = m.float()(x, torch.ones(1, 6, dtype=torch.bool))[0]
+    assert torch.allclose(m.core.float()(x, torch.zeros(1, 1, 1, 6), torch.ones(1, 6, 1)), ref)
+
 def test_lsra_is_an_fx_graph_and_its_cost_matches_counted_flops():
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -4,8 +4,10 @@
                        <  exprsearch.engine  <  exprsearch.kd  <  exprsearch.search  <  exprsearch.ship
                        <  exprsearch.cli
 
-A module may import its own layer and any earlier one, never a later one -- at module level or
-inside a function.  The package root ``exprsearch`` re-exports the language and the space (its
+A module may import its own layer and any earlier one, never a later one -- at module level, inside
+a function, or for annotations only (under ``if TYPE_CHECKING:``: a later layer's object a function
+takes is typed by a Protocol of what it reads instead).  Inside rows, engine and kd no two modules
+import each other at run time.  The package root ``exprsearch`` re-exports the language and the space (its
 layer is ``space``); ``exprsearch.__main__`` belongs to the command line.
 """
 from __future__ import annotations
@@ -43,13 +45,27 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports(path: Path) -> list[tuple[int, str]]:
-    """(line, absolute module) of every import in the file, relative ones resolved."""
+def _type_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside ``if TYPE_CHECKING:`` blocks (imports for annotations only)."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
+def imports(path: Path, runtime: bool = False) -> list[tuple[int, str]]:
+    """(line, absolute module) of every import in the file, relative ones resolved; ``runtime``:
+    only those that run (not the ones under ``if TYPE_CHECKING:``)."""
     mod = module_name(path)
     package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
     package = package.removesuffix(".__init__")
     out = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    skip = _type_only(tree) if runtime else set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -100,14 +116,16 @@ def test_the_check_sees_a_forward_import(tmp_path):
 
 
 def cycles(package: str, sources: list[Path] = SOURCES) -> list[list[str]]:
-    """Import cycles among the modules of one package (imports inside functions count too)."""
+    """Import cycles among the modules of one package: imports inside functions count too, those
+    for annotations only (``if TYPE_CHECKING:``) do not."""
     import networkx as nx
     graph = nx.DiGraph()
     for path in sources:
         mod = module_name(path).removesuffix(".__init__")
         if mod.startswith(package + "."):
             graph.add_node(mod)
-            graph.add_edges_from((mod, t) for _, t in imports(path) if t.startswith(package + ".") and t != mod)
+            graph.add_edges_from((mod, t) for _, t in imports(path, runtime=True)
+                                 if t.startswith(package + ".") and t != mod)
     return [sorted(c) for c in nx.simple_cycles(graph)]
 
 
@@ -121,8 +139,12 @@ def test_the_check_sees_a_cycle():
     a, b = ROOT / "exprsearch" / "rows" / "_probe_a.py", ROOT / "exprsearch" / "rows" / "_probe_b.py"
     try:
         a.write_text("from .records import Task\nfrom ._probe_b import g\n")
-        b.write_text("def g():\n    from ._probe_a import Task\n")
+        b.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ._probe_a import g\n"
+                     "def g():\n    from ._probe_a import Task\n")
         assert cycles("exprsearch.rows", SOURCES + [a, b]) == [["exprsearch.rows._probe_a", "exprsearch.rows._probe_b"]]
+        b.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ._probe_a import g\n")
+        assert cycles("exprsearch.rows", SOURCES + [a, b]) == []  # annotations only: no cycle at run time
+        assert "exprsearch.rows._probe_a" in [t for _, t in imports(b)]  # ... but a layer's import all the same
     finally:
         a.unlink()
         b.unlink()

@@ -62,3 +62,16 @@ def test_a_run_whose_start_fails_is_not_left_running(tmp_path, capsys):
     if store.exists():
         assert main(["show", "list", "--store", str(store)]) == 0
         assert "running" not in capsys.readouterr().out
+
+
+def test_the_report_of_a_run_whose_best_spec_this_version_cannot_read(tmp_path):
+    # a row written by a newer version (an operator this one lacks), or damaged: the report said
+    # "'NoneType' object has no attribute 'layers'" (found by mypy: row_spec returns None for it)
+    pytest.importorskip("matplotlib")
+    from exprsearch.search.report import write_report
+    st = Store(tmp_path / "runs.db")
+    run = st.new_run({"search": {}, "eval": {"tasks": ["SST-2"]}})
+    st.add(run, _row("new", 80.0, 16_000_000, 10.0, spec="[linear1_2(newop(linear1_2(x,wb1)),wb2)]"), stage=1)
+    st.add(run, _row("b", 77.52, 17_400_000, 9.4, spec="linear1_1(gelu(linear1_1(x,wb1)),wb2)"), stage=1)
+    page = write_report(st, run, tmp_path / "report.html").read_text()
+    assert "newop" in page and "this version cannot read" in page

@@ -575,3 +575,19 @@ def test_stage2_evolution_grows_from_stage1s_best(tmp_path, search_ecfg):
         new_layers = [i for i, e in enumerate(spec.layers) if all(e != m.layers[i] for m in members)]
         assert len(new_layers) <= 1, (str(spec), [str(m) for m in members])
         members.append(spec)
+
+
+def test_a_stage_1_best_this_version_cannot_read_is_named(tmp_path, search_ecfg):
+    # stage 2 starts from stage 1's best: a stored spec this version cannot read (a newer version's
+    # operator, or damage) was a crash on None (found by mypy: row_spec returns None for it)
+    import sqlite3
+
+    from exprsearch.search.store import StoreError
+    search, _, _ = run_search(tmp_path / "runs.db", search_ecfg, candidates=2)
+    best = search.best(stage=1)
+    assert best is not None
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        db.execute("UPDATE candidates SET spec = ? WHERE run_id = ? AND key = ?",
+                   ("[linear1_2(newop(linear1_2(x,wb1)),wb2)]", search.run_id, best["key"]))
+    with pytest.raises(StoreError, match="newop.*cannot be read by this version"):
+        search.spaces(2)

@@ -104,7 +104,8 @@ class ExprBertConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         self.classifier_dropout = classifier_dropout
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        kwargs["pad_token_id"] = pad_token_id  # (transformers 5 types the base __init__ without it)
+        super().__init__(**kwargs)
 
     def heads(self, layer: int) -> int:
         """Heads of layer ``layer``'s attention (multi-head: those left after pruning)."""

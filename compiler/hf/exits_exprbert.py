@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import torch
 from torch import nn
 
-__all__ = ["ExitHead", "SkipGate", "normalized_entropy", "EntropyExit", "PatienceExit", "GateExit", "exit_policy",
-           "early_exits"]
+if TYPE_CHECKING:
+    from .configuration_exprbert import ExprBertConfig
+
+__all__ = ["ExitHead", "SkipGate", "normalized_entropy", "EntropyExit", "PatienceExit", "GateExit", "ExitPolicy",
+           "exit_policy", "early_exits"]
 
 
 class ExitHead(nn.Module):
@@ -107,7 +110,10 @@ class GateExit:
         return EntropyExit(self.threshold).leave(i, logits, state)
 
 
-def exit_policy(config: Any) -> EntropyExit | PatienceExit | GateExit:
+ExitPolicy = Union[EntropyExit, PatienceExit, GateExit]  # an exit rule
+
+
+def exit_policy(config: ExprBertConfig) -> ExitPolicy:
     """The exit rule an ExprBertConfig names (``exit_policy`` and its threshold or patience)."""
     if config.exit_policy == "entropy":
         return EntropyExit(config.exit_threshold)
@@ -119,24 +125,24 @@ def exit_policy(config: Any) -> EntropyExit | PatienceExit | GateExit:
 
 
 @torch.no_grad()
-def early_exits(hidden: torch.Tensor, mask: torch.Tensor | None, layers: Sequence[nn.Module],
-                head: Callable[[int, torch.Tensor], torch.Tensor | None], policy: Any,
-                gates: Sequence[nn.Module] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def early_exits(hidden: torch.Tensor, mask: torch.Tensor | None, layers: nn.ModuleList | Sequence[nn.Module],
+                head: Callable[[int, torch.Tensor], torch.Tensor | None], policy: ExitPolicy,
+                gates: nn.ModuleList | Sequence[nn.Module] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (B, labels), layers run per example (B,)): run ``layers`` on the embeddings
     ``hidden``; after layer i, ``head(i, h)`` gives its exit's logits (None: no exit there; the
     last layer always has one) and the rows ``policy`` lets leave are dropped from the batch.
     With a gate policy, gate i - 1 decides whether a row runs layer i (a skipped row keeps its
     hidden state)."""
     b, n = hidden.shape[0], len(layers)
-    use_gates = gates is not None and getattr(policy, "gates", False)
+    use_gates = gates if getattr(policy, "gates", False) else None
     out: torch.Tensor | None = None
     used = torch.zeros(b, dtype=torch.long, device=hidden.device)
     active = torch.arange(b, device=hidden.device)
     state: dict[str, torch.Tensor] = {}
     h = hidden
     for i, layer in enumerate(layers):
-        if use_gates and i > 0:
-            run = gates[i - 1](h) <= 0.5
+        if use_gates is not None and i > 0:
+            run = use_gates[i - 1](h) <= 0.5
             if bool(run.all()):
                 h = layer(h, mask)[0]
             elif bool(run.any()):

@@ -34,7 +34,7 @@ class LSRACore(nn.Module):
             raise ValueError(f"lsra: hidden {hidden} must be even and hidden/2 a multiple of heads {heads}")
         if kernel % 2 == 0:
             raise ValueError(f"lsra: kernel {kernel} must be odd (same-length convolution)")
-        self.half, self.heads, self.head_dim = half, heads, half // heads
+        self.half_width, self.heads, self.head_dim = half, heads, half // heads  # not `half`: Module.half()
         self.query, self.key, self.value = (nn.Linear(half, half) for _ in range(3))
         self.drop = nn.Dropout(dropout)
         self.glu = nn.Linear(half, 2 * half)
@@ -43,12 +43,12 @@ class LSRACore(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         b, n = x.shape[0], x.shape[1]
-        xa, xc = x[..., :self.half], x[..., self.half:]
+        xa, xc = x[..., :self.half_width], x[..., self.half_width:]
         q = self.query(xa).view(b, n, self.heads, self.head_dim).transpose(1, 2)
         k = self.key(xa).view(b, n, self.heads, self.head_dim).transpose(1, 2)
         v = self.value(xa).view(b, n, self.heads, self.head_dim).transpose(1, 2)
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
-        att = self.drop(att.transpose(1, 2).reshape(b, n, self.half))
+        att = self.drop(att.transpose(1, 2).reshape(b, n, self.half_width))
         c = F.glu(self.glu(xc), dim=-1) * keep.to(xc.dtype)
         c = self.conv(c.transpose(1, 2)).transpose(1, 2)
         return torch.cat([att, self.conv_out(c)], dim=-1)

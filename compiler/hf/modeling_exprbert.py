@@ -28,7 +28,7 @@ torch.Size([1, 2])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable, cast
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,7 @@ class ExprBertFFN(nn.Module):
         raise NotImplementedError("an FFN class defines block(b, x): one block of its expression")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for b in self.blocks:
+        for b in cast(Iterable[ExprBertFFNBlock], self.blocks):
             x = b.ln(x + self.dropout(self.block(b, x)))
         return x
 
@@ -130,8 +130,8 @@ class ExprBertLayer(nn.Module):
         self.attention = BertAttention(config)
         kind = config.attention_layers[layer_idx]
         if kind["type"] == "lsra":
-            self.attention.self = LSRASelfAttention(config.hidden_size, kind["heads"], kind["kernel"],
-                                                    config.attention_probs_dropout_prob)
+            self.attention.self = LSRASelfAttention(  # type: ignore[assignment]  # in BertSelfAttention's place
+                config.hidden_size, kind["heads"], kind["kernel"], config.attention_probs_dropout_prob)
         elif kind["type"] != "mha":
             raise ValueError(f"layer {layer_idx}: unknown attention type {kind['type']!r} (mha or lsra)")
         elif config.heads(layer_idx) < config.num_attention_heads:
@@ -154,7 +154,8 @@ class ExprBertEncoder(nn.Module):
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor | None, ...]]:
         """(the last hidden state, every hidden state from the embeddings' on, every layer's attention
         probabilities)."""
-        states, attentions = (hidden_states,), ()
+        states: tuple[torch.Tensor, ...] = (hidden_states,)
+        attentions: tuple[torch.Tensor | None, ...] = ()
         for layer in self.layer:
             hidden_states, probs = layer(hidden_states, attention_mask)[:2]
             states += (hidden_states,)
@@ -163,6 +164,7 @@ class ExprBertEncoder(nn.Module):
 
 
 class ExprBertPreTrainedModel(PreTrainedModel):
+    config: ExprBertConfig
     config_class = ExprBertConfig
     base_model_prefix = "bert"
     _supports_sdpa = True
@@ -210,8 +212,8 @@ class ExprBertModel(ExprBertPreTrainedModel):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embeddings.word_embeddings = value
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embeddings.word_embeddings = value  # type: ignore[assignment]  # an Embedding, as BERT's
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
@@ -235,7 +237,7 @@ class ExprBertEarlyExitOutput(SequenceClassifierOutput):
     """Early-exit inference: each example's logits from the layer it left at, and how many layers
     it ran (``layers_run``)."""
 
-    layers_run: torch.LongTensor | None = None
+    layers_run: torch.Tensor | None = None
 
 
 class ExprBertForSequenceClassification(ExprBertPreTrainedModel):
@@ -245,14 +247,17 @@ class ExprBertForSequenceClassification(ExprBertPreTrainedModel):
 
     def __init__(self, config: ExprBertConfig, ffn: FFNFactory | None = None) -> None:
         super().__init__(config)
-        self.num_labels = config.num_labels
+        if config.num_labels is None:
+            raise ValueError("ExprBertForSequenceClassification needs config.num_labels")
+        self.num_labels: int = config.num_labels
         self.bert = ExprBertModel(config, ffn=ffn)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(p)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.exits, self.gates = None, None
+        self.classifier = nn.Linear(config.hidden_size, self.num_labels)
+        self.exits: nn.ModuleDict | None = None
+        self.gates: nn.ModuleList | None = None
         if config.exit_layers is not None:
-            self.exits = nn.ModuleDict({str(i): ExitHead(config.hidden_size, config.num_labels, p)
+            self.exits = nn.ModuleDict({str(i): ExitHead(config.hidden_size, self.num_labels, p)
                                         for i in config.exit_layers})
             if config.exit_policy == "gate":  # gate i decides whether layer i + 1 runs
                 self.gates = nn.ModuleList(SkipGate(config.hidden_size) for _ in range(config.num_hidden_layers - 1))
@@ -262,6 +267,8 @@ class ExprBertForSequenceClassification(ExprBertPreTrainedModel):
         """The logits of the exit after layer ``layer`` (None: it has none; the last layer's exit
         is the model's own pooler and classifier)."""
         if layer == self.config.num_hidden_layers - 1:
+            if self.bert.pooler is None:
+                raise ValueError("the last layer's exit is the pooler and classifier: the model has no pooler")
             return self.classifier(self.dropout(self.bert.pooler(hidden)))
         head = self.exits[str(layer)] if self.exits is not None and str(layer) in self.exits else None
         return None if head is None else head(hidden)

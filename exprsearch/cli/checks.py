@@ -21,9 +21,16 @@ import dataclasses
 import math
 import re
 import typing
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from exprsearch.errors import ConfigError, check_number, check_whole
+
+if TYPE_CHECKING:
+    from exprsearch.kd.exits import ExitConfig
+    from exprsearch.kd.final import FinalConfig
+    from exprsearch.kd.protocol import EvalConfig
+    from exprsearch.search.config import SearchConfig
+    from exprsearch.space.generate import Space
 
 __all__ = ["check_task_names", "check_per_task", "check_eval", "check_search", "check_final", "check_exits",
            "check_space", "check_stored", "check_count", "MAX_STEPS", "MAX_EPOCHS", "MAX_SEEDS"]
@@ -67,7 +74,7 @@ def check_per_task(option: str, text: str, *, whole: bool, most: float) -> None:
             raise ConfigError(f"{option}: {item!r} needs {what}")
 
 
-def _most(cfg: Any, most: float, *names: str) -> None:
+def _most(cfg: object, most: float, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
         for v in value if isinstance(value, tuple) else (value,):
@@ -82,7 +89,7 @@ def check_count(name: str, value: int | float | None, least: int, most: int) -> 
     check_whole(SimpleNamespace(**{name: value}), name, least=least, most=most)
 
 
-def check_eval(cfg: Any) -> None:
+def check_eval(cfg: EvalConfig) -> None:
     """An ``EvalConfig`` (every command that trains): names, upper bounds, per-task values."""
     check_task_names(cfg.tasks)
     _most(cfg, MAX_STEPS, "steps", "warmup_steps", "head_importance_steps")
@@ -109,7 +116,7 @@ def _budget(option: str, text: str) -> None:
         raise ConfigError(f"{option.replace('_', '-')} {text!r}: a budget is a finite positive number, e.g. 20M")
 
 
-def check_search(scfg: Any) -> None:
+def check_search(scfg: SearchConfig) -> None:
     """A ``SearchConfig``: stages named, budgets finite and positive, upper bounds."""
     if not [x for x in scfg.stages.split(",") if x.strip()]:
         raise ConfigError("stages '': name the stages to run, e.g. 1,2,3")
@@ -125,13 +132,13 @@ def check_search(scfg: Any) -> None:
     check_space(scfg)
 
 
-def check_space(sp: Any) -> None:
+def check_space(sp: Space | SearchConfig) -> None:
     """Depth and size of a space's trees (``Space`` or ``SearchConfig``)."""
     _most(sp, MAX_DEPTH, "max_depth")
     _most(sp, MAX_SIZE, "max_size")
 
 
-def check_final(fcfg: Any, seeds: int) -> None:
+def check_final(fcfg: FinalConfig, seeds: int) -> None:
     """``distill``'s final protocol and ``--seeds``."""
     check_count("seeds", seeds, 1, MAX_SEEDS)
     check_number(fcfg, "epochs", above=0, most=MAX_EPOCHS)
@@ -140,7 +147,7 @@ def check_final(fcfg: Any, seeds: int) -> None:
     check_per_task("task_epochs", fcfg.task_epochs, whole=False, most=MAX_EPOCHS)
 
 
-def check_exits(xcfg: Any) -> None:
+def check_exits(xcfg: ExitConfig) -> None:
     """``exits``: step counts and rates bounded."""
     _most(xcfg, MAX_STEPS, "exit_steps", "gate_steps")
     _most(xcfg, 10.0, "exit_lr", "backbone_lr", "gate_lr")

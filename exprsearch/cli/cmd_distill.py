@@ -6,6 +6,7 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from exprsearch.errors import ExprSearchError
 
@@ -15,8 +16,9 @@ from .main import command, emit
 from .options import add_dataclass_args, from_args
 
 # the final protocol of each preset (the search presets' teachers and supernets are reused)
-FINAL_PRESETS = {"cpu": dict(epochs=2.0, eval_every=5), "quick": dict(epochs=1.0, eval_every=25),
-                 "gpu": dict(epochs=3.0, task_epochs="MRPC=5,RTE=5,CoLA=5", eval_every=50)}
+FINAL_PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": dict(epochs=2.0, eval_every=5), "quick": dict(epochs=1.0, eval_every=25),
+    "gpu": dict(epochs=3.0, task_epochs="MRPC=5,RTE=5,CoLA=5", eval_every=50)}
 DEFAULT_HELDOUT = 2000  # training rows held out to choose the checkpoint (at most a fifth)
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING
 
 from exprsearch.errors import ConfigError
 from exprsearch.lang.display import table
@@ -11,6 +11,9 @@ from .checks import check_exits
 from .common import add_eval_options, eval_config, logger, run_best, spec_text
 from .main import command, emit
 from .options import add_dataclass_args, from_args
+
+if TYPE_CHECKING:
+    from exprsearch.search.store import Store
 
 
 def _exits_options(p: argparse.ArgumentParser) -> None:
@@ -23,7 +26,7 @@ def _exits_options(p: argparse.ArgumentParser) -> None:
     add_dataclass_args(p, ExitConfig)
 
 
-def resolve_target(target: str, store: Any | None) -> tuple[str, str | None]:
+def resolve_target(target: str, store: Store | None) -> tuple[str, str | None]:
     """RUN_OR_SPEC -> (spec text, run id or None): a stored run ('last' = the newest) gives its
     best successful candidate; anything else is a spec (text or a file)."""
     found = run_best(store, target, "add exits to")

@@ -6,6 +6,7 @@ import random
 import sys
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from exprsearch.errors import DSLError, ExprSearchError, check_number
 from exprsearch.lang.canon import canonicalize
@@ -66,9 +67,9 @@ class _Item:
 def _read_inputs(args: list[str]) -> list[_Item]:
     items: list[_Item] = []
     if not args:
-        path = resources.files("exprsearch").joinpath("data/examples.ffn")
-        print(f"(no input given: canonicalising the bundled examples, {path})", file=sys.stderr)
-        args = [str(path)]
+        examples = resources.files("exprsearch").joinpath("data/examples.ffn")
+        print(f"(no input given: canonicalising the bundled examples, {examples})", file=sys.stderr)
+        args = [str(examples)]
     for a in args:
         path = as_file(a)
         if a == "-" or path is not None:
@@ -101,7 +102,9 @@ def cmd_canon(ns: argparse.Namespace) -> int:
     check_number(ns, "sympy_seconds", least=0, most=86_400)
     dd = Deduper(base_ratio=ns.base_ratio, use_sympy=not ns.no_sympy, full_proofs=not ns.no_sympy,
                  sympy_seconds=ns.sympy_seconds)
-    rows, records, errors = [], [], []
+    rows: list[list[Any]] = []
+    records: list[dict[str, Any]] = []
+    errors: list[str] = []
     first: dict[str, int] = {}
     for item in _read_inputs(ns.inputs):
         try:

@@ -110,6 +110,7 @@ def cmd_search(ns: argparse.Namespace) -> int:
         search = Search.resume(store, run, log=log)
         log(f"resuming run {run}: {store.count(run)} candidates already stored")
     else:
+        assert configs is not None  # built above: not resuming
         scfg, ecfg = configs
         search = Search(store, scfg, ecfg, log=log)
         log(f"run {search.run_id} -> {store.path}")

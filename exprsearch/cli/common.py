@@ -6,7 +6,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from exprsearch.errors import ConfigError, ExprSearchError
 from exprsearch.lang.expr import ModelSpec
@@ -16,11 +16,15 @@ from exprsearch.search.presets import EVAL_PRESETS
 from .checks import check_eval, check_task_names
 from .options import add_dataclass_args, from_args
 
+if TYPE_CHECKING:
+    from exprsearch.search.store import Store
+
 __all__ = ["as_file", "spec_text", "read_spec_arg", "add_eval_options", "eval_config", "logger", "resolve_run",
            "task_options"]
 
 
-def run_best(store: Any, target: str, what: str, trained_only: bool = False) -> tuple[dict[str, Any], str] | None:
+def run_best(store: Store | None, target: str, what: str, trained_only: bool = False
+             ) -> tuple[dict[str, Any], str] | None:
     """(best successful row, run id) when ``target`` names a run of ``store`` ('last' = the
     newest), else None (the target is a spec); ``trained_only`` leaves stage 3's supernet-scored
     ('@') rows out.  A run without a successful candidate is a ConfigError saying ``what`` failed."""
@@ -34,7 +38,7 @@ def run_best(store: Any, target: str, what: str, trained_only: bool = False) -> 
     return max(ok, key=lambda r: r["score"]), run
 
 
-def resolve_run(store: Any, name: str) -> str:
+def resolve_run(store: Store, name: str) -> str:
     """A run named on the command line: ``last`` is the newest run of ``store``; any other name
     must be one of its runs (``StoreError`` otherwise, listing recent ones)."""
     run = store.latest_run() if name == "last" else name

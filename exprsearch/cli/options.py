@@ -68,7 +68,12 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, *, skip: tupl
         if f.name in skip:
             continue
         tp = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name} has no default: every option's field needs one")
         help_ = help_text(docs.get(f.name, ""), default)
         flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("flags", ())]  # metadata flags: short aliases
         if tp is bool and f.name.startswith("no_"):  # --no-kd and its opposite --kd (not --no-no-kd)
@@ -104,7 +109,7 @@ def from_args(cls: type[T], ns: argparse.Namespace, **overrides: Any) -> T:
     given = {f.name: getattr(ns, f.name) for f in _public_fields(cls) if hasattr(ns, f.name)}
     given.update(overrides)
     try:
-        return cls(**given)  # type: ignore[call-arg]
+        return cls(**given)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"invalid {cls.__name__} options: {err}") from None
 

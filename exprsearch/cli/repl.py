@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TextIO, TypeVar
 
 from exprsearch.errors import DSLError, ExprSearchError, ValidityError
 from exprsearch.lang.canon import canonicalize
@@ -33,7 +33,12 @@ from exprsearch.lang.validity import validate
 
 from .common import resolve_run
 
+if TYPE_CHECKING:
+    from exprsearch.kd.protocol import EvalConfig
+
 __all__ = ["Repl", "COMMANDS", "main"]
+
+D = TypeVar("D")  # a default of Repl._ints
 
 GEGLU_EXAMPLE = "linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)"
 MAX_SIZE = FIELD_MAX["hidden"]  # largest H, D, L, step or row count a command takes (a spec's widest model)
@@ -98,7 +103,7 @@ class Repl:
             self.say(f"internal error: {type(err).__name__}: {err} (please report it)")
         return True
 
-    def run_lines(self, lines: Any) -> None:
+    def run_lines(self, lines: Iterable[str]) -> None:
         for line in lines:
             if not self.handle(line):
                 break
@@ -110,7 +115,7 @@ class Repl:
             raise ExprSearchError("no expression yet: type one, or give it after the command")
         return self.current
 
-    def _ints(self, args: list[str], defaults: list[int | None], most: int = MAX_SIZE) -> list[int | None]:
+    def _ints(self, args: list[str], defaults: list[D], most: int = MAX_SIZE) -> list[int | D]:
         """Whole numbers from 1 to ``most`` (sizes, steps, counts), then the defaults of the rest."""
         try:
             vals = [int(a) for a in args]
@@ -225,13 +230,14 @@ class Repl:
         r = Evaluator(cfg, log=lambda m: self.say(f"  {m}")).evaluate(ModelSpec((self._expr([]),)), report_dev=True)
         self.say(f"{r.status} {r.reason} score {r.score} metrics {r.metrics} params {r.params:,} in {r.seconds:.1f}s")
 
-    def _eval_exits(self, cfg: Any, text: str) -> None:
+    def _eval_exits(self, cfg: EvalConfig, text: str) -> None:
         from exprsearch.kd.exits import ExitConfig, run_exits
         policy, _, value = text.partition(":")
         field = {"patience": "patience"}.get(policy, "threshold")
         try:
+            setting: dict[str, Any] = {field: (int if field == "patience" else float)(value)} if value else {}
             xcfg = ExitConfig(policy=policy, exit_steps=max(10, cfg.steps), gate_steps=max(10, cfg.steps), timing_rows=32,
-                              **({field: (int if field == "patience" else float)(value)} if value else {}))
+                              **setting)
         except ValueError:
             raise ExprSearchError(f"exit={text}: the value after ':' must be a number") from None
         out = run_exits(ModelSpec((self._expr([]),)), cfg.tasks[0], cfg, xcfg, log=lambda m: self.say(f"  {m}"))

@@ -50,9 +50,12 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Callable
 
 import torch
+
+if TYPE_CHECKING:
+    from .group import GroupTrainer
 
 __all__ = ["Checkpoint"]
 
@@ -63,14 +66,14 @@ class Checkpoint:
     """Checkpoints of one ``train_one`` training at ``path`` (see the module docstring)."""
 
     def __init__(self, path: Path, rngs: list[random.Random], *, every_s: float | None = None,
-                 log: Any = None) -> None:
+                 log: Callable[[str], None] | None = None) -> None:
         self.path, self.rngs = Path(path), rngs
         self.every_s = EVERY_S if every_s is None else every_s
         self.log = log or (lambda m: None)
         self.resumed_from = 0
         self._last = time.perf_counter()
 
-    def restore(self, trainer: Any) -> int:
+    def restore(self, trainer: GroupTrainer) -> int:
         """Load the checkpoint, if there is one, into ``trainer`` (its parameters and optimizer) and
         the random states; the step it was taken after (0: none, start from the beginning)."""
         if not self.path.is_file():
@@ -100,7 +103,7 @@ class Checkpoint:
         self.log(f"continuing from the checkpoint of step {self.resumed_from} ({self.path.name})")
         return self.resumed_from
 
-    def save(self, trainer: Any, step: int) -> None:
+    def save(self, trainer: GroupTrainer, step: int) -> None:
         """At a log point: write the state after ``step`` if ``every_s`` have passed since the last."""
         if time.perf_counter() - self._last >= self.every_s and step < trainer.cfg.steps:
             cuda = trainer.device.type == "cuda"
@@ -119,6 +122,6 @@ class Checkpoint:
         self.path.unlink(missing_ok=True)
 
 
-def _params(trainer: Any) -> dict[str, torch.nn.Parameter]:
+def _params(trainer: GroupTrainer) -> dict[str, torch.nn.Parameter]:
     """The parameters a trainer trains, by member and name."""
     return {f"{i}.{n}": p for i, m in enumerate(trainer.members) for n, p in m.named()}

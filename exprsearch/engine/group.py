@@ -44,13 +44,13 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import torch
 from torch import nn
 
 from exprsearch.errors import DeviceError, GraphMemoryLost
-from exprsearch.rows.tokens import Batch, Batcher
+from exprsearch.rows.tokens import Batch, Batches
 
 from . import faults
 from .train import (
@@ -62,9 +62,15 @@ from .train import (
     param_groups,
 )
 
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+
 __all__ = ["Member", "Outcome", "GroupTrainer", "train_one", "is_oom", "repair_cuda_rng"]
 
-LossFn = Callable[[nn.Module, Batch, Any], torch.Tensor]
+
+B = TypeVar("B")  # what a Batches source yields (train_one)
+
+LossFn = Callable[[nn.Module | None, Batch, Any], torch.Tensor]
 
 
 @dataclass
@@ -78,7 +84,12 @@ class Member:
 
     def named(self) -> list[tuple[str, nn.Parameter]]:
         """The (name, parameter) pairs this member trains."""
-        pairs = self.params if self.params is not None else list(self.model.named_parameters()) + list(self.extra)
+        if self.params is not None:
+            pairs = self.params
+        elif self.model is not None:
+            pairs = list(self.model.named_parameters()) + list(self.extra)
+        else:
+            raise ValueError("a member without a model names the parameters it trains (params)")
         return [(n, p) for n, p in pairs if p.requires_grad]
 
 
@@ -143,7 +154,7 @@ class GroupTrainer:
         main = torch.cuda.current_stream(self.device) if self._side else None
         for i, m in enumerate(self.members):
             side = self._side[i] if self._side else None
-            if side is not None:
+            if side is not None and main is not None:
                 side.wait_stream(main)
             with torch.cuda.stream(side) if side is not None else nullcontext():
                 with self._autocast():
@@ -152,7 +163,7 @@ class GroupTrainer:
                     loss.backward()
                     norms.append(torch.nn.utils.clip_grad_norm_(self.params[i], cfg.clip))
             losses.append(loss)
-        if self._side:
+        if main is not None:
             for s in self._side:
                 main.wait_stream(s)
         else:
@@ -236,7 +247,7 @@ class GroupTrainer:
         return graph, static
 
     # -- the loop ---------------------------------------------------------------------------------
-    def train(self, batches: Batcher, on_log: OnLog | None = None, start: int = 0) -> list[Outcome]:
+    def train(self, batches: Batches[Any], on_log: OnLog | None = None, start: int = 0) -> list[Outcome]:
         """Run ``cfg.steps`` steps; every ``log_every`` steps record each running member's mean loss,
         mark newly failed members, and let ``on_log`` stop members.  Stops early once none runs.
         ``start``: the steps already done (a training continued from a checkpoint: their batches
@@ -295,10 +306,10 @@ class GroupTrainer:
         self.opt.zero_grad(set_to_none=True)
 
 
-def train_one(loss: Callable[[Any], torch.Tensor], params: list[tuple[str, nn.Parameter]], batches: Any,
+def train_one(loss: Callable[[B], torch.Tensor], params: list[tuple[str, nn.Parameter]], batches: Batches[B],
               cfg: TrainConfig, device: torch.device | str = "cpu", *,
-              on_log: Callable[[int, Any], Any] | None = None, lr_of: Callable[[str], float] | None = None,
-              log: Callable[[str], None] | None = None, checkpoint: Any = None) -> Curve:
+              on_log: Callable[[int, float], Any] | None = None, lr_of: Callable[[str], float] | None = None,
+              log: Callable[[str], None] | None = None, checkpoint: Checkpoint | None = None) -> Curve:
     """Train ``params`` on ``loss(batch)`` for ``cfg.steps`` steps: the group loop with one member,
     eager (the loss may change the model between steps: supernet sampling).  ``on_log(step, mean
     loss)`` every ``log_every`` steps may raise to stop.  Raises ``CandidateFailed`` on a NaN/Inf
@@ -316,7 +327,10 @@ def train_one(loss: Callable[[Any], torch.Tensor], params: list[tuple[str, nn.Pa
     >>> [s for s, _ in curve.loss]
     [4, 8]
     """
-    member = Member(None, lambda _model, batch, _shared: loss(batch), params=params)
+    def member_loss(_model: nn.Module | None, batch: Any, _shared: Any) -> torch.Tensor:
+        return loss(batch)  # whatever ``batches`` yields
+
+    member = Member(None, member_loss, params=params)
     trainer = GroupTrainer([member], cfg, device, graphs=False, log=log, lr_of=lr_of)
     start = checkpoint.restore(trainer) if checkpoint is not None else 0
 

@@ -17,17 +17,18 @@ again).  Processes the pool terminated itself (SIGTERM) are passed over.
 from __future__ import annotations
 
 import signal
-from typing import Any
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.process import BaseProcess
 
 __all__ = ["how_it_ended", "pool_processes"]
 
 
-def pool_processes(pool: Any) -> list[Any]:
+def pool_processes(pool: ProcessPoolExecutor) -> list[BaseProcess]:
     """The processes of a ``ProcessPoolExecutor`` now (its private table; empty if unknown)."""
     return list((getattr(pool, "_processes", None) or {}).values())
 
 
-def how_it_ended(procs: list[Any]) -> str:
+def how_it_ended(procs: list[BaseProcess]) -> str:
     ended = []
     for p in procs:
         p.join(timeout=2)

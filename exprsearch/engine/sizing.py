@@ -25,11 +25,23 @@ from __future__ import annotations
 import gc
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
 import torch
 
-__all__ = ["Footprint", "Plan", "plan", "measure", "size_to_gpu", "free_memory", "GIB"]
+from .train import EvalSettings
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from exprsearch.lang.expr import ModelSpec
+    from exprsearch.rows.glue import Task
+    from exprsearch.rows.tokens import Batch, Batcher
+
+    from .group import GroupTrainer, Member
+    from .train import TrainConfig
+
+__all__ = ["Footprint", "Plan", "plan", "measure", "size_to_gpu", "free_memory", "GIB", "Sizable"]
 
 GIB = float(1 << 30)
 MARGIN = 1.5        # a candidate may be heavier than the probe's standard FFN (more element-wise ops): on an
@@ -110,17 +122,52 @@ def free_memory(device: torch.device) -> int:
     return int(torch.cuda.mem_get_info(device)[0])
 
 
+class _Prepared(Protocol):
+    """What sizing reads of a task an evaluator prepared (``kd.prepare.TaskState``)."""
+
+    @property
+    def task(self) -> Task: ...
+    @property
+    def train(self) -> Batcher: ...
+    @property
+    def teacher(self) -> PreTrainedModel: ...
+
+
+class _Settings(EvalSettings, Protocol):
+    @property
+    def layers(self) -> int: ...
+    @property
+    def group(self) -> int: ...
+
+
+class Sizable(Protocol):
+    """What sizing reads of an evaluator (``kd.evaluate.Evaluator``, a later layer than this one):
+    its device, protocol and prepared tasks, and how it makes and trains a group."""
+
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def cfg(self) -> _Settings: ...
+    @property
+    def graphs(self) -> bool: ...
+    @property
+    def state(self) -> Mapping[str, _Prepared]: ...
+    def log(self, message: str) -> None: ...
+    def members(self, st: Any, specs: list[ModelSpec]) -> list[Member]: ...
+    def trainer(self, members: list[Member], tc: TrainConfig, graphs: bool | None = None) -> GroupTrainer: ...
+
+
 class _Fixed:
     """A batch source for ``GroupTrainer.train``: the given batches, over and over."""
 
-    def __init__(self, batches: list[Any]) -> None:
+    def __init__(self, batches: list[Batch]) -> None:
         self.batches = batches
 
-    def forever(self) -> Any:
+    def forever(self) -> Iterator[Batch]:
         return itertools.cycle(self.batches)
 
 
-def _batches(ev: Any, st: Any) -> list[Any]:
+def _batches(ev: Sizable, st: _Prepared) -> list[Batch]:
     """Synthetic batches of the task's shapes: the longest width first (the eager warm-up step),
     then each width twice (capture, replay)."""
     from exprsearch.rows.tokens import Batch
@@ -136,7 +183,7 @@ def _batches(ev: Any, st: Any) -> list[Any]:
     return [make(max(widths))] + [make(w) for w in widths for _ in range(2)]
 
 
-def _peak(ev: Any, st: Any, k: int, graphs: bool) -> int:
+def _peak(ev: Sizable, st: _Prepared, k: int, graphs: bool) -> int:
     """Peak bytes reserved while training ``k`` standard-FFN students on ``st`` (beyond what the
     process held before)."""
     from exprsearch.lang.standard import STANDARD_SPEC
@@ -159,7 +206,7 @@ def _peak(ev: Any, st: Any, k: int, graphs: bool) -> int:
     return int(peak)
 
 
-def measure(ev: Any, graphs: bool = True, probe: int = 4) -> Footprint:
+def measure(ev: Sizable, graphs: bool = True, probe: int = 4) -> Footprint:
     """The footprint of ``ev``'s protocol on its GPU: a group of 1 and of ``probe`` standard-FFN
     students on the task with the longest buckets (every task shares the batch size and widths),
     with CUDA graphs or eager.  A probe group that does not fit is halved."""
@@ -180,7 +227,7 @@ def measure(ev: Any, graphs: bool = True, probe: int = 4) -> Footprint:
     return Footprint(int(process), max(0, one - per), int(per), graphs)
 
 
-def size_to_gpu(ev: Any, workers: int = 0) -> Plan:
+def size_to_gpu(ev: Sizable, workers: int = 0) -> Plan:
     """The plan for evaluator ``ev`` on its GPU: measured with CUDA graphs (or eager when the
     protocol has them off, or when not even one candidate fits with them), logged with its
     measurements and any warning."""

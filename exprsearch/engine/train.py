@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -23,8 +23,22 @@ from exprsearch.errors import ExprSearchError, check_number, check_whole
 from exprsearch.rows.glue import Task, compute_metrics, metric_std
 from exprsearch.rows.tokens import Batcher, Encoded
 
-__all__ = ["TrainConfig", "CandidateFailed", "predict", "dev_metrics",
+__all__ = ["TrainConfig", "EvalSettings", "CandidateFailed", "predict", "dev_metrics",
            "Curve", "lr_factor", "param_groups", "bad_reason", "Progress"]
+
+
+class EvalSettings(Protocol):
+    """What ``TrainConfig.from_eval`` reads of an evaluation protocol (``kd.protocol.EvalConfig``,
+    a later layer than this one)."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def max_len(self) -> int: ...
 
 
 class CandidateFailed(ExprSearchError):
@@ -60,7 +74,7 @@ class TrainConfig:
         check_number(self, "weight_decay", least=0)
 
     @classmethod
-    def from_eval(cls, cfg: Any, *, steps: int, lr: float | None = None, seed: int | None = None,
+    def from_eval(cls, cfg: EvalSettings, *, steps: int, lr: float | None = None, seed: int | None = None,
                   log_every: int | None = None, batch_size: int | None = None) -> "TrainConfig":
         """The optimisation settings an evaluation protocol (``EvalConfig``) implies for one
         training of ``steps`` steps: its learning rate, batch size, seed and length unless given;

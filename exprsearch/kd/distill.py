@@ -16,22 +16,28 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
+from transformers import PreTrainedModel
 
 from exprsearch.compiler import FFNConfig, StudentConfig, build_student, layer_map
+from exprsearch.compiler.heads import encoder_layers
+from exprsearch.compiler.hf.configuration_exprbert import ExprBertConfig
 from exprsearch.compiler.student import ExprBertForSequenceClassification, _copy
 from exprsearch.compiler.supernet import MAX_BLOCKS, SuperFFN, load_slices, load_teacher_ffn, lower_shared
 from exprsearch.compiler.teachers import bert_twin
 from exprsearch.errors import ConfigError
-from exprsearch.lang.expr import WB3, ModelSpec
+from exprsearch.lang.expr import WB3, Expr, ModelSpec
 from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES
 from exprsearch.lang.standard import standard_ffn
 from exprsearch.rows.glue import Task
 from exprsearch.rows.tokens import Batch
+
+if TYPE_CHECKING:
+    from exprsearch.space.generate import Space
 
 __all__ = ["KDConfig", "KDLoss", "SupernetStudent", "ExprPool"]
 
@@ -51,7 +57,8 @@ class KDConfig:
 class KDLoss(nn.Module):
     """One batch's distillation loss; owns the hidden-state projection (a trainable parameter)."""
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, task: Task, cfg: KDConfig) -> None:
+    def __init__(self, teacher: PreTrainedModel, student: ExprBertForSequenceClassification | SupernetStudent,
+                 task: Task, cfg: KDConfig) -> None:
         super().__init__()
         self.teacher, self.task, self.cfg = teacher.eval(), task, cfg
         for p in teacher.parameters():
@@ -128,11 +135,12 @@ class ExprPool:
     ('linear2_3', 4)
     """
 
-    def __init__(self, rng: random.Random, size: int = 16, p_standard: float = 0.25, space: Any = None) -> None:
+    def __init__(self, rng: random.Random, size: int = 16, p_standard: float = 0.25, space: Space | None = None
+                 ) -> None:
         from exprsearch.space.generate import Space, sample
         base = space or Space()
 
-        def draw_where(sp: Space, gated: bool) -> Any:
+        def draw_where(sp: Space, gated: bool) -> Expr:
             while True:
                 e = sample(sp, rng)
                 if not base.gates or any(n is WB3 for n in e.walk()) == gated:
@@ -142,7 +150,7 @@ class ExprPool:
                                for k in range(size)] for x in BLOCK_CHOICES for y in RATIO_CHOICES}
         self.p_standard = p_standard
 
-    def draw(self, rng: random.Random, x: int, y: int) -> Any:
+    def draw(self, rng: random.Random, x: int, y: int) -> Expr:
         """One layer's expression for a step whose sub-model is (X, Y)."""
         if rng.random() < self.p_standard:
             return standard_ffn(x, y)
@@ -156,27 +164,28 @@ class SupernetStudent(nn.Module):
     ``intermediate.dense`` (a gate starts equal to the value path; training separates them), so
     gated candidates use, and inherit, its first d rows."""
 
-    def __init__(self, cfg: StudentConfig, teacher: nn.Module | None = None) -> None:
+    def __init__(self, cfg: StudentConfig, teacher: PreTrainedModel | None = None) -> None:
         super().__init__()
+        twin: Any = None  # the teacher's BERT twin: its parts known by BERT's attribute names
         if teacher is not None:  # the shapes build_student takes from the teacher, kept for extract()
-            teacher = bert_twin(teacher)  # any BERT-family teacher, under BERT's names
-            tc = teacher.config
+            twin = bert_twin(teacher)  # any BERT-family teacher, under BERT's names
+            tc = twin.config
             cfg = replace(cfg, vocab_size=tc.vocab_size, max_position=tc.max_position_embeddings,
                           type_vocab=tc.type_vocab_size)
         self.cfg = cfg
-        self.model = build_student(ModelSpec((standard_ffn(),)), cfg, teacher)
+        self.model = build_student(ModelSpec((standard_ffn(),)), cfg, twin)
         fcfg = FFNConfig(hidden=cfg.hidden, base_width=cfg.base_width, dropout=cfg.dropout,
                          ln_eps=self.model.config.layer_norm_eps)
         self.supers = nn.ModuleList(SuperFFN(fcfg) for _ in range(cfg.layers))
-        if teacher is not None:
-            t_bert = getattr(teacher, "bert", teacher)
+        if twin is not None:
+            t_bert = getattr(twin, "bert", twin)
             for sup, t in zip(self.supers, layer_map(cfg.layer_map, cfg.layers, len(t_bert.encoder.layer))):
                 load_teacher_ffn(sup, t_bert.encoder.layer[t].intermediate, t_bert.encoder.layer[t].output)
-        self._views: dict[tuple[str, int], nn.Module] = {}
+        self._views: dict[tuple[Expr, int], fx.GraphModule] = {}
         self.use(MAX_BLOCKS, 1)
 
     @property
-    def config(self) -> Any:
+    def config(self) -> ExprBertConfig:
         return self.model.config
 
     def trainable(self) -> list[tuple[str, nn.Parameter]]:
@@ -188,7 +197,7 @@ class SupernetStudent(nn.Module):
         for i, (layer, e) in enumerate(zip(self.model.bert.encoder.layer, spec.broadcast(self.cfg.layers))):
             key = (e, i)  # interned: equal expressions are one object
             if key not in self._views:
-                self._views[key] = lower_shared(e, self.supers[i])
+                self._views[key] = lower_shared(e, cast(SuperFFN, self.supers[i]))
             layer.ffn = self._views[key]
 
     def use(self, x: int, y: int) -> None:
@@ -225,8 +234,8 @@ class SupernetStudent(nn.Module):
         cfg = replace(self.cfg, layers=len(keep), type_vocab=self.model.config.type_vocab_size)
         with torch.device(next(self.parameters()).device):
             student = build_student(spec, cfg)
-        for i, (layer, e) in enumerate(zip(student.bert.encoder.layer, spec.layers)):
-            load_slices(layer.ffn, self.supers[keep[i]], e)  # each FFN: the supernet slices it uses
+        for i, (layer, e) in enumerate(zip(encoder_layers(student), spec.layers)):
+            load_slices(layer.ffn, cast(SuperFFN, self.supers[keep[i]]), e)  # each FFN: the supernet slices it uses
         _copy(student, self.model, sliced=True, layers=keep, skip=".ffn.")  # the rest; pruned heads keep the first
         student.config._attn_implementation = self.model.config._attn_implementation
         return student

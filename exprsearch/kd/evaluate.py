@@ -22,19 +22,21 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 
-from exprsearch.compiler.student import set_dropout
+from exprsearch.compiler.execute import to_device
+from exprsearch.compiler.student import ExprBertForSequenceClassification, attach_spec, set_dropout
 from exprsearch.engine.blame import candidates_fault as _candidates
-from exprsearch.engine.group import GroupTrainer, Member, is_oom, train_one
+from exprsearch.engine.group import B, GroupTrainer, Member, Outcome, is_oom, train_one
 from exprsearch.engine.sizing import Plan
 from exprsearch.engine.train import CandidateFailed, Curve, TrainConfig, dev_metrics
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.standard import standard_ffn
 from exprsearch.rows.glue import score, task
+from exprsearch.rows.tokens import Batches
 
 from .distill import KDLoss
 from .prepare import TaskState, locations, prefill, prepare
@@ -88,7 +90,8 @@ class Evaluator:
         self._group_size: int | None = cfg.group if cfg.group > 0 else None
         self.graphs = cfg.cuda_graphs
         sup = next(iter(self.state.values())).supernet  # latencies are timed beside its standard-FFN student
-        self._reference = sup.extract(ModelSpec((standard_ffn(),))).to(self.device).eval() if cfg.latency_batch else None
+        self._reference = (to_device(sup.extract(ModelSpec((standard_ffn(),))), self.device).eval()
+                           if cfg.latency_batch else None)
 
     # -- execution sizes -----------------------------------------------------------------------------
     @property
@@ -149,6 +152,7 @@ class Evaluator:
             if run.curve is not None and run.status == "stopped":
                 res.curves[name] = run.curve.as_dict()
             return
+        assert run.curve is not None and run.student is not None  # an "ok" run has both
         res.metrics[name] = run.metrics
         res.curves[name] = run.curve.as_dict()
         if not res.params:
@@ -167,18 +171,19 @@ class Evaluator:
                             f"not {type(spec).__name__}")
         return canonicalize_spec(spec if 1 < len(spec) < self.cfg.layers else spec.broadcast(self.cfg.layers))
 
-    def train_student(self, spec: ModelSpec, task_name: str | None = None) -> tuple[Any, Any, dict[str, float]]:
+    def train_student(self, spec: ModelSpec, task_name: str | None = None
+                      ) -> tuple[ExprBertForSequenceClassification, TaskState, dict[str, float]]:
         """Train ``spec`` on one task exactly as ``evaluate`` does and keep the model:
         (student, the task's state -- teacher, batches, dev set --, its metrics: held-out ones
         prefixed ``heldout_``, and the dev ones).  Raises on failure."""
         st = self._task(task_name or next(iter(self.state)))
         name = st.task.name
         run = self._train_group(st, [self._canonical(spec)], self.cfg.steps_for(name), report_dev=True)[0]
-        if run.status != "ok":
+        if run.status != "ok" or run.student is None:
             raise CandidateFailed(f"{name}: {run.reason}")
         return run.student, st, {k: v for k, v in run.metrics.items() if not k.endswith("_std")}
 
-    def _latency(self, student: Any, res: CandidateResult) -> None:
+    def _latency(self, student: ExprBertForSequenceClassification, res: CandidateResult) -> None:
         """``res``'s latency: one inference forward of a ``latency_batch`` x ``latency_len`` batch,
         timed beside the standard-FFN student (built with the evaluator; ``timing.paired_latency``)."""
         from exprsearch.compiler.timing import paired_latency
@@ -187,7 +192,7 @@ class Evaluator:
         lat = paired_latency(student, self._reference, self.device, self.cfg.latency_batch, self.cfg.latency_len)
         res.latency_ms, res.latency = lat.ms, lat.as_dict()
 
-    def _student(self, st: TaskState, spec: ModelSpec) -> Any:
+    def _student(self, st: TaskState, spec: ModelSpec) -> ExprBertForSequenceClassification:
         """The candidate, inheriting the warm supernet: shallower specs keep the layers of the
         LayerDrop every-other rule (or evenly spaced ones); pruned heads are chosen by importance
         on the extracted student when ``head_importance_steps`` > 0, else the first heads are kept."""
@@ -207,14 +212,14 @@ class Evaluator:
             keep = every_other(self.cfg.layerdrop, full) if 0 < self.cfg.layerdrop <= 0.5 else []
             if len(keep) != n:
                 keep = sorted(set(layer_map("uniform", n, full)))
-        student = st.supernet.extract(build, keep_layers=keep).to(self.device).train()
+        student = to_device(st.supernet.extract(build, keep_layers=keep), self.device).train()
         if prune:
             from exprsearch.compiler.heads import head_importance, keep_top, prune_heads
             kd = KDLoss(st.teacher, student, st.task, self.cfg.kd()).to(self.device)
             imp = head_importance(student, st.train, lambda b: kd(student, b), self.cfg.head_importance_steps)
             prune_heads(student, keep_top(imp, [a.heads if a is not None and a.kind == "mha" and a.heads else None
                                                 for a in attn]))
-            student.spec = spec
+            attach_spec(student, spec)
         if self.cfg.dropout is not None:
             set_dropout(student, self.cfg.dropout)
         return student
@@ -224,12 +229,12 @@ class Evaluator:
             raise ConfigError(f"task {name} is not loaded; the evaluator has {', '.join(self.state)}")
         return self.state[name]
 
-    def student(self, task_name: str, spec: ModelSpec) -> Any:
+    def student(self, task_name: str, spec: ModelSpec) -> ExprBertForSequenceClassification:
         """``spec``'s student for task ``task_name``, inheriting the warm supernet (untrained)."""
         return self._student(self._task(task_name), self._canonical(spec))
 
-    def train(self, loss: Callable[[Any], torch.Tensor], params: list[tuple[str, torch.nn.Parameter]],
-              batches: Any, steps: int) -> Curve:
+    def train(self, loss: Callable[[B], torch.Tensor], params: list[tuple[str, torch.nn.Parameter]],
+              batches: Batches[B], steps: int) -> Curve:
         """Train ``params`` on ``loss(batch)`` for ``steps`` steps with this protocol's settings
         (``TrainConfig.from_eval``): the one loop, one model (stage 3's supernets and multi-task
         student).  Raises ``CandidateFailed`` on a broken step."""
@@ -241,6 +246,8 @@ class Evaluator:
         """The lock-step trainer of ``members`` (their KD losses share one teacher forward per
         batch) with this evaluator's device, streams and CUDA-graph setting."""
         kd0 = members[0].loss
+        if not isinstance(kd0, KDLoss):
+            raise TypeError("the evaluator's groups learn by KD: members of Evaluator.members")
         return GroupTrainer(members, tc, self.device, shared=kd0.teacher_outputs if kd0.needs_teacher else None,
                             graphs=self.graphs if graphs is None else graphs, streams=self.cfg.streams,
                             log=log or self.log)
@@ -327,12 +334,14 @@ class Evaluator:
             for h, losses in seen.items():
                 st.losses.setdefault(h, []).extend(losses)
             for i, m, o in zip(index, members, outs):
-                runs[i] = self._outcome(st, m.model, o, steps, report_dev)
+                # the members' models are the students self.members built
+                runs[i] = self._outcome(st, cast(ExprBertForSequenceClassification, m.model), o, steps, report_dev)
             del trainer, members
             self._free()
         return [r for r in runs if r is not None]
 
-    def _outcome(self, st: TaskState, model: Any, o: Any, steps: int, report_dev: bool = False) -> "_Run":
+    def _outcome(self, st: TaskState, model: ExprBertForSequenceClassification, o: Outcome, steps: int,
+                 report_dev: bool = False) -> "_Run":
         """One member's result: failed, stopped, or its metrics (an error there is its own)."""
         if o.failed is not None:
             return _Run("failed", str(o.failed))
@@ -344,7 +353,7 @@ class Evaluator:
                 metrics.update(dev_metrics(model, st.dev, st.task, self.device, std=True))
         except Exception as err:  # noqa: BLE001 - the candidate's, or re-raised
             return _Run("failed", f"scoring: {_candidates(err)}")
-        o.curve.dev.append((steps, metrics.get("score", metrics.get(st.task.main))))
+        o.curve.dev.append((steps, metrics["score"] if "score" in metrics else metrics[st.task.main]))
         return _Run("ok", metrics=metrics, curve=o.curve, student=model)
 
     def _free(self) -> None:
@@ -361,7 +370,7 @@ class _Run:
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     curve: Curve | None = None
-    student: Any = None
+    student: ExprBertForSequenceClassification | None = None
 
 
 def _quantile(xs: list[float], q: float) -> float:

@@ -24,20 +24,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
 
 from exprsearch.compiler.exits import EarlyExitBert, EntropyExit, GateExit, PatienceExit
+from exprsearch.compiler.hf.exits_exprbert import ExitPolicy
 from exprsearch.engine.group import train_one
 from exprsearch.engine.train import TrainConfig, _autocast
 from exprsearch.errors import ConfigError, check_number, check_whole
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.rows.glue import Task, compute_metrics
-from exprsearch.rows.tokens import Batcher, Encoded
+from exprsearch.rows.tokens import Batch, Batcher, Encoded
 
 from .distill import task_loss
+
+if TYPE_CHECKING:
+    from .protocol import EvalConfig
 
 __all__ = ["ExitConfig", "POLICIES", "GATE_COSTS", "make_policy", "settings", "train_exits", "train_gates", "evaluate_policy",
            "time_policy", "sweep"]
@@ -77,7 +81,7 @@ class ExitConfig:
         check_number(self, "exit_temperature", "exit_lr", "backbone_lr", "gate_lr", above=0)
 
 
-def make_policy(cfg: ExitConfig, value: float | None = None) -> Any:
+def make_policy(cfg: ExitConfig, value: float | None = None) -> ExitPolicy:
     """The policy object of ``cfg`` (``value`` overrides its threshold / patience)."""
     if cfg.policy == "entropy":
         return EntropyExit(cfg.threshold if value is None else value)
@@ -86,7 +90,7 @@ def make_policy(cfg: ExitConfig, value: float | None = None) -> Any:
     return GateExit(cfg.threshold if value is None else value)
 
 
-def settings(policy: str, layers: int, cfg: ExitConfig | None = None, regression: bool = False) -> list[Any]:
+def settings(policy: str, layers: int, cfg: ExitConfig | None = None, regression: bool = False) -> list[ExitPolicy]:
     """The sweep of a policy, from 'all layers' to 'leave earliest' (regression: gates skip only)."""
     cfg = ExitConfig(policy=policy) if cfg is None else replace(cfg, policy=policy)
     if policy == "patience":
@@ -114,12 +118,13 @@ def train_exits(model: EarlyExitBert, batches: Batcher, t: Task, device: torch.d
     if not joint:  # a frozen backbone runs as at inference (no dropout): targets and features are clean
         model.student.eval()
 
-    def loss(batch: Any) -> torch.Tensor:
+    def loss(batch: Batch) -> torch.Tensor:
         logits, _ = model.all_logits(batch.inputs_for(model))
         final = logits[-1] if joint else logits[-1].detach()
         exits = sum(_self_distill(final.detach(), z, t, cfg.exit_temperature)
                     + cfg.exit_label_weight * task_loss(z, batch, t) for z in logits[:-1])
-        return exits / max(1, len(logits) - 1) + (task_loss(final, batch, t) if joint else 0.0)
+        mean = exits / max(1, len(logits) - 1)
+        return mean + task_loss(final, batch, t) if joint else torch.as_tensor(mean)
 
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("gates.")]
     tc = TrainConfig(lr=cfg.exit_lr, batch_size=batch_size, steps=cfg.exit_steps, seed=seed, max_len=max_len,
@@ -145,7 +150,7 @@ def train_gates(model: EarlyExitBert, batches: Batcher, t: Task, device: torch.d
         model.gate_mode = mode
         model.eval()  # backbone and exits frozen and without dropout; the gates have none
 
-        def loss(batch: Any) -> torch.Tensor:
+        def loss(batch: Batch) -> torch.Tensor:
             inputs = batch.inputs_for(model)
             with torch.no_grad():
                 static = model.student(**inputs).logits
@@ -168,7 +173,7 @@ def _predictions(logits: torch.Tensor, t: Task) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_policy(model: EarlyExitBert, enc: Encoded, t: Task, policy: Any, device: torch.device,
+def evaluate_policy(model: EarlyExitBert, enc: Encoded, t: Task, policy: ExitPolicy, device: torch.device,
                     batch_size: int = 128) -> tuple[dict[str, float], float, torch.Tensor]:
     """(dev metrics, mean layers run, predictions in row order) with batched per-example exits."""
     model.eval()
@@ -182,7 +187,7 @@ def evaluate_policy(model: EarlyExitBert, enc: Encoded, t: Task, policy: Any, de
 
 
 @torch.no_grad()
-def time_policy(model: EarlyExitBert, enc: Encoded, policy: Any | None, device: torch.device,
+def time_policy(model: EarlyExitBert, enc: Encoded, policy: ExitPolicy | None, device: torch.device,
                 batch_size: int) -> float:
     """Seconds to predict every row of ``enc`` (``policy`` None: the static student)."""
     model.eval()
@@ -207,12 +212,12 @@ def time_policy(model: EarlyExitBert, enc: Encoded, policy: Any | None, device: 
     return best
 
 
-def _setting(pol: Any, gate_cost: float | None) -> dict[str, Any]:
+def _setting(pol: ExitPolicy, gate_cost: float | None) -> dict[str, Any]:
     return {**{k: v for k, v in asdict(pol).items() if k != "gates"},
             **({"gate_cost": gate_cost} if gate_cost is not None else {})}
 
 
-def _measure(model: EarlyExitBert, enc: Encoded, t: Task, policy: str, pol: Any, gate_cost: float | None,
+def _measure(model: EarlyExitBert, enc: Encoded, t: Task, policy: str, pol: ExitPolicy, gate_cost: float | None,
              device: torch.device) -> dict[str, Any]:
     """One trade-off row: the policy's setting, dev metrics, mean layers run."""
     metrics, layers, _ = evaluate_policy(model, enc, t, pol, device)
@@ -237,15 +242,16 @@ def sweep(model: EarlyExitBert, enc: Encoded, t: Task, policy: str, device: torc
             retrain_gates(cost)  # type: ignore[misc]
         row = {**_measure(model, enc, t, policy, pol, cost, device), "timing_rows": len(timing) if timing else 0}
         layers = row["avg_layers"]
-        for b, base in static.items():
-            row[f"speedup_b{b}"] = base / time_policy(model, timing, pol, device, b)
+        if timing is not None:
+            for b, base in static.items():
+                row[f"speedup_b{b}"] = base / time_policy(model, timing, pol, device, b)
         rows.append(row)
         log(f"{policy} {row['setting']}: {t.main} {row['score']:.2f}, {layers:.2f} of {n} layers"
             + (f", speed-up x{row['speedup_b1']:.2f} (batch 1), x{row['speedup_b32']:.2f} (batch 32)" if static else ""))
     return rows
 
 
-def run_exits(spec: ModelSpec, task_name: str, ecfg: Any, xcfg: ExitConfig, *,
+def run_exits(spec: ModelSpec, task_name: str, ecfg: EvalConfig, xcfg: ExitConfig, *,
               policies: tuple[str, ...] | None = None, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Train ``spec`` by warm-up KD on one task, add exit heads (and gates), sweep the policies.
 

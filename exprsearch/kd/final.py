@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 
 import torch
 
+from exprsearch.compiler.student import ExprBertForSequenceClassification
 from exprsearch.engine.train import TrainConfig, dev_metrics
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import ModelSpec
+
+if TYPE_CHECKING:
+    from .evaluate import Evaluator
 
 __all__ = ["FinalConfig", "FinalRun", "finetune", "final_steps", "fresh_seeds", "convergence", "FRESH_SEED"]
 
@@ -80,7 +84,7 @@ class FinalRun:
     best_step: int = 0
     steps: int = 0
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out main metric)
-    model: Any = None                         # the student at its best checkpoint (on the device)
+    model: ExprBertForSequenceClassification | None = None  # the student at its best checkpoint (on the device)
 
     @property
     def best_before_last(self) -> bool:
@@ -102,7 +106,8 @@ def fresh_seeds(n: int, used: Iterable[int] = ()) -> list[int]:
     >>> fresh_seeds(3, used=[0, 1, 2, 10_001])
     [10000, 10002, 10003]
     """
-    taken, out, s = set(used), [], FRESH_SEED
+    out: list[int] = []
+    taken, s = set(used), FRESH_SEED
     while len(out) < n:
         if s not in taken:
             out.append(s)
@@ -110,29 +115,31 @@ def fresh_seeds(n: int, used: Iterable[int] = ()) -> list[int]:
     return out
 
 
-def final_steps(ev: Any, task_name: str, cfg: FinalConfig) -> int:
+def final_steps(ev: Evaluator, task_name: str, cfg: FinalConfig) -> int:
     """Optimisation steps of ``cfg.epochs_for(task)`` passes over the evaluator's training rows
     (at least ``min_steps``), times ``scale``."""
     passes = round(cfg.epochs_for(task_name) * len(ev.state[task_name].train))
     return max(1, round(max(cfg.min_steps, passes) * cfg.scale))
 
 
-def finetune(ev: Any, specs: list[ModelSpec], task_name: str, seed: int, cfg: FinalConfig,
+def finetune(ev: Evaluator, specs: list[ModelSpec], task_name: str, seed: int, cfg: FinalConfig,
              log: Callable[[str], None] | None = None, keep_models: bool = True) -> list[FinalRun]:
     """Fine-tune ``specs`` on ``task_name`` with training seed ``seed`` (see the module docstring)."""
     from exprsearch.compiler.student import set_dropout
     st = ev.state[task_name]
-    if st.heldout is None:
+    heldout = st.heldout
+    if heldout is None:
         raise ConfigError("the final protocol chooses its checkpoint on held-out training rows: "
                           "prepare the evaluator with heldout_rows > 0")
     log = log or ev.log
     steps = final_steps(ev, task_name, cfg)
     members = ev.members(st, list(specs), seed)
-    for m in members:
+    models = [cast(ExprBertForSequenceClassification, m.model) for m in members]  # the students ev.members built
+    for model in models:
         if cfg.dropout is not None:
-            set_dropout(m.model, cfg.dropout)
+            set_dropout(model, cfg.dropout)
         else:
-            set_dropout(m.model, st.teacher.config.hidden_dropout_prob)
+            set_dropout(model, st.teacher.config.hidden_dropout_prob)
     runs = [FinalRun(str(s), seed, steps=steps) for s in specs]
     best: list[float] = [float("-inf")] * len(members)
     snapshots: list[dict[str, torch.Tensor] | None] = [None] * len(members)
@@ -140,28 +147,28 @@ def finetune(ev: Any, specs: list[ModelSpec], task_name: str, seed: int, cfg: Fi
 
     def checkpoint(step: int, means: dict[int, float]) -> dict[int, str]:
         for i in means:  # the members still running
-            got = dev_metrics(members[i].model, st.heldout, st.task, ev.device, std=True)
+            got = dev_metrics(models[i], heldout, st.task, ev.device, std=True)
             runs[i].curve.append((step, got[main]))
             if got[main] > best[i]:
                 best[i], runs[i].best_step, runs[i].heldout_std = got[main], step, got[f"{main}_std"]
-                snapshots[i] = {k: v.detach().clone() for k, v in members[i].model.state_dict().items()}
+                snapshots[i] = {k: v.detach().clone() for k, v in models[i].state_dict().items()}
         return {}
 
     st.train.seed = seed
     tc = TrainConfig.from_eval(ev.cfg, steps=steps, seed=seed, log_every=cfg.every(steps))
     trainer = ev.trainer(members, tc, log=log)
     log(f"final protocol on {task_name}: {len(members)} candidate(s), seed {seed}, {steps} steps, "
-        f"best of evaluations every {tc.log_every} steps on {len(st.heldout)} held-out rows")
+        f"best of evaluations every {tc.log_every} steps on {len(heldout)} held-out rows")
     outs = trainer.train(st.train, on_log=checkpoint)
-    for i, (m, o) in enumerate(zip(members, outs)):
-        r = runs[i]
-        if o.failed is not None or snapshots[i] is None:
+    for i, (model, o) in enumerate(zip(models, outs)):
+        r, snapshot = runs[i], snapshots[i]
+        if o.failed is not None or snapshot is None:
             r.status, r.reason = "failed", str(o.failed or "no checkpoint was evaluated")
             continue
-        m.model.load_state_dict(snapshots[i])
-        m.model.eval()
-        r.heldout, r.dev = best[i], dev_metrics(m.model, st.dev, st.task, ev.device, std=True)
-        r.model = m.model if keep_models else None
+        model.load_state_dict(snapshot)
+        model.eval()
+        r.heldout, r.dev = best[i], dev_metrics(model, st.dev, st.task, ev.device, std=True)
+        r.model = model if keep_models else None
     del trainer
     return runs
 
@@ -181,9 +188,11 @@ def convergence(runs: list[FinalRun], longer: list[FinalRun]) -> dict[str, Any]:
     (True, 0.005, 0.01)
     """
     ok = [r for r in runs if r.status == "ok" and r.heldout is not None]
-    by_seed = {r.seed: r.heldout for r in ok}
-    pairs = [(r.heldout, by_seed[r.seed]) for r in longer if r.status == "ok" and r.seed in by_seed]
-    seed_sd = statistics.stdev([r.heldout for r in ok]) if len(ok) > 1 else 0.0
+    held = [r.heldout for r in ok if r.heldout is not None]  # (all of them)
+    by_seed = {r.seed: r.heldout for r in ok if r.heldout is not None}
+    pairs = [(r.heldout, by_seed[r.seed]) for r in longer
+             if r.status == "ok" and r.heldout is not None and r.seed in by_seed]
+    seed_sd = statistics.stdev(held) if len(held) > 1 else 0.0
     boot = [r.heldout_std for r in ok if r.heldout_std is not None]
     noise = max(seed_sd, sum(boot) / len(boot) if boot else 0.0)
     gain = sum(a - b for a, b in pairs) / len(pairs) if pairs else None

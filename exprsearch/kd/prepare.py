@@ -19,21 +19,28 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
+from torch import nn
 
+from exprsearch.compiler.execute import to_device
 from exprsearch.engine.checkpoint import Checkpoint
 from exprsearch.engine.group import train_one
 from exprsearch.engine.processes import how_it_ended, pool_processes
 from exprsearch.engine.train import Progress, TrainConfig, dev_metrics
 from exprsearch.rows.glue import Task
 from exprsearch.rows.holdout import task_rows
-from exprsearch.rows.tokens import Batcher, Encoded, encode
+from exprsearch.rows.tokens import Batch, Batcher, Encoded, encode
 
 from .distill import ExprPool, KDLoss, SupernetStudent
 from .protocol import NEUTRAL, EvalConfig, teacher_config
 from .teacher import finetune_teacher, load_teacher, load_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from exprsearch.compiler import StudentConfig
 
 __all__ = ["TaskState", "prepare", "student_config", "prefill", "locations", "supernet_path"]
 
@@ -41,7 +48,7 @@ __all__ = ["TaskState", "prepare", "student_config", "prefill", "locations", "su
 @dataclass
 class TaskState:
     task: Task
-    teacher: Any
+    teacher: PreTrainedModel
     train: Batcher
     dev: Encoded
     supernet: SupernetStudent
@@ -57,7 +64,7 @@ class TaskState:
             return self.heldout, "heldout"
         return self.dev, "dev"
 
-    def selection_metrics(self, cfg: EvalConfig, model: Any, device: torch.device) -> dict[str, float]:
+    def selection_metrics(self, cfg: EvalConfig, model: nn.Module, device: torch.device) -> dict[str, float]:
         """The metrics every selection reads, with their bootstrap std: of the held-out rows
         (``heldout_<metric>``, and ``score``: the main one), or of the dev rows where the protocol
         scores on dev (then unprefixed)."""
@@ -74,7 +81,7 @@ def prepare(cfg: EvalConfig, t: Task, device: torch.device, data_dir: Path, teac
     tcfg = teacher_config(cfg, t.name)
     tdir = finetune_teacher(t, data_dir, teacher_dir, tcfg, cache, device, log)
     info = json.loads((tdir / "exprsearch.json").read_text())
-    teacher = load_teacher(tdir).to(device).eval()
+    teacher = to_device(load_teacher(tdir), device).eval()
     if device.type == "cuda" and cfg.bf16_teacher:
         teacher = teacher.to(torch.bfloat16)  # inference only: no per-step autocast casts of its weights
     if cfg.w_attn and not cfg.no_kd:
@@ -94,7 +101,7 @@ def prepare(cfg: EvalConfig, t: Task, device: torch.device, data_dir: Path, teac
                      heldout=None if heldout is None else heldout.to(device), rows=rows.counts())
 
 
-def student_config(cfg: EvalConfig, teacher: Any, num_labels: int) -> Any:
+def student_config(cfg: EvalConfig, teacher: PreTrainedModel, num_labels: int) -> StudentConfig:
     """The student shape: the teacher's width, heads, vocabulary (any BERT-family teacher, read
     under BERT's names: ``compiler.teachers.teacher_shape``); the protocol's depth and D."""
     from exprsearch.compiler import StudentConfig
@@ -107,8 +114,8 @@ def student_config(cfg: EvalConfig, teacher: Any, num_labels: int) -> Any:
                          layer_map=cfg.layer_map)
 
 
-def _supernet(cfg: EvalConfig, t: Task, teacher: Any, tdir: Path, batches: Batcher, device: torch.device, cache: Path,
-              log: Callable[[str], None]) -> SupernetStudent:
+def _supernet(cfg: EvalConfig, t: Task, teacher: PreTrainedModel, tdir: Path, batches: Batcher, device: torch.device,
+              cache: Path,              log: Callable[[str], None]) -> SupernetStudent:
     """The supernet student, warmed up by KD with a uniformly drawn (X, Y) sub-model per step."""
     torch.manual_seed(cfg.seed)
     sup = SupernetStudent(student_config(cfg, teacher, t.num_labels), teacher).to(device)
@@ -131,7 +138,7 @@ def _supernet(cfg: EvalConfig, t: Task, teacher: Any, tdir: Path, batches: Batch
         from exprsearch.space.generate import Space
         pool = ExprPool(random.Random(cfg.seed + 1), space=Space.from_text(cfg.warmup_space))
 
-    def loss(batch):
+    def loss(batch: Batch) -> torch.Tensor:
         sup.sample(rng, cfg.layerdrop, pool)  # a uniform (X, Y) sub-model (and layer skips) per step
         return kd(sup.model, batch)
 

@@ -17,16 +17,20 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from exprsearch.engine.group import GroupTrainer, Member
 from exprsearch.engine.train import Progress, TrainConfig, dev_metrics
+from exprsearch.compiler.execute import to_device
 from exprsearch.errors import ConfigError, ExprSearchError, check_number, check_whole
 from exprsearch.rows.glue import Task, file_digest
 from exprsearch.rows.holdout import task_rows
 from exprsearch.rows.tokens import Batcher, encode
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = ["check_teacher_dir", "default_teacher_dir", "hub_id", "load_tokenizer", "load_teacher", "teacher_digest", "finetune_teacher",
            "TeacherConfig", "offline", "fp32_kwargs"]
@@ -99,7 +103,7 @@ def check_teacher_dir(path: Path) -> Path:
     return path
 
 
-def load_tokenizer(path: Path) -> Any:
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     offline()
     from transformers import AutoTokenizer
     try:
@@ -116,7 +120,7 @@ def _unreadable_weights(path: Path, err: BaseException) -> ConfigError:
     return ConfigError(f"cannot load teacher weights {where}: {type(err).__name__}: {err}{cached}")
 
 
-def load_teacher(path: Path, num_labels: int | None = None) -> Any:
+def load_teacher(path: Path, num_labels: int | None = None) -> PreTrainedModel:
     """The teacher's ``*ForSequenceClassification`` (its own family: BERT, RoBERTa, ELECTRA,
     DistilBERT, ...) from a local directory (a new head if ``num_labels`` differs from the
     checkpoint's)."""
@@ -181,7 +185,7 @@ class TeacherConfig:
 
 
 def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherConfig, cache_dir: Path,
-                     device: torch.device, log: Any = print) -> Path:
+                     device: torch.device, log: Callable[[str], None] = print) -> Path:
     """The fine-tuned teacher for ``t`` (from the cache when present), trained on the training
     rows only: the held-out rows (``cfg.heldout_rows``, drawn by ``holdout.task_rows`` exactly as
     the students' evaluator draws them) and the dev rows are never trained on."""
@@ -197,7 +201,7 @@ def finetune_teacher(t: Task, data_dir: Path, teacher_dir: Path, cfg: TeacherCon
         return out
     tok = load_tokenizer(teacher_dir)
     torch.manual_seed(cfg.seed)  # the new classifier head is drawn here: make it reproducible
-    model = load_teacher(teacher_dir, t.num_labels).to(device).train()  # from_pretrained returns eval mode
+    model = to_device(load_teacher(teacher_dir, t.num_labels), device).train()  # from_pretrained returns eval mode
     tr, dv = encode(train, tok, cfg.max_len, cache_dir), encode(dev, tok, cfg.max_len, cache_dir)
     graphs = cfg.cuda_graphs and device.type == "cuda"
     batches = Batcher(tr, cfg.batch_size, seed=cfg.seed, device=device, fill=True,

@@ -205,7 +205,7 @@ def verify_canonical(e: Expr) -> None:
         if o.commutative and not o.associative and order_key(n.args[1]) < order_key(n.args[0]):
             raise ExprSearchError(f"verify: commutative operands out of order in {n}")
         under = parent is not None and parent.is_activation
-        if under and o.is_activation:
+        if parent is not None and under and o.is_activation:
             raise ExprSearchError(f"verify: {o.name} directly inside {parent.name} in {e}")
         if o.associative and parent is not o:
             ops = sorted(_operands(o.name, n), key=order_key)

@@ -83,7 +83,7 @@ class Deduper:
         Fresh numeric probes decide; sympy then labels the merge as proved where it can."""
         if not numerically_equal(c, rep, self.base_ratio):
             return None
-        forms = [self._algebra_of(c), self._algebra_of(rep)] if self.use_sympy else [_SKIPPED]
+        forms: list[Any] = [self._algebra_of(c), self._algebra_of(rep)] if self.use_sympy else [_SKIPPED]
         if _SKIPPED in forms:
             return "numeric"
         if None in forms:  # too large or too slow for sympy: merging would be a guess

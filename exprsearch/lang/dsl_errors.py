@@ -10,6 +10,7 @@ NestingTooDeepError
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 from lark.exceptions import (
     UnexpectedCharacters,
@@ -79,7 +80,7 @@ _EXPR_START = {"UNARY_OP", "BINARY_OP", "LINEAR_OP", "VAR", "SLOT"}
 _WORD = re.compile(r"[A-Za-z0-9_]+")
 
 
-def _expected(names: set[str]) -> str:
+def _expected(names: Iterable[str]) -> str:
     names = set(names)
     parts = []
     if _EXPR_START <= names:

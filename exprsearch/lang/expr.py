@@ -44,6 +44,7 @@ class Expr:
 
     op: Op
     args: tuple["Expr", ...]
+    _text: str   # the node's DSL text: str(e)
     size: int    # nodes in the tree, slots not counted (the standard FFN has 4)
     depth: int   # edges on the longest root-leaf path, slots not counted (standard FFN: 3)
 
@@ -178,6 +179,7 @@ def node(op: Op | str, *args: Expr) -> Expr:
 
 class _Ref(weakref.ref):
     __slots__ = ("key",)
+    key: tuple
 
 
 def _drop(ref: _Ref) -> None:

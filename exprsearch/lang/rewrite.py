@@ -81,12 +81,13 @@ def match(p: Pat, e: Expr, b: Bindings) -> Bindings | None:
         return None
     orders = [e.args, e.args[::-1]] if e.op.commutative and len(e.args) == 2 else [e.args]
     for args in orders:
-        r: Bindings | None = b
+        r = b
         for sp, se in zip(p.args, args):
-            r = match(sp, se, r)
-            if r is None:
+            m = match(sp, se, r)
+            if m is None:
                 break
-        if r is not None:
+            r = m
+        else:
             return r
     return None
 

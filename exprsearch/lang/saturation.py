@@ -84,11 +84,12 @@ def _scan(e: Expr, probe: Probe, bad: dict[Expr, torch.Tensor], used: dict[Expr,
         ignored = e.op.ignores(*vals) if e.op.ignores is not None else (None,) * len(vals)
         out = ~torch.isfinite(v)
         moves = torch.zeros_like(out)  # some operand moves the value
-        for i, (a, b) in enumerate(zip(vals, bads)):
+        for i, (val, b) in enumerate(zip(vals, bads)):
             still = _unmoved(e.op.torch_fn, vals, i, v)
             moves |= ~still
-            matters = b | ((a != 0) & still)
-            out |= matters if ignored[i] is None else matters & ~ignored[i]
+            matters = b | ((val != 0) & still)
+            ig = ignored[i]
+            out |= matters if ig is None else matters & ~ig
         used[e] = float((moves & ~out).float().mean())
     bad[e] = out
     return out

@@ -273,7 +273,8 @@ class _Grammar:
             return None  # a character no terminal matches
         tokens.append(("$END", ""))
         actions, goto, keep, ignore, end = self.actions, self.goto, self.keep, self.ignore, self.end
-        states, values = [self.start], []
+        states: list[int] = [self.start]
+        values: list[Any] = []
         try:
             for ttype, value in tokens:
                 if ttype in ignore:
@@ -283,7 +284,7 @@ class _Grammar:
                 while True:
                     act = actions[states[-1]].get(ttype)  # type: ignore[arg-type]
                     if act.__class__ is int:
-                        states.append(act)  # type: ignore[arg-type]
+                        states.append(act)
                         values.append(value)
                         break
                     if act is None:
@@ -295,7 +296,7 @@ class _Grammar:
                     kids = values[-size:]
                     del states[-size:]
                     del values[-size:]
-                    flat = []
+                    flat: list[Any] = []
                     for k in kids:
                         if k.__class__ is list:
                             flat.extend(k)

@@ -192,7 +192,7 @@ def validate(e: Expr, *, strict: bool = True) -> Expr:
                              node=e, hint="end with a wb2 linear")
         return e
     if len(wb1s) != 1 or len(wb2s) != 1:
-        extra = (wb1s[1:] or wb2s[1:] or [e])[0]
+        extra = next(iter(wb1s[1:] + wb2s[1:]), e)
         raise SlotCountError(f"a valid FFN uses exactly one wb1 linear and one wb2 linear; found "
                              f"{len(wb1s)} wb1 and {len(wb2s)} wb2", node=extra,
                              hint="use --relaxed for exploratory spaces with parallel branches")

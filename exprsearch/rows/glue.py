@@ -79,8 +79,8 @@ def file_digest(path: Path) -> str:
         for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
             h.update(f.relative_to(path).as_posix().encode() + b"\0" + file_digest(f).encode())
         return h.hexdigest()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
@@ -243,7 +243,8 @@ def scored_metric(name: str, metrics: dict[str, float]) -> tuple[str, float, flo
     return "dev", metrics[main], metrics.get(f"{main}_std")
 
 
-def compute_metrics(t: Task | str, labels: Sequence[float], preds: Sequence[float]) -> dict[str, float]:
+def compute_metrics(t: Task | str, labels: Sequence[float] | np.ndarray,
+                    preds: Sequence[float] | np.ndarray) -> dict[str, float]:
     """All of the task's metrics (as fractions); ``preds`` are class ids or regression values."""
     t = task(t) if isinstance(t, str) else t
     y, p = np.asarray(labels, dtype=np.float64), np.asarray(preds, dtype=np.float64)

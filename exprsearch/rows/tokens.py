@@ -21,13 +21,17 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator, Protocol, TypeVar
 
 import torch
 
 from .glue import Examples, file_digest
 
-__all__ = ["Encoded", "Batch", "Batcher", "encode", "tokenizer_digest"]
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["Encoded", "Batch", "Batcher", "Batches", "encode", "tokenizer_digest"]
 
 
 @dataclass
@@ -70,7 +74,7 @@ class Batch:
         mask = keep if not eager else (~keep).float() * torch.finfo(torch.float32).min
         return {"input_ids": self.input_ids, "token_type_ids": self.token_type_ids, "attention_mask": mask}
 
-    def inputs_for(self, model: Any) -> dict[str, torch.Tensor]:
+    def inputs_for(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """This batch as ``model``'s inputs (a HF model, or a wrapper holding one as ``student``):
         the mask its attention implementation wants, and token types only where its config has a
         type vocabulary (a DistilBERT teacher takes none)."""
@@ -81,7 +85,7 @@ class Batch:
         return out
 
 
-def tokenizer_digest(tok: Any) -> str:
+def tokenizer_digest(tok: PreTrainedTokenizerBase) -> str:
     """Identity of a tokenizer's behaviour (its serialised fast tokenizer, or vocab + class)."""
     h = hashlib.sha256(type(tok).__name__.encode())
     backend = getattr(tok, "backend_tokenizer", None)
@@ -96,7 +100,7 @@ def tokenizer_digest(tok: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def encode(ex: Examples, tok: Any, max_len: int, cache_dir: Path | None = None) -> Encoded:
+def encode(ex: Examples, tok: PreTrainedTokenizerBase, max_len: int, cache_dir: Path | None = None) -> Encoded:
     """Tokenise (pairs as ``[CLS] a [SEP] b [SEP]``), truncating to ``max_len``; cached on disk."""
     key = hashlib.sha256(repr((tokenizer_digest(tok), max_len, file_digest(ex.path), len(ex),
                                ex.skipped) + tuple(map(str, ex.task.identity()))
@@ -125,6 +129,16 @@ def encode(ex: Examples, tok: Any, max_len: int, cache_dir: Path | None = None) 
         torch.save(enc.__dict__, tmp)
         os.replace(tmp, path)  # atomic: readers never see a half-written file
     return enc
+
+
+B_co = TypeVar("B_co", covariant=True)
+
+
+class Batches(Protocol[B_co]):
+    """Where a training loop's batches come from: a ``Batcher`` (``Batch``es), or any endless
+    source of what its loss takes (stage 3's multi-task stream yields (task, ``Batch``) pairs)."""
+
+    def forever(self) -> Iterator[B_co]: ...
 
 
 class Batcher:

@@ -29,7 +29,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from exprsearch.errors import suggest
 
@@ -72,7 +72,7 @@ def _missing(column: str, have: list[str], what: str = "column", whose: str = "t
 
 def _table_rows(path: Path, delimiter: str, columns: list[str]) -> Rows:
     """Rows of a CSV or TSV file with a header row (TSV unquoted, as GLUE's)."""
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
@@ -252,6 +252,7 @@ def _read(data: UserData, split: str, vocab: tuple[str, ...] | None, limit: int 
     if out is not None:
         out.path = path
     seen: set[str] = set()
+    problem: str | None
     for where, row in rows:
         if isinstance(row, str):
             problem, value, raw = row, 0.0, ""

@@ -20,13 +20,19 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from exprsearch.errors import ConfigError, GraphMemoryLost
 from exprsearch.engine.processes import how_it_ended, pool_processes
 from exprsearch.lang.expr import ModelSpec
 
 __all__ = ["Backend", "InlineBackend", "PoolBackend", "RayBackend", "make_backend"]
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
+
+    from exprsearch.kd.evaluate import Evaluator
+    from exprsearch.kd.protocol import EvalConfig
 
 Batch = list[tuple[str, ModelSpec]]
 OnResult = Callable[[str, dict[str, Any]], None]
@@ -56,7 +62,8 @@ def _failed(key: str, reason: str) -> dict[str, Any]:
 class InlineBackend(Backend):
     """Evaluate in this process (one worker; what stage 3 and the CPU presets use)."""
 
-    def __init__(self, cfg: Any, log: Any = print, evaluator: Any = None) -> None:
+    def __init__(self, cfg: EvalConfig, log: Callable[[str], None] = print, evaluator: Evaluator | None = None
+                 ) -> None:
         from exprsearch.kd.evaluate import Evaluator
         self.evaluator = evaluator or Evaluator(cfg, log=log)
 
@@ -69,7 +76,7 @@ class InlineBackend(Backend):
         return out
 
 
-def _evaluate(ev: Any, items: Batch, worker: str, seed: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+def _evaluate(ev: Evaluator, items: Batch, worker: str, seed: int | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Evaluate (key, spec) items together (one group); results keyed, tagged with the worker."""
     results = ev.evaluate_many([spec for _, spec in items], seed=seed)
     return [(key, {**r.as_dict(), "key": key, "worker": worker}) for (key, _), r in zip(items, results)]
@@ -87,10 +94,10 @@ def _chunks(batch: Batch, size: int) -> list[Batch]:
     return [batch[i:i + size] for i in range(0, len(batch), size)]
 
 
-_WORKER: Any = None
+_WORKER: Evaluator | None = None
 
 
-def _init_worker(cfg: Any, ready: Any, threads: int) -> None:
+def _init_worker(cfg: EvalConfig, ready: Synchronized[int], threads: int) -> None:
     global _WORKER
     import torch
 
@@ -104,6 +111,7 @@ def _init_worker(cfg: Any, ready: Any, threads: int) -> None:
 
 
 def _work(items: Batch, seed: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    assert _WORKER is not None  # the pool's initializer (_init_worker) made it
     return _evaluate(_WORKER, items, f"pid{os.getpid()}", seed)
 
 
@@ -123,7 +131,7 @@ class PoolBackend(Backend):
     set (``make_backend`` sizes it); ``warm``: the caches are filled already.
     """
 
-    def __init__(self, cfg: Any, workers: int, log: Any = print, max_retries: int = 1,
+    def __init__(self, cfg: EvalConfig, workers: int, log: Callable[[str], None] = print, max_retries: int = 1,
                  start_timeout: float = 1800.0, warm: bool = False) -> None:
         from exprsearch.kd.evaluate import CPU_GROUP, Evaluator
         if not warm:
@@ -206,8 +214,8 @@ class PoolBackend(Backend):
             self._restart(broken)
         if lost:
             self.run(lost, on_result=lambda key, r: deliver([(key, r)]), seed=seed)
-        for item, err in retry:  # one at a time: a failure is this candidate's own
-            deliver(self._retry(item, err, seed))
+        for item, error in retry:  # one at a time: a failure is this candidate's own
+            deliver(self._retry(item, error, seed))
         return out
 
     def _retry(self, item: tuple[str, ModelSpec], err: BaseException, seed: int | None
@@ -230,8 +238,8 @@ class PoolBackend(Backend):
 class RayBackend(Backend):
     """Ray actors, each holding an Evaluator; fractional or whole GPUs per actor."""
 
-    def __init__(self, cfg: Any, workers: int, address: str | None = None, gpus_per_worker: float = 0.0,
-                 cpus_per_worker: float = 1.0, max_retries: int = 2, log: Any = print) -> None:
+    def __init__(self, cfg: EvalConfig, workers: int, address: str | None = None, gpus_per_worker: float = 0.0,
+                 cpus_per_worker: float = 1.0, max_retries: int = 2, log: Callable[[str], None] = print) -> None:
         try:
             import ray
         except ImportError:
@@ -246,7 +254,7 @@ class RayBackend(Backend):
         @ray.remote(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker, max_restarts=max_retries,
                     max_task_retries=max_retries)
         class _Actor:
-            def __init__(self, c: Any) -> None:
+            def __init__(self, c: EvalConfig) -> None:
                 self.ev = Evaluator(c, log=lambda m: None)
 
             def evaluate(self, items: Batch, seed: int | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -254,7 +262,8 @@ class RayBackend(Backend):
 
         from exprsearch.kd.evaluate import CPU_GROUP
         cfg = replace(cfg, setup_workers=1, group=cfg.group or CPU_GROUP)  # caches are warm; not sized: --group
-        self.actors = [_Actor.remote(cfg) for _ in range(workers)]
+        actor: Any = _Actor  # a Ray actor class: .remote() starts one
+        self.actors = [actor.remote(cfg) for _ in range(workers)]
         self.capacity, self.group = workers, cfg.group
 
     def run(self, batch: Batch, on_result: OnResult = _noop, seed: int | None = None) -> dict[str, dict[str, Any]]:
@@ -281,8 +290,8 @@ class RayBackend(Backend):
             self.ray.kill(a)
 
 
-def make_backend(name: str, cfg: Any, workers: int = 0, address: str | None = None,
-                 gpus_per_worker: float = 0.0, log: Any = print) -> Backend:
+def make_backend(name: str, cfg: EvalConfig, workers: int = 0, address: str | None = None,
+                 gpus_per_worker: float = 0.0, log: Callable[[str], None] = print) -> Backend:
     """The backend ``name`` with ``workers`` workers (0: sized to the device, like ``cfg.group``
     0; Ray: 1 worker, group 8 unless given).  Local: every task is prepared here first, and one
     worker evaluates in this process."""

@@ -17,9 +17,12 @@ say nothing about their candidates, and ``--resume`` evaluates them again once t
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exprsearch.errors import RunAborted
+
+if TYPE_CHECKING:
+    from .store import Store
 
 __all__ = ["FailureWatch", "STREAK", "hint"]
 
@@ -52,7 +55,7 @@ def hint(reason: str) -> str:
 class FailureWatch:
     """Watches one run's results; see the module docstring."""
 
-    def __init__(self, store: Any, run_id: str, streak: int = STREAK) -> None:
+    def __init__(self, store: Store, run_id: str, streak: int = STREAK) -> None:
         self.store, self.run_id, self.limit = store, run_id, streak
         self.streak: list[str] = []
         self.cause = ""

@@ -100,9 +100,10 @@ def score_std(r: dict[str, Any]) -> float | None:
         stds = [scored_metric(t, m)[2] for t, m in ms.items()]
     except (KeyError, ValueError, TypeError):
         return None
-    if not stds or any(s is None for s in stds):
+    known = [s for s in stds if s is not None]
+    if not stds or len(known) < len(stds):
         return None
-    return 100 * math.sqrt(sum(s ** 2 for s in stds)) / len(stds)
+    return 100 * math.sqrt(sum(s ** 2 for s in known)) / len(known)
 
 
 def standard_row(r: dict[str, Any]) -> bool:

@@ -134,7 +134,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: str | Path, *, standard: float
     for ax, key, label in ((axes[0], "params", "parameters (M)"),
                            (axes[1], "latency", "latency / the standard FFN's, timed alongside" if relative
                             else "latency (ms, one timing each)")):
-        pts = [(x(r, key), r["score"], id(r) in front) for r in ok if x(r, key)]
+        pts = [(v, r["score"], id(r) in front) for r in ok if (v := x(r, key))]
         if pts:
             ax.scatter([p[0] for p in pts if not p[2]], [p[1] for p in pts if not p[2]], s=18, alpha=0.5,
                        label="candidates")

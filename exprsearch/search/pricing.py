@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import ModelSpec
 from exprsearch.lang.ops import RATIO_CHOICES
 from exprsearch.lang.standard import standard_ffn
+
+if TYPE_CHECKING:
+    from exprsearch.kd.protocol import EvalConfig
 
 __all__ = ["Price", "Budget", "parse_budget", "price_spec", "teacher_price", "resolve", "standards", "matched_standard"]
 
@@ -113,9 +116,14 @@ class Budget:
     def ratio(self, base_width: int) -> int | None:
         """The Y of the standard FFN that defines an ``ffn:N%`` / ``ffn:d=N`` budget at base width
         D (None for other budgets); a width that is no D/Y of the space is a ConfigError."""
-        if self.kind != "ffn" or (self.share is None and self.width is None):
+        if self.kind != "ffn":
             return None
-        d = self.width if self.width is not None else self.share * base_width
+        if self.width is not None:
+            d: float = self.width
+        elif self.share is not None:
+            d = self.share * base_width
+        else:
+            return None
         for y in RATIO_CHOICES:
             if abs(d - base_width // y) < 1:
                 return y
@@ -157,14 +165,15 @@ def resolve(budget: Budget | None, flops: float | None, price: Callable[[ModelSp
         elif budget.count is not None:
             limit = budget.count
         else:
+            assert budget.share is not None  # Budget.parse gives standard, a width, a count or a share
             limit = budget.share * budget.measure(teacher())
     for spec in options:
         p = price(spec)
-        if (limit is None or budget.measure(p) <= limit) and (flops is None or p.flops <= flops):
+        if (budget is None or limit is None or budget.measure(p) <= limit) and (flops is None or p.flops <= flops):
             return limit, spec
     small = price(options[-1])
-    what = [f"{budget.measure(small) / 1e6:.3f}M {budget.kind} parameters > {limit / 1e6:.3f}M"] if limit is not None \
-        and budget.measure(small) > limit else []
+    what = [f"{budget.measure(small) / 1e6:.3f}M {budget.kind} parameters > {limit / 1e6:.3f}M"] \
+        if budget is not None and limit is not None and budget.measure(small) > limit else []
     what += [f"{small.flops / 1e6:.1f}M FLOPs/token > {flops / 1e6:.1f}M"] if flops is not None and small.flops > flops else []
     raise ConfigError(f"no standard FFN fits the budget ({budget.text if budget else ''}"
                       f"{' --budget-flops' if flops is not None else ''}): the smallest, "
@@ -172,7 +181,7 @@ def resolve(budget: Budget | None, flops: float | None, price: Callable[[ModelSp
                       f"raise the budget so that the width-matched baseline can be trained")
 
 
-def price_spec(spec: ModelSpec, ecfg: Any, tc: dict[str, Any], num_labels: int) -> Price:
+def price_spec(spec: ModelSpec, ecfg: EvalConfig, tc: dict[str, Any], num_labels: int) -> Price:
     """The price of ``spec`` for protocol ``ecfg`` and teacher config ``tc`` (cost model only)."""
     from exprsearch.compiler import FFNConfig
     from exprsearch.compiler.attention import layer_attention_flops

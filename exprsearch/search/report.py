@@ -15,11 +15,11 @@ import tempfile
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import liveness
 from .leaderboard import LATENCY_FLOOR, latency_text, pareto, score_text, scored_on, standard_row
-from .store import row_spec
+from .store import Store, row_spec
 
 __all__ = ["write_report", "SECTIONS"]
 
@@ -72,7 +72,7 @@ def _reproduce(cfg: dict[str, Any], run_id: str) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
-def _exits_html(tables: list[dict[str, Any]], tmp: Path, plot: Any) -> str:
+def _exits_html(tables: list[dict[str, Any]], tmp: Path, plot: Callable[..., Path]) -> str:
     if not tables:
         return "<p>no exit policy measured for this run (<code>exprsearch exits RUN --task TASK</code>)</p>"
     head = "<tr><th>task</th><th>policy</th><th>setting</th><th>score</th><th>avg layers</th><th>speed-up b1</th></tr>"
@@ -105,7 +105,7 @@ def _distilled_html(items: list[dict[str, Any]], page: Path) -> str:
     return f"<ul>{rows}</ul>"
 
 
-def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> Path:
+def write_report(store: Store, run_id: str, out: str | Path, *, top: int = 15) -> Path:
     from .plots import (
         plot_exits,
         plot_nonlinearity,
@@ -120,8 +120,10 @@ def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> 
     figs: dict[str, str] = {}
     figs["pareto"] = _img(plot_pareto(rows, tmp / "pareto.png", standard=std)) if ok else "<p>no successful candidate</p>"
     figs["progress"] = _img(plot_progress({run_id: rows}, tmp / "progress.png")) if ok else "<p>-</p>"
-    if ok:
-        best = row_spec(ok[0]["spec"])
+    best = row_spec(ok[0]["spec"]) if ok else None
+    if ok and best is None:  # a row of a newer version (an operator this one lacks), or damaged
+        figs["nonlinearity"] = "<p>-: the best row's spec is one this version cannot read</p>"
+    elif best is not None:
         distinct = list(dict.fromkeys(best.layers))
         shown = distinct[:4]
         figs["nonlinearity"] = (f"<p>{len(shown)} of the best model's {len(distinct)} distinct layer expressions "
@@ -141,7 +143,7 @@ def write_report(store: Any, run_id: str, out: str | Path, *, top: int = 15) -> 
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "stopped")}
     params = "-" if ok and ok[0]["params"] is None else f"{ok[0]['params'] / 1e6:.2f}M" if ok else ""  # damaged: -
     best_html = (f"<p>score {ok[0]['score']:.2f}, {params} params</p><pre>"
-                 + html.escape(row_spec(ok[0]["spec"]).to_lines()) + "</pre>") if ok else "<p>-</p>"
+                 + html.escape(best.to_lines() if best is not None else ok[0]["spec"]) + "</pre>") if ok else "<p>-</p>"
     page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>exprsearch run {html.escape(run_id)}</title>
 <style>{_CSS}</style></head><body>
 <h1>exprsearch run <code>{html.escape(run_id)}</code></h1>

@@ -17,15 +17,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .leaderboard import standard_row
-from .store import row_spec
 
 if TYPE_CHECKING:
     from .search import Search
+    from .store import Store
 
 __all__ = ["rerank"]
 
 
-def _ranked(store: Any, run: str) -> list[dict[str, Any]]:
+def _ranked(store: Store, run: str) -> list[dict[str, Any]]:
     """The run's successful per-candidate rows (no stage-3 supernet scores), best mean first."""
     return sorted((r for r in store.candidates(run, status="ok") if "@" not in r["key"]), key=lambda r: -r["score"])
 
@@ -44,13 +44,16 @@ def rerank(search: "Search", rounds: int = 4) -> int:
         top = rows[:n]
         top += [r for r in rows if standard_row(r) and r not in top][:1]  # "best - standard" compares means
         done = store.reseeds(run)
-        todo = {s: [(r["key"], row_spec(r["spec"])) for r in top if s not in done.get(r["key"], {})] for s in seeds}
+        todo = {s: [(r["key"], search.spec_of(r)) for r in top if s not in done.get(r["key"], {})] for s in seeds}
         if not any(todo.values()):
             break
         backend = search.backend()
         for seed, batch in todo.items():
             if batch:
-                backend.run(batch, on_result=lambda key, r, s=seed: store.add_reseed(run, key, s, r), seed=seed)
+                def reseeded(key: str, r: dict[str, Any], s: int = seed) -> None:
+                    store.add_reseed(run, key, s, r)
+
+                backend.run(batch, on_result=reseeded, seed=seed)
                 ran += len(batch)
     search.stats["reseeded"] += ran
     rows, done = _ranked(store, run), store.reseeds(run)

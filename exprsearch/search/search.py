@@ -20,7 +20,7 @@ import random
 import sys
 import time
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from exprsearch.errors import ConfigError
 from exprsearch.kd.protocol import EvalConfig
@@ -34,7 +34,12 @@ from .config import SearchConfig, eval_hash
 from .failures import FailureWatch
 from .liveness import Terminated, owner, sigterm_as_interrupt
 from .pricing import Budget, Price, parse_budget, price_spec, resolve, teacher_price
-from .store import Store, row_spec
+from .store import Store, StoreError, row_spec
+
+if TYPE_CHECKING:
+    from exprsearch.kd.evaluate import Evaluator
+
+    from .backends import Backend
 
 __all__ = ["SearchConfig", "Search", "eval_hash", "parse_budget"]  # SearchConfig, eval_hash: config.py; parse_budget: pricing.py
 
@@ -66,8 +71,8 @@ class Search:
         self._reps: dict[str, Any] = {}
         self.seen: set[str] = set()
         self.stats = {"evaluated": 0, "reused": 0, "duplicates": 0, "over_budget": 0, "failed": 0, "reseeded": 0}
-        self._backend: Any = None
-        self._evaluator: Any = None
+        self._backend: Backend | None = None
+        self._evaluator: Evaluator | None = None
         self.watch = FailureWatch(store, self.run_id)
         self._t0 = time.perf_counter()
         self._eval_t0: float | None = None  # when this process started evaluating
@@ -91,8 +96,9 @@ class Search:
         cfg = store.run(run_id)["config"]
         cfg["search"].setdefault("stage2_start", "random")  # a run stored before the option began randomly
         fields = lambda c: {f.name for f in dataclasses.fields(c)}  # noqa: E731
-        scfg = SearchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["search"].items()
-                               if k in fields(SearchConfig)})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["search"].items()
+                                  if k in fields(SearchConfig)}
+        scfg = SearchConfig(**values)
         return cls(store, scfg, EvalConfig.from_stored(cfg["eval"]), run_id=run_id, **kw)
 
     # -- identity, price ----------------------------------------------------------------------------
@@ -150,11 +156,12 @@ class Search:
         if self.budget is None and self.budget_flops is None:
             return False
         p = self.prices(spec)
-        return ((self.budget is not None and self.budget.measure(p) > self.budget_params)
+        return ((self.budget is not None and self.budget_params is not None
+                 and self.budget.measure(p) > self.budget_params)
                 or (self.budget_flops is not None and p.flops > self.budget_flops))
 
     # -- the loop ---------------------------------------------------------------------------------
-    def backend(self) -> Any:
+    def backend(self) -> Backend:
         if self._backend is None:
             from .backends import make_backend
             s = self.scfg
@@ -162,7 +169,7 @@ class Search:
                                          s.gpus_per_worker, log=self.log)
         return self._backend
 
-    def evaluator(self) -> Any:
+    def evaluator(self) -> Evaluator:
         """An ``Evaluator`` in this process (stage 3 trains here): the in-process backend's, else
         a new one -- after closing a worker pool, whose processes hold the GPU's memory."""
         from .backends import InlineBackend
@@ -180,8 +187,7 @@ class Search:
         space = self.scfg.space()
         if stage == 1:
             return [space] * self.ecfg.layers
-        best = self.best(stage=1)
-        fixed = row_spec(best["spec"]).layers  # depth and X_Y of stage 1's winner
+        fixed = self.spec_of(self._best_row(1)).layers  # depth and X_Y of stage 1's winner
         return [dataclasses.replace(space, blocks=(e.linears()[0].op.blocks,), ratios=(e.linears()[0].op.ratio,))
                 for e in fixed]
 
@@ -232,8 +238,8 @@ class Search:
         if stage == 1 and self.scfg.seed_standard:
             seeds = [self.standard()]
         elif stage == 2:
-            best1 = self.best(stage=1)
-            seeds = [row_spec(best1["spec"])]
+            best1 = self._best_row(1)
+            seeds = [self.spec_of(best1)]
         from exprsearch.space.samplers import parse_attn_choices
         arch = {"attn_choices": parse_attn_choices(self.scfg.attn_choices), "depths": list(self.scfg.depths)}
         if stage == 2:  # sizes, attention and depth fixed from stage 1's best
@@ -321,6 +327,22 @@ class Search:
                  f"failed {self.stats['failed']} dup {self.stats['duplicates']} reused {self.stats['reused']} "
                  f"over-budget {self.stats['over_budget']} | best {best['score']:.2f} | {speed}" if best else
                  f"[stage {stage}] {count}/{budget} done (no successful candidate yet)")
+
+    def spec_of(self, row: dict[str, Any]) -> ModelSpec:
+        """The parsed spec of a stored row the run goes on from (stage 1's best, a stage-3 winner, a
+        re-ranked candidate): a ``StoreError`` where this version cannot read it (``row_spec``)."""
+        spec = row_spec(row["spec"])
+        if spec is None:
+            raise StoreError(f"run {self.run_id}: stored spec {row['spec']!r} cannot be read by this version")
+        return spec
+
+    def _best_row(self, stage: int) -> dict[str, Any]:
+        """Stage ``stage``'s best stored row: where stage ``stage + 1`` starts."""
+        best = self.best(stage=stage)
+        if best is None:
+            raise ConfigError(f"stage {stage + 1} starts from stage {stage}'s best candidate: run {self.run_id} "
+                              f"has none (run stage {stage} first)")
+        return best
 
     def best(self, stage: int | None = None) -> dict[str, Any] | None:
         rows = [r for r in self.store.candidates(self.run_id, status="ok") if stage is None or r["stage"] == stage]

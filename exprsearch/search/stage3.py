@@ -9,18 +9,20 @@ with a uniformly drawn X_Y per layer per step, so every assignment it ranks was 
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
+from exprsearch.compiler.execute import to_device
 from exprsearch.compiler.student import set_dropout
 from exprsearch.kd.distill import KDLoss
 from exprsearch.kd.evaluate import Evaluator
-from exprsearch.rows.glue import score
+from exprsearch.kd.prepare import TaskState
 from exprsearch.lang.expr import AttnSpec, Expr, ModelSpec, node
 from exprsearch.lang.ops import BLOCK_CHOICES, RATIO_CHOICES, Kind, linear_op
+from exprsearch.rows.glue import score
+from exprsearch.rows.tokens import Batch
 
-from .store import row_spec
 
 if TYPE_CHECKING:
     from .search import Search
@@ -49,7 +51,7 @@ def run_stage3(search: "Search") -> None:
         search.log("stage 3 skipped: no successful candidate from stages 1-2")
         return
     done = [r for r in search.store.candidates(search.run_id) if r["stage"] == 3]
-    best_spec = row_spec(best["spec"])
+    best_spec = search.spec_of(best)
     bodies, attn = best_spec.layers, best_spec.attn
     ev = search.evaluator()
     cfg, scfg = search.ecfg, search.scfg
@@ -63,7 +65,7 @@ def run_stage3(search: "Search") -> None:
         for st in ev.state.values():
             kd = KDLoss(st.teacher, st.supernet.model, st.task, cfg.kd()).to(ev.device)
 
-            def loss(batch: Any, st: Any = st, kd: Any = kd) -> torch.Tensor:
+            def loss(batch: Batch, st: TaskState = st, kd: KDLoss = kd) -> torch.Tensor:
                 st.supernet.use_spec(_random_xy(bodies, rng))  # FFN sizes only: the supernet's attention
                 return kd(st.supernet.model, batch)
 
@@ -97,7 +99,7 @@ def run_stage3(search: "Search") -> None:
     winner = max(proxies, key=lambda r: r["score"])
     search.log(f"stage 3: winner {winner['spec']} (proxy {winner['score']:.2f}); multi-task fine-tuning "
                f"for {scfg.multitask_steps} steps")
-    spec = row_spec(winner["spec"])
+    spec = search.spec_of(winner)
     metrics = multitask_finetune(ev, spec, scfg.multitask_steps)
     params, flops = search.price(spec)
     search.store.add(search.run_id, {"key": winner["key"].replace("@proxy", "@multitask"), "spec": winner["spec"],
@@ -110,10 +112,10 @@ def run_stage3(search: "Search") -> None:
 class _RoundRobin:
     """Batches of every task in turn (the multi-task stream)."""
 
-    def __init__(self, states: list[Any]) -> None:
+    def __init__(self, states: list[TaskState]) -> None:
         self.states = states
 
-    def forever(self) -> Iterator[tuple[str, Any]]:
+    def forever(self) -> Iterator[tuple[str, Batch]]:
         streams = [(st.task.name, st.train.forever()) for st in self.states]
         while True:
             for name, s in streams:
@@ -125,7 +127,7 @@ def multitask_finetune(ev: Evaluator, spec: ModelSpec, steps: int) -> dict[str, 
     supernet), KD from each task's teacher on round-robin batches; per task the metrics the
     search selects by (held-out rows: ``TaskState.selection_metrics``)."""
     states = list(ev.state.values())
-    models = {st.task.name: st.supernet.extract(spec).to(ev.device).train() for st in states}
+    models = {st.task.name: to_device(st.supernet.extract(spec), ev.device).train() for st in states}
     if ev.cfg.dropout is not None:
         for m in models.values():
             set_dropout(m, ev.cfg.dropout)

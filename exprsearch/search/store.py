@@ -131,7 +131,8 @@ class Store:
                 self.db.execute("ALTER TABLE candidates ADD COLUMN ffn_params INTEGER")  # the column a newer version added
         except (sqlite3.DatabaseError, OSError) as err:
             if new:  # a full disk: no 4 kB store and -wal/-shm left, and the disk is named, not the store
-                getattr(self, "db", None) and self.db.close()
+                if getattr(self, "db", None) is not None:
+                    self.db.close()
                 remove_new(self.path)
                 raise StoreError(creation_message(self.path, str(err))) from None
             if isinstance(err, OSError):

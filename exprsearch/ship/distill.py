@@ -20,25 +20,32 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 
+from exprsearch.compiler.execute import to_device
+from exprsearch.compiler.student import ExprBertForSequenceClassification
 from exprsearch.errors import ConfigError, ExprSearchError
 from exprsearch.kd.final import FinalConfig, FinalRun, finetune, fresh_seeds
 from exprsearch.kd.teacher import hub_id
 from exprsearch.lang.expr import ModelSpec
-from exprsearch.search.pricing import matched_standard, price_spec
+from exprsearch.search.pricing import Price, matched_standard, price_spec
 from exprsearch.search.stats import mean_std
 
 from .card import model_card
 from .hf import write_hf_dir
 from .trivial import check, data_line
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from exprsearch.kd.evaluate import Evaluator
+
 __all__ = ["distill", "model_facts", "check_onnx"]
 
 
-def model_facts(model: Any, seq_len: int = 128) -> dict[str, Any]:
+def model_facts(model: ExprBertForSequenceClassification, seq_len: int = 128) -> dict[str, Any]:
     """Parameters (total / non-embedding / FFN) and matmul FLOPs per token of a student."""
     from exprsearch.compiler import student_cost
     cost = student_cost(model, seq_len)
@@ -47,16 +54,17 @@ def model_facts(model: Any, seq_len: int = 128) -> dict[str, Any]:
             "flops_per_token": cost["mm_flops_per_token"], "seq_len": seq_len}
 
 
-def _latency(model: Any, reference: Any, device: torch.device, batch: int, seq: int = 128) -> dict[str, Any]:
+def _latency(model: PreTrainedModel, reference: PreTrainedModel, device: torch.device, batch: int, seq: int = 128
+             ) -> dict[str, Any]:
     """One forward of ``batch`` sequences of ``seq`` tokens, timed beside ``reference`` (the
     standard-FFN student): median and spread over 7 repeats, and the ratio (``timing.Latency``)."""
     from exprsearch.compiler.timing import paired_latency
     cpu = device.type == "cpu"
-    return paired_latency(model.to(device), reference.to(device), device, batch, seq, repeats=7,
+    return paired_latency(to_device(model, device), to_device(reference, device), device, batch, seq, repeats=7,
                           warmup=2 if cpu else 5, iters=3 if cpu else 20).as_dict()
 
 
-def check_onnx(model: Any, path: Path) -> dict[str, Any]:
+def check_onnx(model: ExprBertForSequenceClassification, path: Path) -> dict[str, Any]:
     """Export ``model`` to ``path`` (inputs input_ids, attention_mask, token_type_ids; dynamic
     batch and length) and compare onnxruntime's logits with PyTorch's on two shapes."""
     from exprsearch.compiler.export import export_onnx, onnx_inputs
@@ -64,7 +72,7 @@ def check_onnx(model: Any, path: Path) -> dict[str, Any]:
         import onnxruntime as ort
     except ImportError:
         return {"onnx": None, "why": "onnxruntime is not installed: pip install 'exprsearch[onnx]'"}
-    cpu = model.to("cpu").eval()
+    cpu = to_device(model, "cpu").eval()
     export_onnx(cpu, path)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names, vocab = onnx_inputs(cpu), cpu.config.vocab_size
@@ -106,7 +114,12 @@ def _replace_dir(tmp: Path, out: Path, overwrite: bool) -> None:
         os.replace(tmp, out)
 
 
-def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int = 1, *, command: str = "",
+def _heldout(r: FinalRun) -> float:
+    """The held-out score a run was chosen by (an ok run has one)."""
+    return float("-inf") if r.heldout is None else r.heldout
+
+
+def distill(ev: Evaluator, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int = 1, *, command: str = "",
             source: str = "", overwrite: bool = False, log: Callable[[str], None] = print,
             baseline: ModelSpec | None = None, used_seeds: Iterable[int] = ()) -> list[dict[str, Any]]:
     """Distil ``spec`` on every task of ``ev`` into ``out`` (``out/<task>`` for several tasks),
@@ -119,7 +132,7 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
     from exprsearch.compiler.teachers import teacher_shape
     tc, labels_n = teacher_shape(first.teacher.config.to_dict()), first.task.num_labels
 
-    def price(s: ModelSpec) -> Any:
+    def price(s: ModelSpec) -> Price:
         return price_spec(s, ev.cfg, tc, labels_n)
 
     standard = (baseline or matched_standard(spec, price, ev.cfg.layers)).broadcast(ev.cfg.layers)
@@ -143,7 +156,7 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
             if with_std:
                 theirs.append(runs[1])
                 runs[1].model = None
-            best = max((r for r in mine if r.status == "ok"), key=lambda r: r.heldout, default=None)
+            best = max((r for r in mine if r.status == "ok"), key=_heldout, default=None)
             for r in mine:  # keep only the best model so far
                 if r is not best:
                     r.model = None
@@ -151,10 +164,11 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
             log(f"  {name} seed {seed}: {runs[0].status} dev {st.task.main} "
                 f"{100 * runs[0].dev.get(st.task.main, float('nan')):.2f} (held-out {held}, "
                 f"best step {runs[0].best_step})")
-        best = max((r for r in mine if r.status == "ok"), key=lambda r: r.heldout, default=None)
+        best = max((r for r in mine if r.status == "ok"), key=_heldout, default=None)
         if best is None:
             raise ExprSearchError(f"{name}: every seed failed ({mine[0].reason})")
         model = best.model
+        assert model is not None  # the best run kept its model
         guess = check(st, model, ev.device, best.seed)  # the same dev rows: better than a constant?
         log(f"  {name}: {data_line(guess).replace('**', '')}")
         for w in guess["warnings"]:
@@ -171,7 +185,8 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
                 "standard": _summary(theirs, st.task.main, standard, ffn["standard"]) if with_std else None,
                 "teacher": {k: 100 * v for k, v in st.teacher_metrics.items()}, "base_model": hub_id(ev.teacher_dir), "protocol": {
                     "epochs": fcfg.epochs_for(name), "eval_every": fcfg.every(best.steps), "dropout": fcfg.dropout,
-                    "heldout_rows": len(st.heldout), "lr": ev.cfg.lr, "batch_size": ev.cfg.batch_size,
+                    "heldout_rows": len(st.heldout) if st.heldout is not None else 0, "lr": ev.cfg.lr,
+                    "batch_size": ev.cfg.batch_size,
                     "steps": best.steps, "seeds": seed_list,
                     "best_before_last": all(r.best_before_last for r in mine if r.status == "ok")}, **facts,
                 "latency": latency, "check": guess, "command": command, "source": source,
@@ -179,7 +194,7 @@ def distill(ev: Any, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds: int =
         tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            write_hf_dir(model.to("cpu"), tmp, ev.teacher_dir, labels)
+            write_hf_dir(to_device(model, "cpu"), tmp, ev.teacher_dir, labels)
             info.update(check_onnx(model, tmp / "model.onnx"))
             (tmp / "README.md").write_text(model_card(info), encoding="utf-8")
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -19,18 +19,22 @@ compute, so the weights load unchanged and the logits agree (``tests/test_ship_h
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exprsearch.compiler.student import ExprBertForSequenceClassification
 
 __all__ = ["write_hf_dir", "FFN_FILE"]
 
 FFN_FILE = "ffn_exprbert.py"  # the generated part of a shipped directory
 
 
-def write_hf_dir(model: Any, out: Path, tokenizer_dir: Path, labels: list[str] | None = None) -> Path:
+def write_hf_dir(model: ExprBertForSequenceClassification, out: Path, tokenizer_dir: Path,
+                 labels: list[str] | None = None) -> Path:
     """Save ``model`` into ``out`` (created) as a self-contained Hugging Face directory."""
     from exprsearch.compiler.hf.modeling_exprbert import ExprBertModel
     from exprsearch.compiler.pysource import ffn_module
-    from exprsearch.compiler.student import ffn_config
+    from exprsearch.compiler.student import attached_spec, ffn_config
     from exprsearch.kd.teacher import load_tokenizer, offline
     offline()  # no "Writing model shards" bar in the log
     out = Path(out)
@@ -42,6 +46,6 @@ def write_hf_dir(model: Any, out: Path, tokenizer_dir: Path, labels: list[str] |
     # save_pretrained adds AutoConfig and the model's own auto class; the base model is registered too
     cfg.auto_map = {"AutoModel": f"{ExprBertModel.__module__.rsplit('.', 1)[-1]}.{ExprBertModel.__name__}"}
     model.save_pretrained(out)  # config.json, model.safetensors and the package's configuration/modeling files
-    (out / FFN_FILE).write_text(ffn_module(model.spec.layers, ffn_config(cfg)), encoding="utf-8")
+    (out / FFN_FILE).write_text(ffn_module(attached_spec(model).layers, ffn_config(cfg)), encoding="utf-8")
     load_tokenizer(Path(tokenizer_dir)).save_pretrained(out)  # whatever files the teacher's tokenizer needs
     return out

@@ -27,13 +27,19 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from exprsearch.rows.glue import Task, compute_metrics, metric_std
 
 from .markdown import md
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from exprsearch.kd.prepare import TaskState
 
 __all__ = ["constant_predictor", "judge", "warnings", "check", "data_line", "card_lines", "headline", "MARGIN"]
 
@@ -104,7 +110,7 @@ def warnings(t: Task, const: dict[str, Any], student: dict[str, Any], teacher: d
     return out
 
 
-def check(st: Any, model: Any, device: Any, seed: int) -> dict[str, Any]:
+def check(st: TaskState, model: nn.Module, device: torch.device, seed: int) -> dict[str, Any]:
     """The check of a shipped ``model`` (seed ``seed``) on task state ``st``'s dev rows: the
     constant predictor, the student's and the teacher's predictions, the warnings, the rows."""
     from exprsearch.engine.train import predict

@@ -28,7 +28,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 from exprsearch.errors import ConfigError
 from exprsearch.lang.expr import WB1, WB2, WB3, Expr, X, node
@@ -215,7 +215,10 @@ def count(sp: Space, limit: int = 2_000_000) -> int:
     return len(sp.blocks) * sum(1 for y in sp.ratios for _ in enumerate_space(sp, xy=[linear_op(x0, y)]))
 
 
-def _pick(rng: random.Random, weighted: list[tuple[int, object]]) -> object:
+T = TypeVar("T")
+
+
+def _pick(rng: random.Random, weighted: list[tuple[int, T]]) -> T:
     r = rng.randrange(sum(w for w, _ in weighted))
     for w, item in weighted:
         if r < w:
@@ -268,7 +271,7 @@ def sample(sp: Space, rng: random.Random) -> Expr:
     """One expression drawn uniformly from the space's valid trees."""
     dp = sp._dp
     assert dp is not None
-    outer, ins, fs, _ = _pick(rng, [(n, sh) for sh in _shapes(sp) for n in [sh[-1]]])  # type: ignore[misc]
+    outer, ins, fs, _ = _pick(rng, [(n, sh) for sh in _shapes(sp) for n in [sh[-1]]])
     lin = rng.choice(sp.xy)
     holes = tuple(node(lin, _sample_input(dp, rng, gd, gs), slot) for (gd, gs), slot in zip(ins, HOLE_SLOTS))
     f = _sample_tree(dp, rng, sp.max_depth - (2 if outer else 1), fs, False, holes, _hole_keys(ins))
@@ -328,5 +331,5 @@ def random_tree(sp: Space, rng: random.Random, max_depth: int = 2, max_size: int
     assert dp is not None
     sizes = [(dp.trees(max_depth, s, under_act, ()), s) for s in range(1, max_size + 1)]
     s = _pick(rng, [w for w in sizes if w[0]])
-    return _sample_tree(dp, rng, max_depth, s, under_act, (), ())  # type: ignore[arg-type]
+    return _sample_tree(dp, rng, max_depth, s, under_act, (), ())
 

@@ -282,7 +282,7 @@ class LaNASSampler(Sampler):
         return self.rng.choice(inside or pool)
 
 
-SAMPLERS = {"random": RandomSampler, "evolution": EvolutionSampler, "lanas": LaNASSampler}
+SAMPLERS: dict[str, type[Sampler]] = {"random": RandomSampler, "evolution": EvolutionSampler, "lanas": LaNASSampler}
 
 
 def make_sampler(name: str, spaces: list[Space], rng: random.Random, seeds: list[ModelSpec] | None = None,
