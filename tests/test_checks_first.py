@@ -146,3 +146,22 @@ def test_the_model_card_shows_names_as_text():
     assert "<script>" not in card and "<b>" not in card and "&lt;script&gt;" in card
     assert "run \\*r\\* of &lt;b&gt;x.db&lt;/b&gt;" in card and "| this student | 80.00 ± 0.00 (1 seed) |" in card
     assert "````\nexprsearch distill '```x' -o d\n````" in card  # a fence the command cannot close
+
+
+def test_overwrite_replaces_only_a_student_exprsearch_wrote(tmp_path):
+    """Issue 33 item 3: ``--overwrite`` on a folder of the user's (a ``mine.txt`` in it) is refused
+    before any training and the folder is left as it was; a directory distill wrote is replaced."""
+    import json
+
+    from exprsearch.errors import ConfigError
+    from exprsearch.ship.outdir import reserve
+    mine = tmp_path / "out"
+    mine.mkdir()
+    (mine / "mine.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not a student exprsearch wrote"):
+        reserve(mine, ["SST-2"], overwrite=True)
+    assert (mine / "mine.txt").read_text() == "keep me"
+    (mine / "mine.txt").unlink()
+    (mine / "config.json").write_text(json.dumps({"model_type": "exprbert"}))
+    with reserve(mine, ["SST-2"], overwrite=True):
+        pass

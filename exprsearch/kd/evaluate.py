@@ -74,10 +74,10 @@ class Evaluator:
         self.device = cfg.torch_device()
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
-        else:  # threads on a core another process holds stall every step (issue 32): take the free ones
+        threads = None
+        if self.device.type != "cuda":  # threads on a core another process holds stall every step: take the free ones
             from exprsearch.engine.threads import apply
-            t = apply(cfg.threads)
-            log(f"CPU threads: {t.count} ({t.why})")
+            threads = apply(cfg.threads)
         self.data_dir, self.teacher_dir, self.cache = locations(cfg)
         self.tasks = [task(t) for t in cfg.tasks]
         if not self.tasks:
@@ -87,6 +87,8 @@ class Evaluator:
         prefill(cfg, log)
         self.state = {t.name: prepare(cfg, t, self.device, self.data_dir, self.teacher_dir, self.cache, log)
                       for t in self.tasks}
+        if threads is not None:  # said once the tasks are read (a bad task or file is the only line)
+            log(f"CPU threads: {threads.count} ({threads.why})")
         self._group_size: int | None = cfg.group if cfg.group > 0 else None
         self.graphs = cfg.cuda_graphs
         sup = next(iter(self.state.values())).supernet  # latencies are timed beside its standard-FFN student

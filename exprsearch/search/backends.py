@@ -146,7 +146,7 @@ class PoolBackend(Backend):
         from exprsearch.engine.threads import pick
         ctx = mp.get_context("spawn")
         ready = ctx.Value("i", 0)
-        threads = pick(self.cfg.threads or _torch_threads(), self.capacity)  # workers x threads <= the cores
+        threads = pick(self.cfg.threads, self.capacity)  # workers x threads <= the free cores
         self.log(f"{self.capacity} worker processes, {threads.count} CPU thread(s) each ({threads.why})")
         pool = ProcessPoolExecutor(self.capacity, mp_context=ctx, initializer=_init_worker,
                                    initargs=(replace(self.cfg, setup_workers=1, threads=threads.count), ready,

@@ -4,7 +4,8 @@ Input: the output directory, the tasks (one subdirectory each when there are sev
 ``--overwrite`` and about how many bytes the students will take.  Output: a ``Reservation`` -- a
 ``.NAME.lock`` file holding this process's id beside each target -- released when the command
 ends.  Invariants: whatever would stop the final write is a ConfigError before the first training
-step -- a target that exists (without ``--overwrite``), a name the file system refuses, a folder
+step -- a target that exists (without ``--overwrite``; with it, one that is no student exprsearch
+wrote: a user's folder is never replaced), a name the file system refuses, a folder
 that cannot be written, too little free space, another distill writing the same target -- and
 what a killed distill left (``.NAME.tmp-PID`` and ``.NAME.old-PID`` folders, a ``.NAME.lock``
 of a process that is gone) is removed.  ``ship/distill.py`` writes each target aside and renames
@@ -28,7 +29,7 @@ from typing import Any
 
 from exprsearch.errors import ConfigError
 
-__all__ = ["reserve", "targets", "Reservation", "no_space"]
+__all__ = ["reserve", "targets", "Reservation", "no_space", "ours"]
 
 NAME_MAX = 255   # bytes in one path component (Linux, macOS)
 PATH_MAX = 4096  # bytes in a path
@@ -108,6 +109,26 @@ def _lock(target: Path) -> Path:
     raise ConfigError(f"cannot reserve {target}: {lock} keeps coming back")
 
 
+def ours(target: Path) -> bool:
+    """Is ``target`` a directory ``distill`` wrote (so ``--overwrite`` may replace it whole)?
+
+    >>> import tempfile, json
+    >>> d = Path(tempfile.mkdtemp())
+    >>> ours(d)
+    False
+    >>> _ = (d / "config.json").write_text(json.dumps({"model_type": "exprbert"}))
+    >>> ours(d)
+    True
+    """
+    import json
+    try:
+        info = json.loads((target / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return target.is_dir() and not target.is_symlink() and isinstance(info, dict) \
+        and info.get("model_type") == "exprbert"
+
+
 def reserve(out: Path, tasks: list[str], overwrite: bool, need_bytes: int = 0) -> Reservation:
     """Check and reserve the targets of ``distill`` (see the module docstring)."""
     outs = targets(Path(out), tasks)
@@ -119,6 +140,9 @@ def reserve(out: Path, tasks: list[str], overwrite: bool, need_bytes: int = 0) -
                               f"{NAME_MAX - _AFFIX} bytes here)")
         if (t.exists() or t.is_symlink()) and not overwrite:
             raise ConfigError(f"{t} exists: choose another -o, or pass --overwrite")
+        if t.exists() and overwrite and not ours(t):
+            raise ConfigError(f"{t} is not a student exprsearch wrote (no config.json of model_type exprbert in "
+                              "it): --overwrite replaces only those; choose another -o")
     locks: list[Path] = []
     try:
         for t in outs:
