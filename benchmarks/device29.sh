@@ -5,6 +5,12 @@
 #   preset     the gpu preset as a new user runs it, >= 300 s of evaluation (bench_gpu_preset.py)
 #   fault      the out-of-memory fault check, then `exprsearch distill last --preset gpu` of that run
 #   bias S     bench_bias.py at D = 4H on the gpu preset's protocol until S seconds (resumable)
+#   budget B S the budget study's search: `search --preset gpu --budget-params ffn:B --gates`, 150
+#              stage-1 candidates + re-ranking, stopped (SIGTERM: marked interrupted) after S seconds;
+#              run again, it resumes the stored run
+#   finals B S bench_search.py on that run: best vs the width-matched standard FFN, 5 fresh paired
+#              seeds + 1 convergence check, until S seconds (resumable)
+#   distill B  `exprsearch distill last --preset gpu` of that run's best (SST-2, 2 seeds): issue 29 item 2
 # Each phase copies its JSON, logs and the card to $OUT.
 set -u
 phase=${1:?preset|fault|bias}
@@ -32,6 +38,33 @@ case $phase in
 import os, sys
 d = sys.argv[1]
 print("student directory:", {f: os.path.getsize(os.path.join(d, f)) for f in sorted(os.listdir(d))})
+PY
+    ;;
+  budget)
+    B=${2:?budget, e.g. 50%}; tag=ffn${B%\%}
+    resume=(); [ -f "$W/$tag.db" ] && resume=(--resume last)
+    timeout "${3:?seconds}" python3 -m exprsearch search --preset gpu --budget-params "ffn:$B" --gates \
+      --candidates 150 --stages 1 --rerank 5 --rerank-seeds 2 --store "$W/$tag.db" "${COMMON[@]}" "${resume[@]}" \
+      >> "$W/$tag.log" 2>&1
+    echo "search exit $?" >> "$W/$tag.log"
+    cp "$W/$tag.log" "$W/$tag.db" "$OUT/" ;;
+  finals)
+    B=${2:?budget}; tag=ffn${B%\%}
+    python3 benchmarks/bench_search.py --store "$W/$tag.db" --runs last "${COMMON[@]}" --seeds 5 --check-seeds 1 \
+      --deadline "${3:?seconds}" --resume --out "$W/bench_search_$tag.json" > "$OUT/finals_$tag.log" 2>&1
+    cp "$W/bench_search_$tag.json" "$OUT/" ;;
+  distill)
+    B=${2:?budget}; tag=ffn${B%\%}
+    start=$SECONDS
+    python3 -m exprsearch distill last --store "$W/$tag.db" --preset gpu --task SST-2 --seeds 2 \
+      "${COMMON[@]}" -o "$W/student" --overwrite --json > "$OUT/distill.json" 2> "$OUT/distill.log"
+    echo "distill exit $? in $((SECONDS - start)) s" | tee -a "$OUT/distill.log"
+    cp "$W/student/README.md" "$OUT/student_card.md" 2>/dev/null
+    python3 - "$W/student" >> "$OUT/distill.log" 2>&1 <<'PY'
+import os, sys
+d = sys.argv[1]
+print("student directory:", {os.path.relpath(os.path.join(r, f), d): os.path.getsize(os.path.join(r, f))
+                             for r, _, fs in os.walk(d) for f in sorted(fs)})
 PY
     ;;
   bias)
