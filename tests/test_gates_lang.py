@@ -18,7 +18,7 @@ from exprsearch.lang.ops import OPS, Kind
 from exprsearch.lang.symbolic import prove_equal, to_sympy
 from exprsearch.lang.validity import gate_of, split_ffn, validate
 from exprsearch.lang.widths import linear_width, node_widths, symbolic_width
-from exprsearch.space.evolve import GATE_MUTATIONS, MUTATIONS, _insert_gate, _remove_gate
+from exprsearch.space.evolve import GATE_MUTATIONS, MUTATIONS, _insert_gate, remove_gate
 
 GEGLU = "linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)"
 SWIGLU = "linear1_3(mul(swish(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)"
@@ -143,7 +143,7 @@ def test_gate_mutations_need_a_space_with_gates():
     e = parse("linear1_3(gelu(linear1_3(x,wb1)),wb2)")
     assert _insert_gate(e, Space(), random.Random(0)) is None
     assert _insert_gate(parse(GEGLU), Space(gates=True), random.Random(0)) is None  # one gate at most
-    assert _remove_gate(e, Space(gates=True), random.Random(0)) is None
+    assert remove_gate(e, Space(gates=True), random.Random(0)) is None
     rng = random.Random(5)
     assert all(gate_of(mutate(e, Space(), rng)[0]) is None for _ in range(300))
 
@@ -156,7 +156,7 @@ def test_insert_then_remove_a_gate_round_trips(text):
     for seed in range(20):
         child = _insert_gate(e, sp, random.Random(seed))
         assert validate(child) is child and gate_of(child).op is e.linears()[0].op
-        assert _remove_gate(child, sp, random.Random(seed)) is e
+        assert remove_gate(child, sp, random.Random(seed)) is e
 
 
 def test_mutation_and_crossover_in_a_gated_space():

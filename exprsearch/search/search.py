@@ -27,6 +27,7 @@ from exprsearch.kd.protocol import EvalConfig
 from exprsearch.lang.canon import canonicalize
 from exprsearch.lang.dedup import Deduper
 from exprsearch.lang.expr import ModelSpec
+from exprsearch.space.fit import fit
 from exprsearch.space.generate import Space
 from exprsearch.space.samplers import SAMPLERS, make_sampler
 
@@ -70,7 +71,8 @@ class Search:
         self.dedup = Deduper(base_ratio=d_over_h, use_sympy=False)  # D / H decides which widths an expression cuts
         self._reps: dict[str, Any] = {}
         self.seen: set[str] = set()
-        self.stats = {"evaluated": 0, "reused": 0, "duplicates": 0, "over_budget": 0, "failed": 0, "reseeded": 0}
+        self.stats = {"evaluated": 0, "reused": 0, "duplicates": 0, "over_budget": 0, "fitted": 0, "failed": 0,
+                      "reseeded": 0}
         self._backend: Backend | None = None
         self._evaluator: Evaluator | None = None
         self.watch = FailureWatch(store, self.run_id)
@@ -234,6 +236,7 @@ class Search:
         on the backend, the worker count or where a run was interrupted."""
         spaces = self.spaces(stage)
         rng = random.Random(self.scfg.seed * 1000 + stage)
+        fit_rng = random.Random(f"fit/{self.scfg.seed}/{stage}")  # shrinks over-budget proposals
         seeds = []
         if stage == 1 and self.scfg.seed_standard:
             seeds = [self.standard()]
@@ -257,17 +260,19 @@ class Search:
         while count < budget:
             gen: list[tuple[str, ModelSpec]] = []
             while len(gen) < min(self.scfg.batch, budget - count) and misses < 2000:
-                spec = sampler.propose()
+                proposed = sampler.propose()
+                spec = fit(proposed, spaces, self.over_budget, fit_rng)  # over budget: the same bodies, smaller
+                if spec is None:
+                    self.stats["over_budget"] += 1
+                    misses += 1
+                    sampler.observe(proposed, None)
+                    continue
+                self.stats["fitted"] += spec is not proposed
                 key = self.key(spec)
                 if key in self.seen or any(k == key for k, _ in gen):
                     self.stats["duplicates"] += 1
                     misses += 1
                     sampler.duplicate(spec)
-                    continue
-                if self.over_budget(spec):
-                    self.stats["over_budget"] += 1
-                    misses += 1
-                    sampler.observe(spec, None)
                     continue
                 misses = 0
                 gen.append((key, spec))
@@ -325,7 +330,7 @@ class Search:
             speed = "rate and ETA after the first evaluation"
         self.log(f"[stage {stage}] {count}/{budget} done | evaluated {n} "
                  f"failed {self.stats['failed']} dup {self.stats['duplicates']} reused {self.stats['reused']} "
-                 f"over-budget {self.stats['over_budget']} | best {best['score']:.2f} | {speed}" if best else
+                 f"over-budget {self.stats['over_budget']} (fitted {self.stats['fitted']}) | best {best['score']:.2f} | {speed}" if best else
                  f"[stage {stage}] {count}/{budget} done (no successful candidate yet)")
 
     def spec_of(self, row: dict[str, Any]) -> ModelSpec:

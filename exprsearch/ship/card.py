@@ -18,6 +18,8 @@ text: Markdown and HTML escaped, YAML quoted, fenced code never closed early (``
 ...     "protocol": {"epochs": 3}, "base_model": "sentence-transformers/all-MiniLM-L6-v2"})
 >>> "80.00 ± 0.00" in card and "| teacher | 90.00 |" in card
 True
+>>> "the search's best is the width-matched standard FFN" in card  # "standard": None: it is the student
+True
 >>> print(card.split("---")[1].strip())  # doctest: +ELLIPSIS
 library_name: transformers
 pipeline_tag: text-classification
@@ -141,8 +143,9 @@ def model_card(info: dict[str, Any]) -> str:
              f"## Dev scores ({task}, {main} x 100)", "",
              "| model | dev | FFN parameters |", "|---|---|---|",
              f"| this student | {_score(info['student'])} | {_ffn(info['student'])} |",
-             f"| standard-FFN student{_named(info.get('standard'))}, same protocol and seeds | "
-             f"{_score(info.get('standard'))} | {_ffn(info.get('standard'))} |",
+             *([f"| standard-FFN student{_named(info['standard'])}, same protocol and seeds | "
+                f"{_score(info['standard'])} | {_ffn(info['standard'])} |"] if info.get("standard") else
+               ["| standard-FFN student | this student: the search's best is the width-matched standard FFN | |"]),
              f"| teacher | {info['teacher'].get(main, float('nan')):.2f} | |", "",
              f"The saved weights are seed {info['chosen_seed']}'s: of the seeds, the best on "
              f"{info.get('protocol', {}).get('heldout_rows', 'the')} held-out training rows (the dev set chooses "

@@ -15,7 +15,7 @@ True
 >>> gated = Space(gates=True)
 >>> str(_insert_gate(parse("linear1_3(gelu(linear1_3(x,wb1)),wb2)"), gated, random.Random(2)))
 'linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)'
->>> str(_remove_gate(parse("linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)"), gated, random.Random(0)))
+>>> str(remove_gate(parse("linear1_3(mul(gelu(linear1_3(x,wb1)),linear1_3(x,wb3)),wb2)"), gated, random.Random(0)))
 'linear1_3(gelu(linear1_3(x,wb1)),wb2)'
 """
 from __future__ import annotations
@@ -24,12 +24,12 @@ import random
 from typing import Callable
 
 from exprsearch.lang.expr import WB3, Expr, Path, X, node
-from exprsearch.lang.ops import Kind
+from exprsearch.lang.ops import Kind, Op
 from exprsearch.lang.validity import is_valid, split_ffn
 
 from .generate import Space, random_tree, sample
 
-__all__ = ["mutate", "crossover", "MUTATIONS", "GATE_MUTATIONS"]
+__all__ = ["mutate", "crossover", "with_xy", "remove_gate", "MUTATIONS", "GATE_MUTATIONS"]
 
 _TRIES = 64
 
@@ -82,17 +82,25 @@ def _wrap_binary(e: Expr, sp: Space, rng: random.Random) -> Expr | None:
     return e.replace_at(p, node(rng.choice(sp.binary), *pair))
 
 
-def _change_xy(e: Expr, sp: Space, rng: random.Random) -> Expr | None:
-    current = e.linears()[0].op
-    others = [o for o in sp.xy if o is not current]
-    if not others:
-        return None
-    new = rng.choice(others)
+def with_xy(e: Expr, new: Op) -> Expr:
+    """``e`` with every linear at the shape ``new`` (same inputs and weight slots).
+
+    >>> from exprsearch.lang.ops import linear_op
+    >>> from exprsearch.lang.parsing import parse
+    >>> str(with_xy(parse("linear1_1(gelu(linear1_1(x,wb1)),wb2)"), linear_op(2, 4)))
+    'linear2_4(gelu(linear2_4(x,wb1)),wb2)'
+    """
     out = e
     for p, n in list(e.walk_paths()):
         if n.kind is Kind.LINEAR:
             out = out.replace_at(p, node(new, out.at(p).args[0], n.args[1]))
     return out
+
+
+def _change_xy(e: Expr, sp: Space, rng: random.Random) -> Expr | None:
+    current = e.linears()[0].op
+    others = [o for o in sp.xy if o is not current]
+    return with_xy(e, rng.choice(others)) if others else None
 
 
 def _slot_path(e: Expr, slot: str) -> Path | None:
@@ -116,7 +124,7 @@ def _insert_gate(e: Expr, sp: Space, rng: random.Random) -> Expr | None:
     return e.replace_at(p, node(op, e.at(p), gate))
 
 
-def _remove_gate(e: Expr, sp: Space, rng: random.Random) -> Expr | None:
+def remove_gate(e: Expr, sp: Space, rng: random.Random) -> Expr | None:
     """Drop the gate: the binary node joining the wb1 and wb3 branches becomes its wb1 operand."""
     p1, p3 = _slot_path(e, "wb1"), _slot_path(e, "wb3")
     if p1 is None or p3 is None:
@@ -130,7 +138,7 @@ def _remove_gate(e: Expr, sp: Space, rng: random.Random) -> Expr | None:
 MUTATIONS: dict[str, Callable[[Expr, Space, random.Random], Expr | None]] = {
     "swap_op": _swap_op, "insert_unary": _insert_unary, "remove_unary": _remove_unary,
     "replace_subtree": _replace_subtree, "wrap_binary": _wrap_binary, "change_xy": _change_xy,
-    "insert_gate": _insert_gate, "remove_gate": _remove_gate,
+    "insert_gate": _insert_gate, "remove_gate": remove_gate,
 }
 GATE_MUTATIONS = ("insert_gate", "remove_gate")  # drawn only where the space allows gates
 
