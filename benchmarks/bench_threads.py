@@ -34,24 +34,25 @@ OUT = Path(__file__).parent / "results" / "bench_threads.json"
 SETTINGS = ("today", "one", "passive", "interop1", "auto")
 BUSY = ("import torch\na = torch.randn(384, 384)\nwhile True:\n    for _ in range(50):\n        a = torch.tanh(a @ a)\n")
 STEPS = r'''
-import json, sys, time, torch
+import json, re, sys, time, torch
 from pathlib import Path
 from exprsearch.rows.glue import task
 from exprsearch.kd.teacher import TeacherConfig, finetune_teacher
 from exprsearch.engine.threads import apply
+if "EXPRSEARCH_INTEROP" in __import__("os").environ:  # before any parallel work
+    torch.set_num_interop_threads(int(__import__("os").environ["EXPRSEARCH_INTEROP"]))
 t = apply(0)  # what exprsearch does (the environment wins)
-if "EXPRSEARCH_INTEROP" in __import__("os").environ:
-    torch.set_interop_threads(int(__import__("os").environ["EXPRSEARCH_INTEROP"]))
 steps = int(sys.argv[3])
 logs = []
 t0 = time.perf_counter()
 finetune_teacher(task("SST-2"), Path(sys.argv[1]), Path(sys.argv[4]) if sys.argv[4] else __import__(
     "exprsearch.kd.teacher", fromlist=["x"]).default_teacher_dir(),
-    TeacherConfig(epochs=1.0, batch_size=16, max_len=64, max_train=16 * steps), Path(sys.argv[2]),
+    TeacherConfig(epochs=1.0, batch_size=16, max_len=64, max_train=16 * steps, max_dev=64), Path(sys.argv[2]),
     torch.device("cpu"), log=logs.append)
 took = time.perf_counter() - t0
-print("RESULT " + json.dumps({"threads": torch.get_num_threads(), "why": t.why, "seconds": took,
-                              "steps_per_s": steps / took, "log": logs[-2:]}))
+train_s = float(re.search(r"in ([0-9.]+)s$", next(x for x in logs if x.startswith("teacher SST-2: dev"))).group(1))
+print("RESULT " + json.dumps({"threads": torch.get_num_threads(), "why": t.why, "seconds": took, "train_seconds": train_s,
+                              "steps_per_s": steps / train_s, "log": logs[-2:]}))
 '''
 
 
@@ -113,7 +114,7 @@ def whole_job(args: argparse.Namespace, setting: str, cores: int) -> dict:
         out = subprocess.run(cmd, env=env_of(setting, cores), capture_output=True, text=True, timeout=4 * 3600)
         return {"seconds": time.perf_counter() - t0, "exit_code": out.returncode,
                 "threads_line": next((x for x in out.stderr.splitlines() if "CPU threads" in x), None),
-                "tail": out.stderr.splitlines()[-3:]}
+                "tail": out.stderr.splitlines()[-3:], "leaderboard": out.stdout.splitlines()[-30:]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
