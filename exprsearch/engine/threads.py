@@ -7,8 +7,9 @@ process holds waits for its slowest thread at every parallel region, so on a 2-c
 one busy neighbour two threads ran a training step 4-8x slower than one (issue 32;
 BENCHMARKS.md, "Threads").  Rules, in order: ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` /
 ``EXPRSEARCH_THREADS`` in the environment win; then an explicit count; else the cores other
-processes leave free (measured from ``/proc/stat`` over a fraction of a second), split among the
-processes -- never more threads in all than usable cores, never fewer than one per process.
+processes of at least our priority leave free (measured from ``/proc/stat`` over a fraction of a
+second; niced neighbours yield their cores), split among the processes -- never more threads in
+all than usable cores, never fewer than one per process.
 
 >>> pick(requested=3, workers=1, cores=8, busy=0.0, env={}).count
 3
@@ -45,20 +46,25 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _jiffies() -> tuple[float, float] | None:
-    """(busy, total) jiffies of all CPUs since boot, from /proc/stat (None where there is none)."""
+def _jiffies() -> tuple[float, float, float] | None:
+    """(busy, total, niced) jiffies of all CPUs since boot, from /proc/stat (None where there is
+    none); ``niced`` is the share of ``busy`` spent in processes with a positive nice value."""
     try:
         with open("/proc/stat") as f:
             fields = [float(v) for v in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+    return sum(fields) - idle, sum(fields), fields[1]
 
 
-def busy_elsewhere(window: float = 0.3) -> float:
+def busy_elsewhere(window: float = 0.3, niced: bool | None = None) -> float:
     """Cores kept busy by other processes over ``window`` seconds (this process's own CPU time
-    subtracted); 0.0 where /proc/stat cannot be read."""
+    subtracted); 0.0 where /proc/stat cannot be read.  Time of niced processes counts only where
+    this process is niced itself (``niced``; default: ``os.nice(0) > 0``): at nice 10 a process
+    gets about a tenth of a core beside one at nice 0, so a niced neighbour leaves the cores to us
+    (BENCHMARKS.md, "Threads": two threads beside one stayed 1.2x faster than one thread)."""
+    niced = (os.nice(0) > 0) if niced is None else niced
     a, own0, t0 = _jiffies(), time.process_time(), time.monotonic()
     if a is None:
         return 0.0
@@ -67,7 +73,8 @@ def busy_elsewhere(window: float = 0.3) -> float:
     if b is None or b[1] <= a[1]:
         return 0.0
     cores = os.cpu_count() or 1
-    busy_cores = (b[0] - a[0]) / (b[1] - a[1]) * cores  # all processes
+    counted = (b[0] - a[0]) - (0.0 if niced else b[2] - a[2])
+    busy_cores = counted / (b[1] - a[1]) * cores  # all processes
     return max(0.0, busy_cores - (own1 - own0) / max(1e-9, t1 - t0))
 
 
