@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest_ship import load_without_exprsearch
 from conftest_search import easy_glue, kd_cache, one_thread, quiet, search_ecfg, tiny_teacher  # noqa: F401
 
 from exprsearch.cli.main import main
@@ -53,36 +54,15 @@ def test_the_directory_holds_everything_a_user_needs(shipped):
     assert not [p for p in shipped.parent.iterdir() if p.name.startswith(".")]  # nothing left aside
 
 
-LOAD = r'''
-import sys, json, torch
-sys.modules["exprsearch"] = None   # not installed, as far as this process knows
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
-path = sys.argv[1]
-model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
-tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
-enc = tok(["a good movie", "the plot was bad and the music"], padding=True, return_tensors="pt")
-with torch.no_grad():
-    logits = model(**enc).logits
-_, info = BertForSequenceClassification.from_pretrained(path, output_loading_info=True)  # reports the FFNs missing
-print("\nRESULT " + json.dumps({"logits": logits.tolist(), "ids": enc["input_ids"].tolist(), "mask": enc["attention_mask"].tolist(),
-                  "types": enc["token_type_ids"].tolist(), "bert_missing": sorted(info["missing_keys"]),
-                  "cls": type(model).__name__}))
-'''
-
-
 def test_it_loads_and_runs_without_exprsearch_and_a_plain_bert_does_not_load_random_ffns_silently(shipped, tmp_path):
-    proc = subprocess.run([sys.executable, "-c", LOAD, str(shipped)], capture_output=True, text=True, cwd="/",
-                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin",
-                               "HF_HOME": str(tmp_path)}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    got = load_without_exprsearch(shipped, tmp_path, ["a good movie", "the plot was bad and the music"], as_bert=True)
     assert got["cls"] == "ExprBertForSequenceClassification"
     assert "bert.encoder.layer.0.intermediate.dense.weight" in got["bert_missing"]
     from exprsearch.compiler import load_student
     mine = load_student(shipped).eval()
     with torch.no_grad():
-        want = mine(input_ids=torch.tensor(got["ids"]), attention_mask=torch.tensor(got["mask"]),
-                    token_type_ids=torch.tensor(got["types"])).logits
+        want = mine(input_ids=torch.tensor(got["input_ids"]), attention_mask=torch.tensor(got["attention_mask"]),
+                    token_type_ids=torch.tensor(got["token_type_ids"])).logits
     assert torch.allclose(torch.tensor(got["logits"]), want, atol=1e-5)
 
 

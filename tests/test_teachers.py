@@ -4,13 +4,12 @@ teacher -> search -> distill -> loading the shipped student where exprsearch can
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from conftest_kd import easy_glue, kd_cache, one_thread, quiet  # noqa: F401
+from conftest_ship import load_without_exprsearch
 from conftest_teachers import FAMILIES, make_teacher
 
 from exprsearch.cli.main import main
@@ -65,20 +64,6 @@ def test_an_unsupported_teacher_directory_is_one_message(tmp_path):
         check_teacher_dir(tmp_path)
 
 
-LOAD = r'''
-import sys, json, torch
-sys.modules["exprsearch"] = None   # not installed, as far as this process knows
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-path = sys.argv[1]
-model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
-tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
-enc = tok(["a good movie", "the plot was bad"], padding=True, return_tensors="pt")
-with torch.no_grad():
-    logits = model(**enc).logits
-print("\nRESULT " + json.dumps({"logits": logits.tolist(), "keys": sorted(enc)}))
-'''
-
-
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_teacher_search_distill_and_load_without_exprsearch(tmp_path, easy_glue, teachers, kind):
     common = ["--task", "SST-2", "--data-dir", str(easy_glue), "--teacher", str(teachers[kind]),
@@ -93,11 +78,7 @@ def test_teacher_search_distill_and_load_without_exprsearch(tmp_path, easy_glue,
                  "--eval-every", "2", "--json"]) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "exprbert" and cfg["type_vocab_size"] == (2 if kind in ("bert", "electra") else 1)
-    proc = subprocess.run([sys.executable, "-c", LOAD, str(out)], capture_output=True, text=True, cwd="/",
-                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin",
-                               "HF_HOME": str(tmp_path / "hf_home")}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    got = load_without_exprsearch(out, tmp_path / "hf_home", ["a good movie", "the plot was bad"])
     assert len(got["logits"]) == 2 and all(len(row) == 2 for row in got["logits"])
     assert ("token_type_ids" in got["keys"]) == (kind in ("bert", "electra"))  # the teacher's own tokenizer
     from exprsearch.compiler import load_student

@@ -86,8 +86,7 @@ class EvalConfig:
     latency_len: int = 128              # sequence length of the latency measurement
     seed: int = 0                       # data order and initialisation
     device: str = "auto"                # auto | cpu | cuda | cuda:N
-    threads: int = 0                    # CPU threads of each training process (0: the cores other processes leave
-                                        # free, split among workers; OMP_NUM_THREADS / EXPRSEARCH_THREADS win)
+    threads: int = 0                    # CPU threads per training process; 0: the cores other processes leave free, split among workers (OMP_NUM_THREADS, MKL_NUM_THREADS, EXPRSEARCH_THREADS win)
     cache_dir: str | None = None        # default $EXPRSEARCH_CACHE or ~/.cache/exprsearch
     train_file: str = field(default="", metadata=_ALIAS["train"])  # your own data: training rows (.csv .tsv .jsonl, datasets folder)
     dev_file: str = field(default="", metadata=_ALIAS["dev"])      # your own data: dev rows, the same kinds
