@@ -92,6 +92,8 @@ def test_three_stage_search_end_to_end(tmp_path, search_ecfg):
     assert multi[0]["spec"] == winner["spec"] and multi[0]["key"] == winner["key"].replace("@proxy", "@multitask")
     assert set(multi[0]["metrics"]) == {"SST-2"} and multi[0]["eval_hash"] == search.hash + "-multitask"
     assert all(r["eval_hash"] == search.hash + "-proxy" for r in proxies)
+    for r in by_stage[3]:  # priced like every candidate: the leaderboard shows its FFN parameters
+        assert r["ffn_params"] == search.prices(parse_spec(r["spec"], strict=False)).ffn_params > 0
 
     # leaderboard and Pareto front render the stored rows
     lb = leaderboard_table(rows, top=3)

@@ -170,7 +170,7 @@ def distill(ev: Evaluator, spec: ModelSpec, out: Path, fcfg: FinalConfig, seeds:
         model = best.model
         assert model is not None  # the best run kept its model
         guess = check(st, model, ev.device, best.seed)  # the same dev rows: better than a constant?
-        log(f"  {name}: {data_line(guess).replace('**', '')}")
+        log(f"  {name}: {data_line(guess, markdown=False)}")
         for w in guess["warnings"]:
             log(f"  warning: {w}")
         facts = model_facts(model, min(ev.cfg.max_len, 128))

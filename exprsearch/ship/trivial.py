@@ -130,8 +130,9 @@ def _cells(check: dict[str, Any], m: dict[str, Any]) -> str:
     return " | ".join(cells + ([f"{m['rmse']:.3f}"] if check["regression"] else []))
 
 
-def data_line(check: dict[str, Any]) -> str:
-    """How many rows trained, chose and scored the model (of how many, where a limit cut them).
+def data_line(check: dict[str, Any], *, markdown: bool = True) -> str:
+    """How many rows trained, chose and scored the model (of how many, where a limit cut them):
+    Markdown for the card, plain text for the log (``markdown=False``).
 
     >>> print(data_line({"counts": {"train": 200, "train_before_cut": 1300, "heldout": 200, "dev": 100,
     ...                             "dev_before_cut": 500}, "files": [["train", "/d/qnli_train.jsonl"]]}))
@@ -139,6 +140,9 @@ def data_line(check: dict[str, Any]) -> str:
     them all); 200 other training rows, never trained on, chose the checkpoint and the seed;
     **scored on only 100 of 500 dev rows** (max_dev cut the rest: --max-dev none keeps them all).
     Data: qnli\\_train.jsonl (training).
+    >>> data_line({"counts": {"train": 9, "train_before_cut": 9, "heldout": 0, "dev": 4, "dev_before_cut": 4},
+    ...            "files": [["train", "my_rows.csv"]]}, markdown=False)
+    'Trained on 9 training rows; scored on 4 dev rows.  Data: my_rows.csv (training).'
     """
     c = check.get("counts") or {}
     if not c:
@@ -147,10 +151,11 @@ def data_line(check: dict[str, Any]) -> str:
     def part(n: int, before: int, what: str, verb: str, limit: str) -> str:
         if before <= n:
             return f"{verb} on {n:,} {what} rows"
-        return (f"**{verb} on only {n:,} of {before:,} {what} rows** ({limit} cut the rest: "
+        return (f"{b}{verb} on only {n:,} of {before:,} {what} rows{b} ({limit} cut the rest: "
                 f"--{limit.replace('_', '-')} none keeps them all)")
 
-    files = ", ".join(f"{md(Path(f).name)} ({'training' if s == 'train' else s})" for s, f in check.get("files") or [])
+    b, esc = ("**", md) if markdown else ("", str)
+    files = ", ".join(f"{esc(Path(f).name)} ({'training' if s == 'train' else s})" for s, f in check.get("files") or [])
     return (part(c["train"], c["train_before_cut"], "training", "Trained", "max_train")
             + (f"; {c['heldout']:,} other training rows, never trained on, chose the checkpoint and the seed"
                if c.get("heldout") else "")
