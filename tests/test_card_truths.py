@@ -98,6 +98,9 @@ def test_a_model_that_learned_is_not_warned_about():
     weak = judge(t, labels, [0, 1] * 52 + [1, 0] * 48)  # 52 %, within noise of 50 %
     assert [w.split(" (")[0] for w in warnings(t, const, weak, good)] == \
         ["the student is not better than always predicting '0'"]
+    both = warnings(t, const, weak, weak)  # the teacher's remedy names --max-train none only where it cut rows
+    assert "--max-train none" not in both[1] and "--teacher-epochs" in both[1]
+    assert "--max-train none" in warnings(t, const, weak, weak, cut=True)[1]
     sts = task("STS-B")
     y = [float(i % 5) for i in range(100)]
     flat = judge(sts, y, [0.2 + 0.01 * (i % 5) for i in range(100)])  # correlated, but on the wrong scale

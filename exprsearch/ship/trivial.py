@@ -87,13 +87,16 @@ def judge(t: Task, labels: Sequence[float], preds: Sequence[float]) -> dict[str,
     return out
 
 
-def warnings(t: Task, const: dict[str, Any], student: dict[str, Any], teacher: dict[str, Any] | None) -> list[str]:
-    """Plain sentences for the card and the log: whoever is not better than the constant."""
+def warnings(t: Task, const: dict[str, Any], student: dict[str, Any], teacher: dict[str, Any] | None,
+             cut: bool = False) -> list[str]:
+    """Plain sentences for the card and the log: whoever is not better than the constant (the
+    teacher's remedy names ``--max-train none`` only where a limit ``cut`` the training rows)."""
     out = []
     target = const["what"].split(" (")[0]
+    more = ("more training rows (--max-train none) or epochs (--teacher-epochs)" if cut
+            else "more epochs (--teacher-epochs) or more labelled rows")
     for who, m, fix in (("student", student, "it has not learned the task"),
-                        ("teacher", teacher, "the student had little to learn from it: give the teacher more "
-                                             "training rows (--max-train none) or epochs (--teacher-epochs)")):
+                        ("teacher", teacher, f"the student had little to learn from it: give the teacher {more}")):
         if m is None:
             continue
         mine, theirs = m["metrics"][t.main], const["metrics"][t.main]
@@ -120,7 +123,8 @@ def check(st: TaskState, model: nn.Module, device: torch.device, seed: int) -> d
     teacher = judge(t, labels, predict(st.teacher, st.dev, t, device).tolist())
     return {"rows": len(labels), "seed": seed, "metrics": list(t.metrics), "main": t.main, "regression": t.regression,
             "counts": dict(st.rows), "files": [list(f) for f in t.files], "constant": const, "student": student,
-            "teacher": teacher, "warnings": warnings(t, const, student, teacher)}
+            "teacher": teacher,
+            "warnings": warnings(t, const, student, teacher, cut=st.rows.get("train", 0) < st.rows.get("train_before_cut", 0))}
 
 
 def _cells(check: dict[str, Any], m: dict[str, Any]) -> str:
