@@ -62,30 +62,41 @@ CANDIDATES = candidates(1)
 
 def summarise(result: dict) -> dict:
     """Per warm-up: mean score of each candidate per protocol, GELU's lead over the other
-    activations, and Kendall's tau of proxy vs final.
+    activations, and Kendall's tau of proxy vs final (once finals exist); across warm-ups, tau of
+    their proxy rankings (``proxy_tau_between_warmups``).
 
     >>> r = {"passes": {"standard/proxy/0": {"gelu": 60.0, "relu": 58.0, "tanh": 57.0},
-    ...                 "standard/final/0": {"gelu": 62.0, "relu": 61.5, "tanh": 60.0}}}
-    >>> s = summarise(r)["standard"]
-    >>> s["gelu_lead"], s["kendall_tau"]
-    ({'proxy': 2.5, 'final': 1.25}, 1.0)
+    ...                 "standard/final/0": {"gelu": 62.0, "relu": 61.5, "tanh": 60.0},
+    ...                 "space/proxy/0": {"gelu": 59.0, "relu": 59.5, "tanh": 56.0}}}
+    >>> s = summarise(r)
+    >>> s["standard"]["gelu_lead"], s["standard"]["kendall_tau"], s["space"]["gelu_lead"]
+    ({'proxy': 2.5, 'final': 1.25}, 1.0, {'proxy': 1.25})
+    >>> s["proxy_tau_between_warmups"]
+    0.3333333333333333
     """
     from exprsearch.search.stats import kendall_tau, mean_std
-    out = {}
+    out: dict = {}
     for w in WARMUPS:
         means: dict[str, dict[str, float]] = {}
         for proto in ("proxy", "final"):
             runs = [v for k, v in result["passes"].items() if k.startswith(f"{w}/{proto}/")]
             names = sorted({n for r in runs for n, s in r.items() if s is not None})
-            means[proto] = {n: mean_std([r[n] for r in runs if r.get(n) is not None])[0] for n in names}
-        both = [n for n in means["proxy"] if n in means["final"]]
-        if len(both) < 3:
+            if names:
+                means[proto] = {n: mean_std([r[n] for r in runs if r.get(n) is not None])[0] for n in names}
+        if len(means.get("proxy", {})) < 3:
             continue
-        lead = {p: means[p]["gelu"] - sum(means[p][a] for a in ACTS if a != "gelu" and a in means[p])
-                / max(1, sum(a != "gelu" and a in means[p] for a in ACTS)) for p in ("proxy", "final")}
-        out[w] = {"means": means, "gelu_lead": lead, "lead_gap": abs(lead["proxy"] - lead["final"]),
-                  "kendall_tau": kendall_tau([means["proxy"][n] for n in both], [means["final"][n] for n in both]),
+        lead = {p: m["gelu"] - sum(m[a] for a in ACTS if a != "gelu" and a in m)
+                / max(1, sum(a != "gelu" and a in m for a in ACTS)) for p, m in means.items() if "gelu" in m}
+        out[w] = {"means": means, "gelu_lead": lead,
                   "seeds": {p: sum(k.startswith(f"{w}/{p}/") for k in result["passes"]) for p in ("proxy", "final")}}
+        both = [n for n in means["proxy"] if n in means.get("final", {})]
+        if len(both) >= 3:
+            out[w].update(lead_gap=abs(lead["proxy"] - lead["final"]),
+                          kendall_tau=kendall_tau([means["proxy"][n] for n in both], [means["final"][n] for n in both]))
+    if all(w in out for w in WARMUPS):
+        a, b = (out[w]["means"]["proxy"] for w in WARMUPS)
+        common = [n for n in a if n in b]
+        out["proxy_tau_between_warmups"] = kendall_tau([a[n] for n in common], [b[n] for n in common])
     return out
 
 
@@ -135,7 +146,7 @@ def main() -> None:
     specs = [parse_spec(texts[n], strict=False).broadcast(base.layers) for n in names]
     fcfg = FinalConfig(epochs=1.0, task_epochs=args.final_epochs, eval_every=50, dropout=0.1)
     seeds = fresh_seeds(args.seeds, range(base.seed, base.seed + args.seeds))  # the proxy's: base.seed + k
-    for w in WARMUPS:
+    for w in WARMUPS:  # every warm-up's proxy passes first: minutes each, where a final is an hour on a CPU
         ev = None
         for seed in range(base.seed, base.seed + args.seeds):  # the proxy, as the search scores
             key = f"{w}/proxy/{seed}"
@@ -153,6 +164,8 @@ def main() -> None:
             save()
             log(f"{key}: {time.perf_counter() - t:.0f}s " + ", ".join(f"{n} {r.score:.2f}" for n, r in zip(names, res)
                                                                    if r.score is not None))
+    for w in WARMUPS:
+        ev = None
         sub = result["warmups"].setdefault(w, {})
         if not all(f"x{s_:g}/{sd}" in sub.get("finals", {}) for s_, sd in
                    [(1.0, sd) for sd in seeds] + [(1.5, sd) for sd in seeds[:args.check_seeds]]):
