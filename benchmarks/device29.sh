@@ -11,7 +11,8 @@
 #   finals B S bench_search.py on that run: best vs the width-matched standard FFN, 5 fresh paired
 #              seeds + 1 convergence check, until S seconds (resumable)
 #   distill B  `exprsearch distill last --preset gpu` of that run's best (SST-2, 2 seeds): issue 29 item 2
-# ES_BASE_WIDTH=1536 runs the budget searches at D = 4H (default: the preset's D = H); ES_WORK moves $W.
+# ES_BASE_WIDTH=1536 runs the budget searches at D = 4H (default: the preset's D = H); ES_WORK moves $W;
+# a store or finals JSON missing from $W is first copied from $ES_STORES (default benchmarks/results/gpu29/fit).
 # Each phase copies its JSON, logs and the card to $OUT.
 set -u
 phase=${1:?preset|fault|bias}
@@ -20,6 +21,7 @@ mkdir -p "$W" "$OUT"
 python3 -c "import lark" 2>/dev/null || python3 -m pip install -q --no-index --no-deps .gpu/whl/*.whl
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 COMMON=(--data-dir .gpu/glue --teacher .gpu/teacher --cache-dir "$W/cache")
+STORES=${ES_STORES:-benchmarks/results/gpu29/fit}  # committed stores and finals JSON a fresh machine starts from
 
 distill_run() {  # `exprsearch distill last` of the store $1 (SST-2, 2 seeds): time, card, directory
   local start=$SECONDS
@@ -47,6 +49,7 @@ case $phase in
     distill_run "$W/preset/gpu.db" ;;
   budget)
     B=${2:?budget, e.g. 50%}; tag=ffn${B%\%}
+    [ -f "$W/$tag.db" ] || [ ! -f "$STORES/$tag.db" ] || cp "$STORES/$tag.db" "$W/"  # a fresh machine resumes the committed store
     resume=(); [ -f "$W/$tag.db" ] && resume=(--resume last)
     timeout "${3:?seconds}" python3 -m exprsearch search --preset gpu --budget-params "ffn:$B" --gates \
       --candidates 150 --stages 1 --rerank 5 --rerank-seeds 2 --store "$W/$tag.db" "${COMMON[@]}" "${resume[@]}" \
@@ -56,6 +59,7 @@ case $phase in
     cp "$W/$tag.log" "$W/$tag.db" "$OUT/" ;;
   finals)
     B=${2:?budget}; tag=ffn${B%\%}
+    [ -f "$W/bench_search_$tag.json" ] || [ ! -f "$STORES/bench_search_$tag.json" ] || cp "$STORES/bench_search_$tag.json" "$W/"
     python3 benchmarks/bench_search.py --store "$W/$tag.db" --runs last "${COMMON[@]}" --seeds 5 --check-seeds 1 \
       --deadline "${3:?seconds}" --resume --out "$W/bench_search_$tag.json" > "$OUT/finals_$tag.log" 2>&1
     cp "$W/bench_search_$tag.json" "$OUT/" ;;
