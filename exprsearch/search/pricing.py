@@ -68,6 +68,14 @@ class Price:
     nonembed_params: int    # all but the word, position and type embeddings (and their LayerNorm)
     flops: float            # matmul FLOPs per token (sequence length min(max_len, 128))
 
+    def row(self) -> dict[str, float]:
+        """The store's cost columns of a candidate priced without its own evaluation (stage 3).
+
+        >>> Price(params=10, ffn_params=4, nonembed_params=6, flops=2.5).row()
+        {'params': 10, 'ffn_params': 4, 'flops': 2.5}
+        """
+        return {"params": self.params, "ffn_params": self.ffn_params, "flops": self.flops}
+
 
 @dataclass(frozen=True)
 class Budget:

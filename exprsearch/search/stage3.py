@@ -86,10 +86,8 @@ def run_stage3(search: "Search") -> None:
                 else:  # attention changes and depth are not part of the supernet: score the inheritor
                     metrics[name] = st.selection_metrics(cfg, ev.student(name, spec), ev.device)
             fitness = score(metrics, ev.tasks)
-            p = search.prices(spec)
             search.store.add(search.run_id, {"key": key, "spec": str(spec), "status": "ok", "score": fitness,
-                                             "metrics": metrics, "params": p.params, "flops": p.flops,
-                                             "ffn_params": p.ffn_params,
+                                             "metrics": metrics, **search.prices(spec).row(),
                                              "reason": "supernet proxy (no per-candidate training)"},
                              eval_hash=search.hash + "-proxy", stage=3, worker="supernet")
             search.seen.add(key)
@@ -102,10 +100,9 @@ def run_stage3(search: "Search") -> None:
                f"for {scfg.multitask_steps} steps")
     spec = search.spec_of(winner)
     metrics = multitask_finetune(ev, spec, scfg.multitask_steps)
-    p = search.prices(spec)
     search.store.add(search.run_id, {"key": winner["key"].replace("@proxy", "@multitask"), "spec": winner["spec"],
                                      "status": "ok", "score": score(metrics, ev.tasks), "metrics": metrics,
-                                     "params": p.params, "flops": p.flops, "ffn_params": p.ffn_params,
+                                     **search.prices(spec).row(),
                                      "reason": "stage-3 winner, multi-task fine-tuned"},
                      eval_hash=search.hash + "-multitask", stage=3, worker="multitask")
 
