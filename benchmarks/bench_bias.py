@@ -101,6 +101,25 @@ def summarise(result: dict) -> dict:
     return out
 
 
+def final_scores(result: dict) -> None:
+    """Each warm-up's final passes at scale 1 as ``passes["{warm-up}/final/{seed}"]``: per
+    candidate the mean of the tasks' main dev metrics x 100, as they end (a cut-off run's summary
+    reports the seeds it has, and says how many).
+
+    >>> run = {"status": "ok", "dev": {"acc": 0.8}}
+    >>> r = {"passes": {}, "warmups": {"space": {"finals": {
+    ...     "x1/7": {"seed": 7, "scale": 1.0, "runs": {"gelu": {"SST-2": run}}},
+    ...     "x1.5/7": {"seed": 7, "scale": 1.5, "runs": {"gelu": {"SST-2": run}}}}}}}
+    >>> final_scores(r); r["passes"]
+    {'space/final/7': {'gelu': 80.0}}
+    """
+    for w, sub in result.get("warmups", {}).items():
+        for p in sub.get("finals", {}).values():
+            if p["scale"] == 1.0:
+                tasks = list(next(iter(p["runs"].values())))
+                result["passes"][f"{w}/final/{p['seed']}"] = {n: dev_score(p, n, tasks) for n in p["runs"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="quick", help="the search preset whose protocol is measured (quick | gpu)")
@@ -141,6 +160,7 @@ def main() -> None:
                    "config": asdict(base), "log": log.lines})
 
     def save() -> None:
+        final_scores(result)
         result["summary"] = summarise(result)
         write_json(out, result)
 
@@ -178,11 +198,7 @@ def main() -> None:
                     return save()
                 sub["final_config"] = asdict(fcfg)
             sub["check_seeds"] = seeds[:args.check_seeds]
-            tasks = list(sub["finals"][f"x1/{seeds[0]}"]["runs"]["gelu"])
-            for seed in seeds:  # the final scores per seed, in the shape the summary reads
-                p = sub["finals"][f"x1/{seed}"]
-                result["passes"][f"{w}/final/{seed}"] = {n: dev_score(p, n, tasks) for n in names}
-            sub["summary"] = summarise_finals(sub, names, "gelu", tasks)
+            sub["summary"] = summarise_finals(sub, names, "gelu", list(sub["finals"][f"x1/{seeds[0]}"]["runs"]["gelu"]))
             save()
     log(json.dumps(result.get("summary", {}), indent=1)[:3000])
 

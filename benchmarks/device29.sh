@@ -12,7 +12,7 @@
 #              seeds + 1 convergence check, until S seconds (resumable)
 #   distill B  `exprsearch distill last --preset gpu` of that run's best (SST-2, 2 seeds): issue 29 item 2
 # ES_BASE_WIDTH=1536 runs the budget searches at D = 4H (default: the preset's D = H); ES_WORK moves $W;
-# a store or finals JSON missing from $W is first copied from $ES_STORES (default benchmarks/results/gpu29/fit).
+# a store, finals or bias JSON missing from $W is first copied from $ES_STORES (default benchmarks/results/gpu29/fit).
 # Each phase copies its JSON, logs and the card to $OUT.
 set -u
 phase=${1:?preset|fault|bias}
@@ -67,6 +67,7 @@ case $phase in
     B=${2:?budget}; tag=ffn${B%\%}
     distill_run "$W/$tag.db" ;;
   bias)
+    [ -f "$W/bench_bias_gpu.json" ] || [ ! -f "$STORES/bench_bias_gpu.json" ] || cp "$STORES/bench_bias_gpu.json" "$W/"
     python3 benchmarks/bench_bias.py --preset gpu "${COMMON[@]}" --base-width 1536 --ratio 2 --seeds 2 --check-seeds 1 \
       --deadline "${2:?seconds}" --resume --out "$W/bench_bias_gpu.json" > "$OUT/bias.log" 2>&1
     cp "$W/bench_bias_gpu.json" "$OUT/" ;;
