@@ -25,6 +25,8 @@ import dataclasses
 import time
 from typing import Any, Callable
 
+from _common import device_name
+
 __all__ = ["run_finals", "summarise", "dev_score", "LONGER"]
 
 LONGER = 1.5  # the convergence check's run: this many times the steps
@@ -58,7 +60,8 @@ def run_finals(ev: Any, members: list[tuple[str, Any]], fcfg: Any, seeds: list[i
         for task in ev.state:
             for (name, _), r in zip(members, finetune(ev, specs, task, seed, cfg, keep_models=False)):
                 runs[name][task] = r.as_dict()
-        finals[key] = {"seed": seed, "scale": scale, "seconds": time.perf_counter() - t, "runs": runs}
+        finals[key] = {"seed": seed, "scale": scale, "seconds": time.perf_counter() - t, "device": device_name(),
+                       "runs": runs}
         save()
         log(f"final pass {key}: {finals[key]['seconds']:.0f}s " + ", ".join(
             f"{n} " + "/".join(f"{100 * r['dev'].get(_main(t_), float('nan')):.1f}@{r['best_step']}"

@@ -101,6 +101,30 @@ def summarise(result: dict) -> dict:
     return out
 
 
+PATHS = ("data_dir", "teacher", "cache_dir")  # where things are, not what is measured
+
+
+def resume_conflict(old: dict, new: dict) -> str | None:
+    """Why the passes of ``old`` cannot be continued by a run of ``new`` (None when they can):
+    another candidate set, ratio or protocol setting (paths aside; settings only one side has are
+    new fields with their defaults).
+
+    >>> a = {"candidates": {"gelu": "g"}, "ratio": 2, "config": {"steps": 60, "data_dir": "a"}}
+    >>> resume_conflict(a, {**a, "config": {"steps": 60, "data_dir": "b", "new": 1}}) is None
+    True
+    >>> resume_conflict(a, {**a, "config": {"steps": 80}})
+    'it was run with steps=60, this run has steps=80'
+    """
+    if "passes" in old and not old["passes"]:
+        return None
+    for key in ("candidates", "ratio"):
+        if key in old and old[key] != new[key]:
+            return f"it was run with other {key}"
+    was, now = old.get("config", {}), json.loads(json.dumps(new["config"]))  # as the JSON holds it: lists, not tuples
+    diff = [k for k in was if k in now and k not in PATHS and was[k] != now[k]]
+    return f"it was run with {diff[0]}={was[diff[0]]!r}, this run has {diff[0]}={now[diff[0]]!r}" if diff else None
+
+
 def final_scores(result: dict) -> None:
     """Each warm-up's final passes at scale 1 as ``passes["{warm-up}/final/{seed}"]``: per
     candidate the mean of the tasks' main dev metrics x 100, as they end (a cut-off run's summary
@@ -156,8 +180,13 @@ def main() -> None:
     base = EvalConfig(**{**SEARCH_PRESETS[args.preset][1], **over, "base_width": args.base_width, "group": len(names),
                          "hurdles": (), "warmup_space": Space(gates=True).describe()})
     result = json.loads(out.read_text()) if args.resume and out.exists() else {"passes": {}, "seconds": {}, "warmups": {}}
-    result.update({"benchmark": "bench_bias", "device": device_name(), "candidates": texts, "ratio": args.ratio,
-                   "config": asdict(base), "log": log.lines})
+    fresh = {"benchmark": "bench_bias", "device": device_name(), "candidates": texts, "ratio": args.ratio,
+             "config": asdict(base)}
+    if why := resume_conflict(result, fresh):
+        raise SystemExit(f"bench_bias: cannot resume {out}: {why}; start another --out or drop --resume")
+    if result.get("device", fresh["device"]) != fresh["device"]:
+        log(f"resuming passes run on {result['device']} on {fresh['device']}: each pass records its device")
+    result.update({**fresh, "log": log.lines})
 
     def save() -> None:
         final_scores(result)
@@ -182,6 +211,7 @@ def main() -> None:
             res = ev.evaluate_many(specs, seed=seed)
             result["passes"][key] = {n: r.score for n, r in zip(names, res)}
             result["seconds"].setdefault(f"{w}/proxy", []).append(time.perf_counter() - t)
+            result.setdefault("pass_devices", {})[key] = fresh["device"]
             save()
             log(f"{key}: {time.perf_counter() - t:.0f}s " + ", ".join(f"{n} {r.score:.2f}" for n, r in zip(names, res)
                                                                    if r.score is not None))
