@@ -21,7 +21,8 @@ mkdir -p "$W" "$OUT"
 python3 -c "import lark" 2>/dev/null || python3 -m pip install -q --no-index --no-deps .gpu/whl/*.whl
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 COMMON=(--data-dir .gpu/glue --teacher .gpu/teacher --cache-dir "$W/cache")
-STORES=${ES_STORES:-benchmarks/results/gpu29/fit}  # committed stores and finals JSON a fresh machine starts from
+STORES=${ES_STORES:-benchmarks/results/gpu29/fit}  # committed stores and JSON a fresh machine starts from
+from_stores() { [ -f "$W/$1" ] || [ ! -f "$STORES/$1" ] || cp "$STORES/$1" "$W/"; }  # unless $W has its own
 
 distill_run() {  # `exprsearch distill last` of the store $1 (SST-2, 2 seeds): time, card, directory
   local start=$SECONDS
@@ -49,7 +50,7 @@ case $phase in
     distill_run "$W/preset/gpu.db" ;;
   budget)
     B=${2:?budget, e.g. 50%}; tag=ffn${B%\%}
-    [ -f "$W/$tag.db" ] || [ ! -f "$STORES/$tag.db" ] || cp "$STORES/$tag.db" "$W/"  # a fresh machine resumes the committed store
+    from_stores "$tag.db"
     resume=(); [ -f "$W/$tag.db" ] && resume=(--resume last)
     timeout "${3:?seconds}" python3 -m exprsearch search --preset gpu --budget-params "ffn:$B" --gates \
       --candidates 150 --stages 1 --rerank 5 --rerank-seeds 2 --store "$W/$tag.db" "${COMMON[@]}" "${resume[@]}" \
@@ -59,7 +60,7 @@ case $phase in
     cp "$W/$tag.log" "$W/$tag.db" "$OUT/" ;;
   finals)
     B=${2:?budget}; tag=ffn${B%\%}
-    [ -f "$W/bench_search_$tag.json" ] || [ ! -f "$STORES/bench_search_$tag.json" ] || cp "$STORES/bench_search_$tag.json" "$W/"
+    from_stores "bench_search_$tag.json"
     python3 benchmarks/bench_search.py --store "$W/$tag.db" --runs last "${COMMON[@]}" --seeds 5 --check-seeds 1 \
       --deadline "${3:?seconds}" --resume --out "$W/bench_search_$tag.json" > "$OUT/finals_$tag.log" 2>&1
     cp "$W/bench_search_$tag.json" "$OUT/" ;;
@@ -67,7 +68,7 @@ case $phase in
     B=${2:?budget}; tag=ffn${B%\%}
     distill_run "$W/$tag.db" ;;
   bias)
-    [ -f "$W/bench_bias_gpu.json" ] || [ ! -f "$STORES/bench_bias_gpu.json" ] || cp "$STORES/bench_bias_gpu.json" "$W/"
+    from_stores "bench_bias_gpu.json"
     python3 benchmarks/bench_bias.py --preset gpu "${COMMON[@]}" --base-width 1536 --ratio 2 --seeds 2 --check-seeds 1 \
       --deadline "${2:?seconds}" --resume --out "$W/bench_bias_gpu.json" > "$OUT/bias.log" 2>&1
     cp "$W/bench_bias_gpu.json" "$OUT/" ;;
